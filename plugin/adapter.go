@@ -1,0 +1,145 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// AdapterOption configures Adapt.
+type AdapterOption func(*adapter) error
+
+// WithParallelism sets how many goroutines process one batch (default 1).
+// A batch smaller than 2×n records runs on fewer goroutines. n must be ≥ 1.
+func WithParallelism(n int) AdapterOption {
+	return func(a *adapter) error {
+		if n < 1 {
+			return fmt.Errorf("%w: parallelism %d < 1", ErrInvalidInput, n)
+		}
+		a.parallel = n
+		return nil
+	}
+}
+
+// Adapt turns a record-at-a-time Plugin into a BatchPlugin. A record whose
+// Process panics gets an ErrPanic error; the rest of the batch goes on. If p
+// also has an OptimizeBatchSize method, the adapter forwards to it. Adapt
+// panics on an invalid option (a programmer error); use NewAdapter to get
+// the error instead.
+func Adapt(p Plugin, opts ...AdapterOption) BatchPlugin {
+	bp, err := NewAdapter(p, opts...)
+	if err != nil {
+		panic(err)
+	}
+	return bp
+}
+
+// NewAdapter is Adapt returning an invalid option as an error wrapping
+// ErrInvalidInput.
+func NewAdapter(p Plugin, opts ...AdapterOption) (BatchPlugin, error) {
+	a := &adapter{p: p, parallel: 1}
+	for _, o := range opts {
+		if err := o(a); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+type batchSizeOptimizer interface {
+	OptimizeBatchSize(current int, latency time.Duration, throughput float64) int
+}
+
+type adapter struct {
+	p        Plugin
+	parallel int
+}
+
+func (a *adapter) Info() Info   { return a.p.Info() }
+func (a *adapter) State() State { return a.p.State() }
+
+func (a *adapter) OptimizeBatchSize(current int, latency time.Duration, throughput float64) int {
+	if o, ok := a.p.(batchSizeOptimizer); ok {
+		return o.OptimizeBatchSize(current, latency, throughput)
+	}
+	return 0
+}
+
+// ctxCheckEvery is how many records run between two checks of the context.
+const ctxCheckEvery = 64
+
+func (a *adapter) ProcessBatch(ctx context.Context, cfg Config, recs []Record) (*BatchResult, error) {
+	start := time.Now()
+	res := &BatchResult{Results: make([]Result, len(recs))}
+	workers := min(a.parallel, len(recs)/2)
+	if workers <= 1 {
+		if err := a.run(ctx, cfg, recs, res.Results); err != nil {
+			return nil, err
+		}
+		res.Duration = time.Since(start)
+		return res, nil
+	}
+	chunk := (len(recs) + workers - 1) / workers
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo := w * chunk
+		hi := min(lo+chunk, len(recs))
+		wg.Add(1)
+		// Stops when its chunk is done or ctx is cancelled.
+		go func() {
+			defer wg.Done()
+			errs[w] = a.run(ctx, cfg, recs[lo:hi], res.Results[lo:hi])
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+func (a *adapter) run(ctx context.Context, cfg Config, recs []Record, out []Result) error {
+	for i := range recs {
+		if i%ctxCheckEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return ContextError(err)
+			}
+		}
+		out[i] = a.one(ctx, cfg, recs[i])
+	}
+	return nil
+}
+
+func (a *adapter) one(ctx context.Context, cfg Config, r Record) (res Result) {
+	defer func() {
+		if v := recover(); v != nil {
+			res = Fail(PanicError(v))
+		}
+	}()
+	res, err := a.p.Process(ctx, cfg, r)
+	if err != nil {
+		return Fail(err)
+	}
+	res.Err = nil
+	return res
+}
+
+// PanicError turns a recovered panic value into an *Error of CodePanic.
+func PanicError(v any) *Error {
+	return &Error{Code: CodePanic, Message: fmt.Sprintf("plugin: panic: %v", v)}
+}
+
+// ContextError turns a context error into an *Error: CodeTimeout for a
+// deadline (it still matches context.DeadlineExceeded), CodeUnavailable for a
+// cancellation (it wraps context.Canceled).
+func ContextError(err error) *Error {
+	if err == context.DeadlineExceeded {
+		return &Error{Code: CodeTimeout, Message: "plugin: deadline exceeded", Err: err}
+	}
+	return &Error{Code: CodeUnavailable, Message: "plugin: " + err.Error(), Err: err}
+}

@@ -1,0 +1,97 @@
+package plugin
+
+import (
+	"context"
+	"time"
+)
+
+// Plugin processes one record at a time. Implementations must be safe for
+// concurrent use: the runtime calls Process from several goroutines.
+type Plugin interface {
+	// Info describes the plugin.
+	Info() Info
+	// State reports the plugin's lifecycle state.
+	State() State
+	// Process returns what the plugin makes of r under the job's
+	// configuration cfg (nil when the job has none). A returned error is
+	// this record's error; the batch goes on. r's slices are valid only
+	// until Process returns.
+	Process(ctx context.Context, cfg Config, r Record) (Result, error)
+}
+
+// BatchPlugin processes a whole batch per call. Every record-at-a-time Plugin
+// becomes one through Adapt; WebAssembly plugins are BatchPlugins natively
+// (one guest call per batch).
+type BatchPlugin interface {
+	// Info describes the plugin.
+	Info() Info
+	// State reports the plugin's lifecycle state.
+	State() State
+	// ProcessBatch returns exactly one Result per record, in order.
+	// Per-record failures go in Result.Err; a returned error means the
+	// batch as a whole failed (a trap, a deadline, an unavailable plugin)
+	// and no result is valid.
+	ProcessBatch(ctx context.Context, cfg Config, recs []Record) (*BatchResult, error)
+	// OptimizeBatchSize is the original library's tuning hook: given the
+	// current batch size and the latency and throughput it achieved, it
+	// returns the size the plugin wants next, or 0 to leave the choice to
+	// the runtime's controller.
+	OptimizeBatchSize(current int, latency time.Duration, throughput float64) int
+}
+
+// BatchResult is the outcome of one batch: exactly one Result per input
+// record, in input order, and how long the batch took.
+type BatchResult struct {
+	// Results holds one Result per input record.
+	Results []Result
+	// Duration is the batch's processing time.
+	Duration time.Duration
+}
+
+// Processed returns the number of records processed.
+func (b *BatchResult) Processed() int { return len(b.Results) }
+
+// Succeeded returns the number of records without an error (dropped records
+// count as successes: dropping is what the plugin decided).
+func (b *BatchResult) Succeeded() int { return len(b.Results) - b.Failed() }
+
+// Failed returns the number of records with an error.
+func (b *BatchResult) Failed() int {
+	n := 0
+	for i := range b.Results {
+		if b.Results[i].Err != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Dropped returns the number of records the plugin filtered out.
+func (b *BatchResult) Dropped() int {
+	n := 0
+	for i := range b.Results {
+		if b.Results[i].Err == nil && b.Results[i].Dropped {
+			n++
+		}
+	}
+	return n
+}
+
+// Errors returns the per-record errors, in record order.
+func (b *BatchResult) Errors() []RecordError {
+	var errs []RecordError
+	for i := range b.Results {
+		if err := b.Results[i].Err; err != nil {
+			errs = append(errs, RecordError{Index: i, Err: err})
+		}
+	}
+	return errs
+}
+
+// Throughput returns records processed per second, or 0 when Duration is 0.
+func (b *BatchResult) Throughput() float64 {
+	if b.Duration <= 0 {
+		return 0
+	}
+	return float64(len(b.Results)) / b.Duration.Seconds()
+}
