@@ -1,0 +1,148 @@
+package proto
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// JobState is where a job is in its life.
+type JobState string
+
+// Job states.
+const (
+	JobOpen      JobState = "open"      // accepting batches
+	JobSealed    JobState = "sealed"    // every batch submitted; total known
+	JobDone      JobState = "done"      // every result read by the client
+	JobCancelled JobState = "cancelled" // stopped; remaining batches are dropped
+)
+
+// JobCreate is the request on SubjectJobCreate.
+type JobCreate struct {
+	// Plugin is the plugin's name.
+	Plugin string `json:"plugin"`
+	// Version selects a WebAssembly plugin version ("" = newest).
+	Version string `json:"version,omitempty"`
+	// Config is the plugin configuration handed over with every batch.
+	Config map[string]string `json:"config,omitempty"`
+}
+
+// Job is a job's record in the DF_JOBS bucket, and the reply to JobCreate
+// and to job requests.
+type Job struct {
+	ID      string            `json:"id"`
+	Plugin  string            `json:"plugin"`
+	Version string            `json:"version,omitempty"`
+	Digest  string            `json:"digest,omitempty"` // pinned module digest; empty for native plugins
+	Config  map[string]string `json:"config,omitempty"`
+	State   JobState          `json:"state"`
+	Created time.Time         `json:"created"`
+	Updated time.Time         `json:"updated"`
+	// Batches and Records are the job's totals, known once sealed.
+	Batches uint64 `json:"batches,omitempty"`
+	Records uint64 `json:"records,omitempty"`
+	// Progress as last reported by the job's client.
+	Progress Progress `json:"progress"`
+	// BatchSize is the size the coordinator wants batches cut at now.
+	BatchSize int `json:"batch_size,omitempty"`
+	// MaxBatchBytes is the largest batch message the coordinator accepts.
+	MaxBatchBytes int `json:"max_batch_bytes,omitempty"`
+}
+
+// Progress counts a job's results.
+type Progress struct {
+	Results   uint64 `json:"results"`
+	Succeeded uint64 `json:"succeeded"`
+	Failed    uint64 `json:"failed"`
+	Dropped   uint64 `json:"dropped"`
+}
+
+// JobSeal is the request on df.job.seal.<job>: the submitter's totals.
+type JobSeal struct {
+	Batches uint64 `json:"batches"`
+	Records uint64 `json:"records"`
+}
+
+// JobFinish is the request on df.job.done.<job>: the client read every result.
+type JobFinish struct {
+	Progress Progress `json:"progress"`
+}
+
+// SubmitReply is the reply to a batch submission.
+type SubmitReply struct {
+	// BatchSize is the size the coordinator wants the next batches cut at.
+	BatchSize int `json:"batch_size"`
+	// Duplicate reports that JetStream already had this batch.
+	Duplicate bool `json:"duplicate,omitempty"`
+	// Error is set when the batch was not accepted.
+	Error *Error `json:"error,omitempty"`
+}
+
+// Error codes carried by Error.
+const (
+	CodeInvalid       = "invalid"        // the request is malformed
+	CodeUnknownPlugin = "unknown_plugin" // no native plugin or module of that name
+	CodeNoWorkers     = "no_workers"     // no healthy worker to run the job
+	CodeTooLarge      = "too_large"      // over a size limit
+	CodeJobNotFound   = "job_not_found"  // no such job (or it expired)
+	CodeJobClosed     = "job_closed"     // the job is sealed, done or cancelled
+	CodeBusy          = "busy"           // the fleet is full: retry later
+	CodeInternal      = "internal"       // anything else
+)
+
+// Error is an error carried in a reply.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error returns the message.
+func (e *Error) Error() string { return e.Message }
+
+// Errorf returns an *Error of code with a formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Reply wraps a JSON reply body with an optional error. Data is omitted when
+// Error is set.
+type Reply[T any] struct {
+	Data  *T     `json:"data,omitempty"`
+	Error *Error `json:"error,omitempty"`
+}
+
+// ErrBadReply is wrapped when a reply cannot be decoded.
+var ErrBadReply = errors.New("proto: malformed reply")
+
+// DecodeReply decodes a Reply; an Error in it is returned as the error.
+func DecodeReply[T any](b []byte) (*T, error) {
+	var r Reply[T]
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadReply, err)
+	}
+	if r.Error != nil {
+		return nil, r.Error
+	}
+	if r.Data == nil {
+		return nil, fmt.Errorf("%w: no data", ErrBadReply)
+	}
+	return r.Data, nil
+}
+
+// EncodeReply encodes data, or err as an *Error (CodeInternal unless err is
+// an *Error already).
+func EncodeReply[T any](data *T, err error) []byte {
+	var r Reply[T]
+	if err != nil {
+		var pe *Error
+		if !errors.As(err, &pe) {
+			pe = &Error{Code: CodeInternal, Message: err.Error()}
+		}
+		r.Error = pe
+	} else {
+		r.Data = data
+	}
+	b, _ := json.Marshal(r) // cannot fail: plain data
+	return b
+}

@@ -1,0 +1,108 @@
+// Package proto is the fleet's protocol: subject names, headers, stream and
+// bucket settings, and the JSON messages that coordinators, workers and
+// clients exchange. Batches and results themselves are binary (package
+// batch); everything small is JSON.
+package proto
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Subjects. Tokens in angle brackets are filled in by the functions below.
+const (
+	// SubjectJobCreate: request, a client creates a job (JobCreate → JobInfo).
+	SubjectJobCreate = "df.job.create"
+	// SubjectJobPrefix: df.job.<verb>.<job> requests (seal, cancel, get, done).
+	SubjectJobPrefix = "df.job."
+	// SubjectSubmitPrefix: df.submit.<plugin>: request, a client submits one
+	// batch message; the reply is a SubmitReply.
+	SubjectSubmitPrefix = "df.submit."
+	// SubjectBatchPrefix: df.batch.<plugin>.<job>: batches in DF_BATCHES.
+	SubjectBatchPrefix = "df.batch."
+	// SubjectResultPrefix: df.result.<job>: result messages in DF_RESULTS.
+	SubjectResultPrefix = "df.result."
+	// SubjectDeadPrefix: df.dead.<job>: dead-letter entries in DF_DEAD.
+	SubjectDeadPrefix = "df.dead."
+	// SubjectHeartbeatPrefix: df.hb.<worker>: worker heartbeats (core NATS).
+	SubjectHeartbeatPrefix = "df.hb."
+	// SubjectStatus: request, the fleet's status (→ FleetStatus).
+	SubjectStatus = "df.status"
+	// SubjectReport: request, the fleet's performance report.
+	SubjectReport = "df.report"
+	// SubjectPluginsChanged: a WebAssembly plugin was pushed or removed
+	// (core NATS, informational; workers also watch the object store).
+	SubjectPluginsChanged = "df.plugins.changed"
+)
+
+// Stream, consumer and bucket names.
+const (
+	StreamBatches  = "DF_BATCHES"
+	StreamResults  = "DF_RESULTS"
+	StreamDead     = "DF_DEAD"
+	ConsumerWorker = "df-workers"
+	BucketJobs     = "DF_JOBS"
+	BucketPlugins  = "DF_PLUGINS"
+	// QueueCoordinators is the queue group coordinators share requests in.
+	QueueCoordinators = "df-coordinators"
+)
+
+// Headers.
+const (
+	// HeaderMsgID is JetStream's de-duplication header.
+	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderSplit marks a batch cut from a poison batch: "<depth>".
+	HeaderSplit = "Df-Split"
+	// HeaderError carries a request's error on a reply (error code).
+	HeaderError = "Df-Error"
+)
+
+// SubmitSubject returns the subject a client submits batches of plugin to.
+func SubmitSubject(plugin string) string { return SubjectSubmitPrefix + plugin }
+
+// BatchSubject returns the DF_BATCHES subject of a batch of job for plugin.
+func BatchSubject(plugin, job string) string { return SubjectBatchPrefix + plugin + "." + job }
+
+// ResultSubject returns the DF_RESULTS subject of job's results.
+func ResultSubject(job string) string { return SubjectResultPrefix + job }
+
+// DeadSubject returns the DF_DEAD subject of job's dead letters.
+func DeadSubject(job string) string { return SubjectDeadPrefix + job }
+
+// HeartbeatSubject returns the subject worker sends heartbeats on.
+func HeartbeatSubject(worker string) string { return SubjectHeartbeatPrefix + worker }
+
+// JobSubject returns the subject of a job request: verb is "seal",
+// "cancel", "get" or "done".
+func JobSubject(verb, job string) string { return SubjectJobPrefix + verb + "." + job }
+
+// MsgID returns the de-duplication id of batch seq of job ("<job>.<seq>"),
+// used for the batch in DF_BATCHES and for its result in DF_RESULTS.
+func MsgID(job string, seq uint64) string { return job + "." + strconv.FormatUint(seq, 10) }
+
+// SplitMsgID returns the id of a part of a split batch: the parent's id,
+// then ".s<base>-<count>", unique for every range of records.
+func SplitMsgID(job string, seq, base uint64, count int) string {
+	return fmt.Sprintf("%s.%d.s%d-%d", job, seq, base, count)
+}
+
+// ValidName reports whether s can be a plugin name, job id or worker id: 1
+// to 64 characters from [A-Za-z0-9_-], so that it is one subject token.
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// LastToken returns the last dot-separated token of subject.
+func LastToken(subject string) string {
+	return subject[strings.LastIndexByte(subject, '.')+1:]
+}
