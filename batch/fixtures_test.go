@@ -95,12 +95,13 @@ func exampleEntries() []byte {
 // msg builds raw messages, valid or not, field by field.
 type msg []byte
 
-func (m msg) u8(v ...byte) msg     { return append(m, v...) }
-func (m msg) u16(v uint16) msg     { return binary.LittleEndian.AppendUint16(m, v) }
-func (m msg) u32(v uint32) msg     { return binary.LittleEndian.AppendUint32(m, v) }
-func (m msg) u64(v uint64) msg     { return binary.LittleEndian.AppendUint64(m, v) }
-func (m msg) raw(s string) msg     { return append(m, s...) }
-func (m msg) str(s string) msg     { return m.u32(uint32(len(s))).raw(s) }
+func (m msg) u8(v ...byte) msg { return append(m, v...) }
+func (m msg) u16(v uint16) msg { return binary.LittleEndian.AppendUint16(m, v) }
+func (m msg) u32(v uint32) msg { return binary.LittleEndian.AppendUint32(m, v) }
+func (m msg) u64(v uint64) msg { return binary.LittleEndian.AppendUint64(m, v) }
+func (m msg) raw(s string) msg { return append(m, s...) }
+func (m msg) str(s string) msg { return m.u32(uint32(len(s))).raw(s) }
+
 // pair appends a config pair or a record header: str key, str value.
 func (m msg) pair(k, v string) msg { return m.str(k).str(v) }
 

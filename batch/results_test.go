@@ -205,7 +205,7 @@ func TestDecodeResultsErrors(t *testing.T) {
 		{"header_len", msg(nil).raw("DFR\x01").u32(39).raw(string(valid[8:])), ErrMalformed, -1, "header_len: 39 is outside [40, 59]"},
 		{"result_count limit", resultHeader(5), ErrLimit, -1, "result_count: 5 > limit 4"},
 		{"result_count vs bytes", resultHeader(2).entry(0, 0, "v"), ErrMalformed, -1, "result_count: 2 results need at least 16 bytes, 9 left"},
-		{"duration", msg(nil).raw("DFR\x01").u32(48).u32(0).u32(0).u64(0).u64(0).u64(1<<63).str("").str(""), ErrMalformed, -1, "duration_ns: 9223372036854775808 is over the largest int64"},
+		{"duration", msg(nil).raw("DFR\x01").u32(48).u32(0).u32(0).u64(0).u64(0).u64(1 << 63).str("").str(""), ErrMalformed, -1, "duration_ns: 9223372036854775808 is over the largest int64"},
 		{"worker limit", msg(nil).raw("DFR\x01").u32(61).u32(0).u32(0).u64(0).u64(0).u64(0).str("").str("0123456789abc"), ErrLimit, -1, "worker: 13 > limit 12"},
 		{"worker truncated", msg(nil).raw("DFR\x01").u32(46).u32(0).u32(0).u64(0).u64(0).u64(0).str("").str("ab"), ErrMalformed, -1, "worker length: needs 4 bytes, 2 left"},
 		{"status unchanged", resultHeader(2).entry(0, 0, "").entry(3, 0, ""), ErrMalformed, 1, "record 1: status: 3 (unchanged) is only allowed in a plugin's output"},
