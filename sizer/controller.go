@@ -10,6 +10,10 @@ import (
 // source beyond it replaces the one heard from longest ago.
 const maxSources = 4096
 
+// maxRecordBytes bounds a reported record size (to keep the merge finite);
+// it is far beyond any message limit.
+const maxRecordBytes = 1 << 50
+
 // sampleCap bounds a source's weight in the merge, so a long-lived worker
 // does not drown one that started recently.
 const sampleCap = 100
@@ -40,6 +44,14 @@ type Controller struct {
 	adjustments int
 	lastAdjust  time.Time
 	lastBytes   int
+
+	// The merged estimate, recomputed only when a report arrives or leaves,
+	// or when the oldest report expires.
+	merged   Estimate
+	mergedOK bool
+	dirty    bool
+	expiry   time.Time // when the oldest counted report expires
+	mergedAt time.Time
 }
 
 type source struct {
@@ -57,6 +69,7 @@ func New(cfg Config) (*Controller, error) {
 	return &Controller{
 		cfg:     cfg,
 		sources: make(map[string]source),
+		dirty:   true,
 		current: cfg.Initial,
 		target:  cfg.Initial,
 		bound:   BoundInitial,
@@ -67,7 +80,7 @@ func New(cfg Config) (*Controller, error) {
 func (c *Controller) Config() Config { return c.cfg }
 
 // Report records source's latest estimate (a worker's, from its heartbeat),
-// replacing the previous one. Negative costs count as 0; an estimate with
+// replacing the previous one. Negative values count as 0; an estimate with
 // no samples and no hint counts for nothing. Estimates older than
 // Config.MaxAge are forgotten.
 func (c *Controller) Report(src string, est Estimate) {
@@ -75,9 +88,10 @@ func (c *Controller) Report(src string, est Estimate) {
 	est.PerRecord = max(est.PerRecord, 0)
 	est.Samples = max(est.Samples, 0)
 	est.Hint = max(est.Hint, 0)
-	if !(est.RecordBytes > 0) || math.IsInf(est.RecordBytes, 1) {
+	if !(est.RecordBytes > 0) {
 		est.RecordBytes = 0
 	}
+	est.RecordBytes = min(est.RecordBytes, maxRecordBytes)
 	now := c.cfg.Clock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -91,12 +105,14 @@ func (c *Controller) Report(src string, est Estimate) {
 		delete(c.sources, oldest)
 	}
 	c.sources[src] = source{est: est, at: now}
+	c.dirty = true
 }
 
 // Forget drops source's estimate, for a worker that left the fleet.
 func (c *Controller) Forget(src string) {
 	c.mu.Lock()
 	delete(c.sources, src)
+	c.dirty = true
 	c.mu.Unlock()
 }
 
@@ -136,7 +152,7 @@ func (c *Controller) Size(avgRecordBytes int) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.lastBytes = avgRecordBytes
-	merged, ok := c.merge(now)
+	merged, ok := c.mergedEstimate(now)
 	if ok && (c.adjustments == 0 || now.Sub(c.lastAdjust) >= c.cfg.Interval) {
 		c.target, c.bound = c.want(merged)
 		if c.step(c.target) {
@@ -148,15 +164,29 @@ func (c *Controller) Size(avgRecordBytes int) int {
 	return size
 }
 
+// mergedEstimate returns the merged estimate at now, from the cache when nothing
+// changed since it was computed.
+func (c *Controller) mergedEstimate(now time.Time) (Estimate, bool) {
+	if c.dirty || !now.Before(c.expiry) || now.Before(c.mergedAt) {
+		c.merged, c.mergedOK = c.merge(now)
+		c.dirty, c.mergedAt = false, now
+	}
+	return c.merged, c.mergedOK
+}
+
 // merge returns the weighted mean of the fresh estimates, forgetting the
 // stale ones; ok is false when none carries samples or a hint.
 func (c *Controller) merge(now time.Time) (m Estimate, ok bool) {
 	var w, fixed, per, bw, bytes, hw, hint float64
+	c.expiry = now.Add(c.cfg.MaxAge)
 	for k, s := range c.sources {
 		age := max(now.Sub(s.at), 0)
 		if age >= c.cfg.MaxAge {
 			delete(c.sources, k)
 			continue
+		}
+		if exp := s.at.Add(c.cfg.MaxAge); exp.Before(c.expiry) {
+			c.expiry = exp
 		}
 		fresh := 1 - float64(age)/float64(c.cfg.MaxAge)
 		sw := float64(min(s.est.Samples, sampleCap)) * fresh
@@ -253,7 +283,7 @@ func pressureLimit(size, lo int, p float64) int {
 		return size
 	}
 	f := (1 - min(p, 1)) / (1 - PressureKnee)
-	return lo + int(math.Floor(float64(size-lo)*f))
+	return lo + int(math.Round(float64(size-lo)*f))
 }
 
 // Status is a Controller's state, for status pages and reports.
@@ -283,7 +313,7 @@ func (c *Controller) Snapshot() Status {
 	now := c.cfg.Clock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m, _ := c.merge(now)
+	m, _ := c.mergedEstimate(now)
 	size, bound := c.limit(c.current, c.lastBytes, m)
 	if bound == "" {
 		bound = c.bound

@@ -56,11 +56,13 @@ type observation struct{ n, l, b float64 }
 // Two guards make it usable for control. While all recent batches have the
 // same size the split between fixed and per-record cost cannot be observed,
 // and a weak prior makes the fit proportional through the current operating
-// point (which is all the controller needs to hold its size). And when
-// surpriseRun batches in a row take more than surpriseRatio times longer (or
-// shorter) than any non-negative split of the recent average cost allows, the
-// cost has changed: the Estimator forgets everything before them, instead of
-// averaging two regimes for several half-lives.
+// point (which is all the controller needs to hold its size). And a batch
+// that takes more than surpriseRatio times longer (or shorter) than any
+// non-negative split of the recent average cost allows is a surprise: a
+// single one is an outlier, clipped to that range before it is counted, and
+// surpriseRun in a row in the same direction are a change in cost, upon which
+// the Estimator forgets everything before them instead of averaging two
+// regimes for several half-lives.
 //
 // The zero value is not usable; call NewEstimator. An Estimator is safe for
 // concurrent use.
@@ -98,7 +100,10 @@ func (e *Estimator) Observe(n, bytes int, latency time.Duration) {
 	defer e.mu.Unlock()
 	copy(e.recent[1:], e.recent[:len(e.recent)-1])
 	e.recent[0] = o
-	if e.surprised(o) {
+	switch lo, hi, ok := e.plausible(o.n); {
+	case !ok:
+		e.add(o)
+	case e.surprised(o, lo, hi):
 		// The cost changed: start over from the surprising batches.
 		e.w, e.sn, e.sl, e.snn, e.snl, e.sb = 0, 0, 0, 0, 0, 0
 		for i := len(e.recent) - 1; i >= 0; i-- {
@@ -106,7 +111,11 @@ func (e *Estimator) Observe(n, bytes int, latency time.Duration) {
 		}
 		e.run = 0
 		e.restarts++
-	} else {
+	default:
+		// Until confirmed as a change, a surprising batch (a pause, a
+		// slow neighbour) counts as if it were at the edge of what is
+		// plausible: one outlier cannot drag the model far.
+		o.l = min(max(o.l, lo/surpriseRatio), hi*surpriseRatio)
 		e.add(o)
 	}
 	if e.samples < math.MaxInt {
@@ -125,21 +134,27 @@ func (e *Estimator) add(o observation) {
 	e.sb = e.sb*d + o.b
 }
 
-// surprised counts o towards a change in cost and reports whether this is
-// the surpriseRun-th surprise in a row in the same direction. Any line
-// through the recent average (n̄, L̄) with non-negative costs predicts, at n,
-// a latency between L̄ and L̄·n/n̄; o surprises when it is surpriseRatio
-// beyond that range. The range, not the fitted line, keeps a poorly known
-// split from passing for a change when the size moves away from n̄.
-func (e *Estimator) surprised(o observation) bool {
+// plausible returns the range of latencies the model allows at n: any line
+// through the recent mean (n̄, L̄) with non-negative costs predicts between
+// L̄ and L̄·n/n̄. The range, not the fitted line, is used so that a poorly
+// known split does not pass for a change when the size moves away from n̄.
+// ok is false while the model has too few observations to judge.
+func (e *Estimator) plausible(n float64) (lo, hi float64, ok bool) {
 	if e.samples < 2*surpriseRun || !(e.w > 0) {
-		return false
+		return 0, 0, false
 	}
 	mean := e.sl / e.w
-	lo, hi := mean, mean*o.n/(e.sn/e.w)
+	lo, hi = mean, mean*n/(e.sn/e.w)
 	if lo > hi {
 		lo, hi = hi, lo
 	}
+	return lo, hi, true
+}
+
+// surprised counts o towards a change in cost and reports whether this is
+// the surpriseRun-th surprise in a row in the same direction: a latency more
+// than surpriseRatio beyond the plausible range [lo, hi].
+func (e *Estimator) surprised(o observation, lo, hi float64) bool {
 	switch {
 	case o.l > hi*surpriseRatio:
 		e.run = max(e.run, 0) + 1

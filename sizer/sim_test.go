@@ -148,20 +148,22 @@ func settle(tr trace, from, to, ideal int, tol float64) convergence {
 	return c
 }
 
-// seedSimulate runs the seed's OptimizeBatchSize rule on one simulated
-// worker, one batch per tick, and returns the sizes.
-func seedSimulate(start int, c cost, ticks int, seed uint64) trace {
+// seedSimulate runs the seed's OptimizeBatchSize rule against phases: one
+// simulated worker, one adjustment opportunity per tick (like the
+// Controller's Interval), on the latency of that tick's batch.
+func seedSimulate(start int, phases []phase, seed uint64) trace {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	var tr trace
 	size, adj := start, 0
-	for range ticks {
-		tr.sizes = append(tr.sizes, size)
-		tr.adjustments = append(tr.adjustments, adj)
-		l := c.latency(size, rng)
-		next := SeedRule(size, l, float64(size)/l.Seconds())
-		if next > 0 && next != size {
-			size = next
-			adj++
+	for _, ph := range phases {
+		for range ph.ticks {
+			tr.sizes = append(tr.sizes, size)
+			l := ph.cost.latency(size, rng)
+			if next := SeedRule(size, l, float64(size)/l.Seconds()); next > 0 && next != size {
+				size = next
+				adj++
+			}
+			tr.adjustments = append(tr.adjustments, adj)
 		}
 	}
 	return tr
@@ -202,7 +204,7 @@ func oneCost(name string, cfg Config, c cost, ticks int) scenario {
 		name:   name,
 		cfg:    cfg,
 		phases: []phase{{c, ticks}},
-		checks: []check{{"", 0, ticks, c.ideal(d.Target, d.Min, d.Max)}},
+		checks: []check{{"-", 0, ticks, c.ideal(d.Target, d.Min, d.Max)}},
 		assert: true,
 	}
 }
@@ -348,5 +350,90 @@ func TestNoOscillationUnderNoise(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// comparison is a race between the Controller and SeedRule.
+type comparison struct {
+	name    string
+	initial int
+	phases  []phase
+	check   check
+}
+
+func comparisons() []comparison {
+	hi := linearCost
+	hi.perRecord *= 4
+	return []comparison{
+		{"grow: 20ms+160µs/rec from 100", 100, []phase{{linearCost, 60}}, check{"", 0, 60, 500}},
+		{"shrink: per-record cost ×4 at 500", 500, []phase{{linearCost, 5}, {hi, 55}}, check{"", 5, 60, 125}},
+		{"slow: 2ms/rec from 100", 100, []phase{{cost{perRecord: 2 * ms}, 60}}, check{"", 0, 60, 50}},
+	}
+}
+
+// compare runs c with the Controller (one worker, noise-free) and SeedRule.
+func compare(t testing.TB, c comparison) (ctl, seed convergence) {
+	tr := simulate(t, simConfig{workers: 1, batches: 5, recordBytes: 100, cfg: Config{Initial: c.initial}, seed: simSeed}, c.phases)
+	str := seedSimulate(c.initial, c.phases, simSeed)
+	return settle(tr, c.check.from, c.check.to, c.check.ideal, 0.2), settle(str, c.check.from, c.check.to, c.check.ideal, 0.2)
+}
+
+// TestSeedRuleComparison shows why the fleet uses the model: on the same
+// noise-free costs, the seed's ±20% rule needs more adjustments to shrink,
+// never grows a plugin faster than 1000 records/s towards its latency target,
+// and flips forever on a plugin slower than that; the Controller settles in a
+// few adjustments and stays.
+func TestSeedRuleComparison(t *testing.T) {
+	for _, c := range comparisons() {
+		t.Run(c.name, func(t *testing.T) {
+			ctl, seed := compare(t, c)
+			t.Logf("controller %+v", ctl)
+			t.Logf("seed rule  %+v", seed)
+			if !ctl.ok || ctl.adjustments > 10 || ctl.reversals > 0 {
+				t.Errorf("controller: %+v; want settled within 10 adjustments, no reversal", ctl)
+			}
+			if seed.ok && seed.reversals == 0 && seed.adjustments <= ctl.adjustments {
+				t.Errorf("seed rule %+v as good as the controller %+v", seed, ctl)
+			}
+		})
+	}
+}
+
+// TestReport prints the convergence figures recorded in BENCHMARKS.md:
+//
+//	go test -run TestReport -v ./sizer
+func TestReport(t *testing.T) {
+	t.Logf("seeds %d..%d, %d batches per worker per heartbeat, Target 100ms, Initial 100, Max 1000 unless said",
+		simSeed, simSeed+simSeeds-1, 5)
+	t.Log("| cost model | phase | ideal | workers | adjustments to settle (median / max) | failed | after settling: adjustments / reversals (worst) |")
+	t.Log("|---|---|---|---|---|---|---|")
+	for _, sc := range scenarios() {
+		for _, workers := range []int{1, 3} {
+			for j, st := range runScenario(t, sc, workers) {
+				med, mx := "-", "-"
+				if len(st.adjustments) > 0 {
+					med, mx = fmt.Sprint(st.medianAdjustments()), fmt.Sprint(st.maxAdjustments())
+				}
+				name := sc.name
+				if !sc.assert {
+					name += " (not asserted)"
+				}
+				t.Logf("| %s | %s | %d | %d | %s / %s | %d/%d | %d / %d |",
+					name, sc.checks[j].name, sc.checks[j].ideal, workers, med, mx, st.failed, st.runs, st.after, st.reversals)
+			}
+		}
+	}
+	t.Log("")
+	t.Log("| noise-free race | ideal | controller: adjustments / reversals | seed rule: adjustments / reversals |")
+	t.Log("|---|---|---|---|")
+	show := func(c convergence) string {
+		if !c.ok {
+			return "never settles"
+		}
+		return fmt.Sprintf("%d / %d", c.adjustments, c.reversals)
+	}
+	for _, c := range comparisons() {
+		ctl, seed := compare(t, c)
+		t.Logf("| %s | %d | %s | %s |", c.name, c.check.ideal, show(ctl), show(seed))
 	}
 }
