@@ -14,15 +14,15 @@ var ErrInvalidConfig = errors.New("sizer: invalid config")
 // Defaults applied by New to the zero fields of a Config. Target, Initial and
 // Max are the original library's defaults.
 const (
-	DefaultTarget   = 100 * time.Millisecond
-	DefaultInitial  = 100
-	DefaultMin      = 1
-	DefaultMax      = 1000
-	DefaultMaxBytes = 1<<20 - 64<<10 // NATS's default max_payload less room for the batch header
-	DefaultInterval = time.Second    // one heartbeat
-	DefaultMaxAge   = 5 * time.Second
-	DefaultDeadband = 0.1
-	DefaultMaxStep  = 2.0
+	DefaultTarget   = 100 * time.Millisecond // the batch latency aimed for
+	DefaultInitial  = 100                    // the size before any estimate
+	DefaultMin      = 1                      // the smallest size chosen
+	DefaultMax      = 1000                   // the largest size chosen
+	DefaultMaxBytes = 1<<20 - 64<<10         // NATS's default max_payload less room for the batch header
+	DefaultInterval = time.Second            // one heartbeat between adjustments
+	DefaultMaxAge   = 5 * time.Second        // how long a reported estimate counts
+	DefaultDeadband = 0.1                    // moves smaller than 10% are not made
+	DefaultMaxStep  = 2.0                    // at most ×2 or ÷2 per adjustment
 )
 
 // PressureKnee is the memory pressure above which the batch size shrinks:
@@ -36,7 +36,7 @@ type Config struct {
 	// Target is the batch latency to aim for. Default DefaultTarget (100 ms).
 	Target time.Duration
 	// Initial is the size returned until the first estimate arrives.
-	// Default DefaultInitial (100), lowered to Max when Max is smaller.
+	// Default DefaultInitial (100), moved into [Min, Max] when outside.
 	Initial int
 	// Min is the smallest size the controller chooses (a single record over
 	// the byte limit can still force a smaller one). Default 1.

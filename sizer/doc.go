@@ -45,9 +45,11 @@
 // The Controller averages the fresh estimates' lines, each weighted by its
 // sample count (capped at 100, so a new worker is not drowned by an old one)
 // times a freshness that falls linearly from 1 to 0 over MaxAge; older ones
-// are forgotten (Forget drops a worker at once). Freshness is measured on the
-// controller's clock when the report arrives, not on a timestamp in the
-// Estimate, so clock skew between machines does not matter.
+// are forgotten (Forget drops a worker at once). Ages are measured on the
+// controller's clock from the report's arrival, not from a timestamp in the
+// Estimate, so clock skew between machines does not matter; the weights are
+// re-evaluated whenever an estimate arrives, leaves or expires, which keeps
+// Size at a few tens of nanoseconds however many workers report.
 //
 // # The plugin's hook
 //
@@ -65,10 +67,17 @@
 // fit cannot tell fixed from per-record cost; a weak prior then makes it
 // proportional through the current point, which predicts that point exactly
 // (enough to hold a converged size) and errs towards small steps when it
-// extrapolates. When several batches in a row fall far outside anything the
-// recent costs explain (a step change), the Estimator forgets the old regime
-// instead of averaging two regimes for several half-lives. Estimator.Restarts
-// counts those changes.
+// extrapolates. A batch far outside anything the recent costs explain (a GC
+// pause, a noisy neighbour) is clipped before it counts, so one outlier cannot
+// drag the model; several in a row in the same direction are a step change, and
+// the Estimator forgets the old regime instead of averaging two regimes for
+// several half-lives. Estimator.Restarts counts those changes.
+//
+// The Estimate has no per-byte cost: within a job the bytes of a batch grow
+// with its records, so a three-term fit would be collinear and unstable; the
+// per-record cost already includes the typical record's bytes, and bytes
+// enter only through the message size limit. It carries no timestamp either
+// (see Merging workers).
 //
 // # Why model-based rather than the seed's rule
 //
