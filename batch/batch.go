@@ -48,10 +48,11 @@ func AppendBatch(dst []byte, b *Batch) ([]byte, error) {
 // AppendBatch is the package-level AppendBatch checking against l.
 func (l Limits) AppendBatch(dst []byte, b *Batch) ([]byte, error) {
 	l = l.orDefault()
-	if err := l.checkBatch(b); err != nil {
+	size, err := l.checkBatch(b)
+	if err != nil {
 		return dst, err
 	}
-	dst = slices.Grow(dst, BatchSize(b))
+	dst = slices.Grow(dst, size)
 	start := len(dst)
 	dst = append(dst, batchMagic...)
 	dst = append(dst, Version)
@@ -68,10 +69,12 @@ func (l Limits) AppendBatch(dst []byte, b *Batch) ([]byte, error) {
 	for i := range b.Records {
 		r := &b.Records[i]
 		ns, _ := timestampNanos(r.Timestamp) // checked by checkBatch
-		dst = le.AppendUint32(dst, uint32(len(r.Key)))
-		dst = le.AppendUint32(dst, uint32(len(r.Value)))
-		dst = le.AppendUint32(dst, uint32(len(r.Headers)))
-		dst = le.AppendUint64(dst, uint64(ns))
+		n := len(dst)
+		dst = dst[:n+RecordOverhead] // room made by slices.Grow
+		le.PutUint32(dst[n:], uint32(len(r.Key)))
+		le.PutUint32(dst[n+4:], uint32(len(r.Value)))
+		le.PutUint32(dst[n+8:], uint32(len(r.Headers)))
+		le.PutUint64(dst[n+12:], uint64(ns))
 		dst = append(dst, r.Key...)
 		dst = append(dst, r.Value...)
 		for j := range r.Headers {
@@ -103,48 +106,58 @@ func appendConfig(dst []byte, c plugin.Config) []byte {
 	return dst
 }
 
-func (l Limits) checkBatch(b *Batch) error {
+// checkBatch checks b against l and returns its encoded size.
+func (l Limits) checkBatch(b *Batch) (int, error) {
 	if err := l.checkString("job", b.Job); err != nil {
-		return err
+		return 0, err
 	}
 	if err := l.checkString("plugin", b.Plugin); err != nil {
-		return err
+		return 0, err
 	}
 	if err := l.checkString("digest", b.Digest); err != nil {
-		return err
+		return 0, err
 	}
 	if err := l.checkCount("config_count", len(b.Config), l.MaxConfigPairs); err != nil {
-		return err
+		return 0, err
 	}
 	for k, v := range b.Config {
 		if err := l.checkString("config key", k); err != nil {
-			return err
+			return 0, err
 		}
 		if err := l.checkString("config value", v); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if err := l.checkCount("record_count", len(b.Records), l.MaxRecords); err != nil {
-		return err
+		return 0, err
 	}
+	size := headerSize(b)
 	for i := range b.Records {
-		if err := l.checkRecord(i, &b.Records[i]); err != nil {
-			return err
+		r := &b.Records[i]
+		if err := l.checkRecord(i, r); err != nil {
+			return 0, err
 		}
+		size += RecordSize(r)
 	}
-	return nil
+	return size, nil
 }
 
 // BatchSize returns the exact length of b's encoding: the header (BatchSize
 // of a batch without records) plus the RecordSize of every record. A
 // coordinator uses it to cut batches within a message size limit.
 func BatchSize(b *Batch) int {
+	n := headerSize(b)
+	for i := range b.Records {
+		n += RecordSize(&b.Records[i])
+	}
+	return n
+}
+
+// headerSize returns the size of b's encoding up to header_len.
+func headerSize(b *Batch) int {
 	n := batchFixed + 4 + len(b.Job) + 4 + len(b.Plugin) + 4 + len(b.Digest) + 4
 	for k, v := range b.Config {
 		n += HeaderOverhead + len(k) + len(v)
-	}
-	for i := range b.Records {
-		n += RecordSize(&b.Records[i])
 	}
 	return n
 }

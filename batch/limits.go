@@ -80,7 +80,7 @@ func (l Limits) CheckRecord(r *plugin.Record) error {
 // be at most MaxValueSize (an error message is shortened, never refused). The
 // error is an *Error with Index -1 wrapping ErrLimit.
 func (l Limits) CheckResult(r plugin.Result) error {
-	return l.orDefault().checkResult(noIndex, r)
+	return l.orDefault().checkResult(noIndex, &r)
 }
 
 func (l Limits) checkRecord(i int, r *plugin.Record) error {
@@ -105,7 +105,7 @@ func (l Limits) checkRecord(i int, r *plugin.Record) error {
 	return nil
 }
 
-func (l Limits) checkResult(i int, r plugin.Result) error {
+func (l Limits) checkResult(i int, r *plugin.Result) error {
 	if r.Err == nil && !r.Dropped && len(r.Value) > l.MaxValueSize {
 		return overLimit(i, "value", uint64(len(r.Value)), l.MaxValueSize)
 	}

@@ -45,10 +45,11 @@ func AppendResults(dst []byte, r *ResultSet) ([]byte, error) {
 // AppendResults is the package-level AppendResults checking against l.
 func (l Limits) AppendResults(dst []byte, r *ResultSet) ([]byte, error) {
 	l = l.orDefault()
-	if err := l.checkResults(r); err != nil {
+	size, err := l.checkResults(r)
+	if err != nil {
 		return dst, err
 	}
-	dst = slices.Grow(dst, l.resultsSize(r))
+	dst = slices.Grow(dst, size)
 	start := len(dst)
 	dst = append(dst, resultMagic...)
 	dst = append(dst, Version)
@@ -62,30 +63,34 @@ func (l Limits) AppendResults(dst []byte, r *ResultSet) ([]byte, error) {
 	dst = appendStr(dst, r.Worker)
 	le.PutUint32(dst[start+4:], uint32(len(dst)-start))
 	for i := range r.Results {
-		dst = appendEntry(dst, r.Results[i], l.MaxErrorSize)
+		dst = appendEntry(dst, &r.Results[i], l.MaxErrorSize)
 	}
 	return dst, nil
 }
 
-func (l Limits) checkResults(r *ResultSet) error {
+// checkResults checks r against l and returns its encoded size.
+func (l Limits) checkResults(r *ResultSet) (int, error) {
 	if err := l.checkString("job", r.Job); err != nil {
-		return err
+		return 0, err
 	}
 	if err := l.checkString("worker", r.Worker); err != nil {
-		return err
+		return 0, err
 	}
 	if r.Duration < 0 {
-		return malformed(noIndex, "duration_ns", "%s is negative", r.Duration)
+		return 0, malformed(noIndex, "duration_ns", "%s is negative", r.Duration)
 	}
 	if err := l.checkCount("result_count", len(r.Results), l.MaxRecords); err != nil {
-		return err
+		return 0, err
 	}
+	size := resultFixed + 4 + len(r.Job) + 4 + len(r.Worker)
 	for i := range r.Results {
-		if err := l.checkResult(i, r.Results[i]); err != nil {
-			return err
+		res := &r.Results[i]
+		if err := l.checkResult(i, res); err != nil {
+			return 0, err
 		}
+		size += entrySize(res, l.MaxErrorSize)
 	}
-	return nil
+	return size, nil
 }
 
 // ResultsSize returns the exact length of r's encoding by AppendResults: the
@@ -97,7 +102,7 @@ func ResultsSize(r *ResultSet) int {
 func (l Limits) resultsSize(r *ResultSet) int {
 	n := resultFixed + 4 + len(r.Job) + 4 + len(r.Worker)
 	for i := range r.Results {
-		n += entrySize(r.Results[i], l.MaxErrorSize)
+		n += entrySize(&r.Results[i], l.MaxErrorSize)
 	}
 	return n
 }
@@ -106,10 +111,10 @@ func (l Limits) resultsSize(r *ResultSet) int {
 // EntryOverhead plus the value (status value) or the error message (status
 // error, shortened to DefaultLimits.MaxErrorSize).
 func EntrySize(r plugin.Result) int {
-	return entrySize(r, DefaultLimits.MaxErrorSize)
+	return entrySize(&r, DefaultLimits.MaxErrorSize)
 }
 
-func entrySize(r plugin.Result, maxErr int) int {
+func entrySize(r *plugin.Result, maxErr int) int {
 	switch {
 	case r.Err != nil:
 		_, msg := errorParts(r.Err, maxErr)
@@ -129,7 +134,7 @@ func entrySize(r plugin.Result, maxErr int) int {
 // *plugin.Error is its Message field. AppendEntry checks no other limit: the
 // decoder does.
 func AppendEntry(dst []byte, r plugin.Result) []byte {
-	return appendEntry(dst, r, DefaultLimits.MaxErrorSize)
+	return appendEntry(dst, &r, DefaultLimits.MaxErrorSize)
 }
 
 // AppendUnchanged appends a result entry of status unchanged: the record's
@@ -139,7 +144,7 @@ func AppendUnchanged(dst []byte) []byte {
 	return append(dst, statusUnchanged, 0, 0, 0, 0, 0, 0, 0)
 }
 
-func appendEntry(dst []byte, r plugin.Result, maxErr int) []byte {
+func appendEntry(dst []byte, r *plugin.Result, maxErr int) []byte {
 	switch {
 	case r.Err != nil:
 		code, msg := errorParts(r.Err, maxErr)
@@ -149,8 +154,8 @@ func appendEntry(dst []byte, r plugin.Result, maxErr int) []byte {
 	case r.Dropped:
 		return append(dst, statusDropped, 0, 0, 0, 0, 0, 0, 0)
 	default:
-		dst = append(dst, statusValue, 0, 0, 0)
-		dst = le.AppendUint32(dst, uint32(len(r.Value)))
+		dst = append(dst, statusValue, 0, 0, 0, 0, 0, 0, 0)
+		le.PutUint32(dst[len(dst)-4:], uint32(len(r.Value)))
 		return append(dst, r.Value...)
 	}
 }
@@ -258,7 +263,9 @@ func (l Limits) decodeResults(data []byte, dst *ResultSet) error {
 // plugin writes for a batch: exactly one entry per record of in, in order —
 // into dst, checking it against DefaultLimits. len(dst) must equal len(in).
 // An entry of status unchanged resolves to in[i].Value. Values alias data
-// (or in); errors become *plugin.Error values as in DecodeResults.
+// (or in): copy them before data is reused — a guest's memory, for one, is
+// overwritten by its next call. Errors become *plugin.Error values as in
+// DecodeResults.
 //
 // The error is an *Error wrapping ErrLimit (also matching
 // plugin.ErrTooLarge) or ErrMalformed (a truncated or unknown entry, or

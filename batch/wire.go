@@ -41,11 +41,17 @@ const (
 var (
 	minTime = time.Unix(0, math.MinInt64)
 	maxTime = time.Unix(0, math.MaxInt64)
+	// Times with whole seconds strictly between these are in range.
+	minSec = minTime.Unix()
+	maxSec = maxTime.Unix()
 )
 
 // timestampNanos returns t as wire nanoseconds: 0 for the zero Time, else
 // t.UnixNano(); ok is false when t is outside the range of int64 nanoseconds.
 func timestampNanos(t time.Time) (ns int64, ok bool) {
+	if s := t.Unix(); s > minSec && s < maxSec {
+		return t.UnixNano(), true
+	}
 	if t.IsZero() {
 		return 0, true
 	}
