@@ -196,7 +196,7 @@ func truncate(s string, max int) string {
 // against DefaultLimits. It does not copy: the results' values are
 // sub-slices of data (capacity-clipped), valid as long as data is; an empty
 // value decodes as nil. A per-record error becomes a *plugin.Error with the
-// Code and Message of the wire (one allocation each); errors.Is matches it
+// Code and Message of the wire (two allocations each: the error and its message); errors.Is matches it
 // against the sentinel of its code. dst.Results keeps its capacity, and Job
 // and Worker are kept when equal, so a steady stream of results does not
 // allocate except for errors.
