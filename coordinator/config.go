@@ -1,0 +1,113 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/sizer"
+)
+
+// ErrInvalidConfig is wrapped by every error New returns for a Config it
+// cannot use.
+var ErrInvalidConfig = errors.New("coordinator: invalid config")
+
+// ModuleResolver finds the module a WebAssembly plugin name (and version,
+// "" for the newest) stands for. It returns the module's digest and
+// version, or an empty digest and no error when there is no such module.
+// *wasmstore.Store satisfies it through wasmstore.Resolver.
+type ModuleResolver func(ctx context.Context, name, version string) (digest, resolvedVersion string, err error)
+
+// Config configures a Coordinator. Zero fields take their defaults.
+type Config struct {
+	// ID names the coordinator in logs and status. Default: a random id.
+	ID string
+	// Topology is the streams' settings; the coordinator creates or
+	// updates them when it starts.
+	Topology proto.Topology
+	// Heartbeat is the interval workers send heartbeats at. Default
+	// proto.DefaultHeartbeat (1 s).
+	Heartbeat time.Duration
+	// Sizer configures the per-plugin batch-size controllers. Its zero
+	// fields take the sizer's defaults, except Max (default 10,000) and
+	// MaxBytes (default: MaxBatchBytes less header room).
+	Sizer sizer.Config
+	// MaxBatchBytes is the largest batch message accepted. Default: the
+	// server's max payload.
+	MaxBatchBytes int
+	// Modules resolves WebAssembly plugins; nil means native plugins only.
+	Modules ModuleResolver
+	// Handlers is how many submissions are handled at once. Default 32.
+	Handlers int
+	// StartupGrace is how long after its start a coordinator waits for
+	// heartbeats before it answers "no workers". Default 2 heartbeats.
+	StartupGrace time.Duration
+	// Registerer receives the coordinator's Prometheus metrics; nil means
+	// they are kept unregistered.
+	Registerer prometheus.Registerer
+	// Logger receives the coordinator's logs. Default: discard.
+	Logger *slog.Logger
+	// Clock tells the time for worker health. Default time.Now.
+	Clock func() time.Time
+}
+
+func (c Config) withDefaults(maxPayload int64) (Config, error) {
+	var err error
+	if c.Topology, err = c.Topology.WithDefaults(); err != nil {
+		return c, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = proto.DefaultHeartbeat
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = int(maxPayload)
+	}
+	if c.Sizer.Max == 0 {
+		c.Sizer.Max = 10000
+	}
+	if c.Sizer.MaxBytes == 0 {
+		c.Sizer.MaxBytes = c.MaxBatchBytes - headerRoom
+	}
+	if c.Sizer.Interval == 0 {
+		c.Sizer.Interval = c.Heartbeat
+	}
+	if c.Handlers == 0 {
+		c.Handlers = 32
+	}
+	if c.StartupGrace == 0 {
+		c.StartupGrace = 2 * c.Heartbeat
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Clock != nil && c.Sizer.Clock == nil {
+		c.Sizer.Clock = c.Clock
+	}
+	switch {
+	case c.Heartbeat < 10*time.Millisecond:
+		return c, fmt.Errorf("%w: heartbeat %v below 10ms", ErrInvalidConfig, c.Heartbeat)
+	case c.MaxBatchBytes < 4096:
+		return c, fmt.Errorf("%w: max batch bytes %d below 4096", ErrInvalidConfig, c.MaxBatchBytes)
+	case int64(c.MaxBatchBytes) > maxPayload:
+		return c, fmt.Errorf("%w: max batch bytes %d above the server's max payload %d", ErrInvalidConfig, c.MaxBatchBytes, maxPayload)
+	case c.Handlers < 1:
+		return c, fmt.Errorf("%w: handlers %d below 1", ErrInvalidConfig, c.Handlers)
+	}
+	if _, err := sizer.New(c.Sizer); err != nil {
+		return c, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	return c, nil
+}
+
+// headerRoom is what a batch message needs beyond its records: the fixed
+// header, the job, plugin and digest, and a typical configuration.
+const headerRoom = 16 << 10

@@ -1,0 +1,201 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/dataflare/dataflare/internal/proto"
+)
+
+// Coordinator accepts jobs and batches and keeps the fleet view. Create one
+// with New and start it with Run.
+type Coordinator struct {
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	log     *slog.Logger
+	metrics *metrics
+	started time.Time
+
+	jobs  *jobCache
+	fleet *fleet
+	kv    jetstream.KeyValue // set by Run
+
+	mu      sync.Mutex
+	running bool
+}
+
+// New returns a Coordinator on nc. It validates cfg (errors wrap
+// ErrInvalidConfig) but does not touch the server until Run.
+func New(nc *nats.Conn, cfg Config) (*Coordinator, error) {
+	if nc == nil {
+		return nil, fmt.Errorf("%w: nil connection", ErrInvalidConfig)
+	}
+	cfg, err := cfg.withDefaults(nc.MaxPayload())
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ID == "" {
+		cfg.ID = "c-" + nuid.Next()[:8]
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	c := &Coordinator{
+		cfg:     cfg,
+		nc:      nc,
+		js:      js,
+		log:     cfg.Logger.With("coordinator", cfg.ID),
+		metrics: newMetrics(cfg.Registerer),
+		jobs:    newJobCache(),
+	}
+	c.fleet = newFleet(cfg, c.metrics)
+	return c, nil
+}
+
+// ID returns the coordinator's id.
+func (c *Coordinator) ID() string { return c.cfg.ID }
+
+// ErrRunning is returned by Run when the Coordinator is already running.
+var ErrRunning = errors.New("coordinator: already running")
+
+// Run creates the streams, consumer and bucket (idempotently), then serves
+// until ctx is cancelled: it stops taking requests, finishes the ones it
+// has, and returns nil. It returns an error if it cannot start.
+func (c *Coordinator) Run(ctx context.Context) error {
+	c.mu.Lock()
+	if c.running {
+		c.mu.Unlock()
+		return ErrRunning
+	}
+	c.running = true
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.running = false
+		c.mu.Unlock()
+	}()
+
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := proto.Ensure(setupCtx, c.js, c.cfg.Topology); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	kv, err := c.js.KeyValue(setupCtx, proto.BucketJobs)
+	if err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	c.kv = kv
+	c.started = c.cfg.Clock()
+
+	// Requests are queued on channels and handled by goroutines of the
+	// errgroup, so a slow JetStream publish never blocks the connection's
+	// dispatch. Subscriptions are drained on the way out: what was received
+	// is handled before Run returns.
+	submits := make(chan *nats.Msg, 4*c.cfg.Handlers)
+	control := make(chan *nats.Msg, 256)
+	var subs []*nats.Subscription
+	sub := func(s *nats.Subscription, err error) error {
+		if err != nil {
+			return fmt.Errorf("coordinator: subscribe: %w", err)
+		}
+		subs = append(subs, s)
+		return nil
+	}
+	q := proto.QueueCoordinators
+	if err := errors.Join(
+		sub(c.nc.ChanQueueSubscribe(proto.SubjectSubmitPrefix+"*", q, submits)),
+		sub(c.nc.ChanQueueSubscribe(proto.SubjectJobCreate, q, control)),
+		sub(c.nc.ChanQueueSubscribe(proto.SubjectJobPrefix+"*.*", q, control)),
+		sub(c.nc.ChanQueueSubscribe(proto.SubjectStatus, q, control)),
+		sub(c.nc.ChanQueueSubscribe(proto.SubjectReport, q, control)),
+		sub(c.nc.ChanQueueSubscribe(maxDeliveriesSubject, q, control)),
+		// Every coordinator sees every heartbeat: each keeps the whole
+		// fleet view.
+		sub(c.nc.Subscribe(proto.SubjectHeartbeatPrefix+"*", c.onHeartbeat)),
+	); err != nil {
+		for _, s := range subs {
+			s.Unsubscribe()
+		}
+		return err
+	}
+	if err := c.nc.Flush(); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	c.log.Info("coordinator started", "max_batch_bytes", c.cfg.MaxBatchBytes, "replicas", c.cfg.Topology.Replicas)
+
+	g, gctx := errgroup.WithContext(context.WithoutCancel(ctx))
+	var handlers sync.WaitGroup
+	for range c.cfg.Handlers {
+		handlers.Add(1)
+		// Stops when submits is closed after the subscriptions drained.
+		g.Go(func() error {
+			defer handlers.Done()
+			for m := range submits {
+				c.handleSubmit(gctx, m)
+			}
+			return nil
+		})
+	}
+	handlers.Add(1)
+	// Stops when control is closed after the subscriptions drained.
+	g.Go(func() error {
+		defer handlers.Done()
+		for m := range control {
+			c.handleControl(gctx, m)
+		}
+		return nil
+	})
+
+	<-ctx.Done()
+	c.log.Info("coordinator stopping")
+	for _, s := range subs {
+		s.Unsubscribe()
+	}
+	close(submits)
+	close(control)
+	handlers.Wait()
+	return g.Wait()
+}
+
+// handleControl routes every request but submissions.
+func (c *Coordinator) handleControl(ctx context.Context, m *nats.Msg) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	switch subj := m.Subject; {
+	case subj == proto.SubjectJobCreate:
+		job, err := c.createJob(ctx, m.Data)
+		respond(c, m, job, err)
+	case subj == proto.SubjectStatus:
+		st, err := c.status(ctx)
+		respond(c, m, st, err)
+	case subj == proto.SubjectReport:
+		r, err := c.report(ctx)
+		respond(c, m, r, err)
+	case subj == maxDeliveriesSubject:
+		c.onMaxDeliveries(ctx, m.Data)
+	default:
+		job, err := c.jobRequest(ctx, subj, m.Data)
+		respond(c, m, job, err)
+	}
+}
+
+// respond sends data, or err, as the reply to m.
+func respond[T any](c *Coordinator, m *nats.Msg, data *T, err error) {
+	if m.Reply == "" {
+		return
+	}
+	if err := m.Respond(proto.EncodeReply(data, err)); err != nil {
+		c.log.Debug("reply not sent", "subject", m.Subject, "err", err)
+	}
+}

@@ -1,0 +1,15 @@
+// Package coordinator is the fleet's front desk. Coordinators accept jobs
+// and batches from clients (several share the work in a queue group, so any
+// can die), pin each job's plugin, publish batches to JetStream with
+// de-duplication ids, keep the fleet view from worker heartbeats, choose
+// batch sizes per plugin, turn batches that fail every delivery into split
+// batches and dead letters, and answer status and report requests.
+//
+// A coordinator holds no state that matters beyond its life: jobs live in
+// the DF_JOBS bucket, batches and results in streams, and the fleet view is
+// rebuilt from heartbeats within a second of a start.
+//
+//	c, err := coordinator.New(nc, coordinator.Config{Logger: logger})
+//	if err != nil { ... }
+//	err = c.Run(ctx) // until ctx is cancelled
+package coordinator

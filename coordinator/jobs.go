@@ -1,0 +1,241 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"maps"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/dataflare/dataflare/internal/proto"
+)
+
+// createJob handles SubjectJobCreate: it resolves the plugin, pins a
+// WebAssembly plugin's digest, and records the job.
+func (c *Coordinator) createJob(ctx context.Context, data []byte) (*proto.Job, error) {
+	var req proto.JobCreate
+	if err := json.Unmarshal(data, &req); err != nil {
+		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: malformed job request: %v", err)
+	}
+	if !proto.ValidName(req.Plugin) {
+		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: invalid plugin name %q: use 1-64 of [A-Za-z0-9_-]", req.Plugin)
+	}
+	if err := c.fleet.waitForWorkers(ctx, c.started); err != nil {
+		return nil, err
+	}
+	now := c.cfg.Clock()
+	job := &proto.Job{
+		ID:            nuid.Next(),
+		Plugin:        req.Plugin,
+		Config:        req.Config,
+		State:         proto.JobOpen,
+		Created:       now,
+		Updated:       now,
+		MaxBatchBytes: c.cfg.MaxBatchBytes,
+	}
+	switch {
+	case c.fleet.hasNative(req.Plugin) && req.Version == "":
+	case c.cfg.Modules != nil:
+		digest, version, err := c.cfg.Modules(ctx, req.Plugin, req.Version)
+		if err != nil {
+			return nil, proto.Errorf(proto.CodeInternal, "coordinator: resolve plugin %s: %v", req.Plugin, err)
+		}
+		if digest == "" {
+			return nil, unknownPlugin(req.Plugin, req.Version)
+		}
+		job.Digest, job.Version = digest, version
+	default:
+		return nil, unknownPlugin(req.Plugin, req.Version)
+	}
+	job.BatchSize = c.fleet.batchSize(req.Plugin, 0)
+	b, _ := json.Marshal(job)
+	if _, err := c.kv.Create(ctx, job.ID, b); err != nil {
+		return nil, proto.Errorf(proto.CodeInternal, "coordinator: record job: %v", err)
+	}
+	c.jobs.put(job, now)
+	c.metrics.jobs.Inc()
+	c.log.Info("job created", "job", job.ID, "plugin", job.Plugin, "digest", job.Digest)
+	return job, nil
+}
+
+func unknownPlugin(name, version string) *proto.Error {
+	if version != "" {
+		return proto.Errorf(proto.CodeUnknownPlugin, "unknown plugin %s version %s", name, version)
+	}
+	return proto.Errorf(proto.CodeUnknownPlugin, "unknown plugin %s: no worker has it and no module of that name was pushed", name)
+}
+
+// jobRequest handles df.job.<verb>.<job>.
+func (c *Coordinator) jobRequest(ctx context.Context, subject string, data []byte) (*proto.Job, error) {
+	rest := strings.TrimPrefix(subject, proto.SubjectJobPrefix)
+	verb, id, ok := strings.Cut(rest, ".")
+	if !ok || !proto.ValidName(id) {
+		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: bad job subject %q", subject)
+	}
+	switch verb {
+	case "get":
+		job, _, err := c.loadJob(ctx, id)
+		return job, err
+	case "seal":
+		var req proto.JobSeal
+		if err := json.Unmarshal(data, &req); err != nil {
+			return nil, proto.Errorf(proto.CodeInvalid, "coordinator: malformed seal request: %v", err)
+		}
+		return c.updateJob(ctx, id, func(j *proto.Job) error {
+			switch j.State {
+			case proto.JobOpen:
+			case proto.JobSealed:
+				if j.Batches == req.Batches && j.Records == req.Records {
+					return nil // a retried seal
+				}
+				fallthrough
+			default:
+				return proto.Errorf(proto.CodeJobClosed, "job %s is %s", id, j.State)
+			}
+			j.State, j.Batches, j.Records = proto.JobSealed, req.Batches, req.Records
+			return nil
+		})
+	case "done":
+		var req proto.JobFinish
+		if err := json.Unmarshal(data, &req); err != nil {
+			return nil, proto.Errorf(proto.CodeInvalid, "coordinator: malformed done request: %v", err)
+		}
+		job, err := c.updateJob(ctx, id, func(j *proto.Job) error {
+			if j.State == proto.JobCancelled {
+				return nil
+			}
+			j.State, j.Progress = proto.JobDone, req.Progress
+			return nil
+		})
+		if err == nil {
+			// The client has read every result: they need not wait for
+			// their retention to pass.
+			c.purge(ctx, proto.StreamResults, proto.ResultSubject(id))
+		}
+		return job, err
+	case "cancel":
+		job, err := c.updateJob(ctx, id, func(j *proto.Job) error {
+			if j.State == proto.JobDone {
+				return proto.Errorf(proto.CodeJobClosed, "job %s is done", id)
+			}
+			j.State = proto.JobCancelled
+			return nil
+		})
+		if err == nil {
+			c.purge(ctx, proto.StreamBatches, proto.BatchSubject(job.Plugin, id))
+			c.purge(ctx, proto.StreamResults, proto.ResultSubject(id))
+		}
+		return job, err
+	}
+	return nil, proto.Errorf(proto.CodeInvalid, "coordinator: unknown job request %q", verb)
+}
+
+// purge removes subject's messages from stream, logging a failure: the
+// retention limit removes them later anyway.
+func (c *Coordinator) purge(ctx context.Context, stream, subject string) {
+	s, err := c.js.Stream(ctx, stream)
+	if err == nil {
+		err = s.Purge(ctx, jetstream.WithPurgeSubject(subject))
+	}
+	if err != nil {
+		c.log.Warn("purge failed", "stream", stream, "subject", subject, "err", err)
+	}
+}
+
+// loadJob reads a job from the bucket.
+func (c *Coordinator) loadJob(ctx context.Context, id string) (*proto.Job, uint64, error) {
+	e, err := c.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, proto.Errorf(proto.CodeJobNotFound, "job %s not found (or expired)", id)
+	}
+	if err != nil {
+		return nil, 0, proto.Errorf(proto.CodeInternal, "coordinator: read job %s: %v", id, err)
+	}
+	var job proto.Job
+	if err := json.Unmarshal(e.Value(), &job); err != nil {
+		return nil, 0, proto.Errorf(proto.CodeInternal, "coordinator: job %s is corrupt: %v", id, err)
+	}
+	job.BatchSize = c.fleet.batchSize(job.Plugin, 0)
+	c.jobs.put(&job, c.cfg.Clock())
+	return &job, e.Revision(), nil
+}
+
+// updateJob applies change to a job with optimistic concurrency (another
+// coordinator may update the same job), retrying on a conflict.
+func (c *Coordinator) updateJob(ctx context.Context, id string, change func(*proto.Job) error) (*proto.Job, error) {
+	for attempt := 0; ; attempt++ {
+		job, rev, err := c.loadJob(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := change(job); err != nil {
+			return nil, err
+		}
+		job.Updated = c.cfg.Clock()
+		b, _ := json.Marshal(job)
+		_, err = c.kv.Update(ctx, id, b, rev)
+		if err == nil {
+			c.jobs.put(job, job.Updated)
+			return job, nil
+		}
+		if attempt >= 5 || ctx.Err() != nil {
+			return nil, proto.Errorf(proto.CodeInternal, "coordinator: update job %s: %v", id, err)
+		}
+	}
+}
+
+// jobCache keeps recently seen jobs so that submissions need no bucket read.
+// An entry is trusted for jobCacheTTL: a job sealed or cancelled through
+// another coordinator is noticed within that time.
+type jobCache struct {
+	mu   sync.Mutex
+	jobs map[string]cachedJob
+}
+
+type cachedJob struct {
+	job *proto.Job
+	at  time.Time
+}
+
+const (
+	jobCacheTTL  = 2 * time.Second
+	jobCacheSize = 4096
+)
+
+func newJobCache() *jobCache { return &jobCache{jobs: make(map[string]cachedJob)} }
+
+func (jc *jobCache) get(id string, now time.Time) (*proto.Job, bool) {
+	jc.mu.Lock()
+	defer jc.mu.Unlock()
+	e, ok := jc.jobs[id]
+	if !ok || now.Sub(e.at) > jobCacheTTL {
+		return nil, false
+	}
+	return e.job, true
+}
+
+func (jc *jobCache) put(job *proto.Job, now time.Time) {
+	jc.mu.Lock()
+	defer jc.mu.Unlock()
+	if len(jc.jobs) >= jobCacheSize {
+		maps.DeleteFunc(jc.jobs, func(_ string, e cachedJob) bool { return now.Sub(e.at) > jobCacheTTL })
+		if len(jc.jobs) >= jobCacheSize {
+			clear(jc.jobs)
+		}
+	}
+	jc.jobs[job.ID] = cachedJob{job: job, at: now}
+}
+
+// job returns the job a submission names, from the cache or the bucket.
+func (c *Coordinator) job(ctx context.Context, id string) (*proto.Job, error) {
+	if j, ok := c.jobs.get(id, c.cfg.Clock()); ok {
+		return j, nil
+	}
+	j, _, err := c.loadJob(ctx, id)
+	return j, err
+}

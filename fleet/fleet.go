@@ -1,0 +1,110 @@
+package fleet
+
+import (
+	"time"
+
+	"github.com/dataflare/dataflare/manager"
+	"github.com/dataflare/dataflare/pool"
+	"github.com/dataflare/dataflare/sizer"
+)
+
+// Health is a coordinator's view of a worker.
+type Health string
+
+// Worker health values and the rule behind them (see docs/operations.md):
+// healthy while the last heartbeat is at most SuspectAfter heartbeats old,
+// suspect up to DeadAfter, dead beyond (then forgotten after a minute).
+const (
+	Healthy  Health = "healthy"
+	Suspect  Health = "suspect"
+	Dead     Health = "dead"
+	Draining Health = "draining"
+)
+
+// SuspectAfter and DeadAfter are the heartbeat ages, in heartbeat
+// intervals, after which a worker is suspect and dead.
+const (
+	SuspectAfter = 3
+	DeadAfter    = 10
+)
+
+// Worker is one worker in a Status.
+type Worker struct {
+	ID            string        `json:"id"`
+	Host          string        `json:"host,omitempty"`
+	Health        Health        `json:"health"`
+	LastHeartbeat time.Time     `json:"last_heartbeat"`
+	Age           time.Duration `json:"age_ns"`
+	Started       time.Time     `json:"started"`
+	Parallel      int           `json:"parallel"`
+	InFlight      int           `json:"in_flight"`
+	Pressure      float64       `json:"pressure"`
+	Plugins       []string      `json:"plugins"`
+	Processed     uint64        `json:"processed"`
+	Goroutines    int           `json:"goroutines"`
+	HeapBytes     uint64        `json:"heap_bytes"`
+}
+
+// Plugin is one plugin in a Status.
+type Plugin struct {
+	Name    string   `json:"name"`
+	Native  bool     `json:"native,omitempty"`
+	Digests []string `json:"digests,omitempty"`
+	// Workers counts the live workers that report the plugin.
+	Workers int `json:"workers"`
+	// BatchSize is the size batches are cut at now; Sizer says why.
+	BatchSize int          `json:"batch_size"`
+	Sizer     sizer.Status `json:"sizer"`
+	// Metrics merges the live workers' metrics of the plugin.
+	Metrics manager.PluginMetrics `json:"metrics"`
+}
+
+// Status is the reply to SubjectStatus.
+type Status struct {
+	Coordinator string    `json:"coordinator"`
+	At          time.Time `json:"at"`
+	Workers     []Worker  `json:"workers"`
+	Plugins     []Plugin  `json:"plugins"`
+	// PendingBatches are batches waiting in DF_BATCHES (or running),
+	// ResultMessages result messages not yet read, DeadLetters entries in
+	// DF_DEAD.
+	PendingBatches uint64 `json:"pending_batches"`
+	ResultMessages uint64 `json:"result_messages"`
+	DeadLetters    uint64 `json:"dead_letters"`
+}
+
+// Report is the reply to SubjectReport: the original library's
+// performance report, for the whole fleet.
+type Report struct {
+	GeneratedAt time.Time `json:"generated_at"`
+	// Total merges every plugin on every live worker.
+	Total manager.PluginMetrics `json:"total"`
+	// Plugins merges each plugin across the live workers, by name.
+	Plugins []manager.PluginMetrics `json:"plugins"`
+	// Workers is each live worker's report of its own plugins.
+	Workers []WorkerReport `json:"workers"`
+	Fleet   Status         `json:"fleet"`
+}
+
+// WorkerReport is one worker's part of a Report.
+type WorkerReport struct {
+	ID      string                  `json:"id"`
+	Plugins []manager.PluginMetrics `json:"plugins"`
+	Pool    pool.Stats              `json:"pool"`
+	Runtime manager.RuntimeStats    `json:"runtime"`
+}
+
+// DeadLetter is an entry in DF_DEAD: a record that failed on every
+// delivery, kept with its error so it can be inspected and replayed.
+type DeadLetter struct {
+	Job      string    `json:"job"`
+	Index    uint64    `json:"index"`
+	Plugin   string    `json:"plugin"`
+	Digest   string    `json:"digest,omitempty"`
+	Error    string    `json:"error"`
+	Key      []byte    `json:"key,omitempty"`
+	Value    []byte    `json:"value"`
+	Worker   string    `json:"worker,omitempty"`
+	Attempts int       `json:"attempts"`
+	At       time.Time `json:"at"`
+}

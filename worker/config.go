@@ -1,0 +1,114 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/plugin"
+)
+
+// ErrInvalidConfig is wrapped by every error New returns for a Config it
+// cannot use.
+var ErrInvalidConfig = errors.New("worker: invalid config")
+
+// Modules runs WebAssembly plugins. The worker asks it for the plugin of a
+// batch by name and pinned digest; it loads (and caches) modules as needed.
+// A wasm.Registry satisfies it.
+type Modules interface {
+	// Plugin returns the plugin for module digest. An error matching
+	// plugin.ErrUnavailable is transient (the batch is retried later);
+	// any other error fails the batch's records.
+	Plugin(ctx context.Context, name, digest string) (plugin.BatchPlugin, error)
+	// Loaded returns the digests of the modules loaded now, by plugin name.
+	Loaded() map[string][]string
+}
+
+// Config configures a Worker. Zero fields take their defaults.
+type Config struct {
+	// ID names the worker in heartbeats, results and logs: 1-64 of
+	// [A-Za-z0-9_-]. Default: host name and a random suffix.
+	ID string
+	// Parallel is how many batches run at once. Default GOMAXPROCS.
+	Parallel int
+	// Heartbeat is the interval between heartbeats. Default 1 s.
+	Heartbeat time.Duration
+	// Plugins are the native plugins, by name. Default: the built-in
+	// ones (identity, upper, delay, fail).
+	Plugins map[string]plugin.BatchPlugin
+	// Modules runs WebAssembly plugins; nil means native plugins only.
+	Modules Modules
+	// BatchTimeout bounds one batch's run. Default 10 min.
+	BatchTimeout time.Duration
+	// DrainTimeout bounds how long a stopping worker waits for its running
+	// batches; batches still running then are released for redelivery.
+	// Default 30 s.
+	DrainTimeout time.Duration
+	// FetchWait is how long one pull request waits for batches. Default 1 s.
+	FetchWait time.Duration
+	// Registerer receives the worker's Prometheus metrics, labelled with
+	// the worker id; nil keeps them unregistered.
+	Registerer prometheus.Registerer
+	// Logger receives the worker's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		c.ID = sanitize(host) + "-" + nuid.Next()[16:]
+	}
+	if c.Parallel == 0 {
+		c.Parallel = runtime.GOMAXPROCS(0)
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = proto.DefaultHeartbeat
+	}
+	if c.BatchTimeout == 0 {
+		c.BatchTimeout = 10 * time.Minute
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.FetchWait == 0 {
+		c.FetchWait = time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	switch {
+	case !proto.ValidName(c.ID):
+		return c, fmt.Errorf("%w: id %q: use 1-64 of [A-Za-z0-9_-]", ErrInvalidConfig, c.ID)
+	case c.Parallel < 1:
+		return c, fmt.Errorf("%w: parallel %d below 1", ErrInvalidConfig, c.Parallel)
+	case c.Heartbeat < 10*time.Millisecond:
+		return c, fmt.Errorf("%w: heartbeat %v below 10ms", ErrInvalidConfig, c.Heartbeat)
+	case c.FetchWait < 10*time.Millisecond:
+		return c, fmt.Errorf("%w: fetch wait %v below 10ms", ErrInvalidConfig, c.FetchWait)
+	}
+	return c, nil
+}
+
+// sanitize keeps the characters of s allowed in a worker id.
+func sanitize(s string) string {
+	b := []byte(s)
+	out := b[:0]
+	for _, c := range b {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return "worker"
+	}
+	return string(out[:min(len(out), 40)])
+}

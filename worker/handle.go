@@ -1,0 +1,359 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/fleet"
+	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/internal/tracing"
+	"github.com/dataflare/dataflare/plugin"
+)
+
+var tracer = tracing.Tracer("github.com/dataflare/dataflare/worker")
+
+// batchPool recycles decoded batches: decoding reuses their record slices.
+var batchPool = sync.Pool{New: func() any { return new(batch.Batch) }}
+
+// settleTimeout bounds publishing a batch's results and acknowledging it.
+const settleTimeout = 10 * time.Second
+
+// handle runs one batch message and settles it.
+func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
+	w.lease.add(m)
+	defer w.lease.remove(m)
+	delivered := uint64(1)
+	if meta, err := m.Metadata(); err == nil {
+		delivered = meta.NumDelivered
+	}
+	if delivered > 1 {
+		w.metrics.redeliveries.Inc()
+	}
+	ctx = tracing.Extract(ctx, m.Headers())
+	ctx, span := tracer.Start(ctx, "worker.batch", trace.WithSpanKind(trace.SpanKindConsumer))
+	defer span.End()
+
+	b := batchPool.Get().(*batch.Batch)
+	defer batchPool.Put(b)
+	if err := batch.DecodeBatch(m.Data(), b); err != nil {
+		// Only a coordinator publishes batches, and it checks them: this
+		// one cannot be run anywhere, so it is removed.
+		w.log.Error("undecodable batch terminated", "subject", m.Subject(), "err", err)
+		span.SetStatus(codes.Error, err.Error())
+		w.metrics.naks.WithLabelValues("malformed").Inc()
+		m.Term()
+		return
+	}
+	span.SetAttributes(attribute.String("dataflare.job", b.Job), attribute.Int64("dataflare.seq", int64(b.Seq)),
+		attribute.Int("dataflare.records", len(b.Records)), attribute.String("dataflare.plugin", b.Plugin),
+		attribute.Int64("dataflare.delivery", int64(delivered)))
+
+	rctx, cancel := context.WithTimeout(ctx, w.cfg.BatchTimeout)
+	res, err := w.run(rctx, b, m.Data())
+	cancel()
+	if err != nil {
+		span.RecordError(err)
+	}
+	w.settle(ctx, m, b, res, err, delivered)
+}
+
+// settle maps a batch's outcome to JetStream, in one place:
+//   - success: publish the results, then double-ack;
+//   - a transient failure (the plugin is unavailable here, the worker is
+//     stopping): nak with a delay, so the batch runs later, maybe elsewhere;
+//   - the plugin failed the whole batch: isolate the records at fault by
+//     halving, then publish and double-ack as on success;
+//   - a long batch: kept alive by the lease keeper while it runs.
+func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, res *plugin.BatchResult, err error, delivered uint64) {
+	if err != nil {
+		switch {
+		case transient(err):
+			w.nak(m, "unavailable", delivered, err)
+			return
+		case plugin.CodeOf(err) == plugin.CodeInvalidInput:
+			// A bad configuration fails every record alike.
+			res = failAll(len(b.Records), err)
+		default:
+			res, err = w.isolate(ctx, b, err)
+			if err != nil {
+				w.nak(m, "unavailable", delivered, err)
+				return
+			}
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	if err := w.publish(sctx, m, b, res); err != nil {
+		w.nak(m, "publish", delivered, err)
+		return
+	}
+	if err := m.DoubleAck(sctx); err != nil {
+		// The results are stored; a redelivery only repeats them, and the
+		// duplicate is dropped.
+		w.log.Warn("ack failed after the results were stored", "job", b.Job, "seq", b.Seq, "err", err)
+	}
+	w.metrics.observe(b.Plugin, res)
+}
+
+// transient reports whether err is worth retrying as it is: the plugin
+// cannot run here and now, rather than failing on the data.
+func transient(err error) bool {
+	switch plugin.CodeOf(err) {
+	case plugin.CodeUnavailable, plugin.CodeUnknownPlugin:
+		return true
+	}
+	return false
+}
+
+func (w *Worker) nak(m jetstream.Msg, reason string, delivered uint64, err error) {
+	delay := time.Duration(min(delivered, 10)) * time.Second
+	w.log.Warn("batch released for a retry", "subject", m.Subject(), "reason", reason, "retry_in", delay, "err", err)
+	w.metrics.naks.WithLabelValues(reason).Inc()
+	if err := m.NakWithDelay(delay); err != nil {
+		w.log.Debug("nak failed", "err", err)
+	}
+}
+
+func failAll(n int, err error) *plugin.BatchResult {
+	res := &plugin.BatchResult{Results: make([]plugin.Result, n)}
+	for i := range res.Results {
+		res.Results[i] = plugin.Fail(err)
+	}
+	return res
+}
+
+// run runs b's records through its plugin.
+func (w *Worker) run(ctx context.Context, b *batch.Batch, raw []byte) (*plugin.BatchResult, error) {
+	name, ctx, err := w.resolve(ctx, b, raw)
+	if err != nil {
+		return nil, err
+	}
+	return w.mgr.ProcessBatch(ctx, name, b.Config, b.Records)
+}
+
+// resolve returns the Manager's name for b's plugin and the context to run
+// it with.
+func (w *Worker) resolve(ctx context.Context, b *batch.Batch, raw []byte) (string, context.Context, error) {
+	if b.Digest == "" {
+		if !w.native[b.Plugin] {
+			return "", ctx, &plugin.Error{Code: plugin.CodeUnknownPlugin,
+				Message: fmt.Sprintf("worker %s has no native plugin %q", w.cfg.ID, b.Plugin)}
+		}
+		return b.Plugin, ctx, nil
+	}
+	if w.cfg.Modules == nil {
+		return "", ctx, &plugin.Error{Code: plugin.CodeUnknownPlugin,
+			Message: fmt.Sprintf("worker %s runs no WebAssembly plugins", w.cfg.ID)}
+	}
+	name, err := w.wasmName(b.Plugin)
+	if err != nil {
+		return "", ctx, err
+	}
+	return name, context.WithValue(ctx, callKey{}, &wasmCall{digest: b.Digest, raw: raw, n: len(b.Records)}), nil
+}
+
+// isolate runs the records of a batch that failed as a whole in halves,
+// recursively, until each failing part is a single record: that record gets
+// a poison error and a dead-letter entry; the others get their results. It
+// returns an error only when the plugin became unavailable meanwhile.
+func (w *Worker) isolate(ctx context.Context, b *batch.Batch, cause error) (*plugin.BatchResult, error) {
+	start := time.Now()
+	out := make([]plugin.Result, len(b.Records))
+	var split func(lo, hi int, cause error) error
+	split = func(lo, hi int, cause error) error {
+		if hi-lo == 1 {
+			return w.poison(ctx, b, lo, cause, out)
+		}
+		mid := (lo + hi) / 2
+		for _, r := range [2][2]int{{lo, mid}, {mid, hi}} {
+			sub := *b
+			sub.Records = b.Records[r[0]:r[1]]
+			rctx, cancel := context.WithTimeout(ctx, w.cfg.BatchTimeout)
+			res, err := w.run(rctx, &sub, nil)
+			cancel()
+			switch {
+			case err == nil:
+				for i, x := range res.Results {
+					// Results may alias the plugin's buffers, which the
+					// next run reuses.
+					x.Value = bytes.Clone(x.Value)
+					out[r[0]+i] = x
+				}
+			case transient(err):
+				return err
+			case plugin.CodeOf(err) == plugin.CodeInvalidInput:
+				copy(out[r[0]:r[1]], failAll(r[1]-r[0], err).Results)
+			default:
+				if err := split(r[0], r[1], err); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := split(0, len(b.Records), cause); err != nil {
+		return nil, err
+	}
+	return &plugin.BatchResult{Results: out, Duration: time.Since(start)}, nil
+}
+
+// poison gives record i of b its poison error and stores it as a dead
+// letter.
+func (w *Worker) poison(ctx context.Context, b *batch.Batch, i int, cause error, out []plugin.Result) error {
+	idx := b.Base + uint64(i)
+	perr := &plugin.Error{Code: plugin.CodePoison, Message: fmt.Sprintf("record %d: %v", idx, cause)}
+	rec := b.Records[i]
+	dl := &fleet.DeadLetter{Job: b.Job, Index: idx, Plugin: b.Plugin, Digest: b.Digest, Error: cause.Error(),
+		Key: rec.Key, Value: rec.Value, Worker: w.cfg.ID, Attempts: 1, At: time.Now()}
+	pctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	if _, err := w.js.PublishMsg(pctx, proto.DeadLetterMsg(dl)); err != nil {
+		return &plugin.Error{Code: plugin.CodeUnavailable, Message: "worker: store dead letter: " + err.Error(), Err: err}
+	}
+	w.metrics.deadLettered.Inc()
+	w.log.Warn("record isolated and dead-lettered", "job", b.Job, "index", idx, "err", cause)
+	out[i] = plugin.Fail(perr)
+	return nil
+}
+
+// publish stores a batch's results in DF_RESULTS under the batch's id. A
+// result set over the message size limit goes in several messages, each
+// covering a range of records (a client places results by record index);
+// a single result over the limit becomes an ErrTooLarge error.
+func (w *Worker) publish(ctx context.Context, m jetstream.Msg, b *batch.Batch, res *plugin.BatchResult) error {
+	rs := batch.ResultSet{Job: b.Job, Worker: w.cfg.ID, Seq: b.Seq, Base: b.Base, Duration: res.Duration, Results: res.Results}
+	limit := int(w.nc.MaxPayload()) - resultHeaderRoom
+	whole := m.Headers().Get(proto.HeaderSplit) == ""
+	if batch.ResultsSize(&rs) <= limit {
+		return w.publishPart(ctx, m, &rs, whole)
+	}
+	overhead := batch.ResultsSize(&batch.ResultSet{Job: b.Job, Worker: w.cfg.ID})
+	for lo := 0; lo < len(res.Results); {
+		size, hi := overhead, lo
+		for hi < len(res.Results) {
+			es := batch.EntrySize(res.Results[hi])
+			if es+overhead > limit {
+				res.Results[hi] = plugin.Fail(&plugin.Error{Code: plugin.CodeTooLarge,
+					Message: fmt.Sprintf("result of record %d is %d bytes, over the message limit of %d", b.Base+uint64(hi), es, limit)})
+				es = batch.EntrySize(res.Results[hi])
+			}
+			if size+es > limit {
+				break
+			}
+			size += es
+			hi++
+		}
+		part := rs
+		part.Base, part.Results = b.Base+uint64(lo), res.Results[lo:hi]
+		if err := w.publishPart(ctx, m, &part, false); err != nil {
+			return err
+		}
+		lo = hi
+	}
+	return nil
+}
+
+// resultHeaderRoom is what NATS headers of a result message may take.
+const resultHeaderRoom = 1024
+
+func (w *Worker) publishPart(ctx context.Context, m jetstream.Msg, rs *batch.ResultSet, whole bool) error {
+	buf := w.mgr.Pool().Get(batch.ResultsSize(rs))
+	defer w.mgr.Pool().Put(buf)
+	data, err := batch.AppendResults(buf.Bytes()[:0], rs)
+	if err != nil {
+		return err
+	}
+	out := &nats.Msg{Subject: proto.ResultSubject(rs.Job), Data: data, Header: nats.Header{}}
+	id := proto.MsgID(rs.Job, rs.Seq)
+	if !whole {
+		id = proto.SplitMsgID(rs.Job, rs.Seq, rs.Base, len(rs.Results))
+	}
+	out.Header.Set(proto.HeaderMsgID, id)
+	tracing.Inject(ctx, out.Header)
+	ack, err := w.js.PublishMsg(ctx, out)
+	if err != nil {
+		return err
+	}
+	if ack.Duplicate {
+		w.metrics.duplicateResults.Inc()
+	}
+	return nil
+}
+
+// callKey carries a *wasmCall in the context of a WebAssembly batch.
+type callKey struct{}
+
+// wasmCall is what the Manager cannot pass to a WebAssembly plugin: the
+// pinned digest and the batch's raw bytes.
+type wasmCall struct {
+	digest string
+	raw    []byte // the batch message; nil when running a part of it
+	n      int    // records in raw
+}
+
+// encodedProcessor is a plugin that takes the batch message as it came:
+// a WebAssembly plugin copies it straight into guest memory.
+type encodedProcessor interface {
+	ProcessEncoded(ctx context.Context, msg []byte, recs []plugin.Record) (*plugin.BatchResult, error)
+}
+
+// wasmName returns the name a WebAssembly plugin runs under in the Manager,
+// registering its dispatcher on first use. A module named like a native
+// plugin gets the suffix "@wasm".
+func (w *Worker) wasmName(plugin string) (string, error) {
+	w.wasmMu.Lock()
+	defer w.wasmMu.Unlock()
+	if name, ok := w.wasm[plugin]; ok {
+		return name, nil
+	}
+	name := plugin
+	if w.native[plugin] {
+		name = plugin + "@wasm"
+	}
+	if err := w.mgr.RegisterBatch(name, &wasmDispatch{w: w, name: plugin}); err != nil {
+		return "", err
+	}
+	w.wasm[plugin] = name
+	return name, nil
+}
+
+// wasmDispatch stands in the Manager for every version of one WebAssembly
+// plugin: each batch runs the module its job pinned.
+type wasmDispatch struct {
+	w    *Worker
+	name string
+}
+
+func (d *wasmDispatch) Info() plugin.Info {
+	return plugin.Info{Name: d.name, Version: "wasm", Type: plugin.Transformer, APIVersion: plugin.APIVersion,
+		Description: "WebAssembly plugin " + d.name}
+}
+
+func (d *wasmDispatch) State() plugin.State { return plugin.Ready }
+
+func (d *wasmDispatch) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
+
+func (d *wasmDispatch) ProcessBatch(ctx context.Context, cfg plugin.Config, recs []plugin.Record) (*plugin.BatchResult, error) {
+	call, _ := ctx.Value(callKey{}).(*wasmCall)
+	if call == nil {
+		return nil, &plugin.Error{Code: plugin.CodeUnavailable, Message: "worker: WebAssembly plugin called without a pinned module"}
+	}
+	p, err := d.w.cfg.Modules.Plugin(ctx, d.name, call.digest)
+	if err != nil {
+		return nil, err
+	}
+	if enc, ok := p.(encodedProcessor); ok && call.raw != nil && len(recs) == call.n {
+		return enc.ProcessEncoded(ctx, call.raw, recs)
+	}
+	return p.ProcessBatch(ctx, cfg, recs)
+}
