@@ -250,6 +250,10 @@ func (l Limits) decodeConfig(hr *headerReader, dst *Batch) error {
 		return malformed(noIndex, "config_count", "%d pairs need at least %d bytes, %d left", c, need, len(hr.b)-hr.off)
 	}
 	n := int(c)
+	if n == 0 {
+		dst.Config = nil
+		return nil
+	}
 	// First pass: check the pairs and compare them with dst.Config.
 	start := hr.off
 	equal := len(dst.Config) == n
@@ -269,9 +273,6 @@ func (l Limits) decodeConfig(hr *headerReader, dst *Batch) error {
 		}
 	}
 	if equal {
-		if n == 0 {
-			dst.Config = nil
-		}
 		return nil
 	}
 	// Second pass: build the new map.

@@ -109,8 +109,8 @@ func TestDecodeEmptyIsNil(t *testing.T) {
 	enc := mustAppendBatch(t, &Batch{Config: plugin.Config{}, Records: []plugin.Record{{
 		Key: []byte{}, Value: []byte{}, Headers: []plugin.Header{{Key: []byte{}, Value: []byte{}}},
 	}}})
-	var b Batch
-	if err := DecodeBatch(enc, &b); err != nil {
+	b := fullBatch() // a used dst, with a Config
+	if err := DecodeBatch(enc, b); err != nil {
 		t.Fatal(err)
 	}
 	r := b.Records[0]
@@ -170,8 +170,8 @@ func TestDecodeBatchAliasesMessage(t *testing.T) {
 		{Key: []byte("k1"), Value: []byte("v1")},
 	}})
 	orig := append([]byte(nil), enc...)
-	var b Batch
-	if err := DecodeBatch(enc, &b); err != nil {
+	b := fullBatch() // a used dst, with a Config
+	if err := DecodeBatch(enc, b); err != nil {
 		t.Fatal(err)
 	}
 	r := b.Records[0]
