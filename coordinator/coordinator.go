@@ -26,9 +26,9 @@ type Coordinator struct {
 	metrics *metrics
 	started time.Time
 
-	jobs  *jobCache
-	fleet *fleet
-	kv    jetstream.KeyValue // set by Run
+	jobs *jobCache
+	view *view
+	kv   jetstream.KeyValue // set by Run
 
 	mu      sync.Mutex
 	running bool
@@ -59,7 +59,7 @@ func New(nc *nats.Conn, cfg Config) (*Coordinator, error) {
 		metrics: newMetrics(cfg.Registerer),
 		jobs:    newJobCache(),
 	}
-	c.fleet = newFleet(cfg, c.metrics)
+	c.view = newView(cfg, c.metrics)
 	return c, nil
 }
 

@@ -17,9 +17,9 @@ import (
 // forgetAfter is how long a dead worker stays in the fleet view.
 const forgetAfter = time.Minute
 
-// fleet is a coordinator's view of the workers, rebuilt from heartbeats,
+// view is a coordinator's view of the workers, rebuilt from heartbeats,
 // and the batch-size controllers fed by them.
-type fleet struct {
+type view struct {
 	cfg     Config
 	metrics *metrics
 
@@ -34,8 +34,8 @@ type workerEntry struct {
 	seen time.Time // on the coordinator's clock
 }
 
-func newFleet(cfg Config, m *metrics) *fleet {
-	return &fleet{
+func newView(cfg Config, m *metrics) *view {
+	return &view{
 		cfg:     cfg,
 		metrics: m,
 		workers: make(map[string]*workerEntry),
@@ -53,10 +53,10 @@ func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 		return
 	}
 	c.metrics.heartbeats.Inc()
-	c.fleet.observe(hb, c.cfg.Clock())
+	c.view.observe(hb, c.cfg.Clock())
 }
 
-func (f *fleet) observe(hb proto.Heartbeat, now time.Time) {
+func (f *view) observe(hb proto.Heartbeat, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if hb.Leaving {
@@ -93,7 +93,7 @@ func (f *fleet) observe(hb proto.Heartbeat, now time.Time) {
 	f.beat = make(chan struct{})
 }
 
-func (f *fleet) sizerLocked(name string) *sizer.Controller {
+func (f *view) sizerLocked(name string) *sizer.Controller {
 	s, ok := f.sizers[name]
 	if !ok {
 		s, _ = sizer.New(f.cfg.Sizer) // validated in New
@@ -102,7 +102,7 @@ func (f *fleet) sizerLocked(name string) *sizer.Controller {
 	return s
 }
 
-func (f *fleet) healthLocked(e *workerEntry, now time.Time) fleet.Health {
+func (f *view) healthLocked(e *workerEntry, now time.Time) fleet.Health {
 	interval := e.hb.Interval
 	if interval <= 0 {
 		interval = f.cfg.Heartbeat
@@ -120,7 +120,7 @@ func (f *fleet) healthLocked(e *workerEntry, now time.Time) fleet.Health {
 }
 
 // hasNative reports whether a live worker has a native plugin called name.
-func (f *fleet) hasNative(name string) bool {
+func (f *view) hasNative(name string) bool {
 	now := f.cfg.Clock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -139,7 +139,7 @@ func (f *fleet) hasNative(name string) bool {
 
 // batchSize returns the size to cut plugin's batches at, given the average
 // encoded record size (0: unknown).
-func (f *fleet) batchSize(plugin string, avgRecordBytes int) int {
+func (f *view) batchSize(plugin string, avgRecordBytes int) int {
 	f.mu.Lock()
 	s := f.sizerLocked(plugin)
 	f.mu.Unlock()
@@ -151,7 +151,7 @@ func (f *fleet) batchSize(plugin string, avgRecordBytes int) int {
 // waitForWorkers returns nil when a worker is healthy. Just after the
 // coordinator started it waits up to StartupGrace for a first heartbeat;
 // otherwise it answers at once.
-func (f *fleet) waitForWorkers(ctx context.Context, started time.Time) error {
+func (f *view) waitForWorkers(ctx context.Context, started time.Time) error {
 	deadline := started.Add(f.cfg.StartupGrace)
 	for {
 		now := f.cfg.Clock()
@@ -182,7 +182,7 @@ func (f *fleet) waitForWorkers(ctx context.Context, started time.Time) error {
 }
 
 // snapshot returns the workers and plugins as the fleet sees them now.
-func (f *fleet) snapshot(now time.Time) ([]fleet.Worker, []fleet.Plugin, []fleet.WorkerReport) {
+func (f *view) snapshot(now time.Time) ([]fleet.Worker, []fleet.Plugin, []fleet.WorkerReport) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	plugins := map[string]*fleet.Plugin{}
@@ -254,7 +254,7 @@ func compareStrings(a, b string) int {
 	return 0
 }
 
-func (f *fleet) updateGaugesLocked(now time.Time) {
+func (f *view) updateGaugesLocked(now time.Time) {
 	counts := map[fleet.Health]int{}
 	for _, e := range f.workers {
 		counts[f.healthLocked(e, now)]++
@@ -267,7 +267,7 @@ func (f *fleet) updateGaugesLocked(now time.Time) {
 // status answers SubjectStatus.
 func (c *Coordinator) status(ctx context.Context) (*fleet.Status, error) {
 	now := c.cfg.Clock()
-	workers, plugins, _ := c.fleet.snapshot(now)
+	workers, plugins, _ := c.view.snapshot(now)
 	st := &fleet.Status{Coordinator: c.cfg.ID, At: now, Workers: workers, Plugins: plugins}
 	st.PendingBatches = c.streamMsgs(ctx, proto.StreamBatches)
 	st.ResultMessages = c.streamMsgs(ctx, proto.StreamResults)
@@ -293,7 +293,7 @@ func (c *Coordinator) report(ctx context.Context) (*fleet.Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, _, workers := c.fleet.snapshot(st.At)
+	_, _, workers := c.view.snapshot(st.At)
 	r := &fleet.Report{GeneratedAt: st.At, Workers: workers, Fleet: *st}
 	r.Total.Name = "total"
 	for _, p := range st.Plugins {

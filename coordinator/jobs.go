@@ -25,7 +25,7 @@ func (c *Coordinator) createJob(ctx context.Context, data []byte) (*proto.Job, e
 	if !proto.ValidName(req.Plugin) {
 		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: invalid plugin name %q: use 1-64 of [A-Za-z0-9_-]", req.Plugin)
 	}
-	if err := c.fleet.waitForWorkers(ctx, c.started); err != nil {
+	if err := c.view.waitForWorkers(ctx, c.started); err != nil {
 		return nil, err
 	}
 	now := c.cfg.Clock()
@@ -39,7 +39,7 @@ func (c *Coordinator) createJob(ctx context.Context, data []byte) (*proto.Job, e
 		MaxBatchBytes: c.cfg.MaxBatchBytes,
 	}
 	switch {
-	case c.fleet.hasNative(req.Plugin) && req.Version == "":
+	case c.view.hasNative(req.Plugin) && req.Version == "":
 	case c.cfg.Modules != nil:
 		digest, version, err := c.cfg.Modules(ctx, req.Plugin, req.Version)
 		if err != nil {
@@ -52,7 +52,7 @@ func (c *Coordinator) createJob(ctx context.Context, data []byte) (*proto.Job, e
 	default:
 		return nil, unknownPlugin(req.Plugin, req.Version)
 	}
-	job.BatchSize = c.fleet.batchSize(req.Plugin, 0)
+	job.BatchSize = c.view.batchSize(req.Plugin, 0)
 	b, _ := json.Marshal(job)
 	if _, err := c.kv.Create(ctx, job.ID, b); err != nil {
 		return nil, proto.Errorf(proto.CodeInternal, "coordinator: record job: %v", err)
@@ -160,7 +160,7 @@ func (c *Coordinator) loadJob(ctx context.Context, id string) (*proto.Job, uint6
 	if err := json.Unmarshal(e.Value(), &job); err != nil {
 		return nil, 0, proto.Errorf(proto.CodeInternal, "coordinator: job %s is corrupt: %v", id, err)
 	}
-	job.BatchSize = c.fleet.batchSize(job.Plugin, 0)
+	job.BatchSize = c.view.batchSize(job.Plugin, 0)
 	c.jobs.put(&job, c.cfg.Clock())
 	return &job, e.Revision(), nil
 }

@@ -108,7 +108,7 @@ func (c *Coordinator) submit(ctx context.Context, m *nats.Msg, span trace.Span) 
 		c.metrics.duplicates.Inc()
 	}
 	return &proto.SubmitReply{
-		BatchSize: c.fleet.batchSize(b.Plugin, len(m.Data)/n),
+		BatchSize: c.view.batchSize(b.Plugin, len(m.Data)/n),
 		Duplicate: ack.Duplicate,
 	}, nil
 }

@@ -1,0 +1,226 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/internal/tracing"
+	"github.com/dataflare/dataflare/plugin"
+)
+
+// headerRoom is what a batch message's header may take beside its records.
+const headerRoom = 16 << 10
+
+// outBatch is an encoded batch waiting to be sent.
+type outBatch struct {
+	seq, base uint64
+	n         int
+	data      []byte
+}
+
+// submit reads src, cuts it into batches and sends them; then seals the
+// job. It runs on its own goroutine.
+func (j *Job) submit(src Source) {
+	sendq := make(chan *outBatch)
+	var senders sync.WaitGroup
+	var failed atomic.Bool
+	sendErr := func(err error) {
+		if failed.CompareAndSwap(false, true) {
+			j.fail(err)
+		}
+	}
+	for range j.c.opts.senders {
+		senders.Add(1)
+		// Stops when sendq is closed, or at the first failure.
+		go func() {
+			defer senders.Done()
+			for ob := range sendq {
+				if err := j.send(ob); err != nil {
+					sendErr(err)
+					// Keep draining sendq so the submitter never blocks.
+					for range sendq {
+					}
+					return
+				}
+			}
+		}()
+	}
+
+	maxBytes := j.info.MaxBatchBytes - headerRoom
+	if maxBytes <= 0 {
+		maxBytes = 1<<20 - headerRoom
+	}
+	b := batch.Batch{Job: j.info.ID, Plugin: j.info.Plugin, Digest: j.info.Digest, Config: j.info.Config}
+	var (
+		recs     []plugin.Record
+		arena    []byte
+		recBytes int
+		index    uint64
+		seq      uint64
+		inputErr error
+	)
+	flush := func() bool {
+		if len(recs) == 0 {
+			return true
+		}
+		base := index - uint64(len(recs))
+		if err := j.reserve(index); err != nil {
+			return false
+		}
+		b.Seq, b.Base, b.Records = seq, base, recs
+		data, err := batch.AppendBatch(make([]byte, 0, batch.BatchSize(&b)), &b)
+		if err != nil {
+			sendErr(fmt.Errorf("client: encode batch: %w", err))
+			return false
+		}
+		select {
+		case sendq <- &outBatch{seq: seq, base: base, n: len(recs), data: data}:
+		case <-j.ctx.Done():
+			return false
+		}
+		seq++
+		recs, arena, recBytes = recs[:0], arena[:0], 0
+		return true
+	}
+	ok := true
+	for rec, err := range src {
+		if j.ctx.Err() != nil {
+			ok = false
+			break
+		}
+		if err != nil {
+			inputErr = fmt.Errorf("%w: after record %d: %v", ErrInput, index, err)
+			break
+		}
+		size := batch.RecordSize(&rec)
+		if err := batch.DefaultLimits.CheckRecord(&rec); err != nil || size > maxBytes {
+			// The record cannot travel: it gets its error here, in its
+			// place, and the rest of the job goes on.
+			if ok = flush(); !ok {
+				break
+			}
+			if err == nil {
+				err = fmt.Errorf("record of %d bytes is over the batch limit of %d", size, maxBytes)
+			}
+			j.submitted.Add(1)
+			perr := &plugin.Error{Code: plugin.CodeTooLarge, Message: fmt.Sprintf("record %d: %v", index, err), Err: err}
+			if !j.emit(event{seg: &segment{base: index, results: []plugin.Result{plugin.Fail(perr)}}}) {
+				ok = false
+				break
+			}
+			index++
+			continue
+		}
+		if len(recs) > 0 && (len(recs) >= int(j.batchSize.Load()) || recBytes+size > maxBytes) {
+			if ok = flush(); !ok {
+				break
+			}
+		}
+		recs = append(recs, copyRecord(&arena, rec))
+		recBytes += size
+		index++
+		j.submitted.Add(1)
+	}
+	if ok {
+		ok = flush()
+	}
+	close(sendq)
+	senders.Wait()
+	if !ok || failed.Load() || j.ctx.Err() != nil {
+		return
+	}
+	if _, err := retry(j, func(ctx context.Context) (*proto.Job, error) {
+		return request[proto.Job](ctx, j.c, proto.JobSubject("seal", j.info.ID), proto.JobSeal{Batches: seq, Records: index})
+	}); err != nil {
+		j.fail(fmt.Errorf("client: seal job %s: %w", j.info.ID, err))
+		return
+	}
+	j.emit(event{sealed: true, total: index, err: inputErr})
+}
+
+// copyRecord copies r's bytes into *arena and returns the copy. Earlier
+// copies stay valid when the arena grows (they keep the old array).
+func copyRecord(arena *[]byte, r plugin.Record) plugin.Record {
+	cp := func(b []byte) []byte {
+		if b == nil {
+			return nil
+		}
+		start := len(*arena)
+		*arena = append(*arena, b...)
+		return (*arena)[start:len(*arena):len(*arena)]
+	}
+	out := plugin.Record{Key: cp(r.Key), Value: cp(r.Value), Timestamp: r.Timestamp}
+	if len(r.Headers) > 0 {
+		out.Headers = make([]plugin.Header, len(r.Headers))
+		for i, h := range r.Headers {
+			out.Headers[i] = plugin.Header{Key: cp(h.Key), Value: cp(h.Value)}
+		}
+	}
+	return out
+}
+
+// send submits one batch to a coordinator, retrying while none answers or
+// the fleet is busy (the batch keeps its id, so a retry of a batch that did
+// land is dropped as a duplicate).
+func (j *Job) send(ob *outBatch) error {
+	ctx, span := tracer.Start(j.ctx, "client.batch")
+	span.SetAttributes(attribute.Int64("dataflare.seq", int64(ob.seq)), attribute.Int("dataflare.records", ob.n))
+	defer span.End()
+	reply, err := retry(j, func(_ context.Context) (*proto.SubmitReply, error) {
+		m := &nats.Msg{Subject: proto.SubmitSubject(j.info.Plugin), Data: ob.data, Header: nats.Header{}}
+		tracing.Inject(ctx, m.Header)
+		rctx, cancel := j.c.withTimeout(ctx)
+		defer cancel()
+		resp, err := j.c.nc.RequestMsgWithContext(rctx, m)
+		if err != nil {
+			return nil, requestError(err)
+		}
+		r, err := proto.DecodeReply[proto.SubmitReply](resp.Data)
+		return r, fromProto(err)
+	})
+	if err != nil {
+		return fmt.Errorf("client: batch %d of job %s: %w", ob.seq, j.info.ID, err)
+	}
+	j.batches.Add(1)
+	if !j.fixedSize && reply.BatchSize > 0 {
+		j.batchSize.Store(int64(reply.BatchSize))
+	}
+	return nil
+}
+
+// retry calls f until it succeeds, fails for good, or the retry budget is
+// spent, backing off from 50 ms to 2 s between attempts.
+func retry[T any](j *Job, f func(context.Context) (*T, error)) (*T, error) {
+	deadline := time.Now().Add(j.c.opts.retry)
+	backoff := 50 * time.Millisecond
+	for {
+		out, err := f(j.ctx)
+		if err == nil || !retryable(err) || j.ctx.Err() != nil {
+			return out, err
+		}
+		if time.Now().After(deadline) {
+			if errors.Is(err, ErrBusy) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("gave up after %v: %w", j.c.opts.retry, err)
+		}
+		j.c.opts.log.Debug("retrying", "job", j.info.ID, "err", err, "in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-j.ctx.Done():
+			t.Stop()
+			return nil, context.Cause(j.ctx)
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
