@@ -462,4 +462,3 @@ func (s *segments) Pop() any {
 	*s = old[:len(old)-1]
 	return x
 }
-
