@@ -1,0 +1,38 @@
+// Package wasm runs WebAssembly plugins: the wazero host of the plugin ABI
+// (docs/abi.md), its sandbox, a pool of instances per module, and a
+// Registry that keeps compiled modules by digest and follows new versions
+// without a restart.
+//
+// A Runtime compiles modules (wazero's compiler engine, optionally with a
+// compiled-module cache on disk) and a Plugin runs one module's batches, one
+// guest call per batch. A Plugin is a plugin.BatchPlugin, so a
+// manager.Manager registers it like a native plugin:
+//
+//	rt, err := wasm.NewRuntime(ctx, wasm.WithInstances(4), wasm.WithCacheDir(dir))
+//	defer rt.Close(ctx)
+//	p, err := rt.Load(ctx, moduleBytes) // wasm.ErrForbiddenImport, wasm.ErrABI, …
+//	defer p.Close()
+//	res, err := p.ProcessBatch(ctx, cfg, records)
+//
+// A worker holding the batch message as it came off the wire skips the
+// re-encoding:
+//
+//	res, err := p.ProcessEncoded(ctx, msg, decoded.Records)
+//
+// Sandbox: guests get no filesystem, network, environment or arguments, a
+// fake clock and a fixed random source unless granted (WithGrants); a module
+// importing anything else is refused at load. Guest memory is capped
+// (WithMemoryLimitPages), every batch has a deadline (the context's, else
+// WithTimeout) after which the guest is stopped, and an instance that
+// trapped, exited or timed out is discarded and replaced. A batch failure is
+// a *plugin.Error matching plugin.ErrTrap, plugin.ErrTimeout (and
+// context.DeadlineExceeded) or the code the guest chose; other plugins and
+// instances are not affected.
+//
+// With a Registry, a worker runs whatever digest a batch pins, fetching and
+// compiling modules on first use from a ModuleSource (a
+// *wasmstore.Store satisfies it):
+//
+//	reg := wasm.NewRegistry(rt, store)
+//	err := reg.ProcessEncodedFunc(ctx, b.Plugin, b.Digest, msg, b.Records, publish)
+package wasm

@@ -1,0 +1,44 @@
+package wasm
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/dataflare/dataflare/plugin"
+)
+
+// Sentinel errors of loading a module and of configuring a Runtime. Errors of
+// a batch are *plugin.Error values instead (see Plugin.ProcessEncoded).
+var (
+	// ErrInvalidOption: an Option or a Registry option has a value out of
+	// range.
+	ErrInvalidOption = errors.New("wasm: invalid option")
+	// ErrInvalidModule: the bytes are not a valid WebAssembly module, or it
+	// does not fit the runtime's limits (a memory above the page limit).
+	ErrInvalidModule = errors.New("wasm: invalid module")
+	// ErrForbiddenImport: the module imports a function the sandbox does not
+	// provide (a filesystem or network call, or an unknown host module).
+	ErrForbiddenImport = errors.New("wasm: forbidden import")
+	// ErrABI: the module does not implement the plugin ABI of docs/abi.md (a
+	// missing or mistyped export, another ABI version, unreadable info).
+	ErrABI = errors.New("wasm: module does not implement the plugin ABI")
+	// ErrInstantiate: the module compiled but could not be instantiated: its
+	// start function or _initialize trapped or ran past the deadline, or a
+	// data segment does not fit its memory.
+	ErrInstantiate = errors.New("wasm: instantiation failed")
+	// ErrDigestMismatch: module bytes do not hash to the digest they were
+	// asked for under.
+	ErrDigestMismatch = errors.New("wasm: digest mismatch")
+	// ErrClosed: the Runtime, Plugin or Registry is closed.
+	ErrClosed = errors.New("wasm: closed")
+)
+
+// unavailable is the batch error of a closed plugin: it matches both
+// plugin.ErrUnavailable and ErrClosed.
+func unavailable(what string) error {
+	return &plugin.Error{Code: plugin.CodeUnavailable, Message: "wasm: " + what + " is closed", Err: ErrClosed}
+}
+
+func invalidOption(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
+}

@@ -1,0 +1,134 @@
+package wasm
+
+import (
+	"io"
+	"runtime"
+	"time"
+)
+
+// Defaults of a Runtime.
+const (
+	// DefaultMemoryLimitPages is the page limit of a guest's memory: 2,048
+	// pages of 64 KiB, 128 MiB.
+	DefaultMemoryLimitPages = 2048
+	// MaxMemoryLimitPages is the largest page limit: 32,768 pages, 2 GiB.
+	// The ABI packs pointers into 31 bits (docs/abi.md).
+	MaxMemoryLimitPages = 32768
+	// DefaultTimeout is the deadline of a batch (and of an instantiation)
+	// whose context has none.
+	DefaultTimeout = 10 * time.Second
+)
+
+// Grant is a capability a guest does not have by default. Grants combine
+// with |.
+type Grant uint8
+
+// Grants.
+const (
+	// GrantClock gives guests the host's wall and monotonic clocks and a
+	// real sleep. Without it they see a fake clock that advances 1 ms per
+	// reading, and sleeping returns at once.
+	GrantClock Grant = 1 << iota
+	// GrantRandom gives guests crypto/rand as their random source. Without
+	// it random_get returns a fixed, deterministic sequence.
+	GrantRandom
+)
+
+// Option configures a Runtime. Options validate their argument: a bad one
+// makes NewRuntime return an error wrapping ErrInvalidOption.
+type Option func(*config) error
+
+type config struct {
+	memoryLimitPages uint32
+	timeout          time.Duration
+	instances        int
+	cacheDir         string
+	grants           Grant
+	guestOutput      io.Writer
+}
+
+func defaultConfig() config {
+	return config{
+		memoryLimitPages: DefaultMemoryLimitPages,
+		timeout:          DefaultTimeout,
+		instances:        runtime.GOMAXPROCS(0),
+	}
+}
+
+// WithMemoryLimitPages caps every guest memory at pages pages of 64 KiB
+// (default DefaultMemoryLimitPages). A guest's memory.grow beyond it fails,
+// and a module declaring more is refused at load. 1 ≤ pages ≤
+// MaxMemoryLimitPages.
+func WithMemoryLimitPages(pages uint32) Option {
+	return func(c *config) error {
+		if pages < 1 || pages > MaxMemoryLimitPages {
+			return invalidOption("memory limit %d pages is outside [1, %d]", pages, MaxMemoryLimitPages)
+		}
+		c.memoryLimitPages = pages
+		return nil
+	}
+}
+
+// WithTimeout sets the deadline of a batch whose context has none, and of
+// instantiating a module (default DefaultTimeout). d > 0.
+func WithTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return invalidOption("timeout %s is not positive", d)
+		}
+		c.timeout = d
+		return nil
+	}
+}
+
+// WithInstances sets how many instances of each module may run at once:
+// the worker's parallelism (default runtime.GOMAXPROCS(0)). A batch arriving
+// when all are busy waits for one. n ≥ 1.
+func WithInstances(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return invalidOption("instances %d < 1", n)
+		}
+		c.instances = n
+		return nil
+	}
+}
+
+// WithCacheDir keeps compiled modules in dir (created if missing), keyed by
+// the module's sha256 and the wazero version, so a restarted worker does not
+// compile a module again. dir must not be empty.
+func WithCacheDir(dir string) Option {
+	return func(c *config) error {
+		if dir == "" {
+			return invalidOption("empty cache directory")
+		}
+		c.cacheDir = dir
+		return nil
+	}
+}
+
+// WithGrants gives every guest of the runtime the capabilities g (default:
+// none).
+func WithGrants(g Grant) Option {
+	return func(c *config) error {
+		if g&^(GrantClock|GrantRandom) != 0 {
+			return invalidOption("unknown grant bits %#x", uint8(g))
+		}
+		c.grants = g
+		return nil
+	}
+}
+
+// WithGuestOutput sends what guests write to their stdout and stderr to w
+// (default: discarded). w must be safe for concurrent use. Whatever w is, the
+// last bytes a guest wrote during a failed batch are quoted in the batch's
+// error.
+func WithGuestOutput(w io.Writer) Option {
+	return func(c *config) error {
+		if w == nil {
+			return invalidOption("nil guest output writer")
+		}
+		c.guestOutput = w
+		return nil
+	}
+}

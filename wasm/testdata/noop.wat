@@ -1,0 +1,27 @@
+;; noop: every record unchanged (status 3); the cheapest possible plugin, for measuring the ABI's own cost.
+(module
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{\"name\":\"noop\",\"version\":\"1.0.0\",\"api_version\":\"1.0\"}")
+  (func (export "df_abi_version") (result i32) (i32.const 1))
+  (func (export "df_info") (result i64)
+    (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 53)))
+  ;; the input region is page 1 (and more pages as needed)
+  (func (export "df_alloc") (param $size i32) (result i32)
+    (local $need i32)
+    (local.set $need (i32.add (i32.const 2) (i32.shr_u (i32.mul (local.get $size) (i32.const 2)) (i32.const 16))))
+    (if (i32.gt_u (local.get $need) (memory.size))
+      (then (drop (memory.grow (i32.sub (local.get $need) (memory.size))))))
+    (i32.const 65536))
+  (func (export "df_process") (param $ptr i32) (param $len i32) (result i64)
+    (local $count i32) (local $out i32) (local $i i32)
+    (local.set $count (i32.load offset=8 (local.get $ptr)))
+    (local.set $out (i32.add (local.get $ptr) (local.get $len)))
+    (block $done (loop $l
+      (br_if $done (i32.ge_u (local.get $i) (local.get $count)))
+      (i64.store (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 3))) (i64.const 3))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l)))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
+      (i64.extend_i32_u (i32.shl (local.get $count) (i32.const 3)))))
+
+)
