@@ -1,0 +1,53 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// defaultURL is where the CLI looks for NATS when neither --nats nor
+// $NATS_URL says.
+const defaultURL = "nats://127.0.0.1:4222"
+
+func (e *env) url() string {
+	switch {
+	case e.natsURL != "":
+		return e.natsURL
+	case os.Getenv("NATS_URL") != "":
+		return os.Getenv("NATS_URL")
+	}
+	return defaultURL
+}
+
+// connect connects to NATS with the global flags. An unreachable server is a
+// quick, clear error for every command; once connected, a daemon reconnects
+// for ever after an outage, a command only briefly.
+func (e *env) connect(name string, daemon bool) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name("dataflare " + name), nats.Timeout(3 * time.Second)}
+	if e.creds != "" {
+		opts = append(opts, nats.UserCredentials(e.creds))
+	}
+	if e.tlsCert != "" || e.tlsKey != "" {
+		if e.tlsCert == "" || e.tlsKey == "" {
+			return nil, usagef("--tlscert and --tlskey go together")
+		}
+		opts = append(opts, nats.ClientCert(e.tlsCert, e.tlsKey))
+	}
+	if e.tlsCA != "" {
+		opts = append(opts, nats.RootCAs(e.tlsCA))
+	}
+	if daemon {
+		opts = append(opts, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	} else {
+		opts = append(opts, nats.MaxReconnects(2))
+	}
+	url := e.url()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach NATS at %s: %v", url, err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,178 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/dataflare/dataflare/coordinator"
+	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/worker"
+)
+
+func (e *env) coordinatorCmd() *cobra.Command {
+	var (
+		id       string
+		httpAddr string
+		topo     proto.Topology
+	)
+	cmd := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Run a coordinator against an existing NATS server or cluster",
+		Long: `Run a coordinator: it creates the streams, consumer and buckets (idempotently), accepts jobs and
+batches from clients, pins plugins, chooses batch sizes, dead-letters poison records and answers
+status and report requests. Run several for availability: they share the work.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := e.logger(slog.LevelInfo)
+			if err != nil {
+				return err
+			}
+			nc, err := e.connect("coordinator", true)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			reg := newRegistry()
+			cfg := coordinator.Config{ID: id, Topology: topo, Registerer: reg, Logger: log}
+			cfg.Modules, err = e.moduleResolver(cmd.Context(), nc, log)
+			if err != nil {
+				return err
+			}
+			c, err := coordinator.New(nc, cfg)
+			if err != nil {
+				return err
+			}
+			stop, err := serveHTTP(httpAddr, reg, natsHealth(nc), log)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			return c.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&id, "id", "", "coordinator id (default: random)")
+	f.StringVar(&httpAddr, "http", "", "serve /metrics and /healthz on HOST:PORT")
+	f.IntVar(&topo.Replicas, "replicas", 1, "replicas of every stream and bucket (3 on a production cluster)")
+	f.DurationVar(&topo.AckWait, "ack-wait", proto.DefaultAckWait, "how long a batch may go without a sign of life from its worker")
+	f.IntVar(&topo.MaxDeliver, "max-deliver", proto.DefaultMaxDeliver, "deliveries of a batch before it is split as poison")
+	f.DurationVar(&topo.Retention, "retention", proto.DefaultRetention, "how long unread results and job records are kept")
+	return cmd
+}
+
+func (e *env) workerCmd() *cobra.Command {
+	var (
+		cfg      worker.Config
+		httpAddr string
+		cacheDir string
+	)
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run a worker against an existing NATS server or cluster",
+		Long: `Run a worker: it pulls batches, runs them through native or WebAssembly plugins and publishes the
+results. SIGTERM drains it: it stops pulling, finishes the batches it runs and leaves.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := e.logger(slog.LevelInfo)
+			if err != nil {
+				return err
+			}
+			nc, err := e.connect("worker", true)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			reg := newRegistry()
+			cfg.Registerer, cfg.Logger = reg, log
+			mods, closeMods, err := e.workerModules(cmd.Context(), nc, cacheDir, cfg.Parallel, reg, log)
+			if err != nil {
+				return err
+			}
+			defer closeMods()
+			cfg.Modules = mods
+			w, err := worker.New(nc, cfg)
+			if err != nil {
+				return err
+			}
+			stop, err := serveHTTP(httpAddr, reg, natsHealth(nc), log)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			return w.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ID, "id", "", "worker id, 1-64 of [A-Za-z0-9_-] (default: host name and a random suffix)")
+	f.IntVar(&cfg.Parallel, "parallel", 0, "batches run at once (default: the number of CPUs)")
+	f.StringVar(&httpAddr, "http", "", "serve /metrics and /healthz on HOST:PORT")
+	f.StringVar(&cacheDir, "cache-dir", "", "directory for compiled WebAssembly modules (default: none, compile on every start)")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long a stopping worker waits for its running batches")
+	return cmd
+}
+
+// newRegistry returns a Prometheus registry with the Go and process
+// collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// natsHealth reports an error while the connection is down.
+func natsHealth(nc *nats.Conn) func() error {
+	return func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not connected to NATS (%s)", nc.Status())
+		}
+		return nil
+	}
+}
+
+// serveHTTP serves /metrics from reg and /healthz from health on addr until
+// stop is called. An empty addr serves nothing.
+func serveHTTP(addr string, reg *prometheus.Registry, health func() error, log *slog.Logger) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--http %s: %v", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := health(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	// Stops when srv is shut down.
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	}()
+	log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		<-done
+	}, nil
+}

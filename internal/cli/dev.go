@@ -1,0 +1,252 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/fleet"
+	"github.com/dataflare/dataflare/internal/stack"
+	"github.com/dataflare/dataflare/plugin"
+)
+
+// startStack starts the embedded stack with the example WebAssembly plugins
+// pushed, and returns it with the names of the plugins pushed.
+func (e *env) startStack(ctx context.Context, cfg stack.Config, log *slog.Logger) (*stack.Stack, []string, error) {
+	cfg.Logger = log
+	var err error
+	if cfg.Coordinator.Modules == nil {
+		cfg.NewModules, err = e.stackModules(cfg.Worker.Parallel, cfg.Coordinator.Registerer, log)
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	// The coordinator's resolver needs the store, which needs the server:
+	// it is set once the server runs, through a late-bound resolver.
+	lr := &lateResolver{}
+	cfg.Coordinator.Modules = lr.resolve
+	s, err := stack.Start(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := s.Conn("plugins")
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	res, err := e.moduleResolver(ctx, nc, log)
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	lr.set(res)
+	pushed, err := pushExamples(ctx, nc, log)
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	return s, pushed, nil
+}
+
+func (e *env) devCmd() *cobra.Command {
+	var (
+		cfg      stack.Config
+		httpAddr string
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the whole stack locally until interrupted",
+		Long: `Run the whole stack in this process — nats-server with JetStream, a coordinator and workers — with
+the example WebAssembly plugins pushed, and print the NATS URL to point other commands at.
+--workers 0 runs no worker, for attaching 'dataflare worker' processes. Stops on SIGINT/SIGTERM.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.Workers < 0 {
+				return usagef("--workers %d is negative", cfg.Workers)
+			}
+			log, err := e.logger(slog.LevelInfo)
+			if err != nil {
+				return err
+			}
+			reg := newRegistry()
+			cfg.Coordinator.Registerer, cfg.Worker.Registerer = reg, reg
+			s, pushed, err := e.startStack(cmd.Context(), cfg, log)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			stop, err := serveHTTP(httpAddr, reg, func() error { return nil }, log)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			fmt.Fprintf(e.stdout, "dataflare dev: NATS at %s (%d workers; WebAssembly plugins: %v)\n", s.URL, cfg.Workers, pushed)
+			fmt.Fprintf(e.stdout, "  export NATS_URL=%s\n  then: dataflare status | dataflare submit --plugin upper --in FILE\n", s.URL)
+			<-cmd.Context().Done()
+			fmt.Fprintln(e.stdout, "dataflare dev: stopping")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Workers, "workers", 2, "embedded workers (0: none)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:4222", "HOST:PORT for the NATS server")
+	f.StringVar(&cfg.StoreDir, "store", "", "directory for JetStream's files (default: a temporary one, removed on exit)")
+	f.StringVar(&httpAddr, "http", "", "serve /metrics and /healthz on HOST:PORT")
+	return cmd
+}
+
+func (e *env) demoCmd() *cobra.Command {
+	var records int
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run a sample data set through native and WebAssembly plugins on an embedded fleet",
+		Long: `Start the whole stack embedded (nats-server with JetStream in a temporary directory, a coordinator
+and 2 workers), push the example WebAssembly plugin, run a sample data set through the native
+'upper', its WebAssembly twin 'upper-wasm' and the 'fail' plugin, and print a summary and the
+fleet's metrics. Nothing to install, nothing left behind.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if records < 1 {
+				return usagef("--records %d: need at least 1", records)
+			}
+			log, err := e.logger(slog.LevelWarn)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			fmt.Fprintln(e.stdout, "Starting nats-server with JetStream, a coordinator and 2 workers…")
+			s, pushed, err := e.startStack(ctx, stack.Config{Listen: "127.0.0.1:0", Workers: 2}, log)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			nc, err := s.Conn("demo")
+			if err != nil {
+				return err
+			}
+			return runDemo(ctx, e.stdout, nc, s.URL, pushed, records)
+		},
+	}
+	cmd.Flags().IntVar(&records, "records", 20000, "records in the sample data set")
+	return cmd
+}
+
+// demoRun is one plugin's run in the demo.
+type demoRun struct {
+	plugin  string
+	config  plugin.Config
+	outputs [][]byte
+	summary client.Summary
+	errors  []string
+}
+
+func runDemo(ctx context.Context, w io.Writer, nc *nats.Conn, url string, wasm []string, n int) error {
+	c, err := client.New(nc)
+	if err != nil {
+		return err
+	}
+	data := sampleRecords(n)
+	fmt.Fprintf(w, "NATS at %s. Sample: %d log lines of about %d bytes.\n\n", url, n, len(data[0].Value))
+	runs := []*demoRun{{plugin: "upper"}}
+	for _, p := range wasm {
+		if p == "upper-wasm" {
+			runs = append(runs, &demoRun{plugin: "upper-wasm"})
+		}
+	}
+	runs = append(runs, &demoRun{plugin: "fail", config: plugin.Config{"match": "level=ERROR"}})
+	for _, r := range runs {
+		job, err := c.Submit(ctx, r.plugin, client.Records(data), client.WithConfig(r.config))
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.plugin, err)
+		}
+		r.outputs = make([][]byte, 0, n)
+		for out, err := range job.Results() {
+			if err != nil {
+				return fmt.Errorf("%s: %w", r.plugin, err)
+			}
+			r.outputs = append(r.outputs, out.Value)
+			if out.Err != nil && len(r.errors) < 2 {
+				r.errors = append(r.errors, fmt.Sprintf("record %d: %v", out.Index, out.Err))
+			}
+		}
+		r.summary, _ = job.Wait()
+		r.summary.Progress = job.Progress()
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PLUGIN\tRECORDS\tOK\tERRORS\tTIME\tRECORDS/S")
+	for _, r := range runs {
+		s := r.summary
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%.0f\n", r.plugin, s.Results, s.Succeeded, s.Failed,
+			s.Duration.Round(time.Millisecond), float64(s.Results)/s.Duration.Seconds())
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "upper, first record:  %q\n", runs[0].outputs[0])
+	if len(runs) > 2 {
+		same := len(runs[0].outputs) == len(runs[1].outputs)
+		for i := 0; same && i < len(runs[0].outputs); i++ {
+			same = bytes.Equal(runs[0].outputs[i], runs[1].outputs[i])
+		}
+		if !same {
+			return fmt.Errorf("upper-wasm's output differs from upper's")
+		}
+		fmt.Fprintln(w, "upper-wasm: byte-identical to upper on every record.")
+	}
+	last := runs[len(runs)-1]
+	for _, e := range last.errors {
+		fmt.Fprintf(w, "fail (match=level=ERROR): %s\n", e)
+	}
+	fmt.Fprintln(w)
+	// Metrics travel in heartbeats: wait (up to a few heartbeats) until
+	// they include every record run, so the table is complete.
+	var want uint64
+	for _, r := range runs {
+		want += r.summary.Results
+	}
+	var st *fleet.Status
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if st, err = c.SystemStatus(ctx); err != nil {
+			return err
+		}
+		var got uint64
+		for _, p := range st.Plugins {
+			got += p.Metrics.TotalProcessed
+		}
+		if got >= want || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	printStatus(w, st)
+	fmt.Fprintln(w, "\nNext: 'dataflare dev' runs this stack until interrupted; see README.md.")
+	return nil
+}
+
+// sampleRecords returns n synthetic log lines, the same on every run.
+func sampleRecords(n int) []plugin.Record {
+	users := []string{"alice", "bob", "carol", "dave", "erin", "frank"}
+	actions := []string{"login", "search", "checkout", "logout", "upload"}
+	levels := []string{"level=INFO", "level=INFO", "level=INFO", "level=WARN", "level=ERROR"}
+	start := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+	recs := make([]plugin.Record, n)
+	for i := range recs {
+		ts := start.Add(time.Duration(i) * 137 * time.Millisecond)
+		recs[i] = plugin.Record{
+			Key: fmt.Appendf(nil, "%s", users[i%len(users)]),
+			Value: fmt.Appendf(nil, "%s %s user=%s@example.com action=%s ip=10.0.%d.%d latency_ms=%d",
+				ts.Format(time.RFC3339Nano), levels[i*7%len(levels)], users[i%len(users)], actions[i*3%len(actions)],
+				i%256, i*31%256, 5+i*17%400),
+			Timestamp: ts,
+		}
+	}
+	return recs
+}
+

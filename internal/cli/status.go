@@ -1,0 +1,135 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/fleet"
+)
+
+func init() {
+	extraCommands = append(extraCommands, (*env).statusCmd, (*env).reportCmd)
+}
+
+// newClient connects and returns a client for a one-shot command.
+func (e *env) newClient(name string) (*client.Client, func(), error) {
+	nc, err := e.connect(name, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := client.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return c, nc.Close, nil
+}
+
+func (e *env) statusCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the fleet: workers, plugins, batch sizes and queues",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, closeConn, err := e.newClient("status")
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			defer cancel()
+			st, err := c.SystemStatus(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(e.stdout, st)
+			}
+			printStatus(e.stdout, st)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	return cmd
+}
+
+func (e *env) reportCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "report",
+		Short: "Write the fleet's performance report as JSON",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, closeConn, err := e.newClient("report")
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			defer cancel()
+			w := e.stdout
+			if out != "" && out != "-" {
+				f, err := os.Create(out)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				w = f
+			}
+			if err := c.ExportPerformanceReport(ctx, w); err != nil {
+				return err
+			}
+			if f, ok := w.(*os.File); ok && f != os.Stdout {
+				return f.Close()
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "write the report to FILE instead of standard output")
+	return cmd
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printStatus prints a fleet status as tables.
+func printStatus(w io.Writer, st *fleet.Status) {
+	fmt.Fprintf(w, "coordinator %s at %s — batches pending %d, result messages %d, dead letters %d\n\n",
+		st.Coordinator, st.At.Format(time.RFC3339), st.PendingBatches, st.ResultMessages, st.DeadLetters)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKER\tHEALTH\tIN FLIGHT\tPARALLEL\tPROCESSED\tPRESSURE\tLAST HEARTBEAT\tPLUGINS")
+	for _, wk := range st.Workers {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.2f\t%s ago\t%d\n", wk.ID, wk.Health, wk.InFlight, wk.Parallel,
+			wk.Processed, wk.Pressure, wk.Age.Round(time.Millisecond), len(wk.Plugins))
+	}
+	if len(st.Workers) == 0 {
+		fmt.Fprintln(tw, "(none)")
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PLUGIN\tKIND\tWORKERS\tBATCH SIZE\tPROCESSED\tFAILED\tRECORDS/S\tP50 BATCH\tP99 BATCH\tHEALTH")
+	for _, p := range st.Plugins {
+		kind := "native"
+		if !p.Native {
+			kind = "wasm"
+		}
+		m := p.Metrics
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%.0f\t%s\t%s\t%s\n", p.Name, kind, p.Workers, p.BatchSize,
+			m.TotalProcessed, m.Failed, m.Throughput, m.BatchLatency.P50.Round(time.Microsecond),
+			m.BatchLatency.P99.Round(time.Microsecond), m.Health)
+	}
+	tw.Flush()
+}
