@@ -249,4 +249,3 @@ func sampleRecords(n int) []plugin.Record {
 	}
 	return recs
 }
-
