@@ -22,9 +22,10 @@ import (
 
 func (e *env) coordinatorCmd() *cobra.Command {
 	var (
-		id       string
-		httpAddr string
-		topo     proto.Topology
+		id        string
+		httpAddr  string
+		topo      proto.Topology
+		heartbeat time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "coordinator",
@@ -44,7 +45,7 @@ status and report requests. Run several for availability: they share the work.`,
 			}
 			defer nc.Close()
 			reg := newRegistry()
-			cfg := coordinator.Config{ID: id, Topology: topo, Registerer: reg, Logger: log}
+			cfg := coordinator.Config{ID: id, Topology: topo, Heartbeat: heartbeat, Registerer: reg, Logger: log}
 			cfg.Modules, err = e.moduleResolver(cmd.Context(), nc, log)
 			if err != nil {
 				return err
@@ -68,6 +69,7 @@ status and report requests. Run several for availability: they share the work.`,
 	f.DurationVar(&topo.AckWait, "ack-wait", proto.DefaultAckWait, "how long a batch may go without a sign of life from its worker")
 	f.IntVar(&topo.MaxDeliver, "max-deliver", proto.DefaultMaxDeliver, "deliveries of a batch before it is split as poison")
 	f.DurationVar(&topo.Retention, "retention", proto.DefaultRetention, "how long unread results and job records are kept")
+	f.DurationVar(&heartbeat, "heartbeat", proto.DefaultHeartbeat, "the interval workers send heartbeats at")
 	return cmd
 }
 
@@ -119,6 +121,7 @@ results. SIGTERM drains it: it stops pulling, finishes the batches it runs and l
 	f.StringVar(&httpAddr, "http", "", "serve /metrics and /healthz on HOST:PORT")
 	f.StringVar(&cacheDir, "cache-dir", "", "directory for compiled WebAssembly modules (default: none, compile on every start)")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long a stopping worker waits for its running batches")
+	f.DurationVar(&cfg.Heartbeat, "heartbeat", proto.DefaultHeartbeat, "the interval between heartbeats")
 	return cmd
 }
 
