@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/dataflare/dataflare/manager"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin"
 )
@@ -40,4 +41,26 @@ func Example() {
 func ExampleAppendUpper() {
 	fmt.Printf("%s\n", builtin.AppendUpper([]byte("> "), []byte("straße, ascii only")))
 	// Output: > STRAßE, ASCII ONLY
+}
+
+func ExampleRegister() {
+	m, err := manager.New(manager.DefaultConfig())
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+	if err := builtin.Register(m); err != nil {
+		panic(err)
+	}
+	for _, info := range m.Plugins() {
+		fmt.Println(info.Name, info.Type)
+	}
+	res, err := m.ProcessRecord(context.Background(), builtin.UpperName, nil, plugin.Record{Value: []byte("hello")})
+	fmt.Println(string(res.Value), err)
+	// Output:
+	// delay transformer
+	// fail validator
+	// identity transformer
+	// upper transformer
+	// HELLO <nil>
 }

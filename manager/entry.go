@@ -1,0 +1,208 @@
+package manager
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dataflare/dataflare/manager/hist"
+	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/sizer"
+)
+
+// HealthChecker is implemented by a plugin that can check itself. When the
+// plugin given to Register or RegisterBatch has this method, HealthCheck
+// calls it: an error marks the plugin Failed until a later check passes.
+type HealthChecker interface {
+	HealthCheck(ctx context.Context) error
+}
+
+// entry is one registered plugin and everything measured of it.
+type entry struct {
+	name string
+	bp   plugin.BatchPlugin
+	orig any // what was registered, for HealthChecker and io.Closer
+	sem  chan struct{}
+	est  *sizer.Estimator
+	ctl  *sizer.Controller
+	size atomic.Int64 // the current batch size
+
+	recordBytes atomic.Int64 // average record size of the last call
+	lastTune    atomic.Int64 // when the controller was last consulted, Unix ns
+
+	inflight atomic.Int64
+	calls    sync.WaitGroup // ProcessBatch calls using the entry; Add under Manager.mu
+
+	registered time.Time
+
+	mu        sync.Mutex
+	tot       totals
+	batchHist hist.Histogram
+	recHist   hist.Histogram
+	recent    window // never reset
+	health    window // reset at every change of verdict
+	verdict   Health // Healthy or Degraded; Failed comes from checks
+	since     time.Time
+	reason    string
+	checkErr  error // the last HealthChecker error, nil when it passed
+	lastBatch time.Time
+}
+
+type totals struct {
+	processed, failed, dropped, canceled uint64
+	batches, batchErrors, panics         uint64
+}
+
+// outcome is what one plugin call did, for the books.
+type outcome struct {
+	records    int
+	failed     int
+	dropped    int
+	panics     int
+	batchErr   bool
+	canceled   bool
+	latency    time.Duration // only when !batchErr
+	recordSize int           // bytes of the call's records
+}
+
+// change is a change of verdict, to log outside the lock.
+type change struct {
+	to     Health
+	reason string
+}
+
+// record books o at now and re-evaluates the verdict; it returns the
+// change, if any.
+func (e *entry) record(now time.Time, o outcome, hc *HealthConfig) *change {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if o.canceled {
+		e.tot.canceled += uint64(o.records)
+		return nil
+	}
+	n := uint64(o.records)
+	e.tot.processed += n
+	e.tot.batches++
+	e.tot.panics += uint64(o.panics)
+	c := counts{records: n, panics: uint64(o.panics)}
+	if o.batchErr {
+		e.tot.batchErrors++
+		e.tot.failed += n
+		c.failed = n
+	} else {
+		e.tot.failed += uint64(o.failed)
+		e.tot.dropped += uint64(o.dropped)
+		c.failed = uint64(o.failed)
+		e.batchHist.Record(o.latency)
+		if o.records > 0 {
+			e.recHist.RecordN(o.latency/time.Duration(o.records), n)
+		}
+	}
+	e.lastBatch = now
+	e.recent.add(now, c)
+	e.health.add(now, c)
+	if e.verdict == Healthy && c.failed == 0 && c.panics == 0 {
+		return nil // a clean call cannot degrade a healthy plugin
+	}
+	return e.evaluate(now, hc)
+}
+
+// evaluate applies the health rules (see HealthConfig); e.mu is held.
+func (e *entry) evaluate(now time.Time, hc *HealthConfig) *change {
+	c, _ := e.health.sum(now)
+	rate := ratio(c.failed, c.records)
+	var ch change
+	switch {
+	case e.verdict == Healthy && hc.MaxPanics > 0 && c.panics >= uint64(hc.MaxPanics):
+		ch = change{Degraded, fmt.Sprintf("%d panics within %v", c.panics, e.health.span)}
+	case e.verdict == Healthy && c.records >= uint64(hc.MinRecords) && rate >= hc.ErrorRate:
+		ch = change{Degraded, fmt.Sprintf("error rate %.0f%% over %d records within %v", rate*100, c.records, e.health.span)}
+	case e.verdict == Degraded && c.panics == 0 && c.records >= uint64(hc.MinRecords) && rate < hc.RecoverBelow:
+		ch = change{Healthy, fmt.Sprintf("error rate %.0f%% over %d records", rate*100, c.records)}
+	case e.verdict == Degraded && c.panics == 0 && c.failed == 0 && now.Sub(e.since) >= e.health.span:
+		ch = change{Healthy, fmt.Sprintf("no failure for %v", e.health.span)}
+	default:
+		return nil
+	}
+	e.verdict, e.since = ch.to, now
+	e.reason = ""
+	if ch.to == Degraded {
+		e.reason = ch.reason
+	}
+	e.health.reset()
+	return &ch
+}
+
+// state returns the plugin's state as the Manager sees it, and its health
+// with the reason; e.mu is held.
+func (e *entry) state() (plugin.State, Health, string) {
+	s := e.bp.State()
+	switch {
+	case s == plugin.Failed || s == plugin.Stopped:
+		return s, Failed, "plugin reports " + s.String()
+	case e.checkErr != nil:
+		return plugin.Failed, Failed, "health check: " + e.checkErr.Error()
+	case s == plugin.Uninitialized:
+		return s, Degraded, "plugin reports " + s.String()
+	case e.verdict == Degraded || s == plugin.Degraded:
+		reason := e.reason
+		if e.verdict != Degraded {
+			reason = "plugin reports degraded"
+		}
+		return plugin.Degraded, Degraded, reason
+	case e.inflight.Load() > 0:
+		return plugin.Running, Healthy, ""
+	}
+	return plugin.Ready, Healthy, ""
+}
+
+// metrics returns a snapshot at now; e.mu is held.
+func (e *entry) metrics(now time.Time) PluginMetrics {
+	st, h, reason := e.state()
+	rc, from := e.recent.sum(now)
+	if from.Before(e.registered) {
+		from = e.registered
+	}
+	span := now.Sub(from)
+	pm := PluginMetrics{
+		Name:            e.name,
+		Info:            e.bp.Info(),
+		State:           st,
+		Health:          h,
+		HealthReason:    reason,
+		TotalProcessed:  e.tot.processed,
+		Succeeded:       e.tot.processed - e.tot.failed,
+		Failed:          e.tot.failed,
+		Dropped:         e.tot.dropped,
+		Canceled:        e.tot.canceled,
+		Batches:         e.tot.batches,
+		BatchErrors:     e.tot.batchErrors,
+		Panics:          e.tot.panics,
+		Window:          e.recent.span,
+		WindowSpan:      max(span, 0),
+		RecentProcessed: rc.records,
+		RecentFailed:    rc.failed,
+		BatchSize:       int(e.size.Load()),
+		InFlight:        int(e.inflight.Load()),
+		BatchHistogram:  e.batchHist,
+		RecordHistogram: e.recHist,
+		LastBatch:       e.lastBatch,
+	}
+	if span > 0 {
+		pm.Throughput = float64(rc.records) / span.Seconds()
+	}
+	pm.derive()
+	return pm
+}
+
+// healthOf returns the entry's health entry at now; e.mu is held.
+func (e *entry) healthOf(now time.Time) PluginHealth {
+	st, h, reason := e.state()
+	c, _ := e.health.sum(now)
+	return PluginHealth{
+		Name: e.name, Health: h, State: st, Reason: reason, Since: e.since,
+		RecentProcessed: c.records, RecentFailed: c.failed, RecentPanics: c.panics,
+	}
+}
