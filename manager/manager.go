@@ -26,6 +26,12 @@ import (
 // localSource names the Manager's own estimates in its controllers.
 const localSource = "local"
 
+// sizerInterval is the shortest time between two moves of a batch size.
+// A fleet's controller waits a heartbeat (1 s) for new estimates; in-process
+// every call is an estimate, so the size may move sooner (still damped by
+// the controller's deadband and maximum step).
+const sizerInterval = 100 * time.Millisecond
+
 // errClosed is what calls on a closed Manager return.
 var errClosed = &plugin.Error{Code: plugin.CodeUnavailable, Message: "manager: closed", Err: ErrClosed}
 
@@ -65,6 +71,7 @@ func New(cfg Config) (*Manager, error) {
 		Min:      cfg.Batch.MinSize,
 		Max:      cfg.Batch.MaxSize,
 		MaxBytes: math.MaxInt, // no message size limit in-process
+		Interval: sizerInterval,
 		Clock:    cfg.Clock,
 	}
 	if _, err := sizer.New(sc); err != nil {
@@ -372,8 +379,9 @@ func (m *Manager) ProcessBatch(ctx context.Context, name string, cfg plugin.Conf
 	return &plugin.BatchResult{Results: out, Duration: m.clock().Sub(start)}, nil
 }
 
-// parallel runs run(ctx, 0..n-1) on workers goroutines and returns the first
-// error; the first error cancels the context of the others.
+// parallel runs run(ctx, 0..n-1) on workers goroutines (the caller's and
+// workers-1 new ones) and returns the first error; the first error cancels
+// the context of the others.
 func parallel(ctx context.Context, workers, n int, run func(context.Context, int) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -383,23 +391,27 @@ func parallel(ctx context.Context, workers, n int, run func(context.Context, int
 		errOnce  sync.Once
 		firstErr error
 	)
-	for range workers {
+	work := func() {
+		for {
+			c := int(next.Add(1) - 1)
+			if c >= n || ctx.Err() != nil {
+				return
+			}
+			if err := run(ctx, c); err != nil {
+				errOnce.Do(func() { firstErr = err; cancel() })
+				return
+			}
+		}
+	}
+	for range workers - 1 {
 		wg.Add(1)
 		// Stops when no chunk is left, or after the first error.
 		go func() {
 			defer wg.Done()
-			for {
-				c := int(next.Add(1) - 1)
-				if c >= n || ctx.Err() != nil {
-					return
-				}
-				if err := run(ctx, c); err != nil {
-					errOnce.Do(func() { firstErr = err; cancel() })
-					return
-				}
-			}
+			work()
 		}()
 	}
+	work() // the caller's goroutine is one of the workers
 	wg.Wait()
 	if firstErr == nil && ctx.Err() != nil {
 		// The caller's context ended between chunks.
@@ -486,8 +498,8 @@ func (m *Manager) invoke(ctx context.Context, e *entry, cfg plugin.Config, recs 
 }
 
 // tuneEvery is how often, at most, a plugin's controller is consulted: it
-// moves the size at most once per sizer Interval (1 s) anyway, and
-// consulting it costs two clock reads.
+// moves the size at most once per sizerInterval anyway, and consulting it
+// costs two clock reads.
 const tuneEvery = 50 * time.Millisecond
 
 // tune feeds a successful call to the plugin's estimator and, with
