@@ -23,19 +23,41 @@ func touch(b []byte) {
 	b[len(b)-1] = 1
 }
 
+// runParallel is b.RunParallel that also reports the process's CPU time per
+// op ("cpu-ns/op"): the figure to compare on a machine shared with other
+// work, where wall time per op swings with the other processes' load.
+// It includes the garbage collector's work, which make causes.
+func runParallel(b *testing.B, body func(*testing.PB)) {
+	start := cpuTime()
+	b.RunParallel(body)
+	if used := cpuTime() - start; used > 0 {
+		b.ReportMetric(float64(used.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	}
+}
+
 // BenchmarkPool is one op = Get(size), touch, Put, on a pool with the
 // default configuration (metrics on), from GOMAXPROCS goroutines.
-func BenchmarkPool(b *testing.B) {
+func BenchmarkPool(b *testing.B) { benchPool(b, pool.DefaultConfig()) }
+
+// BenchmarkPoolNoMetrics is BenchmarkPool with Config.Metrics off: no
+// count of bytes asked, one atomic add less per Get.
+func BenchmarkPoolNoMetrics(b *testing.B) {
+	cfg := pool.DefaultConfig()
+	cfg.Metrics = false
+	benchPool(b, cfg)
+}
+
+func benchPool(b *testing.B, cfg pool.Config) {
 	for _, size := range benchSizes {
 		b.Run("size="+strconv.Itoa(size), func(b *testing.B) {
-			p, err := pool.New(pool.DefaultConfig())
+			p, err := pool.New(cfg)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer p.Close()
 			b.ReportAllocs()
 			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
+			runParallel(b, func(pb *testing.PB) {
 				for pb.Next() {
 					buf := p.Get(size)
 					touch(buf.Bytes())
@@ -54,7 +76,7 @@ func BenchmarkMake(b *testing.B) {
 	for _, size := range benchSizes {
 		b.Run("size="+strconv.Itoa(size), func(b *testing.B) {
 			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
+			runParallel(b, func(pb *testing.PB) {
 				for pb.Next() {
 					touch(make([]byte, size))
 				}
@@ -88,7 +110,7 @@ func BenchmarkSyncPool(b *testing.B) {
 		b.Run("size="+strconv.Itoa(size), func(b *testing.B) {
 			var s syncPools
 			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
+			runParallel(b, func(pb *testing.PB) {
 				for pb.Next() {
 					bp := s.get(size)
 					touch(*bp)

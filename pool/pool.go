@@ -367,6 +367,9 @@ func (p *Pool) Put(b *Buffer) error {
 			if b.pooled && !p.closed.Load() {
 				if b.state.CompareAndSwap(s, withKind(s, kindIdle)) {
 					p.hot[b.tier].Put(b)
+					if p.closed.Load() { // Close ran meanwhile and will not see b
+						p.releaseIdle(b)
+					}
 					return nil
 				}
 				continue
@@ -389,6 +392,18 @@ func (p *Pool) Put(b *Buffer) error {
 			p.errs.doublePut.Add(1)
 			return ErrDoublePut
 		}
+	}
+}
+
+// releaseIdle releases b if it is still idle and registered.
+func (p *Pool) releaseIdle(b *Buffer) {
+	tr := &p.tiers[b.tier]
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if s := b.state.Load(); kindOf(s) == kindIdle && b.idx >= 0 && b.state.CompareAndSwap(s, withKind(s, kindReleased)) {
+		p.retireLocked(tr, b)
+		tr.released++
+		b.data = nil
 	}
 }
 
