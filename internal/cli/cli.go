@@ -57,12 +57,18 @@ type env struct {
 	tlsKey         string
 	tlsCA          string
 	logLevel       string
+
+	// stopTracing flushes the trace exporter, when one was installed.
+	stopTracing func()
 }
 
 // Main runs the dataflare command with args and returns its exit code.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// After the first signal the command stops cleanly; a second one
+	// kills the process at once.
+	context.AfterFunc(ctx, stop)
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := e.root()
 	root.SetArgs(args)
@@ -70,6 +76,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
+	if e.stopTracing != nil {
+		e.stopTracing()
+	}
 	return e.exitCode(err)
 }
 
@@ -125,6 +134,16 @@ Start with 'dataflare demo' (everything embedded, nothing to install), then 'dat
 for a local stack to submit to.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			// Traces go where the standard OTEL_* variables say; none
+			// by default.
+			stop, err := setupTracing(cmd.Context(), "dataflare-"+cmd.Name())
+			if err != nil {
+				return err
+			}
+			e.stopTracing = stop
+			return nil
+		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()

@@ -54,7 +54,7 @@ status and report requests. Run several for availability: they share the work.`,
 			if err != nil {
 				return err
 			}
-			stop, err := serveHTTP(httpAddr, reg, natsHealth(nc), log)
+			stop, _, err := serveHTTP(httpAddr, reg, natsHealth(nc), log)
 			if err != nil {
 				return err
 			}
@@ -107,7 +107,7 @@ results. SIGTERM drains it: it stops pulling, finishes the batches it runs and l
 			if err != nil {
 				return err
 			}
-			stop, err := serveHTTP(httpAddr, reg, natsHealth(nc), log)
+			stop, _, err := serveHTTP(httpAddr, reg, natsHealth(nc), log)
 			if err != nil {
 				return err
 			}
@@ -144,14 +144,15 @@ func natsHealth(nc *nats.Conn) func() error {
 }
 
 // serveHTTP serves /metrics from reg and /healthz from health on addr until
-// stop is called. An empty addr serves nothing.
-func serveHTTP(addr string, reg *prometheus.Registry, health func() error, log *slog.Logger) (stop func(), err error) {
+// stop is called, and returns the address it listens on (addr may have
+// port 0). An empty addr serves nothing.
+func serveHTTP(addr string, reg *prometheus.Registry, health func() error, log *slog.Logger) (stop func(), bound string, err error) {
 	if addr == "" {
-		return func() {}, nil
+		return func() {}, "", nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--http %s: %v", addr, err)
+		return nil, "", fmt.Errorf("--http %s: %v", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -177,5 +178,5 @@ func serveHTTP(addr string, reg *prometheus.Registry, health func() error, log *
 		defer cancel()
 		srv.Shutdown(sctx)
 		<-done
-	}, nil
+	}, ln.Addr().String(), nil
 }

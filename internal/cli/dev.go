@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"errors"
 	"context"
 	"fmt"
 	"io"
@@ -83,12 +84,20 @@ the example WebAssembly plugins pushed, and print the NATS URL to point other co
 				return err
 			}
 			defer s.Close()
-			stop, err := serveHTTP(httpAddr, reg, func() error { return nil }, log)
+			stop, bound, err := serveHTTP(httpAddr, reg, func() error {
+				if !s.Server.Running() {
+					return errors.New("the embedded NATS server is not running")
+				}
+				return nil
+			}, log)
 			if err != nil {
 				return err
 			}
 			defer stop()
 			fmt.Fprintf(e.stdout, "dataflare dev: NATS at %s (%d workers; WebAssembly plugins: %v)\n", s.URL, cfg.Workers, pushed)
+			if bound != "" {
+				fmt.Fprintf(e.stdout, "  metrics at http://%s/metrics, health at http://%s/healthz\n", bound, bound)
+			}
 			fmt.Fprintf(e.stdout, "  export NATS_URL=%s\n  then: dataflare status | dataflare submit --plugin upper --in FILE\n", s.URL)
 			<-cmd.Context().Done()
 			fmt.Fprintln(e.stdout, "dataflare dev: stopping")

@@ -1,0 +1,267 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/plugin"
+)
+
+func init() {
+	extraCommands = append(extraCommands, (*env).submitCmd)
+}
+
+// submitFlags are submit's flags.
+type submitFlags struct {
+	plugin    string
+	version   string
+	config    []string
+	in, out   string
+	format    string
+	batchSize int
+}
+
+func (e *env) submitCmd() *cobra.Command {
+	var f submitFlags
+	cmd := &cobra.Command{
+		Use:   "submit --plugin NAME [--config k=v]... [--in FILE|-] [--out FILE|-] [--format lines|jsonl]",
+		Short: "Run a plugin over records, one per input line; print one JSON result per record, in order",
+		Long: `Run a plugin over the records of FILE (or standard input), one record per line, and write one
+JSON line per record, in input order, to --out (or standard output):
+
+  {"index":N,"value":"..."}         the record's new value
+  {"index":N,"value_base64":"..."}  the same, when the value is not UTF-8
+  {"index":N,"dropped":true}        the plugin filtered the record out
+  {"index":N,"error":"..."}         the record's error
+
+N counts records from 0; record N is input line N+1. With --format lines (the default) a line is
+the record's value. With --format jsonl a line is a JSON object:
+
+  {"key":"...","value":"..."}  or  {"key_base64":"...","value_base64":"..."}
+
+("key" and "timestamp", an RFC 3339 time, are optional; other fields are ignored). A line that
+cannot be read as a record — malformed JSON, or longer than the record limit — gets an error
+result "line L: ..." in its place and the job goes on.
+
+The input is streamed: files of any size run in flat memory. A progress bar is shown on standard
+error when it is a terminal. Exit status: 0 when every record got a result, 3 when some records
+got errors, 1 when the job could not run (the results written until then stay written).`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return e.runSubmit(cmd.Context(), f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.plugin, "plugin", "p", "", "the plugin to run (required)")
+	fl.StringVar(&f.version, "version", "", "version of a WebAssembly plugin (default: the newest)")
+	fl.StringArrayVarP(&f.config, "config", "c", nil, "plugin configuration KEY=VALUE (repeatable)")
+	fl.StringVarP(&f.in, "in", "i", "-", "input FILE, or - for standard input")
+	fl.StringVarP(&f.out, "out", "o", "-", "output FILE, or - for standard output")
+	fl.StringVar(&f.format, "format", formatLines, "input format: lines (a line is a value) or jsonl (a line is a JSON record)")
+	fl.IntVar(&f.batchSize, "batch-size", 0, "records per batch (default: the size the fleet chooses)")
+	return cmd
+}
+
+// parseConfig turns KEY=VALUE arguments into a plugin configuration.
+func parseConfig(args []string) (plugin.Config, error) {
+	if len(args) == 0 {
+		return nil, nil
+	}
+	cfg := make(plugin.Config, len(args))
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return nil, usagef("--config %q: want KEY=VALUE", a)
+		}
+		if _, dup := cfg[k]; dup {
+			return nil, usagef("--config: key %q given twice", k)
+		}
+		cfg[k] = v
+	}
+	return cfg, nil
+}
+
+func (e *env) runSubmit(ctx context.Context, f submitFlags) error {
+	if f.plugin == "" {
+		return usagef("submit needs --plugin NAME")
+	}
+	if f.format != formatLines && f.format != formatJSONL {
+		return usagef("--format %q: use lines or jsonl", f.format)
+	}
+	if f.batchSize < 0 {
+		return usagef("--batch-size %d is negative", f.batchSize)
+	}
+	cfg, err := parseConfig(f.config)
+	if err != nil {
+		return err
+	}
+	var opts []client.SubmitOption
+	opts = append(opts, client.WithConfig(cfg), client.WithVersion(f.version))
+	if f.batchSize > 0 {
+		opts = append(opts, client.WithBatchSize(f.batchSize))
+	}
+
+	var in io.Reader = e.stdin
+	var inSize int64 = -1
+	if f.in != "-" {
+		file, err := os.Open(f.in)
+		if err != nil {
+			return fmt.Errorf("input: %v", err)
+		}
+		defer file.Close()
+		if st, err := file.Stat(); err == nil && st.Mode().IsRegular() {
+			inSize = st.Size()
+		}
+		in = file
+	}
+	c, closeConn, err := e.newClient("submit")
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	input := newInputReader(in, f.format)
+	job, err := c.Submit(ctx, f.plugin, input.source(), opts...)
+	if err != nil {
+		return submitError(f.plugin, err)
+	}
+	defer job.Close()
+
+	var out io.Writer = e.stdout
+	if f.out != "-" {
+		file, err := os.Create(f.out)
+		if err != nil {
+			cancelJob(job)
+			return fmt.Errorf("output: %v", err)
+		}
+		defer file.Close()
+		out = file
+	}
+	w := newResultWriter(out)
+	bar := e.progress(inSize, input)
+	var failed, total uint64
+	var jobErr error
+	for o, err := range job.Results() {
+		if err != nil {
+			jobErr = err
+			break
+		}
+		msg, bad := input.bad.take(o.Index)
+		if bad || o.Err != nil {
+			failed++
+		}
+		total++
+		if err := w.write(o.Index, o.Result, msg, bad); err != nil {
+			jobErr = fmt.Errorf("output: %w", err)
+			break
+		}
+		bar.update(total)
+	}
+	bar.finish()
+	if err := w.flush(); err != nil && jobErr == nil {
+		jobErr = fmt.Errorf("output: %w", err)
+	}
+	if file, ok := out.(*os.File); ok && f.out != "-" {
+		if err := file.Close(); err != nil && jobErr == nil {
+			jobErr = fmt.Errorf("output: %w", err)
+		}
+	}
+	switch {
+	case jobErr != nil && ctx.Err() != nil:
+		cancelJob(job)
+		return fmt.Errorf("interrupted after %d results; job %s cancelled", total, job.ID())
+	case jobErr != nil:
+		cancelJob(job)
+		return fmt.Errorf("after %d results: %w", total, jobErr)
+	case failed > 0:
+		return exitError{code: ExitRecordErrors, err: fmt.Errorf("%d of %d records got errors", failed, total)}
+	}
+	if bar.on {
+		fmt.Fprintf(e.stderr, "dataflare: %d records, all processed (job %s)\n", total, job.ID())
+	}
+	return nil
+}
+
+// cancelJob cancels a job in the fleet, briefly: the command is ending
+// anyway.
+func cancelJob(job *client.Job) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	job.Cancel(ctx)
+}
+
+// submitError words the error of starting a job.
+func submitError(name string, err error) error {
+	switch {
+	case errors.Is(err, client.ErrNoCoordinator):
+		return errors.New("no coordinator answered: is 'dataflare coordinator' (or 'dataflare dev') running on this NATS?")
+	case errors.Is(err, client.ErrUnknownPlugin), errors.Is(err, client.ErrNoWorkers):
+		return err
+	}
+	return fmt.Errorf("submit to %s: %w", name, err)
+}
+
+// progress is submit's progress bar on standard error; it shows nothing
+// when standard error is not a terminal.
+type progress struct {
+	on    bool
+	bar   *progressbar.ProgressBar
+	input *inputReader
+	size  int64
+	last  time.Time
+}
+
+func (e *env) progress(size int64, input *inputReader) *progress {
+	f, ok := e.stderr.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return &progress{}
+	}
+	opts := []progressbar.Option{
+		progressbar.OptionSetWriter(f),
+		progressbar.OptionSetDescription("results"),
+		progressbar.OptionSetSpinnerChangeInterval(0),
+		progressbar.OptionThrottle(100 * time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+		progressbar.OptionShowCount(),
+	}
+	max := int64(-1)
+	if size > 0 {
+		// A regular file: the bar follows the bytes read.
+		max = size
+		opts = append(opts, progressbar.OptionShowBytes(true))
+	} else {
+		opts = append(opts, progressbar.OptionShowIts(), progressbar.OptionSetItsString("records"))
+	}
+	return &progress{on: true, bar: progressbar.NewOptions64(max, opts...), input: input, size: size}
+}
+
+func (p *progress) update(results uint64) {
+	if !p.on {
+		return
+	}
+	now := time.Now()
+	if now.Sub(p.last) < 50*time.Millisecond {
+		return
+	}
+	p.last = now
+	if p.size > 0 {
+		p.bar.Describe(fmt.Sprintf("%d results", results))
+		p.bar.Set64(min(p.input.bytesRead.Load(), p.size))
+		return
+	}
+	p.bar.Set64(int64(results))
+}
+
+func (p *progress) finish() {
+	if p.on {
+		p.bar.Clear()
+		p.bar.Exit()
+	}
+}
