@@ -64,7 +64,7 @@ func newPlugin(r *Runtime, compiled wazero.CompiledModule, digest string, size i
 
 // init makes the first instance, checks the ABI version and reads the info.
 func (p *Plugin) init(ctx context.Context) error {
-	ctx, cancel := p.rt.withDeadline(ctx)
+	ctx, cancel := context.WithTimeout(ctx, p.rt.cfg.timeout)
 	defer cancel()
 	in, err := p.instantiate(ctx)
 	if err != nil {

@@ -92,8 +92,8 @@ func Digest(module []byte) string {
 // Load compiles module, checks it against the sandbox and the ABI,
 // instantiates it once (running its start function and _initialize), reads
 // its info, and returns it as a Plugin ready to run batches. ctx bounds the
-// compilation and the first instantiation; without a deadline the runtime's
-// timeout applies to the instantiation.
+// compilation; the first instantiation is bounded by ctx and by the
+// runtime's timeout, whichever ends first.
 //
 // The error wraps ErrInvalidModule (not a valid module, or a memory above
 // the page limit), ErrForbiddenImport (an import outside the sandbox),

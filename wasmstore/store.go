@@ -1,0 +1,588 @@
+package wasmstore
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/plugin"
+)
+
+// Latest is the version Resolve reads as "the newest".
+const Latest = "latest"
+
+// Defaults.
+const (
+	// DefaultMaxModuleSize is the largest module Push accepts: 64 MiB.
+	DefaultMaxModuleSize = 64 << 20
+	// DefaultTimeout bounds an operation whose context has no deadline.
+	DefaultTimeout = 30 * time.Second
+)
+
+// Validator checks a module before Push accepts it and returns what the
+// module says about itself. A *wasm.Runtime satisfies it: it compiles the
+// module, checks its imports against the sandbox and its exports against the
+// ABI, and reads df_info.
+type Validator interface {
+	Validate(ctx context.Context, module []byte) (plugin.Info, error)
+}
+
+// Option configures a Store.
+type Option func(*options) error
+
+type options struct {
+	bucket    string
+	replicas  int
+	storage   jetstream.StorageType
+	validator Validator
+	maxSize   int
+}
+
+// WithBucket names the Object Store bucket (default proto.BucketPlugins,
+// "DF_PLUGINS"): letters, digits, '-' and '_'.
+func WithBucket(name string) Option {
+	return func(o *options) error {
+		if !validToken(name, "-_") {
+			return fmt.Errorf("%w: bucket name %q", ErrInvalidOption, name)
+		}
+		o.bucket = name
+		return nil
+	}
+}
+
+// WithReplicas sets the bucket's replica count (default 1; 3 in a
+// production cluster). 1 ≤ n ≤ 5.
+func WithReplicas(n int) Option {
+	return func(o *options) error {
+		if n < 1 || n > 5 {
+			return fmt.Errorf("%w: replicas %d outside [1, 5]", ErrInvalidOption, n)
+		}
+		o.replicas = n
+		return nil
+	}
+}
+
+// WithMemoryStorage keeps the bucket in memory instead of on disk (tests).
+func WithMemoryStorage() Option {
+	return func(o *options) error {
+		o.storage = jetstream.MemoryStorage
+		return nil
+	}
+}
+
+// WithValidator makes Push run v on every module before accepting it and
+// record the Info it returns. Without one, Push only checks that the bytes
+// start like a WebAssembly module and records an Info of the name and
+// version.
+func WithValidator(v Validator) Option {
+	return func(o *options) error {
+		if v == nil {
+			return fmt.Errorf("%w: nil validator", ErrInvalidOption)
+		}
+		o.validator = v
+		return nil
+	}
+}
+
+// WithMaxModuleSize sets the largest module Push accepts (default
+// DefaultMaxModuleSize). n ≥ 8.
+func WithMaxModuleSize(n int) Option {
+	return func(o *options) error {
+		if n < 8 {
+			return fmt.Errorf("%w: max module size %d < 8", ErrInvalidOption, n)
+		}
+		o.maxSize = n
+		return nil
+	}
+}
+
+// Store keeps plugin modules in a NATS Object Store bucket: one object per
+// name and version ("<name>/<version>"), with the manifest in the object's
+// metadata. It is safe for concurrent use.
+type Store struct {
+	os  jetstream.ObjectStore
+	opt options
+}
+
+// New binds to the bucket, creating it (or updating its settings) when
+// needed; it is idempotent. The error wraps ErrInvalidOption for a bad
+// option, or is the JetStream error of creating the bucket.
+func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, error) {
+	o := options{bucket: proto.BucketPlugins, replicas: 1, storage: jetstream.FileStorage, maxSize: DefaultMaxModuleSize}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	os, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      o.bucket,
+		Description: "DataFlare WebAssembly plugin modules",
+		Storage:     o.storage,
+		Replicas:    o.replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wasmstore: bucket %s: %w", o.bucket, err)
+	}
+	return &Store{os: os, opt: o}, nil
+}
+
+func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, DefaultTimeout)
+}
+
+// objectName is the object holding name's version.
+func objectName(name, version string) string { return name + "/" + version }
+
+// Metadata keys of a module object.
+const (
+	metaName    = "df-name"
+	metaVersion = "df-version"
+	metaDigest  = "df-digest"
+	metaInfo    = "df-info"
+	metaCreated = "df-created"
+)
+
+var wasmMagic = []byte{0x00, 'a', 's', 'm', 0x01, 0x00, 0x00, 0x00}
+
+// Push stores module as name's version, after validating it (see
+// WithValidator), and returns its manifest. An empty version takes the
+// version the module reports in its info. Pushing the same bytes again
+// under the same name and version is a no-op that returns the existing
+// manifest.
+//
+// The error wraps ErrInvalidName, ErrTooLarge, ErrInvalidModule (with the
+// Validator's error), ErrVersionExists, or is a JetStream error.
+func (s *Store) Push(ctx context.Context, name, version string, module []byte) (Manifest, error) {
+	if !ValidName(name) {
+		return Manifest{}, fmt.Errorf("%w: plugin name %q: use 1-%d letters, digits, '-' and '_'", ErrInvalidName, name, maxNameLen)
+	}
+	if version != "" && !ValidVersion(version) {
+		return Manifest{}, fmt.Errorf("%w: version %q: use 1-%d letters, digits, '.', '-', '_' and '+'", ErrInvalidName, version, maxNameLen)
+	}
+	if len(module) > s.opt.maxSize {
+		return Manifest{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(module), s.opt.maxSize)
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	info := plugin.Info{Name: name, Version: version, APIVersion: plugin.APIVersion}
+	if s.opt.validator != nil {
+		vi, err := s.opt.validator.Validate(ctx, module)
+		if err != nil {
+			return Manifest{}, fmt.Errorf("%w: %s: %w", ErrInvalidModule, name, err)
+		}
+		info = vi
+	} else if !bytes.HasPrefix(module, wasmMagic) {
+		return Manifest{}, fmt.Errorf("%w: %s: not a WebAssembly 1.0 binary", ErrInvalidModule, name)
+	}
+	if version == "" {
+		version = info.Version
+		if !ValidVersion(version) {
+			return Manifest{}, fmt.Errorf("%w: no version given and the module reports %q", ErrInvalidName, version)
+		}
+	}
+	sum := sha256.Sum256(module)
+	m := Manifest{
+		Name:    name,
+		Version: version,
+		Digest:  "sha256:" + hex.EncodeToString(sum[:]),
+		Size:    int64(len(module)),
+		Info:    info,
+		Created: time.Now().UTC(),
+	}
+	if old, err := s.os.GetInfo(ctx, objectName(name, version)); err == nil {
+		prev, perr := manifestOf(old)
+		if perr == nil && prev.Digest == m.Digest {
+			return prev, nil
+		}
+		return Manifest{}, fmt.Errorf("%w: %s@%s", ErrVersionExists, name, version)
+	} else if !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return Manifest{}, fmt.Errorf("wasmstore: push %s@%s: %w", name, version, err)
+	}
+	obj, err := s.os.Put(ctx, jetstream.ObjectMeta{
+		Name:        objectName(name, version),
+		Description: m.Info.Description,
+		Metadata: map[string]string{
+			metaName:    m.Name,
+			metaVersion: m.Version,
+			metaDigest:  m.Digest,
+			metaInfo:    string(m.Info.JSON()),
+			metaCreated: m.Created.Format(time.RFC3339Nano),
+		},
+	}, bytes.NewReader(module))
+	if err != nil {
+		return Manifest{}, fmt.Errorf("wasmstore: push %s@%s: %w", name, version, err)
+	}
+	if obj.Digest != natsDigest(sum) {
+		return Manifest{}, fmt.Errorf("%w: %s@%s: the server recorded %s for %s", ErrDigestMismatch, name, version, obj.Digest, natsDigest(sum))
+	}
+	return m, nil
+}
+
+// manifestOf reads the manifest in an object's metadata.
+func manifestOf(obj *jetstream.ObjectInfo) (Manifest, error) {
+	md := obj.Metadata
+	m := Manifest{
+		Name:    md[metaName],
+		Version: md[metaVersion],
+		Digest:  md[metaDigest],
+		Size:    int64(obj.Size),
+	}
+	if m.Size > 1<<62 {
+		return Manifest{}, fmt.Errorf("%w: object %s: size %d", ErrBadManifest, obj.Name, obj.Size)
+	}
+	if err := json.Unmarshal([]byte(md[metaInfo]), &m.Info); err != nil {
+		return Manifest{}, fmt.Errorf("%w: object %s: info: %v", ErrBadManifest, obj.Name, err)
+	}
+	created, err := time.Parse(time.RFC3339Nano, md[metaCreated])
+	if err != nil {
+		return Manifest{}, fmt.Errorf("%w: object %s: created: %v", ErrBadManifest, obj.Name, err)
+	}
+	m.Created = created
+	if err := m.Validate(); err != nil {
+		return Manifest{}, fmt.Errorf("object %s: %w", obj.Name, err)
+	}
+	if obj.Name != objectName(m.Name, m.Version) {
+		return Manifest{}, fmt.Errorf("%w: object %s holds %s@%s", ErrBadManifest, obj.Name, m.Name, m.Version)
+	}
+	return m, nil
+}
+
+// objects returns the stored objects with valid manifests; objects whose
+// metadata is not a manifest are skipped (they are not ours, or tampered).
+func (s *Store) objects(ctx context.Context) ([]*jetstream.ObjectInfo, []Manifest, error) {
+	infos, err := s.os.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("wasmstore: list: %w", err)
+	}
+	var objs []*jetstream.ObjectInfo
+	var ms []Manifest
+	for _, obj := range infos {
+		m, err := manifestOf(obj)
+		if err != nil {
+			continue
+		}
+		objs = append(objs, obj)
+		ms = append(ms, m)
+	}
+	return objs, ms, nil
+}
+
+// newestFirst orders manifests by creation time, newest first, then by
+// version.
+func newestFirst(a, b Manifest) int {
+	if c := b.Created.Compare(a.Created); c != 0 {
+		return c
+	}
+	return cmp.Compare(b.Version, a.Version)
+}
+
+// List returns the manifests of every stored module version, by name, each
+// name's versions newest first. An empty store gives an empty list. The
+// error is a JetStream error.
+func (s *Store) List(ctx context.Context) ([]Manifest, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	_, ms, err := s.objects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(ms, func(a, b Manifest) int {
+		if c := cmp.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return newestFirst(a, b)
+	})
+	return ms, nil
+}
+
+// Info returns the manifests of name's versions, newest first. The error
+// wraps ErrNotFound when there is none, or is a JetStream error.
+func (s *Store) Info(ctx context.Context, name string) ([]Manifest, error) {
+	all, err := s.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ms []Manifest
+	for _, m := range all {
+		if m.Name == name {
+			ms = append(ms, m)
+		}
+	}
+	if len(ms) == 0 {
+		return nil, fmt.Errorf("%w: plugin %s", ErrNotFound, name)
+	}
+	return ms, nil
+}
+
+// Resolve returns the manifest of name's version; "" or Latest mean the
+// newest pushed. The error wraps ErrNotFound, or is a JetStream error.
+func (s *Store) Resolve(ctx context.Context, name, version string) (Manifest, error) {
+	if version != "" && version != Latest {
+		ctx, cancel := withTimeout(ctx)
+		defer cancel()
+		obj, err := s.os.GetInfo(ctx, objectName(name, version))
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return Manifest{}, fmt.Errorf("%w: %s@%s", ErrNotFound, name, version)
+		}
+		if err != nil {
+			return Manifest{}, fmt.Errorf("wasmstore: resolve %s@%s: %w", name, version, err)
+		}
+		m, err := manifestOf(obj)
+		if err != nil {
+			return Manifest{}, err
+		}
+		return m, nil
+	}
+	ms, err := s.Info(ctx, name)
+	if err != nil {
+		return Manifest{}, err
+	}
+	return ms[0], nil
+}
+
+// Resolver returns s.Resolve in the shape a coordinator takes: the digest
+// and version of name's version ("" for the newest), or an empty digest and
+// no error when there is no such module.
+func Resolver(s *Store) func(ctx context.Context, name, version string) (digest, resolved string, err error) {
+	return func(ctx context.Context, name, version string) (string, string, error) {
+		m, err := s.Resolve(ctx, name, version)
+		if errors.Is(err, ErrNotFound) {
+			return "", "", nil
+		}
+		if err != nil {
+			return "", "", err
+		}
+		return m.Digest, m.Version, nil
+	}
+}
+
+// Get returns the module of name whose digest is digest, with its
+// manifest, after checking that the bytes hash to digest and to what the
+// object store recorded. A mismatch is refused — nothing is returned to
+// compile — with an error wrapping ErrDigestMismatch. The error wraps
+// ErrNotFound when no version of name has that digest, or is a JetStream
+// error.
+func (s *Store) Get(ctx context.Context, name, digest string) ([]byte, Manifest, error) {
+	if !ValidDigest(digest) {
+		return nil, Manifest{}, fmt.Errorf("%w: digest %q", ErrInvalidName, digest)
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	objs, ms, err := s.objects(ctx)
+	if err != nil {
+		return nil, Manifest{}, err
+	}
+	i := slices.IndexFunc(ms, func(m Manifest) bool { return m.Name == name && m.Digest == digest })
+	if i < 0 {
+		return nil, Manifest{}, fmt.Errorf("%w: %s %s", ErrNotFound, name, digest)
+	}
+	obj, m := objs[i], ms[i]
+	data, err := s.os.GetBytes(ctx, obj.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrDigestMismatch):
+		return nil, Manifest{}, fmt.Errorf("%w: %s: the object's chunks do not match its recorded digest", ErrDigestMismatch, m)
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+		return nil, Manifest{}, fmt.Errorf("%w: %s", ErrNotFound, m)
+	case err != nil:
+		return nil, Manifest{}, fmt.Errorf("wasmstore: get %s: %w", m, err)
+	}
+	sum := sha256.Sum256(data)
+	if got := "sha256:" + hex.EncodeToString(sum[:]); got != digest {
+		return nil, Manifest{}, fmt.Errorf("%w: %s: the stored bytes hash to %s", ErrDigestMismatch, m, got)
+	}
+	if obj.Digest != natsDigest(sum) {
+		return nil, Manifest{}, fmt.Errorf("%w: %s: the object store recorded %s", ErrDigestMismatch, m, obj.Digest)
+	}
+	if int64(len(data)) != m.Size {
+		return nil, Manifest{}, fmt.Errorf("%w: %s: %d bytes, recorded %d", ErrDigestMismatch, m, len(data), m.Size)
+	}
+	return data, m, nil
+}
+
+// Fetch returns the module of name with digest, verified as by Get. It
+// makes a *Store a wasm.ModuleSource. The errors are Get's.
+func (s *Store) Fetch(ctx context.Context, name, digest string) ([]byte, error) {
+	data, _, err := s.Get(ctx, name, digest)
+	return data, err
+}
+
+// Remove deletes name's version, or every version of name when version is
+// "". The error wraps ErrNotFound when there was nothing to remove, or is a
+// JetStream error.
+func (s *Store) Remove(ctx context.Context, name, version string) error {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	var targets []string
+	if version != "" {
+		targets = []string{objectName(name, version)}
+	} else {
+		objs, ms, err := s.objects(ctx)
+		if err != nil {
+			return err
+		}
+		for i, m := range ms {
+			if m.Name == name {
+				targets = append(targets, objs[i].Name)
+			}
+		}
+	}
+	if len(targets) == 0 {
+		return fmt.Errorf("%w: plugin %s", ErrNotFound, name)
+	}
+	for _, t := range targets {
+		err := s.os.Delete(ctx, t)
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return fmt.Errorf("%w: %s", ErrNotFound, t)
+		}
+		if err != nil {
+			return fmt.Errorf("wasmstore: remove %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// Op says what happened to a module version.
+type Op uint8
+
+// Ops.
+const (
+	// Put: the version was pushed (or existed when the watch started).
+	Put Op = iota + 1
+	// Removed: the version was removed.
+	Removed
+)
+
+// String returns "put" or "removed".
+func (o Op) String() string {
+	switch o {
+	case Put:
+		return "put"
+	case Removed:
+		return "removed"
+	}
+	return "op(" + strconv.Itoa(int(o)) + ")"
+}
+
+// Event is one change to the store.
+type Event struct {
+	Op       Op
+	Manifest Manifest
+}
+
+// Watch returns a channel of the store's changes: first a Put for every
+// version stored now, then each push and removal as it happens. The channel
+// is closed when ctx ends (or the connection closes). Objects whose metadata
+// is not a manifest are skipped. The error is a JetStream error.
+func (s *Store) Watch(ctx context.Context) (<-chan Event, error) {
+	w, err := s.os.Watch(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("wasmstore: watch: %w", err)
+	}
+	out := make(chan Event)
+	// Stops when ctx ends or the watcher's channel closes.
+	go func() {
+		defer close(out)
+		defer w.Stop()
+		for {
+			var obj *jetstream.ObjectInfo
+			var ok bool
+			select {
+			case <-ctx.Done():
+				return
+			case obj, ok = <-w.Updates():
+			}
+			if !ok {
+				return
+			}
+			if obj == nil { // the end of the initial values
+				continue
+			}
+			m, err := manifestOf(obj)
+			if err != nil {
+				continue
+			}
+			ev := Event{Op: Put, Manifest: m}
+			if obj.Deleted {
+				ev.Op = Removed
+				m.Size = 0
+			}
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// CurrentSetter is told which module is the newest version of each plugin.
+// A *wasm.Registry satisfies it.
+type CurrentSetter interface {
+	// SetCurrent records digest as the newest module of name.
+	SetCurrent(name, digest string)
+	// Forget records that name has no module any more.
+	Forget(name string)
+}
+
+// Follow keeps sink told of the newest version of every plugin in the
+// store, as pushes and removals happen, until ctx ends; then it returns
+// ctx's error. A worker runs it in a goroutine so that a plugin registered
+// by name picks up new versions without a restart. It returns Watch's
+// error, ctx's error, or an error saying the watch ended (the connection
+// closed).
+func (s *Store) Follow(ctx context.Context, sink CurrentSetter) error {
+	events, err := s.Watch(ctx)
+	if err != nil {
+		return err
+	}
+	versions := make(map[string]map[string]Manifest)
+	for ev := range events {
+		m := ev.Manifest
+		vs := versions[m.Name]
+		if vs == nil {
+			vs = make(map[string]Manifest)
+			versions[m.Name] = vs
+		}
+		if ev.Op == Removed {
+			delete(vs, m.Version)
+		} else {
+			vs[m.Version] = m
+		}
+		var newest *Manifest
+		for _, v := range vs {
+			if newest == nil || newestFirst(v, *newest) < 0 {
+				newest = &v
+			}
+		}
+		if newest == nil {
+			delete(versions, m.Name)
+			sink.Forget(m.Name)
+		} else {
+			sink.SetCurrent(m.Name, newest.Digest)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errors.New("wasmstore: follow: watch ended")
+}
