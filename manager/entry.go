@@ -138,7 +138,7 @@ func (e *entry) evaluate(now time.Time, hc *HealthConfig) *change {
 // state returns the plugin's state as the Manager sees it, and its health
 // with the reason; e.mu is held.
 func (e *entry) state() (plugin.State, Health, string) {
-	s := e.bp.State()
+	s := e.pluginState()
 	switch {
 	case s == plugin.Failed || s == plugin.Stopped:
 		return s, Failed, "plugin reports " + s.String()
@@ -168,7 +168,7 @@ func (e *entry) metrics(now time.Time) PluginMetrics {
 	span := now.Sub(from)
 	pm := PluginMetrics{
 		Name:            e.name,
-		Info:            e.bp.Info(),
+		Info:            e.info(),
 		State:           st,
 		Health:          h,
 		HealthReason:    reason,
@@ -205,4 +205,26 @@ func (e *entry) healthOf(now time.Time) PluginHealth {
 		Name: e.name, Health: h, State: st, Reason: reason, Since: e.since,
 		RecentProcessed: c.records, RecentFailed: c.failed, RecentPanics: c.panics,
 	}
+}
+
+// pluginState returns the plugin's own State; a panic in it reads as
+// plugin.Failed.
+func (e *entry) pluginState() (s plugin.State) {
+	defer func() {
+		if recover() != nil {
+			s = plugin.Failed
+		}
+	}()
+	return e.bp.State()
+}
+
+// info returns the plugin's Info; a panic in it gives an Info with only the
+// registered name.
+func (e *entry) info() (in plugin.Info) {
+	defer func() {
+		if recover() != nil {
+			in = plugin.Info{Name: e.name}
+		}
+	}()
+	return e.bp.Info()
 }

@@ -222,7 +222,7 @@ func (m *Manager) add(name string, bp plugin.BatchPlugin, orig any) error {
 		return fmt.Errorf("%w: %q", ErrDuplicate, name)
 	}
 	m.plugins[name] = e
-	m.log.Info("plugin registered", slog.String("plugin", name), slog.String("info", bp.Info().String()))
+	m.log.Info("plugin registered", slog.String("plugin", name), slog.String("info", e.info().String()))
 	return nil
 }
 
@@ -267,7 +267,7 @@ func (m *Manager) Plugins() []plugin.Info {
 	es := m.entries()
 	out := make([]plugin.Info, len(es))
 	for i, e := range es {
-		out[i] = e.bp.Info()
+		out[i] = e.info()
 		e.calls.Done()
 	}
 	return out
@@ -338,7 +338,7 @@ func (m *Manager) ProcessBatch(ctx context.Context, name string, cfg plugin.Conf
 		return nil, err
 	}
 	defer e.calls.Done()
-	if s := e.bp.State(); s == plugin.Failed || s == plugin.Stopped {
+	if s := e.pluginState(); s == plugin.Failed || s == plugin.Stopped {
 		return nil, &plugin.Error{Code: plugin.CodeUnavailable, Message: fmt.Sprintf("manager: plugin %q is %s", name, s)}
 	}
 	if len(recs) == 0 {
@@ -676,7 +676,7 @@ func (m *Manager) SystemStatus() SystemStatus {
 		ch := e.evaluate(now, &m.cfg.Health)
 		s, h, _ := e.state()
 		ps := PluginStatus{
-			Name: e.name, Version: e.bp.Info().Version, State: s, Health: h,
+			Name: e.name, Version: e.info().Version, State: s, Health: h,
 			BatchSize: int(e.size.Load()), InFlight: int(e.inflight.Load()), TotalProcessed: e.tot.processed,
 		}
 		e.mu.Unlock()

@@ -928,3 +928,29 @@ func TestHealthText(t *testing.T) {
 		t.Errorf("UnmarshalText(sick) = %v, want ErrInvalidInput", err)
 	}
 }
+
+// panicky panics in Info and State.
+type panicky struct{ *batchFunc }
+
+func (panicky) Info() plugin.Info   { panic("info boom") }
+func (panicky) State() plugin.State { panic("state boom") }
+
+func TestPanickyInfoAndState(t *testing.T) {
+	m := newManager(t, nil)
+	if err := m.RegisterBatch("p", panicky{newBatchFunc("p", echo)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.ProcessBatch(context.Background(), "p", nil, numbered(1)); !errors.Is(err, plugin.ErrUnavailable) {
+		t.Errorf("ProcessBatch error = %v, want ErrUnavailable", err)
+	}
+	if infos := m.Plugins(); len(infos) != 1 || infos[0].Name != "p" {
+		t.Errorf("Plugins() = %+v, want one named p", infos)
+	}
+	pm, _ := m.Metrics("p")
+	if pm.State != plugin.Failed || pm.Health != manager.Failed {
+		t.Errorf("state %v health %v, want failed failed", pm.State, pm.Health)
+	}
+	if st := m.SystemStatus(); st.Health != manager.Failed {
+		t.Errorf("system health %v, want failed", st.Health)
+	}
+}
