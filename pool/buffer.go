@@ -25,7 +25,7 @@ const (
 	usesWidth = 64 - useShift
 )
 
-// MaxPins is the most times one Buffer can be pinned at once.
+// MaxPins (4095) is the most times one Buffer can be pinned at once.
 const MaxPins = 1<<pinBits - 1
 
 func kindOf(s uint64) uint64 { return s & kindMask }
