@@ -46,7 +46,7 @@ status and report requests. Run several for availability: they share the work.`,
 			defer nc.Close()
 			reg := newRegistry()
 			cfg := coordinator.Config{ID: id, Topology: topo, Heartbeat: heartbeat, Registerer: reg, Logger: log}
-			cfg.Modules, err = e.moduleResolver(cmd.Context(), nc, log)
+			cfg.Modules, err = e.moduleResolver(cmd.Context(), nc, max(topo.Replicas, 1))
 			if err != nil {
 				return err
 			}

@@ -43,7 +43,7 @@ func (e *env) startStack(ctx context.Context, cfg stack.Config, log *slog.Logger
 		s.Close()
 		return nil, nil, err
 	}
-	res, err := e.moduleResolver(ctx, nc, log)
+	res, err := e.moduleResolver(ctx, nc, 1)
 	if err != nil {
 		s.Close()
 		return nil, nil, err

@@ -9,13 +9,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dataflare/dataflare/coordinator"
+	"github.com/dataflare/dataflare/wasmstore"
 	"github.com/dataflare/dataflare/worker"
 )
 
 // moduleResolver returns the coordinator's view of the WebAssembly plugin
-// store.
-func (e *env) moduleResolver(ctx context.Context, nc *nats.Conn, log *slog.Logger) (coordinator.ModuleResolver, error) {
-	return nil, nil
+// store, creating the store's bucket with replicas when it does not exist.
+func (e *env) moduleResolver(ctx context.Context, nc *nats.Conn, replicas int) (coordinator.ModuleResolver, error) {
+	s, err := openStore(ctx, nc, replicas)
+	if err != nil {
+		return nil, err
+	}
+	return wasmstore.Resolver(s), nil
 }
 
 // workerModules returns the worker's WebAssembly runtime over the plugin
