@@ -23,7 +23,7 @@ type metrics struct {
 	heartbeats       prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, id string, p *pool.Pool) *metrics {
+func newMetrics(reg prometheus.Registerer, id string, p *pool.Pool, inFlight func() float64) *metrics {
 	m := &metrics{
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dataflare_records_processed_total", Help: "Records processed, by plugin and outcome (succeeded, failed, dropped)."},
@@ -52,7 +52,9 @@ func newMetrics(reg prometheus.Registerer, id string, p *pool.Pool) *metrics {
 	if reg != nil {
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"worker": id}, reg)
 		reg.MustRegister(m.records, m.batches, m.batchSeconds, m.batchRecords, m.redeliveries, m.naks,
-			m.deadLettered, m.duplicateResults, m.fetchErrors, m.heartbeats, newPoolCollector(p))
+			m.deadLettered, m.duplicateResults, m.fetchErrors, m.heartbeats, newPoolCollector(p),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "dataflare_batches_in_flight", Help: "Batches running now."}, inFlight))
 	}
 	return m
 }

@@ -90,7 +90,7 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 		}
 		w.native[name] = true
 	}
-	w.metrics = newMetrics(cfg.Registerer, cfg.ID, mgr.Pool())
+	w.metrics = newMetrics(cfg.Registerer, cfg.ID, mgr.Pool(), func() float64 { return float64(w.inflight.Load()) })
 	return w, nil
 }
 
