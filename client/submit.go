@@ -178,7 +178,10 @@ func (j *Job) send(ob *outBatch) error {
 	reply, err := retry(j, func(_ context.Context) (*proto.SubmitReply, error) {
 		m := &nats.Msg{Subject: proto.SubmitSubject(j.info.Plugin), Data: ob.data, Header: nats.Header{}}
 		tracing.Inject(ctx, m.Header)
-		rctx, cancel := j.c.withTimeout(ctx)
+		// Each attempt gets the request timeout, whatever the job's
+		// deadline: a coordinator that died holding the request must not
+		// hold the batch for longer.
+		rctx, cancel := context.WithTimeout(ctx, j.c.opts.timeout)
 		defer cancel()
 		resp, err := j.c.nc.RequestMsgWithContext(rctx, m)
 		if err != nil {

@@ -45,7 +45,7 @@ func New(nc *nats.Conn, cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	if cfg.ID == "" {
-		cfg.ID = "c-" + nuid.Next()[:8]
+		cfg.ID = "c-" + nuid.Next()[14:]
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
