@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/dataflare/dataflare/plugin"
@@ -110,8 +111,9 @@ func (Identity) ProcessBatch(ctx context.Context, _ plugin.Config, recs []plugin
 
 // Delay sleeps for the configured time per record and returns the values
 // unchanged. Config: ms, an integer number of milliseconds per record,
-// 0 ≤ ms ≤ MaxDelayMillis (absent means 0). The batch sleeps ms × len(recs)
-// in one wait.
+// 0 ≤ ms ≤ MaxDelayMillis (absent means 0). A record header "ms" overrides
+// the configuration for that record, so one job can change its cost midway
+// (the batch-size tests do). The batch sleeps the sum in one wait.
 type Delay struct{}
 
 // MaxDelayMillis is the largest ms the delay plugin accepts (one hour).
@@ -147,7 +149,17 @@ func (Delay) ProcessBatch(ctx context.Context, cfg plugin.Config, recs []plugin.
 		return nil, err
 	}
 	t0 := time.Now()
-	if wait := time.Duration(ms) * time.Millisecond * time.Duration(len(recs)); wait > 0 {
+	var total time.Duration
+	for i := range recs {
+		d := ms
+		if h, ok := recs[i].Header("ms"); ok {
+			if d, err = strconv.Atoi(string(h)); err != nil || d < 0 || d > MaxDelayMillis {
+				return nil, fmt.Errorf("%w: delay: record %d: header ms=%q is not an integer in [0, %d]", plugin.ErrInvalidInput, i, h, MaxDelayMillis)
+			}
+		}
+		total += time.Duration(d) * time.Millisecond
+	}
+	if wait := total; wait > 0 {
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:

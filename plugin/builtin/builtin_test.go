@@ -285,3 +285,25 @@ func FuzzAppendUpper(f *testing.F) {
 		}
 	})
 }
+
+func TestDelayHeaderOverridesConfig(t *testing.T) {
+	recs := []plugin.Record{
+		{Value: []byte("a"), Headers: []plugin.Header{{Key: []byte("ms"), Value: []byte("30")}}},
+		{Value: []byte("b")},
+	}
+	start := time.Now()
+	res, err := builtin.Delay{}.ProcessBatch(context.Background(), plugin.Config{"ms": "0"}, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 30*time.Millisecond {
+		t.Errorf("batch took %v, want at least the header's 30ms", d)
+	}
+	if len(res.Results) != 2 || string(res.Results[1].Value) != "b" {
+		t.Errorf("results = %+v", res.Results)
+	}
+	recs[0].Headers[0].Value = []byte("x")
+	if _, err := (builtin.Delay{}).ProcessBatch(context.Background(), nil, recs); !errors.Is(err, plugin.ErrInvalidInput) {
+		t.Errorf("bad header: err = %v, want ErrInvalidInput", err)
+	}
+}
