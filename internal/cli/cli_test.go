@@ -17,6 +17,7 @@ import (
 
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/fleettest"
+	"github.com/dataflare/dataflare/internal/natstest"
 )
 
 // spans records every span of the test binary. The package tracers bind to
@@ -303,5 +304,36 @@ func TestHelp(t *testing.T) {
 		if !strings.Contains(r.stdout, "\n  "+cmd+" ") {
 			t.Errorf("--help does not list %s:\n%s", cmd, r.stdout)
 		}
+	}
+}
+
+func TestNoCoordinator(t *testing.T) {
+	srv := natstest.RunServer(t)
+	out := filepath.Join(t.TempDir(), "report.json")
+	for _, args := range [][]string{{"status"}, {"report", "--out", out}, {"submit", "-p", "upper"}} {
+		t.Run(args[0], func(t *testing.T) {
+			r := run(t, "x\n", append([]string{"--nats", srv.ClientURL()}, args...)...)
+			if r.code != ExitRuntime || r.stderr != "dataflare: "+errNoCoordinator.Error()+"\n" {
+				t.Errorf("exit %d, stderr %q; want 1 and one line saying no coordinator answered", r.code, r.stderr)
+			}
+		})
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("report --out created %s without a report (stat: %v)", out, err)
+	}
+}
+
+func TestMissingCredentialFiles(t *testing.T) {
+	for _, flag := range []string{"--creds", "--tlscert", "--tlsca"} {
+		t.Run(flag, func(t *testing.T) {
+			args := []string{"--nats", "nats://127.0.0.1:1", flag, "/nonexistent/file", "status"}
+			if flag == "--tlscert" {
+				args = append(args, "--tlskey", "/nonexistent/key")
+			}
+			r := run(t, "", args...)
+			if r.code != ExitRuntime || !strings.HasPrefix(r.stderr, "dataflare: "+flag+": ") {
+				t.Errorf("exit %d, stderr %q; want 1 and a line naming %s", r.code, r.stderr, flag)
+			}
+		})
 	}
 }

@@ -26,6 +26,14 @@ func (e *env) url() string {
 // quick, clear error for every command; once connected, a daemon reconnects
 // for ever after an outage, a command only briefly.
 func (e *env) connect(name string, daemon bool) (*nats.Conn, error) {
+	for _, f := range []struct{ flag, file string }{{"--creds", e.creds}, {"--tlscert", e.tlsCert}, {"--tlskey", e.tlsKey}, {"--tlsca", e.tlsCA}} {
+		if f.file == "" {
+			continue
+		}
+		if _, err := os.Stat(f.file); err != nil {
+			return nil, fmt.Errorf("%s: %v", f.flag, err)
+		}
+	}
 	opts := []nats.Option{nats.Name("dataflare " + name), nats.Timeout(3 * time.Second)}
 	if e.creds != "" {
 		opts = append(opts, nats.UserCredentials(e.creds))

@@ -49,7 +49,7 @@ func (e *env) statusCmd() *cobra.Command {
 			defer cancel()
 			st, err := c.SystemStatus(ctx)
 			if err != nil {
-				return err
+				return requestError(err)
 			}
 			if asJSON {
 				return writeJSON(e.stdout, st)
@@ -76,20 +76,24 @@ func (e *env) reportCmd() *cobra.Command {
 			defer closeConn()
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
-			w := e.stdout
-			if out != "" && out != "-" {
-				f, err := os.Create(out)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				w = f
+			rep, err := c.Report(ctx)
+			if err != nil {
+				return requestError(err)
 			}
-			if err := c.ExportPerformanceReport(ctx, w); err != nil {
-				return err
+			if out == "" || out == "-" {
+				return writeJSON(e.stdout, rep)
 			}
-			if f, ok := w.(*os.File); ok && f != os.Stdout {
-				return f.Close()
+			// The file is written only once there is a report to put in it.
+			f, err := os.Create(out)
+			if err != nil {
+				return fmt.Errorf("report: %v", err)
+			}
+			if err := writeJSON(f, rep); err != nil {
+				f.Close()
+				return fmt.Errorf("report: %v", err)
+			}
+			if err := f.Close(); err != nil {
+				return fmt.Errorf("report: %v", err)
 			}
 			return nil
 		},

@@ -201,11 +201,22 @@ func cancelJob(job *client.Job) {
 func submitError(name string, err error) error {
 	switch {
 	case errors.Is(err, client.ErrNoCoordinator):
-		return errors.New("no coordinator answered: is 'dataflare coordinator' (or 'dataflare dev') running on this NATS?")
+		return errNoCoordinator
 	case errors.Is(err, client.ErrUnknownPlugin), errors.Is(err, client.ErrNoWorkers):
 		return err
 	}
 	return fmt.Errorf("submit to %s: %w", name, err)
+}
+
+// errNoCoordinator is the error of a request nobody answered.
+var errNoCoordinator = errors.New("no coordinator answered: is 'dataflare coordinator' (or 'dataflare dev') running on this NATS?")
+
+// requestError words the error of a status or report request.
+func requestError(err error) error {
+	if errors.Is(err, client.ErrNoCoordinator) {
+		return errNoCoordinator
+	}
+	return err
 }
 
 // progress is submit's progress bar on standard error; it shows nothing
