@@ -1,6 +1,3 @@
-// Package cli is the dataflare command: its cobra commands, flags, exit
-// codes and error messages (the CLI contract in docs/cli.md). cmd/dataflare
-// only calls Main.
 package cli
 
 import (

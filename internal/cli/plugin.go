@@ -48,7 +48,7 @@ with, so pushing a new version never changes a running job.`,
 		if err != nil {
 			return nil, nil, err
 		}
-		s, err := openStore(ctx, nc, replicas, opts...)
+		s, err := openStore(ctx, nc, replicas, false, opts...)
 		if err != nil {
 			nc.Close()
 			return nil, nil, err
@@ -63,14 +63,16 @@ with, so pushing a new version never changes a running job.`,
 // function it returns closes the connection.
 type storeOpener func(ctx context.Context, name string, opts ...wasmstore.Option) (*wasmstore.Store, func(), error)
 
-// openStore binds to the plugin store on nc. A bucket that exists keeps its
-// replica count; a new one gets replicas.
-func openStore(ctx context.Context, nc *nats.Conn, replicas int, opts ...wasmstore.Option) (*wasmstore.Store, error) {
+// openStore binds to the plugin store on nc, creating its bucket with
+// replicas if needed. An existing bucket keeps its replica count unless
+// force is set (the coordinator's --replicas rules every stream and
+// bucket).
+func openStore(ctx context.Context, nc *nats.Conn, replicas int, force bool, opts ...wasmstore.Option) (*wasmstore.Store, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("plugin store: %v", err)
 	}
-	if obs, err := js.ObjectStore(ctx, proto.BucketPlugins); err == nil {
+	if obs, err := js.ObjectStore(ctx, proto.BucketPlugins); err == nil && !force {
 		if st, err := obs.Status(ctx); err == nil && st.Replicas() > 0 {
 			replicas = st.Replicas()
 		}

@@ -16,7 +16,7 @@ import (
 // moduleResolver returns the coordinator's view of the WebAssembly plugin
 // store, creating the store's bucket with replicas when it does not exist.
 func (e *env) moduleResolver(ctx context.Context, nc *nats.Conn, replicas int) (coordinator.ModuleResolver, error) {
-	s, err := openStore(ctx, nc, replicas)
+	s, err := openStore(ctx, nc, replicas, true)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,3 @@
-// Package stack runs the whole fleet in one process: an embedded
-// nats-server with JetStream, a coordinator and workers. It is what
-// `dataflare demo`, `dataflare dev` and `dataflare bench` stand on.
 package stack
 
 import (
