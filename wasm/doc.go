@@ -29,10 +29,16 @@
 // context.DeadlineExceeded) or the code the guest chose; other plugins and
 // instances are not affected.
 //
-// With a Registry, a worker runs whatever digest a batch pins, fetching and
-// compiling modules on first use from a ModuleSource (a
-// *wasmstore.Store satisfies it):
+// With a Registry, a worker runs whatever digest a batch pins, fetching,
+// verifying and compiling modules on first use from a ModuleSource (a
+// *wasmstore.Store satisfies it), and follows each plugin's newest version:
 //
-//	reg := wasm.NewRegistry(rt, store)
-//	err := reg.ProcessEncodedFunc(ctx, b.Plugin, b.Digest, msg, b.Records, publish)
+//	reg, err := wasm.NewRegistry(rt, store)
+//	go store.Follow(ctx, reg)                       // new versions, no restart
+//	p, err := reg.Plugin(ctx, b.Plugin, b.Digest)    // exactly the pinned module
+//	res, err := p.(*wasm.Pinned).ProcessEncoded(ctx, msg, b.Records)
+//	mgr.RegisterBatch("upper-wasm", reg.Named("upper-wasm")) // the current version, per batch
+//
+// Batches running on an old version finish on it; the registry closes a
+// module once it is idle and among the least recently used.
 package wasm

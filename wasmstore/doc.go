@@ -21,7 +21,7 @@
 // A *Store is the wasm.ModuleSource of a wasm.Registry (Fetch), and Follow
 // keeps the Registry told of each plugin's newest version:
 //
-//	reg := wasm.NewRegistry(rt, store)
+//	reg, err := wasm.NewRegistry(rt, store)
 //	go store.Follow(ctx, reg) // stops when ctx ends
 //
 // Only administrators (the CLI's plugin push) and coordinators should have

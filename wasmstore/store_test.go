@@ -468,3 +468,7 @@ func TestOptionsValidate(t *testing.T) {
 		})
 	}
 }
+
+func withMeta(name string, md map[string]string) jetstream.ObjectMeta {
+	return jetstream.ObjectMeta{Name: name, Metadata: md}
+}

@@ -1,0 +1,555 @@
+package wasm
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/dataflare/dataflare/plugin"
+)
+
+// ModuleSource fetches module bytes by plugin name and digest. A
+// *wasmstore.Store satisfies it. An error matching plugin.ErrUnknownPlugin
+// means the module is not there (or not as pinned) and asking again will
+// not help; any other error is taken as transient.
+type ModuleSource interface {
+	Fetch(ctx context.Context, name, digest string) ([]byte, error)
+}
+
+// RegistryOption configures a Registry.
+type RegistryOption func(*registryConfig) error
+
+type registryConfig struct {
+	maxModules  int
+	loadTimeout time.Duration
+	failTTL     time.Duration
+}
+
+// Registry defaults.
+const (
+	// DefaultMaxModules is how many idle loaded modules a Registry keeps.
+	DefaultMaxModules = 16
+	// DefaultLoadTimeout bounds fetching and compiling one module.
+	DefaultLoadTimeout = 2 * time.Minute
+	// DefaultFailureTTL is how long a module that cannot be used (not
+	// found, tampered, refused by the sandbox) is remembered as such.
+	DefaultFailureTTL = 30 * time.Second
+)
+
+// WithMaxModules sets how many loaded modules the Registry keeps while
+// they run no batch (default DefaultMaxModules); beyond it, the least
+// recently used idle ones are closed. Modules running batches are never
+// closed (there are at most as many as batches run at once). n ≥ 1.
+func WithMaxModules(n int) RegistryOption {
+	return func(c *registryConfig) error {
+		if n < 1 {
+			return invalidOption("max modules %d < 1", n)
+		}
+		c.maxModules = n
+		return nil
+	}
+}
+
+// WithLoadTimeout bounds fetching and compiling one module (default
+// DefaultLoadTimeout). d > 0.
+func WithLoadTimeout(d time.Duration) RegistryOption {
+	return func(c *registryConfig) error {
+		if d <= 0 {
+			return invalidOption("load timeout %s is not positive", d)
+		}
+		c.loadTimeout = d
+		return nil
+	}
+}
+
+// WithFailureTTL sets how long a module that failed to load for a reason
+// of its own is not tried again (default DefaultFailureTTL); 0 disables
+// the memory.
+func WithFailureTTL(d time.Duration) RegistryOption {
+	return func(c *registryConfig) error {
+		if d < 0 {
+			return invalidOption("failure TTL %s is negative", d)
+		}
+		c.failTTL = d
+		return nil
+	}
+}
+
+// Registry keeps loaded plugin modules by name and digest, fetching and
+// compiling each from a ModuleSource on first use, and knows the current
+// (newest) digest of each plugin name. It is how a worker runs WebAssembly
+// plugins:
+//
+//   - A batch pins the digest its job started with: Plugin(ctx, name,
+//     digest) runs exactly that module, loading it if needed.
+//   - Named(name) runs each batch on the name's current digest, which
+//     SetCurrent changes (wasmstore's Follow calls it as versions are
+//     pushed): a new version is picked up without a restart, while batches
+//     already running finish on the old module, which is closed once its
+//     last batch ends and it is no longer among the most recently used.
+//
+// It is safe for concurrent use.
+type Registry struct {
+	rt  *Runtime
+	src ModuleSource
+	cfg registryConfig
+
+	group  singleflight.Group
+	stop   context.Context // cancelled by Close: stops loads
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	entries map[string]*entry // by key(name, digest)
+	lru     *list.List        // of *entry, most recently used first
+	current map[string]string // name → digest
+	failed  map[string]failure
+	closed  bool
+	loads   int64
+	evicted int64
+}
+
+type entry struct {
+	name, digest string
+	p            *Plugin
+	refs         int
+	elem         *list.Element // nil once evicted
+	closed       bool          // evicted with no reference: p is closed
+}
+
+type failure struct {
+	err   error
+	until time.Time
+}
+
+func key(name, digest string) string { return name + "@" + digest }
+
+// NewRegistry returns a Registry that loads modules with rt from src. The
+// error wraps ErrInvalidOption for a bad option.
+func NewRegistry(rt *Runtime, src ModuleSource, opts ...RegistryOption) (*Registry, error) {
+	cfg := registryConfig{maxModules: DefaultMaxModules, loadTimeout: DefaultLoadTimeout, failTTL: DefaultFailureTTL}
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	stop, cancel := context.WithCancel(context.Background())
+	return &Registry{
+		rt:      rt,
+		src:     src,
+		cfg:     cfg,
+		stop:    stop,
+		cancel:  cancel,
+		entries: make(map[string]*entry),
+		lru:     list.New(),
+		current: make(map[string]string),
+		failed:  make(map[string]failure),
+	}, nil
+}
+
+// SetCurrent records digest as the current module of name: batches of
+// Named(name) that start from now on run it.
+func (r *Registry) SetCurrent(name, digest string) {
+	r.mu.Lock()
+	r.current[name] = digest
+	r.mu.Unlock()
+}
+
+// Forget records that name has no current module.
+func (r *Registry) Forget(name string) {
+	r.mu.Lock()
+	delete(r.current, name)
+	r.mu.Unlock()
+}
+
+// Current returns the current digest of name, and whether it has one.
+func (r *Registry) Current(name string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d, ok := r.current[name]
+	return d, ok
+}
+
+// Loaded returns the digests of the modules loaded now, by plugin name,
+// most recently used first.
+func (r *Registry) Loaded() map[string][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string][]string)
+	for el := r.lru.Front(); el != nil; el = el.Next() {
+		e := el.Value.(*entry)
+		out[e.name] = append(out[e.name], e.digest)
+	}
+	return out
+}
+
+// RegistryStats are a Registry's counters.
+type RegistryStats struct {
+	// Modules is the number of loaded modules, busy and idle.
+	Modules int
+	// Loads counts modules fetched and compiled; Evicted counts idle
+	// modules closed to stay within WithMaxModules.
+	Loads, Evicted int64
+}
+
+// Stats returns the registry's counters.
+func (r *Registry) Stats() RegistryStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return RegistryStats{Modules: len(r.entries), Loads: r.loads, Evicted: r.evicted}
+}
+
+// Plugin returns the plugin that runs exactly the module name@digest,
+// loading it now if it is not loaded. The returned plugin stays valid: if
+// the module is closed to make room, its next batch loads it again.
+//
+// The error is a *plugin.Error: plugin.CodeUnavailable (matching
+// plugin.ErrUnavailable) when loading failed for a reason that may pass (the
+// source did not answer, ctx ended, the registry is closed);
+// plugin.CodeUnknownPlugin when the module cannot be used — the source has
+// no such module or its bytes do not match digest (wrapping ErrDigestMismatch
+// or the source's error), or the runtime refused it (wrapping
+// ErrInvalidModule, ErrForbiddenImport, ErrABI or ErrInstantiate).
+func (r *Registry) Plugin(ctx context.Context, name, digest string) (plugin.BatchPlugin, error) {
+	e, err := r.acquire(ctx, name, digest)
+	if err != nil {
+		return nil, err
+	}
+	pp := &Pinned{r: r, name: name, digest: digest, info: e.p.Info()}
+	r.release(e)
+	return pp, nil
+}
+
+// Prefetch loads name@digest if it is not loaded, so that its first batch
+// does not wait for it. Its errors are Plugin's.
+func (r *Registry) Prefetch(ctx context.Context, name, digest string) error {
+	_, err := r.Plugin(ctx, name, digest)
+	return err
+}
+
+// Named returns a plugin that runs each batch on name's current module (see
+// SetCurrent). A batch of a name with no current module fails with an error
+// matching plugin.ErrUnknownPlugin.
+func (r *Registry) Named(name string) *Named {
+	return &Named{r: r, name: name}
+}
+
+// acquire returns the entry of name@digest with a reference taken, loading
+// it if needed.
+func (r *Registry) acquire(ctx context.Context, name, digest string) (*entry, error) {
+	k := key(name, digest)
+	for {
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return nil, unavailable("registry")
+		}
+		if e, ok := r.entries[k]; ok {
+			e.refs++
+			if e.elem != nil {
+				r.lru.MoveToFront(e.elem)
+			}
+			r.mu.Unlock()
+			return e, nil
+		}
+		if f, ok := r.failed[k]; ok {
+			if time.Now().Before(f.until) {
+				r.mu.Unlock()
+				return nil, f.err
+			}
+			delete(r.failed, k)
+		}
+		r.mu.Unlock()
+		ch := r.group.DoChan(k, func() (any, error) { return r.load(name, digest) })
+		select {
+		case res := <-ch:
+			if res.Err != nil {
+				return nil, res.Err
+			}
+			e := res.Val.(*entry)
+			r.mu.Lock()
+			if !e.closed {
+				e.refs++
+				if e.elem != nil {
+					r.lru.MoveToFront(e.elem)
+				}
+				r.mu.Unlock()
+				return e, nil
+			}
+			// Evicted and closed between its load and now (other
+			// batches ended while the registry was over its limit):
+			// load it again.
+			r.mu.Unlock()
+		case <-ctx.Done():
+			return nil, plugin.ContextError(ctx.Err())
+		}
+	}
+}
+
+// load fetches, verifies, compiles and inserts name@digest, and returns
+// its entry. Loads are shared by every batch waiting for the module, so they
+// run under the registry's own context, not a batch's. A new entry is not
+// evicted before its waiters take it: eviction happens when a reference is
+// dropped.
+func (r *Registry) load(name, digest string) (*entry, error) {
+	ctx, cancel := context.WithTimeout(r.stop, r.cfg.loadTimeout)
+	defer cancel()
+	what := fmt.Sprintf("module %s of plugin %s", short(digest), name)
+	data, err := r.src.Fetch(ctx, name, digest)
+	if err != nil {
+		return nil, r.loadFailed(name, digest, fmt.Errorf("wasm: fetch %s: %w", what, err))
+	}
+	p, err := r.rt.LoadVerified(ctx, data, digest)
+	if err != nil {
+		return nil, r.loadFailed(name, digest, fmt.Errorf("wasm: load %s: %w", what, err))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		p.Close()
+		return nil, unavailable("registry")
+	}
+	e := &entry{name: name, digest: digest, p: p}
+	e.elem = r.lru.PushFront(e)
+	r.entries[key(name, digest)] = e
+	r.loads++
+	return e, nil
+}
+
+// loadFailed classifies a failed load and remembers the failures that are
+// the module's own.
+func (r *Registry) loadFailed(name, digest string, err error) error {
+	permanent := errors.Is(err, plugin.ErrUnknownPlugin)
+	for _, s := range []error{ErrDigestMismatch, ErrInvalidModule, ErrForbiddenImport, ErrABI, ErrInstantiate} {
+		permanent = permanent || errors.Is(err, s)
+	}
+	if !permanent || errors.Is(err, ErrClosed) {
+		return &plugin.Error{Code: plugin.CodeUnavailable, Message: err.Error(), Err: err}
+	}
+	pe := &plugin.Error{Code: plugin.CodeUnknownPlugin, Message: err.Error(), Err: err}
+	if r.cfg.failTTL > 0 {
+		r.mu.Lock()
+		if len(r.failed) >= 256 {
+			clear(r.failed)
+		}
+		r.failed[key(name, digest)] = failure{err: pe, until: time.Now().Add(r.cfg.failTTL)}
+		r.mu.Unlock()
+	}
+	return pe
+}
+
+// evictLocked closes the least recently used idle entries while more than
+// the limit are idle, and returns their plugins to close.
+func (r *Registry) evictLocked() []*Plugin {
+	idle := 0
+	for el := r.lru.Front(); el != nil; el = el.Next() {
+		if el.Value.(*entry).refs == 0 {
+			idle++
+		}
+	}
+	var victims []*Plugin
+	for el := r.lru.Back(); el != nil && idle > r.cfg.maxModules; {
+		e := el.Value.(*entry)
+		prev := el.Prev()
+		if e.refs == 0 {
+			r.lru.Remove(el)
+			e.elem = nil
+			e.closed = true
+			delete(r.entries, key(e.name, e.digest))
+			r.evicted++
+			idle--
+			victims = append(victims, e.p)
+		}
+		el = prev
+	}
+	return victims
+}
+
+func closeAll(ps []*Plugin) {
+	for _, p := range ps {
+		p.Close()
+	}
+}
+
+// release drops a reference taken by acquire.
+func (r *Registry) release(e *entry) {
+	r.mu.Lock()
+	e.refs--
+	victims := r.evictLocked()
+	r.mu.Unlock()
+	closeAll(victims)
+}
+
+// Close closes every loaded module (batches running finish first, see
+// Plugin.Close) and stops loads in progress; later batches fail with an
+// error matching plugin.ErrUnavailable and ErrClosed. It does not close the
+// Runtime. Close is idempotent.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	var all []*Plugin
+	for _, e := range r.entries {
+		e.closed = true
+		all = append(all, e.p)
+	}
+	clear(r.entries)
+	r.lru.Init()
+	r.mu.Unlock()
+	r.cancel()
+	closeAll(all)
+}
+
+// run runs fn on name@digest's plugin, holding a reference meanwhile.
+func (r *Registry) run(ctx context.Context, name, digest string, fn func(*Plugin) error) error {
+	e, err := r.acquire(ctx, name, digest)
+	if err != nil {
+		return err
+	}
+	defer r.release(e)
+	return fn(e.p)
+}
+
+// Pinned runs batches on one module, name@digest, through its Registry. It
+// is a plugin.BatchPlugin and has ProcessEncoded and ProcessEncodedFunc like
+// a Plugin. Get one from Registry.Plugin.
+type Pinned struct {
+	r            *Registry
+	name, digest string
+	info         plugin.Info
+}
+
+// Digest returns the module's digest.
+func (p *Pinned) Digest() string { return p.digest }
+
+// Info returns the module's info.
+func (p *Pinned) Info() plugin.Info { return p.info }
+
+// State reports plugin.Stopped once the registry is closed, else
+// plugin.Ready.
+func (p *Pinned) State() plugin.State {
+	p.r.mu.Lock()
+	defer p.r.mu.Unlock()
+	if p.r.closed {
+		return plugin.Stopped
+	}
+	return plugin.Ready
+}
+
+// OptimizeBatchSize returns 0: the runtime's controller chooses.
+func (p *Pinned) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
+
+// ProcessBatch is Plugin.ProcessBatch on the pinned module; it also
+// returns Registry.Plugin's errors when the module must be loaded again.
+func (p *Pinned) ProcessBatch(ctx context.Context, cfg plugin.Config, recs []plugin.Record) (res *plugin.BatchResult, err error) {
+	err = p.r.run(ctx, p.name, p.digest, func(pl *Plugin) error {
+		res, err = pl.ProcessBatch(ctx, cfg, recs)
+		return err
+	})
+	return res, err
+}
+
+// ProcessEncoded is Plugin.ProcessEncoded on the pinned module; it also
+// returns Registry.Plugin's errors when the module must be loaded again.
+func (p *Pinned) ProcessEncoded(ctx context.Context, msg []byte, recs []plugin.Record) (res *plugin.BatchResult, err error) {
+	err = p.r.run(ctx, p.name, p.digest, func(pl *Plugin) error {
+		res, err = pl.ProcessEncoded(ctx, msg, recs)
+		return err
+	})
+	return res, err
+}
+
+// ProcessEncodedFunc is Plugin.ProcessEncodedFunc on the pinned module; it
+// also returns Registry.Plugin's errors when the module must be loaded
+// again.
+func (p *Pinned) ProcessEncodedFunc(ctx context.Context, msg []byte, recs []plugin.Record, fn func(*plugin.BatchResult) error) error {
+	return p.r.run(ctx, p.name, p.digest, func(pl *Plugin) error {
+		return pl.ProcessEncodedFunc(ctx, msg, recs, fn)
+	})
+}
+
+// Named runs each batch on the current module of a plugin name (see
+// Registry.SetCurrent): register it with a plugin.Manager once, and it
+// follows new versions. It is a plugin.BatchPlugin. Get one from
+// Registry.Named.
+type Named struct {
+	r    *Registry
+	name string
+}
+
+// digest returns the current digest, or the error of a name without one.
+func (n *Named) digest() (string, error) {
+	d, ok := n.r.Current(n.name)
+	if !ok {
+		return "", &plugin.Error{Code: plugin.CodeUnknownPlugin, Message: fmt.Sprintf("wasm: plugin %s has no module", n.name)}
+	}
+	return d, nil
+}
+
+// Info returns the info of the current module when it is loaded, else
+// just the name.
+func (n *Named) Info() plugin.Info {
+	if d, err := n.digest(); err == nil {
+		n.r.mu.Lock()
+		e := n.r.entries[key(n.name, d)]
+		n.r.mu.Unlock()
+		if e != nil {
+			return e.p.Info()
+		}
+	}
+	return plugin.Info{Name: n.name, APIVersion: plugin.APIVersion}
+}
+
+// State reports plugin.Stopped once the registry is closed,
+// plugin.Uninitialized while the name has no current module, else
+// plugin.Ready.
+func (n *Named) State() plugin.State {
+	n.r.mu.Lock()
+	defer n.r.mu.Unlock()
+	switch _, ok := n.r.current[n.name]; {
+	case n.r.closed:
+		return plugin.Stopped
+	case !ok:
+		return plugin.Uninitialized
+	}
+	return plugin.Ready
+}
+
+// OptimizeBatchSize returns 0: the runtime's controller chooses.
+func (n *Named) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
+
+// ProcessBatch runs the batch on the name's current module: the module
+// current when the batch starts runs all of it. The errors are
+// Plugin.ProcessBatch's and Registry.Plugin's.
+func (n *Named) ProcessBatch(ctx context.Context, cfg plugin.Config, recs []plugin.Record) (res *plugin.BatchResult, err error) {
+	d, err := n.digest()
+	if err != nil {
+		return nil, err
+	}
+	err = n.r.run(ctx, n.name, d, func(pl *Plugin) error {
+		res, err = pl.ProcessBatch(ctx, cfg, recs)
+		return err
+	})
+	return res, err
+}
+
+// ProcessEncoded runs the message on the name's current module. The errors
+// are Plugin.ProcessEncoded's and Registry.Plugin's.
+func (n *Named) ProcessEncoded(ctx context.Context, msg []byte, recs []plugin.Record) (res *plugin.BatchResult, err error) {
+	d, err := n.digest()
+	if err != nil {
+		return nil, err
+	}
+	err = n.r.run(ctx, n.name, d, func(pl *Plugin) error {
+		res, err = pl.ProcessEncoded(ctx, msg, recs)
+		return err
+	})
+	return res, err
+}
