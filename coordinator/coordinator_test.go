@@ -1,0 +1,264 @@
+package coordinator_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/coordinator"
+	"github.com/dataflare/dataflare/internal/fleettest"
+	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/sizer"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestNewValidates(t *testing.T) {
+	s := natstest.RunServer(t)
+	nc := natstest.Connect(t, s.ClientURL())
+	tests := []struct {
+		name string
+		cfg  coordinator.Config
+	}{
+		{"heartbeat too short", coordinator.Config{Heartbeat: time.Millisecond}},
+		{"max batch bytes too small", coordinator.Config{MaxBatchBytes: 100}},
+		{"max batch bytes over max payload", coordinator.Config{MaxBatchBytes: 1 << 30}},
+		{"negative handlers", coordinator.Config{Handlers: -1}},
+		{"bad topology", coordinator.Config{Topology: proto.Topology{MaxDeliver: 1}}},
+		{"bad sizer", coordinator.Config{Sizer: sizer.Config{Min: 10, Max: 5}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := coordinator.New(nc, tt.cfg); !errors.Is(err, coordinator.ErrInvalidConfig) {
+				t.Errorf("err = %v, want ErrInvalidConfig", err)
+			}
+		})
+	}
+	if _, err := coordinator.New(nil, coordinator.Config{}); !errors.Is(err, coordinator.ErrInvalidConfig) {
+		t.Errorf("nil connection: err = %v", err)
+	}
+}
+
+// call sends a request and decodes the reply.
+func call[T any](t *testing.T, nc *nats.Conn, subject string, req any) (*T, error) {
+	t.Helper()
+	var data []byte
+	switch r := req.(type) {
+	case nil:
+	case []byte:
+		data = r
+	default:
+		data, _ = json.Marshal(r)
+	}
+	m, err := nc.Request(subject, data, 5*time.Second)
+	if err != nil {
+		t.Fatalf("request %s: %v", subject, err)
+	}
+	return proto.DecodeReply[T](m.Data)
+}
+
+func code(err error) string {
+	var pe *proto.Error
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+func TestJobLifecycle(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	nc := f.Connect()
+	if _, err := call[proto.Job](t, nc, proto.SubjectJobCreate, proto.JobCreate{Plugin: "nope"}); code(err) != proto.CodeUnknownPlugin {
+		t.Errorf("unknown plugin: err = %v", err)
+	}
+	if _, err := call[proto.Job](t, nc, proto.SubjectJobCreate, proto.JobCreate{Plugin: "bad.name"}); code(err) != proto.CodeInvalid {
+		t.Errorf("bad name: err = %v", err)
+	}
+	if _, err := call[proto.Job](t, nc, proto.SubjectJobCreate, []byte("{")); code(err) != proto.CodeInvalid {
+		t.Errorf("malformed: err = %v", err)
+	}
+	job, err := call[proto.Job](t, nc, proto.SubjectJobCreate, proto.JobCreate{Plugin: "upper", Config: map[string]string{"a": "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.State != proto.JobOpen || job.Digest != "" || job.BatchSize < 1 || job.MaxBatchBytes < 4096 {
+		t.Fatalf("created job = %+v", job)
+	}
+	got, err := call[proto.Job](t, nc, proto.JobSubject("get", job.ID), nil)
+	if err != nil || got.Plugin != "upper" || got.Config["a"] != "b" {
+		t.Fatalf("get = %+v, %v", got, err)
+	}
+	seal := proto.JobSeal{Batches: 0, Records: 0}
+	for range 2 { // a retried seal is fine
+		if got, err = call[proto.Job](t, nc, proto.JobSubject("seal", job.ID), seal); err != nil || got.State != proto.JobSealed {
+			t.Fatalf("seal = %+v, %v", got, err)
+		}
+	}
+	if _, err := call[proto.Job](t, nc, proto.JobSubject("seal", job.ID), proto.JobSeal{Batches: 9}); code(err) != proto.CodeJobClosed {
+		t.Errorf("seal with other totals: err = %v", err)
+	}
+	if got, err = call[proto.Job](t, nc, proto.JobSubject("done", job.ID), proto.JobFinish{}); err != nil || got.State != proto.JobDone {
+		t.Fatalf("done = %+v, %v", got, err)
+	}
+	if _, err := call[proto.Job](t, nc, proto.JobSubject("cancel", job.ID), struct{}{}); code(err) != proto.CodeJobClosed {
+		t.Errorf("cancel a done job: err = %v", err)
+	}
+	if _, err := call[proto.Job](t, nc, proto.JobSubject("get", "nosuchjob"), nil); code(err) != proto.CodeJobNotFound {
+		t.Errorf("get unknown: err = %v", err)
+	}
+	if _, err := call[proto.Job](t, nc, proto.JobSubject("frobnicate", job.ID), nil); code(err) != proto.CodeInvalid {
+		t.Errorf("unknown verb: err = %v", err)
+	}
+}
+
+func TestSubmitRefusesBadBatches(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Config{Workers: 1, Coordinator: coordinator.Config{MaxBatchBytes: 64 << 10}})
+	nc := f.Connect()
+	job, err := call[proto.Job](t, nc, proto.SubjectJobCreate, proto.JobCreate{Plugin: "upper", Config: map[string]string{"k": "v"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := batch.Batch{Job: job.ID, Plugin: "upper", Config: plugin.Config{"k": "v"}, Records: []plugin.Record{{Value: []byte("x")}}}
+	enc := func(change func(*batch.Batch)) []byte {
+		b := good
+		change(&b)
+		data, err := batch.AppendBatch(nil, &b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	big := make([]byte, 70<<10)
+	tests := []struct {
+		name, subject string
+		data          []byte
+		want          string
+	}{
+		{"malformed", "upper", []byte("DFB\x01garbage"), proto.CodeInvalid},
+		{"wrong subject", "identity", enc(func(*batch.Batch) {}), proto.CodeInvalid},
+		{"empty", "upper", enc(func(b *batch.Batch) { b.Records = nil }), proto.CodeInvalid},
+		{"no such job", "upper", enc(func(b *batch.Batch) { b.Job = "nosuchjob" }), proto.CodeJobNotFound},
+		{"pinned digest differs", "upper", enc(func(b *batch.Batch) { b.Digest = "sha256:00" }), proto.CodeInvalid},
+		{"config differs", "upper", enc(func(b *batch.Batch) { b.Config = plugin.Config{"k": "w"} }), proto.CodeInvalid},
+		{"too large", "upper", enc(func(b *batch.Batch) { b.Records = []plugin.Record{{Value: big}} }), proto.CodeTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := call[proto.SubmitReply](t, nc, proto.SubmitSubject(tt.subject), tt.data)
+			if code(err) != tt.want {
+				t.Errorf("err = %v, want code %s", err, tt.want)
+			}
+		})
+	}
+	r, err := call[proto.SubmitReply](t, nc, proto.SubmitSubject("upper"), enc(func(*batch.Batch) {}))
+	if err != nil || r.Duplicate || r.BatchSize < 1 {
+		t.Fatalf("good batch: %+v, %v", r, err)
+	}
+	if r, err = call[proto.SubmitReply](t, nc, proto.SubmitSubject("upper"), enc(func(*batch.Batch) {})); err != nil || !r.Duplicate {
+		t.Errorf("the same batch again: %+v, %v; want a duplicate", r, err)
+	}
+	if _, err := call[proto.Job](t, nc, proto.JobSubject("seal", job.ID), proto.JobSeal{Batches: 1, Records: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = call[proto.SubmitReply](t, nc, proto.SubmitSubject("upper"), enc(func(b *batch.Batch) { b.Seq = 1 })); code(err) != proto.CodeJobClosed {
+		t.Errorf("after seal: err = %v, want job_closed", err)
+	}
+}
+
+// TestPoisonSplitAfterMaxDeliveries plays a worker that dies on every batch
+// (it fetches and never acknowledges): after MaxDeliver deliveries the
+// coordinator splits the batch, down to single records, which get poison
+// errors as results and dead letters.
+func TestPoisonSplitAfterMaxDeliveries(t *testing.T) {
+	topo := proto.Topology{AckWait: 200 * time.Millisecond, MaxDeliver: 2}
+	f := fleettest.Start(t, fleettest.Config{Workers: 1, Coordinator: coordinator.Config{Topology: topo}})
+	c := f.Client()
+	// Let the real worker go: the job was admitted while it was healthy.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, w := range []string{"w1"} {
+		if err := f.Stop(w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The coordinator admits jobs only with a healthy worker; the one just
+	// stopped said goodbye, so create the job through a stand-in heartbeat.
+	nc := f.Connect()
+	hb, _ := json.Marshal(proto.Heartbeat{Worker: "zombie", At: time.Now(), Interval: time.Second,
+		Plugins: []proto.PluginBeat{{Name: "upper", Native: true}}})
+	if err := nc.Publish(proto.HeartbeatSubject("zombie"), hb); err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	recs := []plugin.Record{{Value: []byte("a")}, {Value: []byte("b")}, {Value: []byte("c")}, {Value: []byte("d")}}
+	job, err := c.Submit(ctx, "upper", client.Records(recs), client.WithBatchSize(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	cons, err := js.Consumer(ctx, proto.StreamBatches, proto.ConsumerWorker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	fetched := make(chan int, 1)
+	// The dying worker: fetches and drops everything. Stops on stop.
+	go func() {
+		n := 0
+		defer func() { fetched <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			msgs, err := cons.Fetch(10, jetstream.FetchMaxWait(100*time.Millisecond))
+			if err != nil {
+				continue
+			}
+			for range msgs.Messages() {
+				n++
+			}
+		}
+	}()
+	var errs int
+	for out, err := range job.Results() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(out.Err, plugin.ErrPoison) {
+			t.Errorf("record %d: err = %v, want a poison error", out.Index, out.Err)
+		}
+		errs++
+	}
+	close(stop)
+	n := <-fetched
+	if errs != len(recs) {
+		t.Fatalf("got %d results, want %d", errs, len(recs))
+	}
+	// 1 batch of 4, 2 of 2, 4 of 1, each delivered MaxDeliver times.
+	if want := (1 + 2 + 4) * topo.MaxDeliver; n < want {
+		t.Errorf("deliveries = %d, want at least %d", n, want)
+	}
+	s, err := js.Stream(ctx, proto.StreamDead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(proto.DeadSubject(job.ID())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != uint64(len(recs)) {
+		t.Errorf("dead letters = %d, want %d", info.State.Msgs, len(recs))
+	}
+}
