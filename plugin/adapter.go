@@ -23,8 +23,10 @@ func WithParallelism(n int) AdapterOption {
 }
 
 // Adapt turns a record-at-a-time Plugin into a BatchPlugin. A record whose
-// Process panics gets an ErrPanic error; the rest of the batch goes on. If p
-// also has an OptimizeBatchSize method, the adapter forwards to it. Adapt
+// Process panics gets an ErrPanic error; the rest of the batch goes on. When
+// ctx ends during a batch (seen every 64 records, and whenever a record
+// fails), the batch fails with ContextError(ctx.Err()). If p also has an
+// OptimizeBatchSize method, the adapter forwards to it. Adapt
 // panics on an invalid option (a programmer error); use NewAdapter to get
 // the error instead.
 func Adapt(p Plugin, opts ...AdapterOption) BatchPlugin {
@@ -80,12 +82,13 @@ func (a *adapter) ProcessBatch(ctx context.Context, cfg Config, recs []Record) (
 		res.Duration = time.Since(start)
 		return res, nil
 	}
-	chunk := (len(recs) + workers - 1) / workers
+	// Balanced chunks of at least 2 records: rounding the chunk size up
+	// instead could start the last chunks past the end of recs.
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
 	for w := range workers {
-		lo := w * chunk
-		hi := min(lo+chunk, len(recs))
+		lo := w * len(recs) / workers
+		hi := (w + 1) * len(recs) / workers
 		wg.Add(1)
 		// Stops when its chunk is done or ctx is cancelled.
 		go func() {
@@ -111,6 +114,14 @@ func (a *adapter) run(ctx context.Context, cfg Config, recs []Record, out []Resu
 			}
 		}
 		out[i] = a.one(ctx, cfg, recs[i])
+		if out[i].Err != nil {
+			// A record that failed as its context ended most likely
+			// failed of it: that is the batch's failure, not the
+			// record's.
+			if err := ctx.Err(); err != nil {
+				return ContextError(err)
+			}
+		}
 	}
 	return nil
 }

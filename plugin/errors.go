@@ -70,10 +70,14 @@ func (c Code) Sentinel() error {
 	return nil
 }
 
-// String returns the code's name.
+// String returns the code's name: "unknown" for CodeUnknown, "code(N)" for
+// a code this version does not know.
 func (c Code) String() string {
 	if s := c.Sentinel(); s != nil {
 		return s.Error()[len("plugin: "):]
+	}
+	if c == CodeUnknown {
+		return "unknown"
 	}
 	return fmt.Sprintf("code(%d)", uint8(c))
 }
@@ -88,10 +92,15 @@ type Error struct {
 }
 
 // Errorf returns an *Error of code c with a formatted message. A %w verb in
-// format sets Err.
+// format sets Err to its operand; several %w verbs set it to an error that
+// wraps them all.
 func Errorf(c Code, format string, args ...any) *Error {
 	e := fmt.Errorf(format, args...)
-	return &Error{Code: c, Message: e.Error(), Err: errors.Unwrap(e)}
+	err := errors.Unwrap(e)
+	if m, ok := e.(interface{ Unwrap() []error }); ok && len(m.Unwrap()) > 0 {
+		err = e
+	}
+	return &Error{Code: c, Message: e.Error(), Err: err}
 }
 
 // Error returns the message, or the code's name when there is none.
