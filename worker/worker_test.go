@@ -1,0 +1,227 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/fleet"
+	"github.com/dataflare/dataflare/internal/fleettest"
+	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/plugin/builtin"
+	"github.com/dataflare/dataflare/worker"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestNewValidates(t *testing.T) {
+	s := natstest.RunServer(t)
+	nc := natstest.Connect(t, s.ClientURL())
+	for _, cfg := range []worker.Config{
+		{ID: "has space"},
+		{ID: "dots.are.subjects"},
+		{Parallel: -1},
+		{Heartbeat: time.Microsecond},
+		{FetchWait: time.Microsecond},
+	} {
+		if _, err := worker.New(nc, cfg); !errors.Is(err, worker.ErrInvalidConfig) {
+			t.Errorf("New(%+v): err = %v, want ErrInvalidConfig", cfg, err)
+		}
+	}
+	if _, err := worker.New(nil, worker.Config{}); !errors.Is(err, worker.ErrInvalidConfig) {
+		t.Errorf("nil conn: err = %v", err)
+	}
+	w, err := worker.New(nc, worker.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.ValidName(w.ID()) {
+		t.Errorf("default id %q is not a valid name", w.ID())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := w.Run(ctx); err != nil {
+		t.Errorf("Run with a cancelled context: %v", err)
+	}
+	if err := w.Run(context.Background()); !errors.Is(err, worker.ErrClosed) {
+		t.Errorf("second Run: err = %v, want ErrClosed", err)
+	}
+}
+
+// TestDrainFinishesRunningBatches: a worker told to stop while it runs
+// batches stops pulling, finishes them and publishes their results; the
+// batches are not delivered a second time.
+func TestDrainFinishesRunningBatches(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Config{Workers: 1, Worker: worker.Config{Parallel: 2}})
+	c := f.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// 4 batches of 10 records × 40 ms: 400 ms each.
+	recs := make([]plugin.Record, 40)
+	for i := range recs {
+		recs[i].Value = []byte{byte('a' + i%26)}
+	}
+	job, err := c.Submit(ctx, "delay", client.Records(recs), client.WithBatchSize(10), client.WithConfig(plugin.Config{"ms": "40"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the worker runs two batches, then stop it.
+	err = natstest.Eventually(10*time.Second, func() error {
+		st, err := c.SystemStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if len(st.Workers) != 1 || st.Workers[0].InFlight != 2 {
+			return errors.New("worker not busy yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Stop("w1"); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	f.StartWorker()
+	n := 0
+	for _, err := range job.Results() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != len(recs) {
+		t.Fatalf("got %d results, want %d", n, len(recs))
+	}
+	js, _ := jetstream.New(f.Connect())
+	cons, err := js.Consumer(ctx, proto.StreamBatches, proto.ConsumerWorker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumRedelivered != 0 {
+		t.Errorf("%d batches were redelivered: the drained worker did not finish its own", info.NumRedelivered)
+	}
+}
+
+// inflate returns, for each record, a value of the size its value names
+// (in KiB).
+type inflate struct{}
+
+func (inflate) Info() plugin.Info {
+	return plugin.Info{Name: "inflate", Version: "1", APIVersion: plugin.APIVersion}
+}
+func (inflate) State() plugin.State                               { return plugin.Ready }
+func (inflate) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
+func (inflate) ProcessBatch(_ context.Context, _ plugin.Config, recs []plugin.Record) (*plugin.BatchResult, error) {
+	out := make([]plugin.Result, len(recs))
+	for i, r := range recs {
+		var kib int
+		for _, c := range r.Value {
+			kib = kib*10 + int(c-'0')
+		}
+		out[i].Value = bytes.Repeat([]byte{'z'}, kib<<10)
+	}
+	return &plugin.BatchResult{Results: out}, nil
+}
+
+// TestResultsOverMessageLimit: results bigger than a message go in several
+// messages; a single result over the limit becomes that record's error.
+func TestResultsOverMessageLimit(t *testing.T) {
+	plugins := builtin.All()
+	plugins["inflate"] = inflate{}
+	f := fleettest.Start(t, fleettest.Config{Workers: 1, Worker: worker.Config{Plugins: plugins}})
+	c := f.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// 3 MiB each: 12 MiB of results for an 8 MiB message limit, and one
+	// of 9 MiB that fits no message.
+	sizes := []string{"3072", "3072", "9216", "3072", "3072"}
+	var recs []plugin.Record
+	for _, s := range sizes {
+		recs = append(recs, plugin.Record{Value: []byte(s)})
+	}
+	res, err := c.ProcessBatch(ctx, "inflate", nil, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res.Results {
+		if i == 2 {
+			if !errors.Is(r.Err, plugin.ErrTooLarge) {
+				t.Errorf("record 2: err = %v, want ErrTooLarge", r.Err)
+			}
+			continue
+		}
+		if r.Err != nil || len(r.Value) != 3<<20 {
+			t.Errorf("record %d: %d bytes, err %v", i, len(r.Value), r.Err)
+		}
+	}
+}
+
+// TestHeartbeatReportsWork: heartbeats carry the plugins, their metrics
+// and cost model, and the pool.
+func TestHeartbeatReportsWork(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	c := f.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	recs := make([]plugin.Record, 1000)
+	for i := range recs {
+		recs[i].Value = []byte("hello")
+	}
+	if _, err := c.ProcessBatch(ctx, "upper", nil, recs); err != nil {
+		t.Fatal(err)
+	}
+	nc := f.Connect()
+	beats := make(chan *nats.Msg, 16)
+	sub, err := nc.ChanSubscribe(proto.HeartbeatSubject("w1"), beats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	deadline := time.After(10 * time.Second)
+	for {
+		var hb proto.Heartbeat
+		select {
+		case m := <-beats:
+			if err := json.Unmarshal(m.Data, &hb); err != nil {
+				t.Fatal(err)
+			}
+		case <-deadline:
+			t.Fatal("no heartbeat with the job's records")
+		}
+		var upper *proto.PluginBeat
+		for i := range hb.Plugins {
+			if hb.Plugins[i].Name == "upper" {
+				upper = &hb.Plugins[i]
+			}
+		}
+		if upper == nil || upper.Metrics.TotalProcessed < uint64(len(recs)) {
+			continue
+		}
+		if !upper.Native || upper.Estimate.Samples == 0 || hb.Parallel < 1 || hb.Pool.Total.Tier != "total" || hb.Started.IsZero() {
+			t.Errorf("heartbeat = %+v", hb)
+		}
+		break
+	}
+	st, err := c.SystemStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Workers) != 1 || st.Workers[0].Health != fleet.Healthy {
+		t.Errorf("status workers = %+v", st.Workers)
+	}
+}
