@@ -1,0 +1,218 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/internal/fleettest"
+	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/plugin"
+)
+
+func TestInputErrorAfterGoodRecords(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	c := f.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	boom := errors.New("disk on fire")
+	src := func(yield func(plugin.Record, error) bool) {
+		for i := range 250 {
+			if !yield(plugin.Record{Value: []byte{byte('a' + i%26)}}, nil) {
+				return
+			}
+		}
+		yield(plugin.Record{}, boom)
+	}
+	job, err := c.Submit(ctx, "upper", src, client.WithBatchSize(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	var last error
+	for out, err := range job.Results() {
+		if err != nil {
+			last = err
+			break
+		}
+		if out.Index != uint64(n) {
+			t.Fatalf("index %d at position %d", out.Index, n)
+		}
+		n++
+	}
+	if n != 250 {
+		t.Errorf("got %d results before the error, want 250", n)
+	}
+	if !errors.Is(last, client.ErrInput) || !strings.Contains(last.Error(), "disk on fire") {
+		t.Errorf("final error = %v, want ErrInput naming the cause", last)
+	}
+}
+
+func TestOversizeRecordFailsAlone(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	c := f.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	recs := []plugin.Record{{Value: []byte("a")}, {Key: make([]byte, 70<<10), Value: []byte("b")}, {Value: []byte("c")}}
+	res, err := c.ProcessBatch(ctx, "upper", nil, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res.Results[1].Err, plugin.ErrTooLarge) {
+		t.Errorf("oversize record: err = %v, want ErrTooLarge", res.Results[1].Err)
+	}
+	if string(res.Results[0].Value) != "A" || string(res.Results[2].Value) != "C" {
+		t.Errorf("neighbours = %q, %q", res.Results[0].Value, res.Results[2].Value)
+	}
+}
+
+// TestBackpressure: a reader slower than the fleet holds the submission
+// back to the window instead of piling up data.
+func TestBackpressure(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	c := f.Client(client.WithWindow(4))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n, size = 100_000, 100
+	src := func(yield func(plugin.Record, error) bool) {
+		for range n {
+			if !yield(plugin.Record{Value: []byte("x")}, nil) {
+				return
+			}
+		}
+	}
+	job, err := c.Submit(ctx, "identity", src, client.WithBatchSize(size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := 0
+	for _, err := range job.Results() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		read++
+		if read%20_000 == 0 && read < n {
+			// Give the submitter every chance to run ahead.
+			err := natstest.Eventually(200*time.Millisecond, func() error {
+				if job.Progress().Submitted >= n {
+					return nil
+				}
+				return errors.New("submitter waits")
+			})
+			p := job.Progress()
+			if err == nil || p.Submitted > uint64(read)+uint64(5*size)+1 {
+				t.Fatalf("after %d results read, %d records submitted: over the window of 4 batches", read, p.Submitted)
+			}
+		}
+	}
+	if read != n {
+		t.Fatalf("read %d, want %d", read, n)
+	}
+}
+
+func TestAttachAfterClose(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	c := f.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	recs := records(1000, 10)
+	job, err := c.Submit(ctx, "upper", client.Records(recs), client.WithBatchSize(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the submission is sealed: every batch accepted.
+	if err := natstest.Eventually(10*time.Second, func() error {
+		if job.Progress().Batches < 10 {
+			return errors.New("not all batches accepted")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	id := job.ID()
+	// The seal follows the last batch; Attach refuses an unsealed job.
+	var again *client.Job
+	if err := natstest.Eventually(10*time.Second, func() error {
+		var err error
+		again, err = f.Client().Attach(ctx, id)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	job.Close()
+	n := 0
+	for out, err := range again.Results() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(out.Value) != strings.ToUpper(string(recs[out.Index].Value)) {
+			t.Fatalf("record %d = %q", out.Index, out.Value)
+		}
+		n++
+	}
+	if n != len(recs) {
+		t.Fatalf("attached job gave %d results, want %d", n, len(recs))
+	}
+	// Read to the end: the results are gone, so is the job's use.
+	if _, err := c.Attach(ctx, id); !errors.Is(err, client.ErrJobClosed) {
+		t.Errorf("attach a finished job: err = %v, want ErrJobClosed", err)
+	}
+	if _, err := c.Attach(ctx, "nosuchjob"); !errors.Is(err, client.ErrJobNotFound) {
+		t.Errorf("attach unknown: err = %v, want ErrJobNotFound", err)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	c := f.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	job, err := c.Submit(ctx, "delay", client.Records(records(100, 10)), client.WithBatchSize(10), client.WithConfig(plugin.Config{"ms": "20"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := job.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.Client().Attach(ctx, job.ID())
+	if !errors.Is(err, client.ErrJobClosed) || got != nil {
+		t.Errorf("attach a cancelled job: %v, %v", got, err)
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Config{Workers: -1})
+	nc := f.Connect()
+	for _, o := range []client.Option{client.WithTimeout(0), client.WithRetry(-1), client.WithWindow(0), client.WithSenders(0), client.WithLogger(nil)} {
+		if _, err := client.New(nc, o); !errors.Is(err, client.ErrInvalidOption) {
+			t.Errorf("err = %v, want ErrInvalidOption", err)
+		}
+	}
+	if _, err := client.New(nil); !errors.Is(err, client.ErrInvalidOption) {
+		t.Errorf("nil conn: %v", err)
+	}
+	c, err := client.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Submit(context.Background(), "upper", client.Records(nil), client.WithBatchSize(0)); !errors.Is(err, client.ErrInvalidOption) {
+		t.Errorf("batch size 0: %v", err)
+	}
+	if _, err := c.Submit(context.Background(), "a.b", client.Records(nil)); !errors.Is(err, client.ErrInvalid) {
+		t.Errorf("bad name: %v", err)
+	}
+}
+
+func TestNoCoordinator(t *testing.T) {
+	s := natstest.RunServer(t)
+	c, err := client.New(natstest.Connect(t, s.ClientURL()), client.WithTimeout(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Submit(context.Background(), "upper", client.Records(nil)); !errors.Is(err, client.ErrNoCoordinator) {
+		t.Errorf("err = %v, want ErrNoCoordinator", err)
+	}
+}
