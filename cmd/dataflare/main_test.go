@@ -421,12 +421,45 @@ func TestDaemons(t *testing.T) {
 		}
 	}
 
+	// A WebAssembly plugin: pushed, fetched by the worker, run.
+	if r := run(t, url, "", "plugin", "push", "upper-test", testModule); r.code != 0 {
+		t.Fatalf("plugin push: exit %d, stderr %q", r.code, r.stderr)
+	}
+	checkSameAsUpper(t, url, "upper-test")
+	if got := sum(scrape(t, "http://"+workHTTP+"/metrics"), "dataflare_wasm_module_loads_total", "", ""); got != 1 {
+		t.Errorf("worker: dataflare_wasm_module_loads_total = %v, want 1", got)
+	}
+
 	// SIGTERM drains the worker, then stops the coordinator; both exit 0.
 	if code := work.stop(t, syscall.SIGTERM); code != 0 {
 		t.Errorf("worker exit %d after SIGTERM, want 0; stderr %q", code, work.stderr)
 	}
 	if code := coord.stop(t, syscall.SIGTERM); code != 0 {
 		t.Errorf("coordinator exit %d after SIGTERM, want 0; stderr %q", code, coord.stderr)
+	}
+}
+
+// testModule is a WebAssembly plugin that upper-cases ASCII, as upper does.
+const testModule = "../../wasm/testdata/abi_upper.wasm"
+
+// checkSameAsUpper submits the same lines to the native upper and to the
+// WebAssembly plugin name, and checks that the outputs are identical.
+func checkSameAsUpper(t *testing.T, url, name string) {
+	t.Helper()
+	var in strings.Builder
+	for i := range 500 {
+		fmt.Fprintf(&in, "Line %d: mixed Case \xff\n", i)
+	}
+	native := run(t, url, in.String(), "submit", "-p", "upper", "--batch-size", "50")
+	guest := run(t, url, in.String(), "submit", "-p", name, "--batch-size", "50")
+	if native.code != 0 || guest.code != 0 {
+		t.Fatalf("exit %d (upper), %d (%s); stderr %q, %q", native.code, guest.code, name, native.stderr, guest.stderr)
+	}
+	if len(parseOutput(t, guest.stdout)) != 500 {
+		t.Fatalf("%s: not 500 output lines", name)
+	}
+	if native.stdout != guest.stdout {
+		t.Errorf("%s's output differs from upper's", name)
 	}
 }
 
@@ -558,6 +591,14 @@ func TestDev(t *testing.T) {
 		if !want.MatchString(errb.String()) {
 			t.Errorf("stderr %q, want it to match %s", errb.String(), want)
 		}
+	})
+
+	t.Run("wasm plugin", func(t *testing.T) {
+		r := run(t, url, "", "plugin", "push", "upper-test", testModule, "--version", "1.0.0")
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "pushed upper-test@1.0.0 sha256:") {
+			t.Fatalf("plugin push: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+		checkSameAsUpper(t, url, "upper-test")
 	})
 
 	t.Run("metrics", func(t *testing.T) {

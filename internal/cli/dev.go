@@ -23,12 +23,8 @@ import (
 // pushed, and returns it with the names of the plugins pushed.
 func (e *env) startStack(ctx context.Context, cfg stack.Config, log *slog.Logger) (*stack.Stack, []string, error) {
 	cfg.Logger = log
-	var err error
-	if cfg.Coordinator.Modules == nil {
-		cfg.NewModules, err = e.stackModules(cfg.Worker.Parallel, cfg.Coordinator.Registerer, log)
-		if err != nil {
-			return nil, nil, err
-		}
+	if cfg.NewModules == nil {
+		cfg.NewModules = e.stackModules(cfg.Worker.Parallel, cfg.Worker.Registerer)
 	}
 	// The coordinator's resolver needs the store, which needs the server:
 	// it is set once the server runs, through a late-bound resolver.
