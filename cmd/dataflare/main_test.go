@@ -65,10 +65,16 @@ type result struct {
 // natsURL (unset when empty).
 func run(t *testing.T, natsURL, stdin string, args ...string) result {
 	t.Helper()
+	return runEnv(t, environ(natsURL), stdin, args...)
+}
+
+// runEnv is run with the environment env.
+func runEnv(t *testing.T, env []string, stdin string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = environ(natsURL)
+	cmd.Env = env
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -113,8 +119,14 @@ type proc struct {
 // start starts the binary with args; the test's cleanup stops it.
 func start(t *testing.T, natsURL string, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, environ(natsURL), args...)
+}
+
+// startEnv is start with the environment env.
+func startEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{cmd: exec.Command(bin, args...), done: make(chan struct{})}
-	p.cmd.Env = environ(natsURL)
+	p.cmd.Env = env
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
