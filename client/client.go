@@ -27,6 +27,7 @@ type options struct {
 	retry   time.Duration
 	window  int
 	senders int
+	owner   string
 	log     *slog.Logger
 }
 
@@ -81,6 +82,20 @@ func WithSenders(n int) Option {
 	}
 }
 
+// WithOwner names the owner of the jobs this client submits (default
+// "anon"): 1-64 of [A-Za-z0-9_-]. Job ids start with it, and so do the
+// subjects of their results, so a NATS account can be allowed to read its
+// owner's results only (see deploy/nats).
+func WithOwner(name string) Option {
+	return func(o *options) error {
+		if !proto.ValidName(name) {
+			return invalidOption("owner %q: use 1-64 of [A-Za-z0-9_-]", name)
+		}
+		o.owner = name
+		return nil
+	}
+}
+
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) error {
@@ -103,6 +118,7 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 		retry:   2 * time.Minute,
 		window:  32,
 		senders: 4,
+		owner:   proto.DefaultOwner,
 		log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	for _, opt := range opts {

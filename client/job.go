@@ -146,7 +146,7 @@ func (c *Client) Submit(ctx context.Context, name string, src Source, opts ...Su
 		return nil, fmt.Errorf("%w: plugin name %q: use 1-64 of [A-Za-z0-9_-]", ErrInvalid, name)
 	}
 	ctx, span := tracer.Start(ctx, "client.job", trace.WithAttributes(attribute.String("dataflare.plugin", name)))
-	info, err := request[proto.Job](ctx, c, proto.SubjectJobCreate, proto.JobCreate{Plugin: name, Version: so.version, Config: so.config})
+	info, err := request[proto.Job](ctx, c, proto.SubjectJobCreate, proto.JobCreate{Plugin: name, Owner: c.opts.owner, Version: so.version, Config: so.config})
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		span.End()
@@ -177,7 +177,7 @@ func (c *Client) Submit(ctx context.Context, name string, src Source, opts ...Su
 // the end; otherwise the error matches ErrJobClosed. ErrJobNotFound when
 // there is no such job.
 func (c *Client) Attach(ctx context.Context, id string) (*Job, error) {
-	if !proto.ValidName(id) {
+	if !proto.ValidJobID(id) {
 		return nil, fmt.Errorf("%w: job id %q", ErrInvalid, id)
 	}
 	info, err := request[proto.Job](ctx, c, proto.JobSubject("get", id), nil)

@@ -160,7 +160,7 @@ func TestAttachAfterClose(t *testing.T) {
 	if _, err := c.Attach(ctx, id); !errors.Is(err, client.ErrJobClosed) {
 		t.Errorf("attach a finished job: err = %v, want ErrJobClosed", err)
 	}
-	if _, err := c.Attach(ctx, "nosuchjob"); !errors.Is(err, client.ErrJobNotFound) {
+	if _, err := c.Attach(ctx, "anon.nosuchjob"); !errors.Is(err, client.ErrJobNotFound) {
 		t.Errorf("attach unknown: err = %v, want ErrJobNotFound", err)
 	}
 }
@@ -214,5 +214,25 @@ func TestNoCoordinator(t *testing.T) {
 	}
 	if _, err := c.Submit(context.Background(), "upper", client.Records(nil)); !errors.Is(err, client.ErrNoCoordinator) {
 		t.Errorf("err = %v, want ErrNoCoordinator", err)
+	}
+}
+
+func TestOwnerPrefixesJobID(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	c := f.Client(client.WithOwner("alice"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	job, err := c.Submit(ctx, "upper", client.Records(records(3, 5)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(job.ID(), "alice.") {
+		t.Errorf("job id %q does not start with its owner", job.ID())
+	}
+	if s, err := job.Wait(); err != nil || s.Succeeded != 3 {
+		t.Errorf("wait = %+v, %v", s, err)
+	}
+	if _, err := client.New(f.Connect(), client.WithOwner("a.b")); !errors.Is(err, client.ErrInvalidOption) {
+		t.Errorf("owner with a dot: %v", err)
 	}
 }

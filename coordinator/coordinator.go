@@ -116,7 +116,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if err := errors.Join(
 		sub(c.nc.ChanQueueSubscribe(proto.SubjectSubmitPrefix+"*", q, submits)),
 		sub(c.nc.ChanQueueSubscribe(proto.SubjectJobCreate, q, control)),
-		sub(c.nc.ChanQueueSubscribe(proto.SubjectJobPrefix+"*.*", q, control)),
+		sub(c.nc.ChanQueueSubscribe(proto.SubjectJobPrefix+"*.*.*", q, control)),
 		sub(c.nc.ChanQueueSubscribe(proto.SubjectStatus, q, control)),
 		sub(c.nc.ChanQueueSubscribe(proto.SubjectReport, q, control)),
 		sub(c.nc.ChanQueueSubscribe(maxDeliveriesSubject, q, control)),

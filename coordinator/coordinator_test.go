@@ -113,7 +113,7 @@ func TestJobLifecycle(t *testing.T) {
 	if _, err := call[proto.Job](t, nc, proto.JobSubject("cancel", job.ID), struct{}{}); code(err) != proto.CodeJobClosed {
 		t.Errorf("cancel a done job: err = %v", err)
 	}
-	if _, err := call[proto.Job](t, nc, proto.JobSubject("get", "nosuchjob"), nil); code(err) != proto.CodeJobNotFound {
+	if _, err := call[proto.Job](t, nc, proto.JobSubject("get", "anon.nosuchjob"), nil); code(err) != proto.CodeJobNotFound {
 		t.Errorf("get unknown: err = %v", err)
 	}
 	if _, err := call[proto.Job](t, nc, proto.JobSubject("frobnicate", job.ID), nil); code(err) != proto.CodeInvalid {
@@ -147,7 +147,7 @@ func TestSubmitRefusesBadBatches(t *testing.T) {
 		{"malformed", "upper", []byte("DFB\x01garbage"), proto.CodeInvalid},
 		{"wrong subject", "identity", enc(func(*batch.Batch) {}), proto.CodeInvalid},
 		{"empty", "upper", enc(func(b *batch.Batch) { b.Records = nil }), proto.CodeInvalid},
-		{"no such job", "upper", enc(func(b *batch.Batch) { b.Job = "nosuchjob" }), proto.CodeJobNotFound},
+		{"no such job", "upper", enc(func(b *batch.Batch) { b.Job = "anon.nosuchjob" }), proto.CodeJobNotFound},
 		{"pinned digest differs", "upper", enc(func(b *batch.Batch) { b.Digest = "sha256:00" }), proto.CodeInvalid},
 		{"config differs", "upper", enc(func(b *batch.Batch) { b.Config = plugin.Config{"k": "w"} }), proto.CodeInvalid},
 		{"too large", "upper", enc(func(b *batch.Batch) { b.Records = []plugin.Record{{Value: big}} }), proto.CodeTooLarge},

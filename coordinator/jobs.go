@@ -22,6 +22,12 @@ func (c *Coordinator) createJob(ctx context.Context, data []byte) (*proto.Job, e
 	if err := json.Unmarshal(data, &req); err != nil {
 		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: malformed job request: %v", err)
 	}
+	if req.Owner == "" {
+		req.Owner = proto.DefaultOwner
+	}
+	if !proto.ValidName(req.Owner) {
+		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: invalid owner %q: use 1-64 of [A-Za-z0-9_-]", req.Owner)
+	}
 	if !proto.ValidName(req.Plugin) {
 		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: invalid plugin name %q: use 1-64 of [A-Za-z0-9_-]", req.Plugin)
 	}
@@ -30,7 +36,7 @@ func (c *Coordinator) createJob(ctx context.Context, data []byte) (*proto.Job, e
 	}
 	now := c.cfg.Clock()
 	job := &proto.Job{
-		ID:            nuid.Next(),
+		ID:            proto.JobID(req.Owner, nuid.Next()),
 		Plugin:        req.Plugin,
 		Config:        req.Config,
 		State:         proto.JobOpen,
@@ -70,11 +76,11 @@ func unknownPlugin(name, version string) *proto.Error {
 	return proto.Errorf(proto.CodeUnknownPlugin, "unknown plugin %s: no worker has it and no module of that name was pushed", name)
 }
 
-// jobRequest handles df.job.<verb>.<job>.
+// jobRequest handles df.job.<verb>.<owner>.<id>.
 func (c *Coordinator) jobRequest(ctx context.Context, subject string, data []byte) (*proto.Job, error) {
 	rest := strings.TrimPrefix(subject, proto.SubjectJobPrefix)
 	verb, id, ok := strings.Cut(rest, ".")
-	if !ok || !proto.ValidName(id) {
+	if !ok || !proto.ValidJobID(id) {
 		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: bad job subject %q", subject)
 	}
 	switch verb {

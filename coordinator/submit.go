@@ -74,7 +74,7 @@ func (c *Coordinator) submit(ctx context.Context, m *nats.Msg, span trace.Span) 
 		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: empty batch")
 	case b.Plugin != name:
 		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: batch for plugin %q submitted on the subject of %q", b.Plugin, name)
-	case !proto.ValidName(b.Job):
+	case !proto.ValidJobID(b.Job):
 		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: invalid job id %q", b.Job)
 	}
 	job, err := c.job(ctx, b.Job)

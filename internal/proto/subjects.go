@@ -14,14 +14,17 @@ import (
 const (
 	// SubjectJobCreate: request, a client creates a job (JobCreate → JobInfo).
 	SubjectJobCreate = "df.job.create"
-	// SubjectJobPrefix: df.job.<verb>.<job> requests (seal, cancel, get, done).
+	// SubjectJobPrefix: df.job.<verb>.<owner>.<id> requests on a job (seal,
+	// cancel, get, done).
 	SubjectJobPrefix = "df.job."
 	// SubjectSubmitPrefix: df.submit.<plugin>: request, a client submits one
 	// batch message; the reply is a SubmitReply.
 	SubjectSubmitPrefix = "df.submit."
 	// SubjectBatchPrefix: df.batch.<plugin>.<job>: batches in DF_BATCHES.
 	SubjectBatchPrefix = "df.batch."
-	// SubjectResultPrefix: df.result.<job>: result messages in DF_RESULTS.
+	// SubjectResultPrefix: df.result.<owner>.<id>: result messages in
+	// DF_RESULTS. The owner token lets NATS permissions keep a client to
+	// its own results.
 	SubjectResultPrefix = "df.result."
 	// SubjectDeadPrefix: df.dead.<job>: dead-letter entries in DF_DEAD.
 	SubjectDeadPrefix = "df.dead."
@@ -87,7 +90,7 @@ func SplitMsgID(job string, seq, base uint64, count int) string {
 	return fmt.Sprintf("%s.%d.s%d-%d", job, seq, base, count)
 }
 
-// ValidName reports whether s can be a plugin name, job id or worker id: 1
+// ValidName reports whether s can be a plugin name, owner or worker id: 1
 // to 64 characters from [A-Za-z0-9_-], so that it is one subject token.
 func ValidName(s string) bool {
 	if len(s) == 0 || len(s) > 64 {
@@ -100,6 +103,26 @@ func ValidName(s string) bool {
 		}
 	}
 	return true
+}
+
+// DefaultOwner owns the jobs of clients that do not name an owner.
+const DefaultOwner = "anon"
+
+// JobID returns the id of a job: "<owner>.<id>", two subject tokens, so
+// that every subject about the job (df.result.<owner>.<id>, …) can be
+// permitted per owner.
+func JobID(owner, id string) string { return owner + "." + id }
+
+// ValidJobID reports whether s is "<owner>.<id>" with both valid names.
+func ValidJobID(s string) bool {
+	owner, id, ok := strings.Cut(s, ".")
+	return ok && ValidName(owner) && ValidName(id)
+}
+
+// JobOwner returns the owner part of a valid job id.
+func JobOwner(job string) string {
+	owner, _, _ := strings.Cut(job, ".")
+	return owner
 }
 
 // LastToken returns the last dot-separated token of subject.
