@@ -1,0 +1,124 @@
+package proto_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/dataflare/dataflare/internal/proto"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestValidName(t *testing.T) {
+	tests := []struct {
+		name string
+		want bool
+	}{
+		{"", false},
+		{"a", true},
+		{"Z", true},
+		{"0", true},
+		{"_", true},
+		{"-", true},
+		{"job-2024_01-ABC", true},
+		{strings.Repeat("x", 64), true},
+		{strings.Repeat("x", 65), false},
+		{"a.b", false},  // two subject tokens
+		{"a*", false},   // wildcard
+		{">", false},    // wildcard
+		{"a b", false},  // space
+		{"a\tb", false}, // tab
+		{"a\x00", false},
+		{"é", false}, // not ASCII
+		{"a/b", false},
+		{"a:b", false},
+		{"$JS", false},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%q", tt.name), func(t *testing.T) {
+			if got := proto.ValidName(tt.name); got != tt.want {
+				t.Errorf("ValidName(%q) = %v, want %v", tt.name, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSubjects(t *testing.T) {
+	tests := []struct {
+		got, want string
+	}{
+		{proto.SubmitSubject("upper"), "df.submit.upper"},
+		{proto.BatchSubject("upper", "j1"), "df.batch.upper.j1"},
+		{proto.ResultSubject("j1"), "df.result.j1"},
+		{proto.DeadSubject("j1"), "df.dead.j1"},
+		{proto.HeartbeatSubject("w-7"), "df.hb.w-7"},
+		{proto.JobSubject("seal", "j1"), "df.job.seal.j1"},
+		{proto.MsgID("j1", 0), "j1.0"},
+		{proto.MsgID("j1", 18446744073709551615), "j1.18446744073709551615"},
+		{proto.SplitMsgID("j1", 3, 0, 10), "j1.3.s0-10"},
+		{proto.SplitMsgID("j1", 3, 5, 5), "j1.3.s5-5"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+}
+
+func TestLastToken(t *testing.T) {
+	tests := []struct {
+		subject, want string
+	}{
+		{"df.hb.w1", "w1"},
+		{"df.job.seal.j-9", "j-9"},
+		{"single", "single"},
+		{"", ""},
+		{"trailing.", ""},
+		{".lead", "lead"},
+		{proto.HeartbeatSubject("worker_1"), "worker_1"},
+		{proto.ResultSubject("job-1"), "job-1"},
+		{proto.BatchSubject("upper", "job-2"), "job-2"},
+		{proto.JobSubject("cancel", "job-3"), "job-3"},
+	}
+	for _, tt := range tests {
+		if got := proto.LastToken(tt.subject); got != tt.want {
+			t.Errorf("LastToken(%q) = %q, want %q", tt.subject, got, tt.want)
+		}
+	}
+}
+
+// TestMsgIDsUnique checks that the ids of batches and of the parts of split
+// batches never collide, within a job and across jobs.
+func TestMsgIDsUnique(t *testing.T) {
+	jobs := []string{"a", "a1", "1", "a-1", "job_1"}
+	seen := map[string]string{}
+	add := func(id, what string) {
+		t.Helper()
+		if prev, ok := seen[id]; ok {
+			t.Fatalf("id %q of %s is also the id of %s", id, what, prev)
+		}
+		seen[id] = what
+	}
+	for _, job := range jobs {
+		for seq := range uint64(30) {
+			add(proto.MsgID(job, seq), fmt.Sprintf("batch %s/%d", job, seq))
+			// Every range of a batch of 12 records, as repeated
+			// halving could cut them.
+			for base := range uint64(12) {
+				for count := 1; int(base)+count <= 12; count++ {
+					add(proto.SplitMsgID(job, seq, base, count), fmt.Sprintf("part %s/%d[%d:+%d]", job, seq, base, count))
+				}
+			}
+		}
+	}
+	if got, want := len(seen), len(jobs)*30*(1+12*13/2); got != want {
+		t.Errorf("%d ids, want %d", got, want)
+	}
+	// A part's id starts with its batch's id.
+	if id, parent := proto.SplitMsgID("j", 4, 2, 3), proto.MsgID("j", 4); !strings.HasPrefix(id, parent+".") {
+		t.Errorf("SplitMsgID = %q, want it to start with %q", id, parent+".")
+	}
+}
