@@ -139,15 +139,15 @@ func FuzzHeartbeat(f *testing.F) {
 
 func TestDeadLetterMsg(t *testing.T) {
 	dl := &fleet.DeadLetter{
-		Job: "j1", Index: 1234, Plugin: "upper", Error: "plugin: wasm trap", Value: []byte{0, 1, 2},
+		Job: "acme.j1", Index: 1234, Plugin: "upper", Error: "plugin: wasm trap", Value: []byte{0, 1, 2},
 		Worker: "w-1", Attempts: 4, At: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC),
 	}
 	m := proto.DeadLetterMsg(dl)
-	if m.Subject != "df.dead.j1" {
-		t.Errorf("Subject = %q, want df.dead.j1", m.Subject)
+	if m.Subject != "df.dead.acme.j1" {
+		t.Errorf("Subject = %q, want df.dead.acme.j1", m.Subject)
 	}
-	if got := m.Header.Get(proto.HeaderMsgID); got != "j1.dead.1234" {
-		t.Errorf("%s = %q, want j1.dead.1234", proto.HeaderMsgID, got)
+	if got := m.Header.Get(proto.HeaderMsgID); got != "acme.j1.dead.1234" {
+		t.Errorf("%s = %q, want acme.j1.dead.1234", proto.HeaderMsgID, got)
 	}
 	var back fleet.DeadLetter
 	if err := json.Unmarshal(m.Data, &back); err != nil {
@@ -158,10 +158,10 @@ func TestDeadLetterMsg(t *testing.T) {
 	}
 	// Another record of the job has another id; a batch id is never a
 	// dead letter's.
-	if a, b := proto.DeadLetterMsg(dl).Header.Get(proto.HeaderMsgID), proto.DeadLetterMsg(&fleet.DeadLetter{Job: "j1", Index: 1235}).Header.Get(proto.HeaderMsgID); a == b {
+	if a, b := proto.DeadLetterMsg(dl).Header.Get(proto.HeaderMsgID), proto.DeadLetterMsg(&fleet.DeadLetter{Job: "acme.j1", Index: 1235}).Header.Get(proto.HeaderMsgID); a == b {
 		t.Errorf("two records share the id %q", a)
 	}
-	if id := proto.DeadLetterMsg(&fleet.DeadLetter{Job: "j1", Index: 3}).Header.Get(proto.HeaderMsgID); id == proto.MsgID("j1", 3) {
+	if id := proto.DeadLetterMsg(&fleet.DeadLetter{Job: "acme.j1", Index: 3}).Header.Get(proto.HeaderMsgID); id == proto.MsgID("acme.j1", 3) {
 		t.Errorf("a dead letter's id %q is a batch's", id)
 	}
 }

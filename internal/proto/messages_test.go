@@ -15,7 +15,7 @@ import (
 func TestReplyRoundTrip(t *testing.T) {
 	at := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 	job := &proto.Job{
-		ID: "j1", Plugin: "upper", Config: map[string]string{"mode": "x"}, State: proto.JobOpen,
+		ID: "acme.j1", Plugin: "upper", Config: map[string]string{"mode": "x"}, State: proto.JobOpen,
 		Created: at, Updated: at, Progress: proto.Progress{Results: 3, Succeeded: 2, Failed: 1}, BatchSize: 500,
 	}
 	got, err := proto.DecodeReply[proto.Job](proto.EncodeReply(job, nil))

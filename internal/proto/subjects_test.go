@@ -51,15 +51,16 @@ func TestSubjects(t *testing.T) {
 		got, want string
 	}{
 		{proto.SubmitSubject("upper"), "df.submit.upper"},
-		{proto.BatchSubject("upper", "j1"), "df.batch.upper.j1"},
-		{proto.ResultSubject("j1"), "df.result.j1"},
-		{proto.DeadSubject("j1"), "df.dead.j1"},
+		{proto.JobID("acme", "j1"), "acme.j1"},
+		{proto.BatchSubject("upper", "acme.j1"), "df.batch.upper.acme.j1"},
+		{proto.ResultSubject("acme.j1"), "df.result.acme.j1"},
+		{proto.DeadSubject("acme.j1"), "df.dead.acme.j1"},
 		{proto.HeartbeatSubject("w-7"), "df.hb.w-7"},
-		{proto.JobSubject("seal", "j1"), "df.job.seal.j1"},
-		{proto.MsgID("j1", 0), "j1.0"},
-		{proto.MsgID("j1", 18446744073709551615), "j1.18446744073709551615"},
-		{proto.SplitMsgID("j1", 3, 0, 10), "j1.3.s0-10"},
-		{proto.SplitMsgID("j1", 3, 5, 5), "j1.3.s5-5"},
+		{proto.JobSubject("seal", "acme.j1"), "df.job.seal.acme.j1"},
+		{proto.MsgID("acme.j1", 0), "acme.j1.0"},
+		{proto.MsgID("acme.j1", 18446744073709551615), "acme.j1.18446744073709551615"},
+		{proto.SplitMsgID("acme.j1", 3, 0, 10), "acme.j1.3.s0-10"},
+		{proto.SplitMsgID("acme.j1", 3, 5, 5), "acme.j1.3.s5-5"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -79,9 +80,11 @@ func TestLastToken(t *testing.T) {
 		{"trailing.", ""},
 		{".lead", "lead"},
 		{proto.HeartbeatSubject("worker_1"), "worker_1"},
-		{proto.ResultSubject("job-1"), "job-1"},
-		{proto.BatchSubject("upper", "job-2"), "job-2"},
-		{proto.JobSubject("cancel", "job-3"), "job-3"},
+		{proto.SubmitSubject("geo-ip"), "geo-ip"},
+		// A job's subjects end in its id, without its owner.
+		{proto.ResultSubject(proto.JobID("acme", "job-1")), "job-1"},
+		{proto.BatchSubject("upper", proto.JobID("acme", "job-2")), "job-2"},
+		{proto.JobSubject("cancel", proto.JobID("acme", "job-3")), "job-3"},
 	}
 	for _, tt := range tests {
 		if got := proto.LastToken(tt.subject); got != tt.want {
@@ -90,10 +93,50 @@ func TestLastToken(t *testing.T) {
 	}
 }
 
+func TestJobID(t *testing.T) {
+	tests := []struct {
+		id        string
+		valid     bool
+		wantOwner string
+	}{
+		{proto.JobID(proto.DefaultOwner, "j1"), true, "anon"},
+		{proto.JobID("acme", "2024-05-01_a"), true, "acme"},
+		{"acme.j1", true, "acme"},
+		{proto.JobID("acme", strings.Repeat("x", 64)), true, "acme"},
+		{"j1", false, ""},      // no owner
+		{"acme.", false, ""},   // no id
+		{".j1", false, ""},     // no owner
+		{"a.b.c", false, ""},   // three tokens
+		{"acme.j*", false, ""}, // wildcard
+		{"ac me.j1", false, ""},
+		{proto.JobID("acme", strings.Repeat("x", 65)), false, ""},
+		{"", false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%q", tt.id), func(t *testing.T) {
+			if got := proto.ValidJobID(tt.id); got != tt.valid {
+				t.Errorf("ValidJobID(%q) = %v, want %v", tt.id, got, tt.valid)
+			}
+			if !tt.valid {
+				return
+			}
+			if got := proto.JobOwner(tt.id); got != tt.wantOwner {
+				t.Errorf("JobOwner(%q) = %q, want %q", tt.id, got, tt.wantOwner)
+			}
+		})
+	}
+	if !proto.ValidName(proto.DefaultOwner) {
+		t.Errorf("DefaultOwner %q is not a valid name", proto.DefaultOwner)
+	}
+}
+
 // TestMsgIDsUnique checks that the ids of batches and of the parts of split
 // batches never collide, within a job and across jobs.
 func TestMsgIDsUnique(t *testing.T) {
-	jobs := []string{"a", "a1", "1", "a-1", "job_1"}
+	jobs := []string{
+		proto.JobID("a", "1"), proto.JobID("a", "10"), proto.JobID("a1", "0"), proto.JobID("a", "1-0"),
+		proto.JobID("anon", "job_1"), proto.JobID("b", "job_1"),
+	}
 	seen := map[string]string{}
 	add := func(id, what string) {
 		t.Helper()

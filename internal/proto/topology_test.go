@@ -170,9 +170,9 @@ func TestStreamConfigs(t *testing.T) {
 		subject string
 		stream  jetstream.StreamConfig
 	}{
-		{proto.BatchSubject("upper", "j1"), top.BatchStream()},
-		{proto.ResultSubject("j1"), top.ResultStream()},
-		{proto.DeadSubject("j1"), top.DeadStream()},
+		{proto.BatchSubject("upper", "acme.j1"), top.BatchStream()},
+		{proto.ResultSubject("acme.j1"), top.ResultStream()},
+		{proto.DeadSubject("acme.j1"), top.DeadStream()},
 	} {
 		prefix := strings.TrimSuffix(c.stream.Subjects[0], ">")
 		if !strings.HasPrefix(c.subject, prefix) {
