@@ -80,8 +80,7 @@ func (w *ackWatch) redoneAfter(kill, until time.Time) (time.Duration, int) {
 // and a killed worker's batches are redone within AckWait + 1 s (plus the
 // batch's own run time).
 func TestWorkerKilledMidBatch(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := chaosSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	f := newFleetProcs(t)
 	f.coordinator()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,9 +15,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/fleet"
+	"github.com/dataflare/dataflare/internal/natsrv"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/plugin"
 )
@@ -145,9 +149,10 @@ func (f *fleetProcs) worker(extra ...string) *proc {
 }
 
 // testworker starts a worker with the misbehaving test plugins.
-func (f *fleetProcs) testworker() *proc {
+func (f *fleetProcs) testworker(extra ...string) *proc {
 	name := f.name("t")
-	return f.add(startProc(f.t, name, testworkerBin, "--nats", f.url, "--id", name, "--heartbeat", f.hb, "--parallel", "4"))
+	args := append([]string{"--nats", f.url, "--id", name, "--heartbeat", f.hb, "--parallel", "4"}, extra...)
+	return f.add(startProc(f.t, name, testworkerBin, args...))
 }
 
 // client returns a client on a new connection.
@@ -272,4 +277,125 @@ func (tl tally) String() string {
 
 func upper(i int) []byte { return bytes.ToUpper(value(i)) }
 
-var _ = strings.Contains
+// chaosSeed returns the seed of a randomised fault schedule: fixed, so a
+// failure can be replayed, unless $DF_CHAOS_SEED says otherwise; logged.
+func chaosSeed(t *testing.T) uint64 {
+	seed := uint64(20261126)
+	if s := os.Getenv("DF_CHAOS_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("DF_CHAOS_SEED=%q: %v", s, err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (set DF_CHAOS_SEED to replay another)", seed)
+	return seed
+}
+
+var (
+	natsServerOnce sync.Once
+	natsServerPath string
+	natsServerErr  error
+)
+
+// natsServerBin builds the nats-server binary of the version in go.mod, once.
+func natsServerBin(t *testing.T) string {
+	t.Helper()
+	natsServerOnce.Do(func() {
+		natsServerPath = filepath.Join(filepath.Dir(dataflareBin), "nats-server")
+		out, err := exec.Command("go", "build", "-o", natsServerPath, "github.com/nats-io/nats-server/v2").CombinedOutput()
+		if err != nil {
+			natsServerErr = fmt.Errorf("build nats-server: %v\n%s", err, out)
+		}
+	})
+	if natsServerErr != nil {
+		t.Fatal(natsServerErr)
+	}
+	return natsServerPath
+}
+
+// natsNode is a nats-server process: one node of a cluster, or alone.
+type natsNode struct {
+	name              string
+	port, clusterPort int
+	dir               string
+	routes            []string
+	proc              *proc
+}
+
+// natsCluster is nats-server processes on loopback.
+type natsCluster struct {
+	t     *testing.T
+	nodes []*natsNode
+}
+
+// startNATS starts n nats-server processes (a cluster when n > 1) with
+// JetStream, each with its own store.
+func startNATS(t *testing.T, n int) *natsCluster {
+	t.Helper()
+	ports, err := natsrv.FreePorts(2 * n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &natsCluster{t: t}
+	var routes []string
+	for i := range n {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[n+i]))
+	}
+	for i := range n {
+		c.nodes = append(c.nodes, &natsNode{name: fmt.Sprintf("n%d", i+1), port: ports[i], clusterPort: ports[n+i],
+			dir: t.TempDir(), routes: routes})
+	}
+	for i := range c.nodes {
+		c.start(i)
+	}
+	c.waitReady()
+	return c
+}
+
+func (c *natsCluster) start(i int) {
+	nd := c.nodes[i]
+	args := []string{"-js", "-sd", nd.dir, "-a", "127.0.0.1", "-p", strconv.Itoa(nd.port), "-n", nd.name}
+	if len(c.nodes) > 1 {
+		args = append(args, "--cluster_name", "dfchaos", "--cluster", fmt.Sprintf("nats://127.0.0.1:%d", nd.clusterPort),
+			"--routes", strings.Join(nd.routes, ","))
+	}
+	nd.proc = startProc(c.t, nd.name, natsServerBin(c.t), args...)
+}
+
+// URL returns every node's client URL, comma-separated.
+func (c *natsCluster) URL() string {
+	var urls []string
+	for _, nd := range c.nodes {
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", nd.port))
+	}
+	return strings.Join(urls, ",")
+}
+
+// waitReady waits until JetStream answers through the cluster.
+func (c *natsCluster) waitReady() {
+	c.t.Helper()
+	err := natstest.Eventually(60*time.Second, func() error {
+		nc, err := nats.Connect(c.URL(), nats.Timeout(time.Second))
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err = js.AccountInfo(ctx)
+		return err
+	})
+	if err != nil {
+		c.t.Fatalf("nats not ready: %v", err)
+	}
+}
+
+// newFleetOn is newFleetProcs against an existing NATS.
+func newFleetOn(t *testing.T, url string) *fleetProcs {
+	return &fleetProcs{t: t, url: url, procs: map[string]*proc{}, hb: testHeartbeat.String(), ackArg: testAckWait.String()}
+}
