@@ -128,33 +128,43 @@ func (in *instance) close(ctx context.Context) {
 	_ = in.mod.Close(ctx)
 }
 
-// tail keeps the last bytes a guest wrote to stdout and stderr, to quote in
-// the error of a failed batch, and forwards everything to w.
+// tail keeps the first bytes a guest wrote to stdout and stderr during a
+// batch, to quote in the error of a failed batch (a runtime's fatal error
+// comes first, its goroutine dump after), and forwards everything to w.
 type tail struct {
 	w   io.Writer
 	buf []byte
 }
 
+// tailSize is how much guest output a batch error can quote.
 const tailSize = 512
 
 func (t *tail) Write(p []byte) (int, error) {
 	if t.w != nil {
 		_, _ = t.w.Write(p)
 	}
-	if len(p) >= tailSize {
-		t.buf = append(t.buf[:0], p[len(p)-tailSize:]...)
-		return len(p), nil
+	if room := tailSize - len(t.buf); room > 0 {
+		t.buf = append(t.buf, p[:min(room, len(p))]...)
 	}
-	if over := len(t.buf) + len(p) - tailSize; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	t.buf = append(t.buf, p...)
 	return len(p), nil
 }
 
 func (t *tail) reset() { t.buf = t.buf[:0] }
 
-func (t *tail) String() string { return strings.TrimSpace(string(t.buf)) }
+// String returns up to the first three non-empty lines of the output,
+// joined by " | ".
+func (t *tail) String() string {
+	var lines []string
+	for _, l := range strings.Split(string(t.buf), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+		if len(lines) == 3 {
+			break
+		}
+	}
+	return strings.Join(lines, " | ")
+}
 
 // firstLine returns the first line of a wazero error (the rest is the wasm
 // stack trace).

@@ -458,8 +458,11 @@ func (p *Plugin) batchError(ctx context.Context, in *instance, err error) (error
 	default:
 		msg = "trapped: " + firstLine(err)
 	}
-	if pages, limit := in.mem.Size()/65536, p.rt.cfg.memoryLimitPages; limit-pages <= max(limit/8, 64) {
+	pages, limit := in.mem.Size()/65536, p.rt.cfg.memoryLimitPages
+	if limit-pages <= max(limit/8, 64) {
 		msg += fmt.Sprintf(" (memory is %d of its %d-page limit: a memory.grow likely failed)", pages, limit)
+	} else {
+		msg += fmt.Sprintf(" (memory: %d of its %d-page limit)", pages, limit)
 	}
 	if s := in.output.String(); s != "" {
 		msg += "; guest output: " + s

@@ -187,7 +187,7 @@ func TestGuestOutput(t *testing.T) {
 	if !errors.Is(err, plugin.ErrTrap) {
 		t.Fatalf("error = %v, want plugin.ErrTrap", err)
 	}
-	if want := "trapped: wasm error: unreachable; guest output: boom: the guest gave up"; !strings.Contains(err.Error(), want) {
+	if want := "trapped: wasm error: unreachable (memory: 4 of its 2048-page limit); guest output: boom: the guest gave up"; !strings.Contains(err.Error(), want) {
 		t.Errorf("error = %q, want it to contain %q", err, want)
 	}
 	if got, want := buf.String(), "boom: the guest gave up\n"; got != want {
