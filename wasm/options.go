@@ -4,6 +4,8 @@ import (
 	"io"
 	"runtime"
 	"time"
+
+	"github.com/dataflare/dataflare/pool"
 )
 
 // Defaults of a Runtime.
@@ -45,6 +47,7 @@ type config struct {
 	cacheDir         string
 	grants           Grant
 	guestOutput      io.Writer
+	pool             *pool.Pool
 }
 
 func defaultConfig() config {
@@ -129,6 +132,21 @@ func WithGuestOutput(w io.Writer) Option {
 			return invalidOption("nil guest output writer")
 		}
 		c.guestOutput = w
+		return nil
+	}
+}
+
+// WithBufferPool makes plugins copy guest output into buffers from p (one
+// per batch) instead of allocating: the worker's guest I/O stays on its
+// pool. Give each result's buffer back with ReleaseResult once its values
+// are no longer needed; a result never released is not lost, the pool
+// declares its buffer abandoned after its MaxHold. p must not be nil.
+func WithBufferPool(p *pool.Pool) Option {
+	return func(c *config) error {
+		if p == nil {
+			return invalidOption("nil buffer pool")
+		}
+		c.pool = p
 		return nil
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/pool"
 )
 
 // Plugin is a loaded module: its compiled code and a pool of instances, as
@@ -324,8 +325,9 @@ func (p *Plugin) Close() {
 
 // ProcessBatch encodes recs as a batch message (cfg as its configuration)
 // straight into guest memory and runs it: one guest call. The results'
-// values are copied out of guest memory (or alias recs, for records the guest
-// left unchanged), so they stay valid after the call. The errors are those
+// values are copied out of guest memory, as by ProcessEncoded (or alias
+// recs, for records the guest left unchanged), so they stay valid after the
+// call. The errors are those
 // of ProcessEncoded, plus an error wrapping batch.ErrLimit (matching
 // plugin.ErrTooLarge) when recs do not fit the wire format's limits.
 func (p *Plugin) ProcessBatch(ctx context.Context, cfg plugin.Config, recs []plugin.Record) (*plugin.BatchResult, error) {
@@ -347,8 +349,10 @@ func (p *Plugin) ProcessBatch(ctx context.Context, cfg plugin.Config, recs []plu
 // wire (docs/wire-format.md) — whose decoded records are recs (used to
 // resolve "unchanged" results and to count them). msg is copied into guest
 // memory as it is: one copy, one guest call. The results' values are copied
-// out of guest memory into one buffer per batch, or alias recs for records
-// the guest left unchanged; they stay valid after the call.
+// out of guest memory into one buffer per batch (from the runtime's pool,
+// with WithBufferPool: then call ReleaseResult when done with them), or
+// alias recs for records the guest left unchanged; they stay valid after
+// the call.
 //
 // A returned error means the batch failed as a whole; it is a
 // *plugin.Error whose Code says why:
@@ -404,7 +408,9 @@ func (p *Plugin) run(ctx context.Context, size int, write func([]byte) error, re
 		p.release(ctx, in, keep)
 		return err
 	}
-	res := &plugin.BatchResult{Results: make([]plugin.Result, len(recs))}
+	// One spare element: copyResults may keep a pool buffer's reference
+	// there.
+	res := &plugin.BatchResult{Results: make([]plugin.Result, len(recs), len(recs)+1)}
 	if err := batch.DecodeEntries(out, recs, res.Results); err != nil {
 		err, keep := p.batchError(ctx, in, &abiError{"output: " + err.Error()})
 		p.release(ctx, in, keep)
@@ -471,7 +477,9 @@ func (p *Plugin) batchError(ctx context.Context, in *instance, err error) (error
 }
 
 // copyResults copies the values of res that live in guest memory into one
-// new buffer; values that alias recs (unchanged records) stay as they are.
+// buffer — from the runtime's pool when it has one, then remembered for
+// ReleaseResult — and returns res; values that alias recs (unchanged
+// records) stay as they are.
 func (p *Plugin) copyResults(res *plugin.BatchResult, recs []plugin.Record) *plugin.BatchResult {
 	total := 0
 	for i := range res.Results {
@@ -482,7 +490,14 @@ func (p *Plugin) copyResults(res *plugin.BatchResult, recs []plugin.Record) *plu
 	if total == 0 {
 		return res
 	}
-	buf := make([]byte, 0, total)
+	var buf []byte
+	if pl := p.rt.cfg.pool; pl != nil {
+		pb := pl.Get(total)
+		buf = pb.Bytes()[:0]
+		setPoolRef(res, &poolRef{pool: pl, buf: pb})
+	} else {
+		buf = make([]byte, 0, total)
+	}
 	for i := range res.Results {
 		if v := res.Results[i].Value; len(v) > 0 && !aliases(v, recs[i].Value) {
 			n := len(buf)
@@ -491,6 +506,46 @@ func (p *Plugin) copyResults(res *plugin.BatchResult, recs []plugin.Record) *plu
 		}
 	}
 	return res
+}
+
+// poolRef is the pool buffer a result's values live in. It rides in the
+// Err of a hidden element just past the end of the result's Results (run
+// allocates one more than it needs), where nothing else looks: the result
+// carries its own buffer, and a result that is never released is simply
+// garbage.
+type poolRef struct {
+	pool *pool.Pool
+	buf  *pool.Buffer
+}
+
+func (*poolRef) Error() string { return "wasm: pooled result buffer" }
+
+func setPoolRef(res *plugin.BatchResult, ref *poolRef) {
+	rs := res.Results
+	if cap(rs) > len(rs) {
+		rs[:len(rs)+1][len(rs)] = plugin.Result{Err: ref}
+	}
+}
+
+// ReleaseResult gives the buffer holding res's values back to the pool of
+// the runtime that made it (see WithBufferPool). res's values must not be
+// used afterwards. It does nothing for a result made without a pool, for one
+// already released, and for nil.
+func ReleaseResult(res *plugin.BatchResult) {
+	if res == nil {
+		return
+	}
+	rs := res.Results
+	if cap(rs) <= len(rs) {
+		return
+	}
+	slot := &rs[:len(rs)+1][len(rs)]
+	ref, ok := slot.Err.(*poolRef)
+	if !ok {
+		return
+	}
+	*slot = plugin.Result{}
+	_ = ref.pool.Put(ref.buf)
 }
 
 // aliases reports whether v is exactly the slice in.
