@@ -368,7 +368,10 @@ func TestChaosLoadHeld(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n = 1_000_000
+	n := 1_000_000
+	if s := os.Getenv("DF_LOAD_RECORDS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
 	src := func(yield func(plugin.Record, error) bool) {
 		v := make([]byte, 100)
 		for i := range n {
