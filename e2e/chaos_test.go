@@ -25,74 +25,11 @@ import (
 	"github.com/dataflare/dataflare/plugin"
 )
 
-// requireOracle fails the test unless every record got exactly one good
-// result.
-func requireOracle(t *testing.T, tl tally, n int) {
-	t.Helper()
-	t.Logf("oracle: %v", tl)
-	if tl.ok != n || tl.lost+tl.dup+tl.unexpected+tl.wrong+tl.failed != 0 {
-		t.Fatalf("oracle: %v (first wrong: %s, first error: %s)", tl, tl.firstWrong, tl.firstError)
-	}
-}
-
 // TestChaosWorkerKills is RELIABILITY row 1 at full length: a 100k-record
 // job on 3 worker processes, one SIGKILLed every few seconds (on a fixed,
 // logged schedule) and replaced.
 func TestChaosWorkerKills(t *testing.T) {
-	rng := rand.New(rand.NewPCG(chaosSeed(t), 2))
-	f := newFleetProcs(t)
-	f.coordinator()
-	workers := []*proc{f.worker(), f.worker(), f.worker()}
-	f.waitHealthy(3)
-	acks := watchAcks(t, f.url)
-	c := f.client()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	const n = 100_000
-	job, err := c.Submit(ctx, "delay", inputs(n, nil), client.WithConfig(plugin.Config{"ms": "1"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kills []time.Time
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	// Stops when the results are read.
-	go func() {
-		defer wg.Done()
-		for {
-			// Every 3.5 to 5 s: further apart than AckWait + 1 s.
-			wait := testAckWait + 1500*time.Millisecond + time.Duration(rng.IntN(1500))*time.Millisecond
-			select {
-			case <-done:
-				return
-			case <-time.After(wait):
-			}
-			i := rng.IntN(len(workers))
-			workers[i].kill(syscall.SIGKILL)
-			kills = append(kills, time.Now())
-			workers[i] = f.worker()
-		}
-	}()
-	tl := collect(t, job, n, value)
-	close(done)
-	wg.Wait()
-	requireOracle(t, tl, n)
-	var worst time.Duration
-	redone := 0
-	for i, k := range kills {
-		next := time.Now()
-		if i+1 < len(kills) {
-			next = kills[i+1]
-		}
-		d, m := acks.redoneAfter(k, next)
-		redone += m
-		worst = max(worst, d)
-	}
-	t.Logf("%d kills; %d batches redone; worst kill → redone batch acknowledged: %v (AckWait %v)", len(kills), redone, worst, testAckWait)
-	if worst > testAckWait+1500*time.Millisecond {
-		t.Errorf("worst redo %v over AckWait + 1.5 s", worst)
-	}
+	workerKills(t, 100_000, rand.New(rand.NewPCG(chaosSeed(t), 2)), 1500*time.Millisecond)
 }
 
 // TestChaosCrashPoison is RELIABILITY row 7 for records that kill the
@@ -133,19 +70,7 @@ func TestChaosCrashPoison(t *testing.T) {
 	defer cancel()
 	const n = 2000
 	bad := func(i int) bool { return i%500 == 3 }
-	val := func(i int) []byte {
-		if bad(i) {
-			return fmt.Appendf(nil, "crash-%d", i)
-		}
-		return value(i)
-	}
-	src := func(yield func(plugin.Record, error) bool) {
-		for i := range n {
-			if !yield(plugin.Record{Value: val(i)}, nil) {
-				return
-			}
-		}
-	}
+	src, val := marked(n, bad, "crash")
 	job, err := c.Submit(ctx, "crash", src, client.WithBatchSize(8), client.WithConfig(plugin.Config{"match": "crash"}))
 	if err != nil {
 		t.Fatal(err)

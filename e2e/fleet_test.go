@@ -4,8 +4,6 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"github.com/dataflare/dataflare/client"
 )
 
 func TestMillionRecordsInOrder(t *testing.T) {
@@ -29,9 +27,5 @@ func TestMillionRecordsInOrder(t *testing.T) {
 	tl := collect(t, job, n, upper)
 	d := time.Since(start)
 	t.Logf("%d records through 2 worker processes in %v (%.0f records/s): %v", n, d.Round(time.Millisecond), float64(n)/d.Seconds(), tl)
-	if tl.ok != n || tl.lost+tl.dup+tl.unexpected+tl.wrong+tl.failed != 0 {
-		t.Fatalf("oracle: %v (first wrong: %s, first error: %s)", tl, tl.firstWrong, tl.firstError)
-	}
+	requireOracle(t, tl, n)
 }
-
-var _ = client.Records

@@ -275,6 +275,34 @@ func (tl tally) String() string {
 		tl.n, tl.ok, tl.failed, tl.dropped, tl.lost, tl.dup, tl.unexpected, tl.wrong)
 }
 
+// marked returns a Source of n records where those for which bad says so
+// carry marker in their value, and the function giving each record's value.
+func marked(n int, bad func(i int) bool, marker string) (client.Source, func(i int) []byte) {
+	val := func(i int) []byte {
+		if bad(i) {
+			return fmt.Appendf(nil, "%s-%d", marker, i)
+		}
+		return value(i)
+	}
+	return func(yield func(plugin.Record, error) bool) {
+		for i := range n {
+			if !yield(plugin.Record{Value: val(i)}, nil) {
+				return
+			}
+		}
+	}, val
+}
+
+// requireOracle fails the test unless every record got exactly one good
+// result.
+func requireOracle(t *testing.T, tl tally, n int) {
+	t.Helper()
+	t.Logf("oracle: %v", tl)
+	if tl.ok != n || tl.lost+tl.dup+tl.unexpected+tl.wrong+tl.failed != 0 {
+		t.Fatalf("oracle: %v (first wrong: %s, first error: %s)", tl, tl.firstWrong, tl.firstError)
+	}
+}
+
 func upper(i int) []byte { return bytes.ToUpper(value(i)) }
 
 // chaosSeed returns the seed of a randomised fault schedule: fixed, so a

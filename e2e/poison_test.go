@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -64,19 +63,7 @@ func TestPoisonRecordsIsolated(t *testing.T) {
 	defer cancel()
 	const n = 20_000
 	poison := func(i int) bool { return i%1000 == 7 }
-	val := func(i int) []byte {
-		if poison(i) {
-			return fmt.Appendf(nil, "poison-%d", i)
-		}
-		return value(i)
-	}
-	src := func(yield func(plugin.Record, error) bool) {
-		for i := range n {
-			if !yield(plugin.Record{Value: val(i)}, nil) {
-				return
-			}
-		}
-	}
+	src, val := marked(n, poison, "poison")
 	job, err := c.Submit(ctx, "panic", src, client.WithConfig(plugin.Config{"match": "poison"}))
 	if err != nil {
 		t.Fatal(err)

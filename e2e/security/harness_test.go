@@ -1,0 +1,375 @@
+package security
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/coordinator"
+	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/wasm"
+	"github.com/dataflare/dataflare/wasmstore"
+	"github.com/dataflare/dataflare/worker"
+)
+
+// The configuration files under test.
+const (
+	serverConf = "../../deploy/nats/server.conf"
+	tlsConf    = "../../deploy/nats/server-tls.conf"
+	// wasmModule is a WebAssembly plugin that upper-cases values.
+	wasmModule = "../../wasm/testdata/abi_upper.wasm"
+	wasmPlugin = "upper-wasm"
+)
+
+// role is a user of deploy/nats/auth.conf: its credentials and the inbox
+// prefix it must connect with.
+type role struct {
+	user, password, inbox string
+}
+
+var (
+	adminRole       = role{"admin", "dev-admin-secret", ""}
+	coordinatorRole = role{"coordinator", "dev-coordinator-secret", ""}
+	workerRole      = role{"worker", "dev-worker-secret", "_INBOX_worker"}
+	aliceRole       = role{"alice", "dev-alice-secret", "_INBOX_alice"}
+	bobRole         = role{"bob", "dev-bob-secret", "_INBOX_bob"}
+)
+
+func (r role) options() []nats.Option {
+	opts := []nats.Option{nats.Name("security test: " + r.user)}
+	if r.user != "" {
+		opts = append(opts, nats.UserInfo(r.user, r.password))
+	}
+	if r.inbox != "" {
+		opts = append(opts, nats.CustomInboxPrefix(r.inbox))
+	}
+	return opts
+}
+
+// startServer runs nats-server in-process from the configuration file conf,
+// on a random loopback port, without its monitoring port, with JetStream's
+// store in a temporary directory. It is stopped when the test ends.
+func startServer(t *testing.T, conf string) *server.Server {
+	t.Helper()
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatalf("config %s: %v", conf, err)
+	}
+	opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", server.RANDOM_PORT, 0
+	opts.StoreDir = t.TempDir()
+	opts.NoLog, opts.NoSigs = true, true
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("server from %s: %v", conf, err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		t.Fatalf("server from %s not ready", conf)
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
+}
+
+// errLog collects a connection's asynchronous errors: the server reports a
+// denied publish or subscription that way, not to the call that made it.
+type errLog struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (l *errLog) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.errs = append(l.errs, err)
+}
+
+// find returns the first error whose text contains s.
+func (l *errLog) find(s string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, err := range l.errs {
+		if strings.Contains(err.Error(), s) {
+			return err
+		}
+	}
+	return nil
+}
+
+// all returns the errors so far.
+func (l *errLog) all() []error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]error(nil), l.errs...)
+}
+
+// waitFor waits until an error containing s arrives, and returns it.
+func (l *errLog) waitFor(s string, timeout time.Duration) (error, bool) {
+	var found error
+	err := eventually(timeout, func() error {
+		if found = l.find(s); found == nil {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	return found, err == nil
+}
+
+// conn is a connection and the asynchronous errors it got.
+type conn struct {
+	*nats.Conn
+	errs *errLog
+	role role
+}
+
+// dial connects to url as r, and closes the connection when the test ends.
+func dial(t *testing.T, url string, r role, extra ...nats.Option) *conn {
+	t.Helper()
+	c, err := tryDial(url, r, extra...)
+	if err != nil {
+		t.Fatalf("connect as %q: %v", r.user, err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func tryDial(url string, r role, extra ...nats.Option) (*conn, error) {
+	l := &errLog{}
+	opts := append(r.options(), nats.ErrorHandler(l.handler), nats.MaxReconnects(0))
+	nc, err := nats.Connect(url, append(opts, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	return &conn{Conn: nc, errs: l, role: r}, nil
+}
+
+// permissionViolations returns the connection's permission errors.
+func (c *conn) permissionViolations() []error {
+	var out []error
+	for _, err := range c.errs.all() {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			out = append(out, err)
+		}
+	}
+	return out
+}
+
+func (c *conn) js(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(c.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// eventually polls cond until it returns nil or timeout passes, and returns
+// its last error.
+func eventually(timeout time.Duration, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// canary subscribes to every subject with full rights and keeps the
+// messages whose subject or data hold the marker.
+type canary struct {
+	marker []byte
+	mu     sync.Mutex
+	seen   []string
+	sub    *nats.Subscription
+}
+
+func newCanary(t *testing.T, c *conn, marker string) *canary {
+	t.Helper()
+	k := &canary{marker: []byte(marker)}
+	sub, err := c.Subscribe(">", func(m *nats.Msg) {
+		if bytes.Contains(m.Data, k.marker) || strings.Contains(m.Subject, marker) || strings.Contains(m.Reply, marker) {
+			k.mu.Lock()
+			k.seen = append(k.seen, fmt.Sprintf("%s (reply %q): %.120q", m.Subject, m.Reply, m.Data))
+			k.mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	k.sub = sub
+	return k
+}
+
+// leaks returns what the canary saw.
+func (k *canary) leaks() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]string(nil), k.seen...)
+}
+
+// fleet is a server from deploy/nats/server.conf, the plugin store with
+// one WebAssembly module pushed by the admin, a coordinator and a worker
+// each on its role's connection.
+type fleet struct {
+	url    string
+	admin  *conn
+	digest string
+}
+
+func startFleet(t *testing.T) *fleet {
+	t.Helper()
+	s := startServer(t, serverConf)
+	f := &fleet{url: s.ClientURL()}
+	f.admin = dial(t, f.url, adminRole)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// The admin pushes a plugin: it alone may write the store.
+	module, err := os.ReadFile(wasmModule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := wasm.NewRuntime(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close(context.Background()) })
+	adminStore, err := wasmstore.New(ctx, f.admin.js(t), wasmstore.WithValidator(rt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := adminStore.Push(ctx, wasmPlugin, "1.0.0", module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.digest = m.Digest
+
+	// The coordinator, as `dataflare coordinator` runs it: it binds to the
+	// plugin store with wasmstore.New (creating or updating the bucket).
+	cnc := dial(t, f.url, coordinatorRole)
+	cstore, err := wasmstore.New(ctx, cnc.js(t))
+	if err != nil {
+		t.Fatalf("coordinator: plugin store: %v", err)
+	}
+	co, err := coordinator.New(cnc.Conn, coordinator.Config{
+		ID:        "c1",
+		Heartbeat: 100 * time.Millisecond,
+		Modules:   wasmstore.Resolver(cstore),
+		Topology:  proto.Topology{AckWait: 2 * time.Second, Memory: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDaemon(t, "coordinator", co.Run)
+
+	// The worker, as `dataflare worker` runs it: it opens the plugin store
+	// read-only (wasmstore.Open).
+	wnc := dial(t, f.url, workerRole)
+	wstore, err := wasmstore.Open(ctx, wnc.js(t))
+	if err != nil {
+		t.Fatalf("worker: plugin store: %v", err)
+	}
+	wrt, err := wasm.NewRuntime(ctx, wasm.WithInstances(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := wasm.NewRegistry(wrt, wstore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		reg.Close()
+		wrt.Close(context.Background())
+	})
+	w, err := worker.New(wnc.Conn, worker.Config{
+		ID:           "w1",
+		Parallel:     2,
+		Heartbeat:    100 * time.Millisecond,
+		FetchWait:    200 * time.Millisecond,
+		DrainTimeout: 5 * time.Second,
+		Modules:      reg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDaemon(t, "worker", w.Run)
+
+	// Ready when the coordinator sees the worker healthy.
+	c := f.client(t, aliceRole)
+	err = eventually(15*time.Second, func() error {
+		st, err := c.SystemStatus(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, w := range st.Workers {
+			if w.Health == "healthy" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no healthy worker among %d", len(st.Workers))
+	})
+	if err != nil {
+		t.Fatalf("fleet not ready: %v", err)
+	}
+	// The legitimate setup must not have hit a single permission error.
+	t.Cleanup(func() {
+		for _, c := range []*conn{cnc, wnc} {
+			for _, err := range c.permissionViolations() {
+				t.Errorf("%s, doing its job: %v", c.role.user, err)
+			}
+		}
+	})
+	return f
+}
+
+// runDaemon runs run until the test ends; cleanups run last in, first out,
+// so daemons stop before their connections close.
+func runDaemon(t *testing.T, name string, run func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	// Stops when the cleanup cancels ctx.
+	go func() { done <- run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	})
+}
+
+// client returns a client of owner r.user on its own connection, and checks
+// at the end that it hit no permission error.
+func (f *fleet) client(t *testing.T, r role, opts ...client.Option) *client.Client {
+	t.Helper()
+	c, _ := f.clientConn(t, r, opts...)
+	return c
+}
+
+func (f *fleet) clientConn(t *testing.T, r role, opts ...client.Option) (*client.Client, *conn) {
+	t.Helper()
+	nc := dial(t, f.url, r)
+	c, err := client.New(nc.Conn, append([]client.Option{client.WithOwner(r.user), client.WithTimeout(3 * time.Second)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, nc
+}

@@ -1,0 +1,80 @@
+package security
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/plugin"
+)
+
+// records returns n records "<prefix>-<i>".
+func records(prefix string, n int) []plugin.Record {
+	recs := make([]plugin.Record, n)
+	for i := range recs {
+		recs[i] = plugin.Record{Key: []byte(fmt.Sprint(i)), Value: []byte(fmt.Sprintf("%s-%d", prefix, i))}
+	}
+	return recs
+}
+
+// runJob runs plugin over recs as c and checks every result.
+func runJob(t *testing.T, c *client.Client, plugin string, recs []plugin.Record, want func(i int) string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	j, err := c.Submit(ctx, plugin, client.Records(recs), client.WithBatchSize(10))
+	if err != nil {
+		t.Fatalf("submit %s: %v", plugin, err)
+	}
+	n := 0
+	for o, err := range j.Results() {
+		if err != nil {
+			t.Fatalf("job %s: %v", j.ID(), err)
+		}
+		if o.Err != nil {
+			t.Fatalf("job %s: record %d: %v", j.ID(), o.Index, o.Err)
+		}
+		if got, want := string(o.Value), want(int(o.Index)); got != want {
+			t.Errorf("job %s: record %d: got %q, want %q", j.ID(), o.Index, got, want)
+		}
+		n++
+	}
+	if n != len(recs) {
+		t.Errorf("job %s: got %d results, want %d", j.ID(), n, len(recs))
+	}
+}
+
+// TestRolesDoTheirJobs runs the fleet with least-privilege roles: a native
+// and a WebAssembly job of client alice complete, and no component hits a
+// permission error on the way.
+func TestRolesDoTheirJobs(t *testing.T) {
+	f := startFleet(t)
+	c, nc := f.clientConn(t, aliceRole)
+	for _, tc := range []struct{ plugin string }{{"upper"}, {wasmPlugin}} {
+		t.Run(tc.plugin, func(t *testing.T) {
+			recs := records("alice-"+tc.plugin, 35)
+			runJob(t, c, tc.plugin, recs, func(i int) string { return fmt.Sprintf("ALICE-%s-%d", toUpper(tc.plugin), i) })
+		})
+	}
+	if _, err := c.SystemStatus(context.Background()); err != nil {
+		t.Errorf("status: %v", err)
+	}
+	if _, err := c.Report(context.Background()); err != nil {
+		t.Errorf("report: %v", err)
+	}
+	for _, err := range nc.permissionViolations() {
+		t.Errorf("alice, running her jobs: %v", err)
+	}
+}
+
+func toUpper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'a' && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
