@@ -189,35 +189,67 @@ type recordHandler RecordFunc
 
 func (fn recordHandler) run(k *kit, out []byte) ([]byte, error) {
 	cfg := k.b.Config
-	for i := range k.b.Records {
-		rec := &k.b.Records[i]
-		out = appendResult(out, rec, callRecord(fn, cfg, *rec))
+	recs := k.b.Records
+	for i := 0; i < len(recs); {
+		// A panic ends recordRange at record i; it gets the panic as its
+		// error and the loop goes on after it. Recovering once per panic,
+		// not once per record, keeps the common path free of defers.
+		var next int
+		out, next = fn.recordRange(cfg, recs, i, out)
+		i = next
 	}
 	return out, nil
 }
 
-func callRecord(fn recordHandler, cfg plugin.Config, r plugin.Record) (res plugin.Result) {
+// recordRange processes recs from i on, appending entries to out, and
+// returns the extended out and the index to go on from: len(recs), or the
+// record after one that panicked (whose entry is then the panic's error).
+func (fn recordHandler) recordRange(cfg plugin.Config, recs []plugin.Record, i int, dst []byte) (out []byte, next int) {
+	out = dst
 	defer func() {
 		if v := recover(); v != nil {
-			res = plugin.Fail(plugin.PanicError(v))
+			out = appendResult(out, &recs[i], plugin.Fail(plugin.PanicError(v)))
+			next = i + 1
 		}
 	}()
-	res, err := fn(cfg, r)
-	if err != nil {
-		return plugin.Fail(err)
+	for ; i < len(recs); i++ {
+		res, err := fn(cfg, recs[i])
+		if err != nil {
+			res = plugin.Fail(err)
+		}
+		out = appendResult(out, &recs[i], res)
 	}
-	return res
+	return out, i
 }
 
 type transformHandler TransformFunc
 
 func (fn transformHandler) run(k *kit, out []byte) ([]byte, error) {
 	cfg := k.b.Config
+	recs := k.b.Records
+	for i := 0; i < len(recs); {
+		var next int
+		out, next = fn.transformRange(cfg, recs, i, out)
+		i = next
+	}
+	return out, nil
+}
+
+// transformRange is recordRange for a TransformFunc.
+func (fn transformHandler) transformRange(cfg plugin.Config, recs []plugin.Record, i int, dst []byte) (out []byte, next int) {
+	out = dst
+	start := len(out)
+	defer func() {
+		if v := recover(); v != nil {
+			out = batch.AppendEntry(out[:start], plugin.Fail(plugin.PanicError(v)))
+			next = i + 1
+		}
+	}()
 	maxValue := batch.DefaultLimits.MaxValueSize
-	for i := range k.b.Records {
-		start := len(out)
+	for ; i < len(recs); i++ {
+		start = len(out)
 		out = append(out, 0, 0, 0, 0, 0, 0, 0, 0) // status 0, len patched below
-		grown, err := callTransform(fn, cfg, out, k.b.Records[i].Value)
+		grown, err := fn(cfg, out, recs[i].Value)
 		n := len(grown) - len(out)
 		switch {
 		case err != nil:
@@ -233,16 +265,7 @@ func (fn transformHandler) run(k *kit, out []byte) ([]byte, error) {
 		out = grown
 		le32(out[start+4:], uint32(n))
 	}
-	return out, nil
-}
-
-func callTransform(fn transformHandler, cfg plugin.Config, dst, value []byte) (res []byte, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			res, err = dst, plugin.PanicError(v)
-		}
-	}()
-	return fn(cfg, dst, value)
+	return out, i
 }
 
 func le32(b []byte, v uint32) {

@@ -27,13 +27,10 @@ var rt *wasm.Runtime
 
 func TestMain(m *testing.M) {
 	ctx := context.Background()
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		dir = os.TempDir()
-	}
 	// A compiled-module cache shared with later runs: a Go module takes
 	// seconds to compile.
-	rt, err = wasm.NewRuntime(ctx, wasm.WithCacheDir(filepath.Join(dir, "dataflare-test", "wazero")))
+	var err error
+	rt, err = wasm.NewRuntime(ctx, wasm.WithCacheDir(testCacheDir()))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -54,13 +51,22 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// testCacheDir is the compiled-module cache the tests and benchmarks share.
+func testCacheDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "dataflare-test", "wazero")
+}
+
 var (
 	loadedMu sync.Mutex
 	loaded   = map[string]*wasm.Plugin{}
 )
 
 // load builds the example in dir and loads it, once per test binary.
-func load(t *testing.T, dir string) *wasm.Plugin {
+func load(t testing.TB, dir string) *wasm.Plugin {
 	t.Helper()
 	loadedMu.Lock()
 	defer loadedMu.Unlock()

@@ -1,0 +1,136 @@
+package plugins_test
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/examples/plugins"
+	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/plugin/builtin"
+	"github.com/dataflare/dataflare/wasm"
+)
+
+const benchRecords, benchSize = 1000, 100
+
+func benchBatch(b *testing.B) ([]plugin.Record, []byte) {
+	b.Helper()
+	recs := make([]plugin.Record, benchRecords)
+	for i := range recs {
+		recs[i].Value = bytes.Repeat([]byte("abcdefghij"), benchSize/10)
+	}
+	msg, err := batch.AppendBatch(nil, &batch.Batch{Job: "bench", Plugin: "p", Records: recs})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return recs, msg
+}
+
+func perRecord(b *testing.B) {
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchRecords, "ns/record")
+}
+
+// loadBytes loads module into a fresh single-instance runtime sharing the
+// tests' compiled-module cache.
+func loadBytes(b *testing.B, module []byte) *wasm.Plugin {
+	b.Helper()
+	ctx := context.Background()
+	r, err := wasm.NewRuntime(ctx, wasm.WithInstances(1), wasm.WithCacheDir(testCacheDir()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = r.Close(ctx) })
+	p, err := r.Load(ctx, module)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(p.Close)
+	return p
+}
+
+// BenchmarkUpperNative is the baseline of BenchmarkUpperWASM: MB/s of
+// values through the native upper.
+func BenchmarkUpperNative(b *testing.B) {
+	recs, _ := benchBatch(b)
+	ctx := context.Background()
+	b.SetBytes(benchRecords * benchSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := (builtin.Upper{}).ProcessBatch(ctx, nil, recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perRecord(b)
+}
+
+// BenchmarkUpperWASM runs the committed upper-wasm (Go, package pdk) on the
+// worker's path: the batch message copied into the guest, one call, the
+// output copied out.
+func BenchmarkUpperWASM(b *testing.B) {
+	recs, msg := benchBatch(b)
+	p := loadBytes(b, plugins.UpperWASM)
+	ctx := context.Background()
+	b.SetBytes(benchRecords * benchSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.ProcessEncoded(ctx, msg, recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perRecord(b)
+}
+
+// BenchmarkIdentityWASM is the Go guest's own overhead: identity-wasm
+// answers "unchanged" for every record, after decoding the batch with
+// package batch.
+func BenchmarkIdentityWASM(b *testing.B) {
+	recs, msg := benchBatch(b)
+	p := load(b, "identity-wasm")
+	ctx := context.Background()
+	b.SetBytes(benchRecords * benchSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.ProcessEncoded(ctx, msg, recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perRecord(b)
+}
+
+// BenchmarkColdStart is a worker's first batch of upper-wasm (3.3 MB): a new
+// runtime, the module loaded (compiled, or read from the compiled-module
+// cache on disk), instantiated, and one batch run.
+func BenchmarkColdStart(b *testing.B) {
+	recs, msg := benchBatch(b)
+	ctx := context.Background()
+	coldStart := func(b *testing.B, opts ...wasm.Option) {
+		r, err := wasm.NewRuntime(ctx, opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer r.Close(ctx)
+		p, err := r.Load(ctx, plugins.UpperWASM)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.ProcessEncoded(ctx, msg, recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("no-cache", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			coldStart(b)
+		}
+	})
+	b.Run("cache", func(b *testing.B) {
+		dir := filepath.Join(b.TempDir(), "wazero")
+		coldStart(b, wasm.WithCacheDir(dir)) // fills the cache
+		b.ReportAllocs()
+		for b.Loop() {
+			coldStart(b, wasm.WithCacheDir(dir))
+		}
+	})
+}
