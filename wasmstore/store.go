@@ -139,6 +139,31 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 	return &Store{os: os, opt: o}, nil
 }
 
+// Open binds to an existing bucket without creating it or changing its
+// settings, as New would: what a reader that may not administer JetStream
+// (a worker) uses; it needs only read permissions on the bucket. Of opts,
+// WithBucket, WithValidator and WithMaxModuleSize apply. The error wraps
+// ErrNotFound when the bucket does not exist, ErrInvalidOption for a bad
+// option, or is the JetStream error.
+func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, error) {
+	o := options{bucket: proto.BucketPlugins, replicas: 1, storage: jetstream.FileStorage, maxSize: DefaultMaxModuleSize}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	os, err := js.ObjectStore(ctx, o.bucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, fmt.Errorf("%w: bucket %s does not exist", ErrNotFound, o.bucket)
+	case err != nil:
+		return nil, fmt.Errorf("wasmstore: bucket %s: %w", o.bucket, err)
+	}
+	return &Store{os: os, opt: o}, nil
+}
+
 func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
 		return ctx, func() {}

@@ -472,3 +472,31 @@ func TestOptionsValidate(t *testing.T) {
 func withMeta(name string, md map[string]string) jetstream.ObjectMeta {
 	return jetstream.ObjectMeta{Name: name, Metadata: md}
 }
+
+// Open binds to an existing bucket only.
+func TestOpen(t *testing.T) {
+	s := natstest.RunServer(t)
+	js, _ := jetstream.New(natstest.Connect(t, s.ClientURL()))
+	ctx := context.Background()
+	if _, err := wasmstore.Open(ctx, js); !errors.Is(err, wasmstore.ErrNotFound) {
+		t.Fatalf("Open before the bucket exists: error = %v, want ErrNotFound", err)
+	}
+	admin, err := wasmstore.New(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := admin.Push(ctx, "p", "1", module(t, "noop"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := wasmstore.Open(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := reader.Fetch(ctx, "p", m.Digest); err != nil || !bytes.Equal(b, module(t, "noop")) {
+		t.Errorf("Fetch through Open: %d bytes, %v", len(b), err)
+	}
+	if _, err := wasmstore.Open(ctx, js, wasmstore.WithBucket("a.b")); !errors.Is(err, wasmstore.ErrInvalidOption) {
+		t.Errorf("Open with a bad option: error = %v, want ErrInvalidOption", err)
+	}
+}
