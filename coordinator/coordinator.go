@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -190,9 +191,21 @@ func (c *Coordinator) handleControl(ctx context.Context, m *nats.Msg) {
 	}
 }
 
-// respond sends data, or err, as the reply to m.
+// inboxPrefix starts every subject a coordinator answers on: nats.go's
+// default inboxes (_INBOX.) and the per-user ones deploy/nats sets up
+// (_INBOX_<user>.).
+const inboxPrefix = "_INBOX"
+
+// respond sends data, or err, as the reply to m. The requester chooses the
+// reply subject: an answer goes to an inbox only, never to a subject the
+// coordinator may publish on and the requester may not (a stream's subject,
+// a JetStream API call).
 func respond[T any](c *Coordinator, m *nats.Msg, data *T, err error) {
 	if m.Reply == "" {
+		return
+	}
+	if !strings.HasPrefix(m.Reply, inboxPrefix) {
+		c.log.Warn("request not answered: its reply subject is not an inbox", "subject", m.Subject, "reply", m.Reply)
 		return
 	}
 	if err := m.Respond(proto.EncodeReply(data, err)); err != nil {

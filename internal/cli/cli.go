@@ -53,6 +53,7 @@ type env struct {
 	tlsCert        string
 	tlsKey         string
 	tlsCA          string
+	inboxPrefix    string
 	logLevel       string
 
 	// stopTracing flushes the trace exporter, when one was installed.
@@ -149,6 +150,7 @@ for a local stack to submit to.`,
 	pf.StringVar(&e.tlsCert, "tlscert", "", "TLS client certificate file")
 	pf.StringVar(&e.tlsKey, "tlskey", "", "TLS client key file")
 	pf.StringVar(&e.tlsCA, "tlsca", "", "TLS certificate authority file to verify the server with")
+	pf.StringVar(&e.inboxPrefix, "inbox-prefix", "", "prefix of this connection's reply subjects, e.g. _INBOX_<user> (see deploy/nats; default _INBOX)")
 	pf.StringVar(&e.logLevel, "log-level", "", "log level: debug, info, warn, error (default: info for daemons, warn otherwise)")
 	root.AddCommand(
 		e.demoCmd(),

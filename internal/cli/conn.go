@@ -47,6 +47,9 @@ func (e *env) connect(name string, daemon bool) (*nats.Conn, error) {
 	if e.tlsCA != "" {
 		opts = append(opts, nats.RootCAs(e.tlsCA))
 	}
+	if e.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(e.inboxPrefix))
+	}
 	if daemon {
 		opts = append(opts, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
 	} else {

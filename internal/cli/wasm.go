@@ -135,12 +135,13 @@ func (l *lazyStore) store(ctx context.Context) (*wasmstore.Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plugin store: %w", err)
 	}
-	if _, err := js.ObjectStore(ctx, proto.BucketPlugins); errors.Is(err, jetstream.ErrBucketNotFound) {
+	// Open, not New: a worker reads the bucket and may not administer it.
+	s, err := wasmstore.Open(ctx, js)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("%w: the plugin store %s does not exist", wasmstore.ErrNotFound, proto.BucketPlugins)
 	}
-	s, err := openStore(ctx, l.nc, 1, false)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("plugin store: %w", err)
 	}
 	l.s = s
 	return s, nil

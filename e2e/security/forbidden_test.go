@@ -1,0 +1,382 @@
+package security
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/internal/proto"
+)
+
+// violationWait bounds the wait for the server's permission error: it comes
+// back within a round trip.
+const violationWait = 3 * time.Second
+
+// attempt is one thing a role may not do. do performs it and returns when
+// it is done or ctx ends; the server must report the violation named by
+// denied to the connection. ctx ends as soon as the violation is seen, so
+// requests that will never get an answer do not wait for a timeout.
+type attempt struct {
+	name   string
+	do     func(ctx context.Context, c *conn) error
+	denied string
+}
+
+// pub publishes data on subject, with a reply inbox as a request would.
+func pub(name, subject string, data []byte) attempt {
+	return attempt{
+		name: name,
+		do: func(_ context.Context, c *conn) error {
+			return c.PublishMsg(&nats.Msg{Subject: subject, Reply: c.NewInbox(), Data: data})
+		},
+		denied: fmt.Sprintf("Publish to %q", subject),
+	}
+}
+
+// sub subscribes to subject; a message that arrives before the denial
+// fails the test.
+func sub(name, subject string) attempt {
+	return attempt{
+		name: name,
+		do: func(ctx context.Context, c *conn) error {
+			s, err := c.SubscribeSync(subject)
+			if err != nil {
+				return err
+			}
+			defer s.Unsubscribe()
+			if m, err := s.NextMsgWithContext(ctx); err == nil {
+				return fmt.Errorf("received a message on %s: %.80q", m.Subject, m.Data)
+			}
+			return nil
+		},
+		denied: fmt.Sprintf("Subscription to %q", subject),
+	}
+}
+
+// api is a raw JetStream API request: what the jetstream package sends.
+func api(name, subject string, data []byte) attempt {
+	return pub(name, "$JS.API."+subject, data)
+}
+
+// try runs the attempts as c, each as a subtest: each must be reported as a
+// permission violation, and an error do returns must be one the denial
+// explains (no answer).
+func try(t *testing.T, c *conn, attempts []attempt) {
+	t.Helper()
+	for _, a := range attempts {
+		t.Run(a.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), violationWait)
+			defer cancel()
+			done := make(chan error, 1)
+			// Stops when the attempt is done or ctx ends.
+			go func() { done <- a.do(ctx, c) }()
+			got, ok := c.errs.waitFor(a.denied, violationWait)
+			cancel()
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) &&
+				!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, client.ErrNoCoordinator) && !errors.Is(err, nats.ErrPermissionViolation) {
+				t.Errorf("%s as %s: got error %v, want a denial (or no answer)", a.name, c.role.user, err)
+			}
+			if !ok {
+				t.Fatalf("%s as %s: no permission violation for %s", a.name, c.role.user, a.denied)
+			}
+			if !errors.Is(got, nats.ErrPermissionViolation) {
+				t.Errorf("%s as %s: got %v, want a permission violation", a.name, c.role.user, got)
+			}
+		})
+	}
+}
+
+// consumerCreate is the body of a JetStream consumer creation request.
+func consumerCreate(stream, name, filter string) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"stream_name": stream,
+		"config":      map[string]any{"name": name, "filter_subject": filter, "ack_policy": "none"},
+	})
+	return b
+}
+
+// TestForbidden runs a job for bob and leaves its results unread, then lets
+// alice, the worker and the coordinator try everything their roles forbid:
+// every attempt is denied with a permission error, a canary subscribed to
+// every subject sees none of the attempts' data, the streams, consumer and
+// plugin store are intact, and bob still reads all his results.
+func TestForbidden(t *testing.T) {
+	f := startFleet(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	marker := "LEAK-" + nuid.Next()
+	k := newCanary(t, f.admin, marker)
+	data := []byte(marker)
+	ajs := f.admin.js(t)
+
+	// Bob's job: results waiting in DF_RESULTS while the others try.
+	bobClient := f.client(t, bobRole)
+	bobRecs := records("bob-secret", 30)
+	bobJob, err := bobClient.Submit(ctx, "upper", client.Records(bobRecs), client.WithBatchSize(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bobJob.Close()
+	bobID := bobJob.ID()
+	bobSubject := proto.ResultSubject(bobID)
+	results, err := ajs.Stream(ctx, proto.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = eventually(10*time.Second, func() error {
+		info, err := results.Info(ctx, jetstream.WithSubjectFilter(bobSubject))
+		if err != nil {
+			return err
+		}
+		if n := info.State.Subjects[bobSubject]; n != 3 {
+			return fmt.Errorf("%d result messages of bob's job, want 3", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	alice := dial(t, f.url, aliceRole)
+	aliceJS := alice.js(t)
+	aliceClient, err := client.New(alice.Conn, client.WithOwner("alice"), client.WithTimeout(time.Second), client.WithRetry(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker := dial(t, f.url, workerRole)
+	workerJS := worker.js(t)
+	coord := dial(t, f.url, coordinatorRole)
+
+	t.Run("alice", func(t *testing.T) {
+		try(t, alice, []attempt{
+			// Reading bob's results, by every way there is.
+			{
+				name: "attach to bob's job",
+				do: func(ctx context.Context, c *conn) error {
+					j, err := aliceClient.Attach(ctx, bobID)
+					if err == nil {
+						j.Close()
+						return errors.New("attached to bob's job")
+					}
+					return err
+				},
+				denied: fmt.Sprintf("Publish to %q", proto.JobSubject("get", bobID)),
+			},
+			{
+				name: "consumer on bob's results",
+				do: func(ctx context.Context, c *conn) error {
+					cons, err := aliceJS.OrderedConsumer(ctx, proto.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bobSubject}})
+					if err != nil {
+						return err
+					}
+					if m, err := cons.Next(jetstream.FetchContext(ctx)); err == nil {
+						return fmt.Errorf("read bob's result %s", m.Subject())
+					}
+					return nil
+				},
+				denied: "." + bobSubject + `"`,
+			},
+			api("consumer create, bob's filter", "CONSUMER.CREATE.DF_RESULTS.x."+bobSubject, consumerCreate(proto.StreamResults, "x", bobSubject)),
+			api("consumer create, all results", "CONSUMER.CREATE.DF_RESULTS.x.df.result.>", consumerCreate(proto.StreamResults, "x", "df.result.>")),
+			api("consumer create, no filter", "CONSUMER.CREATE.DF_RESULTS.x", consumerCreate(proto.StreamResults, "x", "")),
+			api("consumer create, legacy ephemeral", "CONSUMER.CREATE.DF_RESULTS", consumerCreate(proto.StreamResults, "", "")),
+			api("consumer create, legacy durable", "CONSUMER.DURABLE.CREATE.DF_RESULTS.x", consumerCreate(proto.StreamResults, "x", "")),
+			api("consumer names", "CONSUMER.NAMES.DF_RESULTS", nil),
+			api("consumer list", "CONSUMER.LIST.DF_RESULTS", nil),
+			api("consumer info", "CONSUMER.INFO.DF_RESULTS.x", nil),
+			api("message get", "STREAM.MSG.GET.DF_RESULTS", []byte(`{"last_by_subj":"`+bobSubject+`"}`)),
+			api("direct get", "DIRECT.GET.DF_RESULTS."+bobSubject, nil),
+			api("stream info", "STREAM.INFO.DF_RESULTS", nil),
+			sub("subscribe to every result", "df.result.>"),
+			sub("subscribe to bob's results", "df.result.bob.>"),
+			sub("subscribe to every inbox", "_INBOX.>"),
+			sub("subscribe to bob's inbox", "_INBOX_bob.>"),
+			sub("subscribe to the worker's inbox", "_INBOX_worker.>"),
+			sub("subscribe to everything", ">"),
+			sub("subscribe to submissions", "df.submit.*"),
+			sub("subscribe to job requests", "df.job.>"),
+			sub("subscribe to batches", "df.batch.>"),
+			sub("subscribe to heartbeats", "df.hb.*"),
+			sub("subscribe to advisories", "$JS.EVENT.>"),
+			sub("answer status requests", "df.status"),
+			// Acting on bob's job.
+			pub("cancel bob's job", proto.JobSubject("cancel", bobID), data),
+			pub("seal bob's job", proto.JobSubject("seal", bobID), data),
+			pub("finish bob's job", proto.JobSubject("done", bobID), data),
+			// Forging what only the fleet writes.
+			pub("forge bob's results", bobSubject, data),
+			pub("forge own results", "df.result.alice.x", data),
+			pub("forge a dead letter", "df.dead.alice.x", data),
+			pub("inject a batch past the coordinator", "df.batch.upper.alice.x", data),
+			pub("fake heartbeat", "df.hb.w1", data),
+			pub("forge a job record", "$KV.DF_JOBS.bob.x", data),
+			pub("push a plugin chunk", "$O.DF_PLUGINS.C.x", data),
+			pub("push a plugin manifest", "$O.DF_PLUGINS.M.x", data),
+			pub("announce a plugin", proto.SubjectPluginsChanged, data),
+			// Administering JetStream.
+			api("create a stream", "STREAM.CREATE.X", data),
+			api("delete the results", "STREAM.DELETE.DF_RESULTS", data),
+			api("purge the results", "STREAM.PURGE.DF_RESULTS", data),
+			api("update the results", "STREAM.UPDATE.DF_RESULTS", data),
+			api("delete a result", "STREAM.MSG.DELETE.DF_RESULTS", data),
+			api("purge the batches", "STREAM.PURGE.DF_BATCHES", data),
+			api("stream names", "STREAM.NAMES", data),
+			api("account info", "INFO", data),
+			api("steal the workers' batches", "CONSUMER.MSG.NEXT.DF_BATCHES.df-workers", data),
+			api("delete the workers' consumer", "CONSUMER.DELETE.DF_BATCHES.df-workers", data),
+			pub("ack a batch", "$JS.ACK.DF_BATCHES.df-workers.1.1.1.1.1.0", data),
+			api("read a job record", "DIRECT.GET.KV_DF_JOBS.$KV.DF_JOBS."+bobID, data),
+			api("update the plugin bucket", "STREAM.UPDATE.OBJ_DF_PLUGINS", data),
+			{
+				name: "create a stream with the jetstream package",
+				do: func(ctx context.Context, c *conn) error {
+					_, err := aliceJS.CreateStream(ctx, jetstream.StreamConfig{Name: "ALICE", Subjects: []string{"alice.>"}})
+					if err == nil {
+						return errors.New("stream created")
+					}
+					return nil
+				},
+				denied: `Publish to "$JS.API.STREAM.CREATE.ALICE"`,
+			},
+		})
+		// A consumer creation naming alice's filter in its subject but
+		// all results in its body: allowed to send, refused by JetStream.
+		t.Run("consumer filter in the body differs from the subject", func(t *testing.T) {
+			subj := "$JS.API.CONSUMER.CREATE.DF_RESULTS.sneak.df.result.alice.x"
+			m, err := alice.Request(subj, consumerCreate(proto.StreamResults, "sneak", "df.result.>"), 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var resp struct {
+				Error *struct {
+					ErrCode int    `json:"err_code"`
+					Desc    string `json:"description"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(m.Data, &resp); err != nil {
+				t.Fatal(err)
+			}
+			if resp.Error == nil || resp.Error.ErrCode != int(server.JSConsumerCreateFilterSubjectMismatchErr) {
+				t.Errorf("got response %s, want error %d (filter subject mismatch)", m.Data, server.JSConsumerCreateFilterSubjectMismatchErr)
+			}
+		})
+	})
+
+	t.Run("worker", func(t *testing.T) {
+		try(t, worker, []attempt{
+			{
+				name: "create a stream with the jetstream package",
+				do: func(ctx context.Context, c *conn) error {
+					_, err := workerJS.CreateStream(ctx, jetstream.StreamConfig{Name: "WORKER", Subjects: []string{"worker.>"}})
+					if err == nil {
+						return errors.New("stream created")
+					}
+					return nil
+				},
+				denied: `Publish to "$JS.API.STREAM.CREATE.WORKER"`,
+			},
+			api("delete the batches", "STREAM.DELETE.DF_BATCHES", data),
+			api("purge the results", "STREAM.PURGE.DF_RESULTS", data),
+			api("update the batches", "STREAM.UPDATE.DF_BATCHES", data),
+			api("update the plugin bucket", "STREAM.UPDATE.OBJ_DF_PLUGINS", data),
+			api("purge the plugin bucket", "STREAM.PURGE.OBJ_DF_PLUGINS", data),
+			api("delete a plugin chunk", "STREAM.MSG.DELETE.OBJ_DF_PLUGINS", data),
+			api("own consumer on the batches", "CONSUMER.CREATE.DF_BATCHES.x.df.batch.>", consumerCreate(proto.StreamBatches, "x", "df.batch.>")),
+			api("durable consumer on the batches", "CONSUMER.DURABLE.CREATE.DF_BATCHES.x", data),
+			api("delete the workers' consumer", "CONSUMER.DELETE.DF_BATCHES.df-workers", data),
+			api("consumer on the results", "CONSUMER.CREATE.DF_RESULTS.x."+bobSubject, consumerCreate(proto.StreamResults, "x", bobSubject)),
+			api("consumer on the dead letters", "CONSUMER.CREATE.DF_DEAD.x", data),
+			api("read a result", "STREAM.MSG.GET.DF_RESULTS", data),
+			api("read a job record", "DIRECT.GET.KV_DF_JOBS.$KV.DF_JOBS."+bobID, data),
+			pub("forge a job record", "$KV.DF_JOBS.bob.x", data),
+			pub("push a plugin chunk", "$O.DF_PLUGINS.C.x", data),
+			pub("push a plugin manifest", "$O.DF_PLUGINS.M.x", data),
+			pub("inject a batch past the coordinator", "df.batch.upper.alice.x", data),
+			pub("submit a batch", "df.submit.upper", data),
+			pub("create a job", proto.SubjectJobCreate, data),
+			pub("cancel bob's job", proto.JobSubject("cancel", bobID), data),
+			pub("ask for status", proto.SubjectStatus, data),
+			sub("subscribe to submissions", "df.submit.*"),
+			sub("subscribe to job requests", "df.job.>"),
+			sub("subscribe to results", "df.result.>"),
+			sub("subscribe to batches", "df.batch.>"),
+			sub("subscribe to heartbeats", "df.hb.*"),
+			sub("subscribe to every inbox", "_INBOX.>"),
+			sub("subscribe to alice's inbox", "_INBOX_alice.>"),
+			sub("subscribe to everything", ">"),
+			sub("subscribe to advisories", "$JS.EVENT.>"),
+		})
+	})
+
+	t.Run("coordinator", func(t *testing.T) {
+		try(t, coord, []attempt{
+			pub("push a plugin chunk", "$O.DF_PLUGINS.C.x", data),
+			pub("push a plugin manifest", "$O.DF_PLUGINS.M.x", data),
+			pub("fake heartbeat", "df.hb.w1", data),
+			pub("submit as a client", "df.submit.upper", data),
+			pub("write into alice's inbox", "_INBOX_alice.x", data),
+			sub("subscribe to alice's inbox", "_INBOX_alice.>"),
+			sub("subscribe to results", "df.result.>"),
+			sub("subscribe to everything", ">"),
+		})
+	})
+
+	t.Run("intact", func(t *testing.T) {
+		for _, name := range []string{proto.StreamBatches, proto.StreamResults, proto.StreamDead, "KV_" + proto.BucketJobs, "OBJ_" + proto.BucketPlugins} {
+			if _, err := ajs.Stream(ctx, name); err != nil {
+				t.Errorf("stream %s: %v", name, err)
+			}
+		}
+		if _, err := ajs.Consumer(ctx, proto.StreamBatches, proto.ConsumerWorker); err != nil {
+			t.Errorf("consumer %s: %v", proto.ConsumerWorker, err)
+		}
+		for _, name := range []string{"ALICE", "WORKER", "X"} {
+			if _, err := ajs.Stream(ctx, name); !errors.Is(err, jetstream.ErrStreamNotFound) {
+				t.Errorf("stream %s: got %v, want %v", name, err, jetstream.ErrStreamNotFound)
+			}
+		}
+		obs, err := ajs.ObjectStore(ctx, proto.BucketPlugins)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := obs.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(objs) != 1 || objs[0].Name != wasmPlugin+"/1.0.0" {
+			t.Errorf("plugin store holds %d objects, want only %s/1.0.0", len(objs), wasmPlugin)
+		}
+		// Bob reads every one of his results.
+		n := 0
+		for o, err := range bobJob.Results() {
+			if err != nil {
+				t.Fatalf("bob's job: %v", err)
+			}
+			if got, want := string(o.Value), strings.ToUpper(string(bobRecs[o.Index].Value)); got != want {
+				t.Errorf("bob's record %d: got %q, want %q", o.Index, got, want)
+			}
+			n++
+		}
+		if n != len(bobRecs) {
+			t.Errorf("bob read %d results, want %d", n, len(bobRecs))
+		}
+	})
+
+	// The canary saw none of the attempts' data, on any subject.
+	if err := f.admin.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if leaks := k.leaks(); len(leaks) > 0 {
+		t.Errorf("the canary saw %d messages it should not have:\n%s", len(leaks), strings.Join(leaks, "\n"))
+	}
+}
