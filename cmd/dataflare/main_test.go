@@ -478,7 +478,7 @@ func checkSameAsUpper(t *testing.T, url, name string) {
 // TestDev runs 'dataflare dev' and uses it as a user would.
 func TestDev(t *testing.T) {
 	dev := start(t, "", "dev", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--workers", "2")
-	url := dev.waitFor(t, false, regexp.MustCompile(`NATS at (nats://\S+)`))[1]
+	url := dev.waitFor(t, false, regexp.MustCompile(`NATS at (nats://\S+) \(2 workers; WebAssembly plugins: \[upper-wasm\]\)`))[1]
 	metrics := dev.waitFor(t, false, regexp.MustCompile(`metrics at (http://\S+/metrics)`))[1]
 	dir := t.TempDir()
 
@@ -611,6 +611,14 @@ func TestDev(t *testing.T) {
 			t.Fatalf("plugin push: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 		}
 		checkSameAsUpper(t, url, "upper-test")
+	})
+
+	t.Run("example wasm plugin", func(t *testing.T) {
+		checkSameAsUpper(t, url, "upper-wasm")
+		r := run(t, url, "", "plugin", "info", "upper-wasm")
+		if r.code != 0 || !strings.Contains(r.stdout, "WebAssembly twin of upper") {
+			t.Errorf("plugin info upper-wasm: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
 	})
 
 	t.Run("metrics", func(t *testing.T) {

@@ -23,17 +23,21 @@ import (
 // pushed, and returns it with the names of the plugins pushed.
 func (e *env) startStack(ctx context.Context, cfg stack.Config, log *slog.Logger) (*stack.Stack, []string, error) {
 	cfg.Logger = log
-	if cfg.NewModules == nil {
-		cfg.NewModules = e.stackModules(cfg.Worker.Parallel, cfg.Worker.Registerer)
+	sw, err := newStackWasm(cfg.StoreDir, cfg.Worker.Parallel, cfg.Worker.Registerer)
+	if err != nil {
+		return nil, nil, err
 	}
+	cfg.NewModules = sw.newModules
 	// The coordinator's resolver needs the store, which needs the server:
 	// it is set once the server runs, through a late-bound resolver.
 	lr := &lateResolver{}
 	cfg.Coordinator.Modules = lr.resolve
 	s, err := stack.Start(ctx, cfg)
 	if err != nil {
+		sw.close()
 		return nil, nil, err
 	}
+	s.AfterClose(sw.close)
 	nc, err := s.Conn("plugins")
 	if err != nil {
 		s.Close()
@@ -45,7 +49,7 @@ func (e *env) startStack(ctx context.Context, cfg stack.Config, log *slog.Logger
 		return nil, nil, err
 	}
 	lr.set(res)
-	pushed, err := pushExamples(ctx, nc, log)
+	pushed, err := sw.pushExamples(ctx, nc, log)
 	if err != nil {
 		s.Close()
 		return nil, nil, err
@@ -127,7 +131,8 @@ fleet's metrics. Nothing to install, nothing left behind.`,
 				return err
 			}
 			ctx := cmd.Context()
-			fmt.Fprintln(e.stdout, "Starting nats-server with JetStream, a coordinator and 2 workers…")
+			fmt.Fprintln(e.stdout, "Starting nats-server with JetStream, a coordinator and 2 workers, and pushing the example")
+			fmt.Fprintln(e.stdout, "WebAssembly plugin (its first compilation takes a few seconds)…")
 			s, pushed, err := e.startStack(ctx, stack.Config{Listen: "127.0.0.1:0", Workers: 2}, log)
 			if err != nil {
 				return err

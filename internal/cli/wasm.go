@@ -158,41 +158,6 @@ func (e *env) workerModules(ctx context.Context, nc *nats.Conn, cacheDir string,
 	return w.reg, w.close, nil
 }
 
-// stackModules returns the embedded workers' WebAssembly runtime factory.
-// The workers of one process share one runtime and registry, so each module
-// is compiled once; the first worker's connection fetches modules, and the
-// first close (once every worker has stopped) closes it.
-func (e *env) stackModules(parallel int, reg prometheus.Registerer) func(nc *nats.Conn, id string) (worker.Modules, func(), error) {
-	var (
-		mu     sync.Mutex
-		shared *wasmRuntime
-		closed atomic.Bool
-	)
-	return func(nc *nats.Conn, id string) (worker.Modules, func(), error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if shared == nil {
-			w, err := newWasmRuntime(context.Background(), nc, "", parallel, reg)
-			if err != nil {
-				return nil, nil, err
-			}
-			shared = w
-		}
-		w := shared
-		return w.reg, func() {
-			if closed.CompareAndSwap(false, true) {
-				w.close()
-			}
-		}, nil
-	}
-}
-
-// pushExamples pushes the example WebAssembly plugins and returns their
-// names.
-func pushExamples(ctx context.Context, nc *nats.Conn, log *slog.Logger) ([]string, error) {
-	return nil, nil
-}
-
 // lateResolver is a ModuleResolver whose store is set after the server
 // starts.
 type lateResolver struct {

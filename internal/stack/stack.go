@@ -60,6 +60,7 @@ type Stack struct {
 	errMu     sync.Mutex
 	errs      []error
 	closers   []func()
+	after     []func()
 }
 
 // Start starts the server, the coordinator and the workers, and returns once
@@ -194,6 +195,10 @@ func waitCoordinator(ctx context.Context, nc *nats.Conn) error {
 	}
 }
 
+// AfterClose makes Close call f once everything else has stopped: for
+// what the caller set up around the stack (a compilation cache, say).
+func (s *Stack) AfterClose(f func()) { s.after = append(s.after, f) }
+
 // Close stops the workers (they drain), then the coordinator, then the
 // server, and removes a temporary store. It returns the daemons' errors.
 func (s *Stack) Close() error {
@@ -218,6 +223,10 @@ func (s *Stack) Close() error {
 	if s.tmp != "" {
 		os.RemoveAll(s.tmp)
 	}
+	for _, f := range s.after {
+		f()
+	}
+	s.after = nil
 	s.errMu.Lock()
 	defer s.errMu.Unlock()
 	return errors.Join(s.errs...)
