@@ -265,7 +265,11 @@ func (p *Plugin) acquire(ctx context.Context) (*instance, error) {
 	if err != nil {
 		p.release(ctx, nil, false)
 		p.stats.failStreak.Add(1)
-		return nil, &plugin.Error{Code: plugin.CodeOf(err), Message: err.Error(), Err: err}
+		code := plugin.CodeOf(err) // a deadline or a cancellation
+		if code == plugin.CodeUnknown {
+			code = plugin.CodeTrap // the start function or _initialize failed
+		}
+		return nil, &plugin.Error{Code: code, Message: err.Error(), Err: err}
 	}
 	return in, nil
 }

@@ -296,6 +296,15 @@ func (r *Registry) acquire(ctx context.Context, name, digest string) (*entry, er
 // evicted before its waiters take it: eviction happens when a reference is
 // dropped.
 func (r *Registry) load(name, digest string) (*entry, error) {
+	k := key(name, digest)
+	// A batch that missed the map just before another's load inserted the
+	// entry starts its own load: it finds the entry here.
+	r.mu.Lock()
+	if e, ok := r.entries[k]; ok {
+		r.mu.Unlock()
+		return e, nil
+	}
+	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(r.stop, r.cfg.loadTimeout)
 	defer cancel()
 	what := fmt.Sprintf("module %s of plugin %s", short(digest), name)
@@ -313,9 +322,13 @@ func (r *Registry) load(name, digest string) (*entry, error) {
 		p.Close()
 		return nil, unavailable("registry")
 	}
+	if e, ok := r.entries[k]; ok { // cannot happen while loads of k are serialised; be safe
+		p.Close()
+		return e, nil
+	}
 	e := &entry{name: name, digest: digest, p: p}
 	e.elem = r.lru.PushFront(e)
-	r.entries[key(name, digest)] = e
+	r.entries[k] = e
 	r.loads++
 	return e, nil
 }
