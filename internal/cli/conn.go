@@ -2,7 +2,9 @@ package cli
 
 import (
 	"fmt"
+	neturl "net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -58,7 +60,18 @@ func (e *env) connect(name string, daemon bool) (*nats.Conn, error) {
 	url := e.url()
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach NATS at %s: %v", url, err)
+		return nil, fmt.Errorf("cannot reach NATS at %s: %v", redact(url), err)
 	}
 	return nc, nil
+}
+
+// redact hides the passwords of a comma-separated list of URLs.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
