@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -178,4 +181,34 @@ func TestNoEntryWithoutCredentials(t *testing.T) {
 		}
 		nc.Close()
 	})
+}
+
+// TestGenCerts: the certificates deploy/nats/gencerts.sh writes work with
+// server-tls.conf.
+func TestGenCerts(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("no openssl")
+	}
+	dir := t.TempDir()
+	out, err := exec.Command("sh", "../../deploy/nats/gencerts.sh", dir, "alice").CombinedOutput()
+	if err != nil {
+		t.Fatalf("gencerts.sh: %v\n%s", err, out)
+	}
+	file := func(name string) string { return filepath.Join(dir, name) }
+	t.Setenv("DF_TLS_CERT", file("server.pem"))
+	t.Setenv("DF_TLS_KEY", file("server-key.pem"))
+	t.Setenv("DF_TLS_CA", file("ca.pem"))
+	s := startServer(t, tlsConf)
+	nc, err := tryDial("nats://"+s.Addr().String(), aliceRole, nats.RootCAs(file("ca.pem")), nats.ClientCert(file("alice.pem"), file("alice-key.pem")))
+	if err != nil {
+		t.Fatalf("alice with the script's certificates: %v", err)
+	}
+	nc.Close()
+	info, err := os.Stat(file("alice-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+		t.Errorf("alice's key is readable by others: %v", perm)
+	}
 }
