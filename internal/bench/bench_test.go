@@ -1,0 +1,240 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// The embedded server's and nats.go's background goroutines
+		// outlive their Shutdown/Close briefly.
+		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
+		goleak.IgnoreTopFunction("time.Sleep"),
+	)
+}
+
+// runTiny runs a small bench: fixed batch size (no sizer to wait for).
+func runTiny(t *testing.T, cfg Config) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	return rep
+}
+
+func TestRunReportsEveryModeFromOneRun(t *testing.T) {
+	rep := runTiny(t, Config{Records: 3000, RecordSize: 100, Rounds: 3, BatchSize: 500})
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	// The contract's fields, by their JSON names.
+	for _, mode := range []string{"raw", "fleet_native", "fleet_wasm", "direct"} {
+		m, ok := doc[mode].(map[string]any)
+		if !ok {
+			t.Fatalf("%s: got %v, want an object", mode, doc[mode])
+		}
+		for _, f := range []string{"records_per_sec", "mb_per_sec", "p50_batch_ms", "p99_batch_ms"} {
+			v, ok := m[f].(float64)
+			if !ok || v <= 0 {
+				t.Errorf("%s.%s = %v, want a positive number", mode, f, m[f])
+			}
+		}
+		if got, want := len(m["rounds_records_per_sec"].([]any)), 3; got != want {
+			t.Errorf("%s: %d rounds, want %d", mode, got, want)
+		}
+	}
+	for _, f := range []string{"fleet_native_vs_raw", "fleet_wasm_vs_native", "alloc_bytes_per_record", "batch_size"} {
+		if v, ok := doc[f].(float64); !ok || v <= 0 {
+			t.Errorf("%s = %v, want a positive number", f, doc[f])
+		}
+	}
+	if _, ok := doc["gc_cycles"].(float64); !ok {
+		t.Errorf("gc_cycles = %v, want a number", doc["gc_cycles"])
+	}
+	if got, want := rep.BatchSize, 500; got != want {
+		t.Errorf("batch_size = %d, want %d", got, want)
+	}
+
+	// The ratios come from the same run: the median of the per-round
+	// ratios of the throughputs the report lists.
+	check := func(name string, got *float64, a, b *Mode) {
+		t.Helper()
+		r := make([]float64, len(a.RoundsPerSec))
+		for i := range r {
+			r[i] = a.RoundsPerSec[i] / b.RoundsPerSec[i]
+		}
+		if want := median(r); got == nil || math.Abs(*got-want) > 0.01*want+0.002 {
+			t.Errorf("%s = %v, want %.3f (from rounds %v / %v)", name, got, want, a.RoundsPerSec, b.RoundsPerSec)
+		}
+	}
+	check("fleet_native_vs_raw", rep.FleetNativeVsRaw, rep.FleetNative, rep.Raw)
+	check("fleet_wasm_vs_native", rep.FleetWASMVsNative, rep.FleetWASM, rep.FleetNative)
+	for name, m := range map[string]*Mode{"raw": rep.Raw, "fleet_native": rep.FleetNative, "direct": rep.Direct} {
+		if got, want := m.RecordsPerSec, median(m.RoundsPerSec); math.Abs(got-want) > 0.01 {
+			t.Errorf("%s: records_per_sec %v, want the median of %v", name, got, m.RoundsPerSec)
+		}
+		if got, want := m.MBPerSec, m.RecordsPerSec*100/1e6; math.Abs(got-want) > 0.01 {
+			t.Errorf("%s: mb_per_sec %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestRunSizerAndSweep(t *testing.T) {
+	rep := runTiny(t, Config{Records: 2000, RecordSize: 64, Plugin: "identity", Rounds: 1,
+		Modes: []string{ModeFleetNative}, Sweep: []int{100, 1000}, Warmup: time.Millisecond})
+	if rep.BatchSize < 1 || rep.FixedBatchSize {
+		t.Errorf("batch_size %d (fixed %v), want the sizer's", rep.BatchSize, rep.FixedBatchSize)
+	}
+	if rep.Raw != nil || rep.FleetWASM != nil || rep.FleetNativeVsRaw != nil {
+		t.Errorf("modes not asked for ran: raw %v, fleet_wasm %v", rep.Raw, rep.FleetWASM)
+	}
+	if got, want := len(rep.Sweep), 2; got != want {
+		t.Fatalf("%d sweep points, want %d", got, want)
+	}
+	if rep.ControllerVsBest == nil || *rep.ControllerVsBest <= 0 {
+		t.Errorf("controller_vs_best = %v, want a positive ratio", rep.ControllerVsBest)
+	}
+	if rep.SweepBest != 100 && rep.SweepBest != 1000 {
+		t.Errorf("sweep_best = %d, want one of the sizes", rep.SweepBest)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"negative records", Config{Records: -1}},
+		{"record too large", Config{RecordSize: MaxRecordSize + 1}},
+		{"unknown plugin", Config{Plugin: "nope"}},
+		{"unknown mode", Config{Modes: []string{"fast"}}},
+		{"batch size over the codec's limit", Config{BatchSize: maxBatch + 1}},
+		{"sweep size 0", Config{Sweep: []int{0}}},
+		{"negative rounds", Config{Rounds: -2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Run(context.Background(), tc.cfg)
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("got %v, want an error wrapping ErrInvalidConfig", err)
+			}
+		})
+	}
+}
+
+func TestStatistics(t *testing.T) {
+	ms := func(xs ...float64) []time.Duration {
+		out := make([]time.Duration, len(xs))
+		for i, x := range xs {
+			out[i] = time.Duration(x * float64(time.Millisecond))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name               string
+		in                 []time.Duration
+		wantP50, wantP99   float64
+		values             []float64
+		wantMedian         float64
+		a, b               []float64
+		wantRatio          float64
+		wantRatioUndefined bool
+	}{
+		{name: "odd", in: ms(3, 1, 2), wantP50: 2, wantP99: 3, values: []float64{5, 1, 3}, wantMedian: 3,
+			a: []float64{2, 4, 9}, b: []float64{1, 4, 3}, wantRatio: 2},
+		{name: "even", in: ms(4, 1, 3, 2), wantP50: 2, wantP99: 4, values: []float64{4, 1, 3, 2}, wantMedian: 2.5,
+			a: []float64{1, 1}, b: []float64{2, 4}, wantRatio: 0.375},
+		{name: "hundred", in: ms(func() []float64 {
+			xs := make([]float64, 100)
+			for i := range xs {
+				xs[i] = float64(100 - i)
+			}
+			return xs
+		}()...), wantP50: 50, wantP99: 99, values: []float64{7}, wantMedian: 7, a: []float64{1}, b: []float64{1}, wantRatio: 1},
+		{name: "empty", values: nil, a: []float64{1}, b: nil, wantRatioUndefined: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p50, p99 := percentiles(tc.in)
+			if p50 != tc.wantP50 || p99 != tc.wantP99 {
+				t.Errorf("percentiles: got %v, %v; want %v, %v", p50, p99, tc.wantP50, tc.wantP99)
+			}
+			if got := median(tc.values); got != tc.wantMedian {
+				t.Errorf("median(%v) = %v, want %v", tc.values, got, tc.wantMedian)
+			}
+			got := pairedRatio(&measured{perSec: tc.a}, &measured{perSec: tc.b})
+			switch {
+			case tc.wantRatioUndefined && got != nil:
+				t.Errorf("pairedRatio = %v, want nil", *got)
+			case !tc.wantRatioUndefined && (got == nil || *got != tc.wantRatio):
+				t.Errorf("pairedRatio = %v, want %v", got, tc.wantRatio)
+			}
+		})
+	}
+}
+
+func TestRecordsAndChecker(t *testing.T) {
+	recs := makeRecords(5000, 37)
+	if got, want := len(recs), 5000; got != want {
+		t.Fatalf("%d records, want %d", got, want)
+	}
+	for i, r := range recs {
+		if len(r.Value) != 37 || cap(r.Value) != 37 {
+			t.Fatalf("record %d: len %d cap %d, want 37 and 37", i, len(r.Value), cap(r.Value))
+		}
+	}
+	upper := checker("upper")
+	for _, tc := range []struct {
+		in, out string
+		want    bool
+	}{
+		{"abc 1", "ABC 1", true},
+		{"abc", "abc", false},
+		{"abc", "ABCD", false},
+	} {
+		if got := upper([]byte(tc.in), []byte(tc.out)); got != tc.want {
+			t.Errorf("upper check %q → %q = %v, want %v", tc.in, tc.out, got, tc.want)
+		}
+	}
+}
+
+// BenchmarkFleetNative runs jobs of 100,000 records of 100 B through the
+// fleet (client → coordinator → worker → client) at the sizer's batch size:
+// profile it with -cpuprofile / -memprofile.
+func BenchmarkFleetNative(b *testing.B) {
+	ctx := context.Background()
+	cfg, err := Config{Records: 100_000, Modes: []string{ModeFleetNative}}.withDefaults()
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := setup(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.close()
+	if e.batchSize, err = e.settle(ctx, cfg.Plugin, time.Now().Add(cfg.Warmup)); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(cfg.Records * cfg.RecordSize))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, _, err := e.fleetRound(ctx, cfg.Plugin, e.recs, 0, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*cfg.Records), "ns/record")
+}

@@ -1,0 +1,288 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/coordinator"
+	"github.com/dataflare/dataflare/examples/plugins"
+	"github.com/dataflare/dataflare/internal/stack"
+	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/plugin/builtin"
+	"github.com/dataflare/dataflare/wasm"
+	"github.com/dataflare/dataflare/wasmstore"
+	"github.com/dataflare/dataflare/worker"
+)
+
+// twin is a native plugin's WebAssembly twin: byte-identical output.
+type twin struct {
+	name   string
+	module []byte
+}
+
+// twins maps a native plugin to its twin. A run sets up the WebAssembly
+// side only when a wasm mode runs (compiling a module takes seconds).
+var twins = map[string]twin{
+	builtin.UpperName: {name: plugins.UpperWASMName, module: plugins.UpperWASM},
+}
+
+// env is one run's world: the stack, the records, and what each mode needs.
+type env struct {
+	cfg   Config
+	modes []string // the modes that run, in Modes order
+
+	st    *stack.Stack
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	cl    *client.Client
+	store *wasmstore.Store
+
+	recs  []plugin.Record
+	twin  *twin
+	check func(in, out []byte) bool
+
+	// batchSize is the native plugin's settled (or fixed) batch size,
+	// wasmSize the twin's.
+	batchSize, wasmSize int
+
+	raw        *rawLegs
+	direct     plugin.BatchPlugin
+	directWASM *wasm.Plugin
+	directRT   *wasm.Runtime
+
+	// cacheDir is the compiled-module cache all runtimes of the run share,
+	// so the module compiles once.
+	cacheDir string
+
+	// tin holds, for every sampleStride-th record, when the client read
+	// it (nanoseconds since start).
+	tin   []atomic.Int64
+	start time.Time
+}
+
+// sampleStride is how often a fleet mode samples a record's latency: one
+// record in sampleStride (reading the clock for every record would cost
+// as much as some plugins).
+const sampleStride = 32
+
+func setup(ctx context.Context, cfg Config) (_ *env, err error) {
+	e := &env{cfg: cfg, start: time.Now()}
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
+	t, hasTwin := twins[cfg.Plugin]
+	for _, m := range Modes {
+		if !contains(cfg.Modes, m) {
+			continue
+		}
+		if m == ModeFleetWASM || m == ModeDirectWASM {
+			if !hasTwin {
+				continue
+			}
+			e.twin = &t
+		}
+		e.modes = append(e.modes, m)
+	}
+	e.recs = makeRecords(cfg.Records, cfg.RecordSize)
+	e.tin = make([]atomic.Int64, cfg.Records/sampleStride+1)
+	e.check = checker(cfg.Plugin)
+	e.direct = builtin.All()[cfg.Plugin]
+	if e.twin != nil {
+		if e.cacheDir, err = os.MkdirTemp("", "dataflare-bench-wasm-"); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+	}
+
+	// The workers of this process share one WebAssembly runtime, so each
+	// module compiles once, as in `dataflare dev`.
+	var (
+		rtOnce sync.Once
+		rt     *wasm.Runtime
+		reg    *wasm.Registry
+		rtErr  error
+	)
+	lr := &lateResolver{}
+	scfg := stack.Config{
+		StoreDir:    cfg.StoreDir,
+		Workers:     cfg.Workers,
+		Worker:      worker.Config{Parallel: cfg.Parallel},
+		Coordinator: coordinator.Config{Modules: lr.resolve},
+		NewModules: func(nc *nats.Conn, _ string) (worker.Modules, func(), error) {
+			rtOnce.Do(func() {
+				opts := []wasm.Option{wasm.WithInstances(cfg.Parallel)}
+				if e.cacheDir != "" {
+					opts = append(opts, wasm.WithCacheDir(e.cacheDir))
+				}
+				rt, rtErr = wasm.NewRuntime(context.Background(), opts...)
+				if rtErr == nil {
+					reg, rtErr = wasm.NewRegistry(rt, &lazySource{e: e})
+				}
+			})
+			if rtErr != nil {
+				return nil, nil, rtErr
+			}
+			var once sync.Once
+			return reg, func() {
+				once.Do(func() {
+					reg.Close()
+					cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					rt.Close(cctx)
+				})
+			}, nil
+		},
+	}
+	if e.st, err = stack.Start(ctx, scfg); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	if e.nc, err = e.st.Conn("bench-client"); err != nil {
+		return nil, err
+	}
+	if e.js, err = jetstream.New(e.nc); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	if e.cl, err = client.New(e.nc); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	if e.twin != nil {
+		if err := e.setupWASM(ctx, lr); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// setupWASM pushes the twin to the plugin store and loads it for
+// direct_wasm.
+func (e *env) setupWASM(ctx context.Context, lr *lateResolver) error {
+	var err error
+	e.directRT, err = wasm.NewRuntime(ctx, wasm.WithInstances(1), wasm.WithCacheDir(e.cacheDir))
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if e.store, err = wasmstore.New(ctx, e.js, wasmstore.WithValidator(e.directRT)); err != nil {
+		return fmt.Errorf("bench: plugin store: %w", err)
+	}
+	if _, err := e.store.Push(ctx, e.twin.name, "", e.twin.module); err != nil {
+		return fmt.Errorf("bench: push %s: %w", e.twin.name, err)
+	}
+	lr.set(wasmstore.Resolver(e.store))
+	if contains(e.modes, ModeDirectWASM) {
+		if e.directWASM, err = e.directRT.Load(ctx, e.twin.module); err != nil {
+			return fmt.Errorf("bench: load %s: %w", e.twin.name, err)
+		}
+	}
+	return nil
+}
+
+func (e *env) close() {
+	if e.raw != nil {
+		e.raw.close()
+	}
+	if e.st != nil {
+		e.st.Close()
+	}
+	if e.directRT != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		e.directRT.Close(ctx)
+	}
+	if e.cacheDir != "" {
+		os.RemoveAll(e.cacheDir)
+	}
+}
+
+// lazySource fetches modules from the plugin store once it exists.
+type lazySource struct{ e *env }
+
+func (l *lazySource) Fetch(ctx context.Context, name, digest string) ([]byte, error) {
+	if l.e.store == nil {
+		return nil, errors.New("bench: no plugin store yet")
+	}
+	return l.e.store.Fetch(ctx, name, digest)
+}
+
+// lateResolver is the coordinator's module resolver, set once the plugin
+// store exists (it needs the server the stack starts).
+type lateResolver struct {
+	r atomic.Pointer[coordinator.ModuleResolver]
+}
+
+func (l *lateResolver) set(r coordinator.ModuleResolver) { l.r.Store(&r) }
+
+func (l *lateResolver) resolve(ctx context.Context, name, version string) (string, string, error) {
+	r := l.r.Load()
+	if r == nil {
+		return "", "", nil
+	}
+	return (*r)(ctx, name, version)
+}
+
+// makeRecords returns n records with values of size bytes: lower-case
+// letters, digits and spaces from a fixed seed, so that upper has work to
+// do. At most 4096 distinct values are made; records share them.
+func makeRecords(n, size int) []plugin.Record {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789 "
+	distinct := min(n, 4096)
+	vals := make([]byte, distinct*size)
+	x := uint64(0x9e3779b97f4a7c15)
+	for i := range vals {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		vals[i] = alphabet[x%uint64(len(alphabet))]
+	}
+	recs := make([]plugin.Record, n)
+	for i := range recs {
+		j := i % distinct
+		recs[i].Value = vals[j*size : (j+1)*size : (j+1)*size]
+	}
+	return recs
+}
+
+// checker returns how to check one result of plugin against its input.
+func checker(name string) func(in, out []byte) bool {
+	switch name {
+	case builtin.UpperName:
+		return func(in, out []byte) bool { return bytes.Equal(out, bytes.ToUpper(in)) }
+	case builtin.IdentityName, builtin.DelayName:
+		return bytes.Equal
+	}
+	return func(in, out []byte) bool { return true }
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// memSnap is the process's allocation counters and CPU time at one
+// moment.
+type memSnap struct {
+	gc             uint32
+	bytes, objects uint64
+	cpu            time.Duration
+}
+
+func readMem() memSnap {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return memSnap{gc: ms.NumGC, bytes: ms.TotalAlloc, objects: ms.Mallocs, cpu: cpuTime()}
+}

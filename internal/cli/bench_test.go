@@ -1,0 +1,64 @@
+package cli
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestBench(t *testing.T) {
+	r := run(t, "", "bench", "--records", "1000", "--rounds", "2", "--batch-size", "250",
+		"--modes", "raw,fleet_native,direct", "--json")
+	if r.code != ExitOK {
+		t.Fatalf("exit %d, want 0; stderr: %s", r.code, r.stderr)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("--json output is not one JSON object: %v\n%s", err, r.stdout)
+	}
+	for _, mode := range []string{"raw", "fleet_native", "direct"} {
+		m, ok := doc[mode].(map[string]any)
+		if !ok {
+			t.Fatalf("%s: got %v, want an object", mode, doc[mode])
+		}
+		for _, f := range []string{"records_per_sec", "mb_per_sec", "p50_batch_ms", "p99_batch_ms"} {
+			if v, ok := m[f].(float64); !ok || v <= 0 {
+				t.Errorf("%s.%s = %v, want a positive number", mode, f, m[f])
+			}
+		}
+	}
+	if doc["fleet_wasm"] != nil {
+		t.Errorf("fleet_wasm = %v, want null when not asked for", doc["fleet_wasm"])
+	}
+	for _, f := range []string{"fleet_native_vs_raw", "gc_cycles", "alloc_bytes_per_record", "batch_size"} {
+		if _, ok := doc[f].(float64); !ok {
+			t.Errorf("%s = %v, want a number", f, doc[f])
+		}
+	}
+
+	r = run(t, "", "bench", "--records", "500", "--rounds", "1", "--batch-size", "250", "--modes", "fleet_native,direct")
+	if r.code != ExitOK || !strings.Contains(r.stdout, "fleet_native") || !strings.Contains(r.stdout, "RECORDS/S") {
+		t.Errorf("table output: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestBenchUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown plugin", []string{"--plugin", "nope"}, "not a native plugin"},
+		{"unknown mode", []string{"--modes", "raw,fast"}, "unknown mode"},
+		{"bad config", []string{"--config", "ms"}, "KEY=VALUE"},
+		{"zero records", []string{"--records", "-5"}, "records"},
+		{"argument", []string{"extra"}, "no arguments"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(t, "", append([]string{"bench"}, tc.args...)...)
+			if r.code != ExitUsage || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", r.code, r.stderr, ExitUsage, tc.want)
+			}
+		})
+	}
+}
