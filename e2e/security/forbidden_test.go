@@ -77,10 +77,11 @@ func try(t *testing.T, c *conn, attempts []attempt) {
 		t.Run(a.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), violationWait)
 			defer cancel()
+			from := c.errs.mark()
 			done := make(chan error, 1)
 			// Stops when the attempt is done or ctx ends.
 			go func() { done <- a.do(ctx, c) }()
-			got, ok := c.errs.waitFor(a.denied, violationWait)
+			got, ok := c.errs.waitFor(a.denied, from, violationWait)
 			cancel()
 			if err := <-done; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) &&
 				!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, client.ErrNoCoordinator) && !errors.Is(err, nats.ErrPermissionViolation) {

@@ -98,11 +98,19 @@ func (l *errLog) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
 	l.errs = append(l.errs, err)
 }
 
-// find returns the first error whose text contains s.
-func (l *errLog) find(s string) error {
+// mark returns the number of errors so far: waitFor(s, mark()) looks only
+// at errors that come later.
+func (l *errLog) mark() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, err := range l.errs {
+	return len(l.errs)
+}
+
+// find returns the first error from the from'th on whose text contains s.
+func (l *errLog) find(s string, from int) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, err := range l.errs[from:] {
 		if strings.Contains(err.Error(), s) {
 			return err
 		}
@@ -117,11 +125,12 @@ func (l *errLog) all() []error {
 	return append([]error(nil), l.errs...)
 }
 
-// waitFor waits until an error containing s arrives, and returns it.
-func (l *errLog) waitFor(s string, timeout time.Duration) (error, bool) {
+// waitFor waits until an error containing s arrives, counting from the
+// from'th, and returns it.
+func (l *errLog) waitFor(s string, from int, timeout time.Duration) (error, bool) {
 	var found error
 	err := eventually(timeout, func() error {
-		if found = l.find(s); found == nil {
+		if found = l.find(s, from); found == nil {
 			return errors.New("not yet")
 		}
 		return nil
