@@ -25,6 +25,24 @@ type outBatch struct {
 	seq, base uint64
 	n         int
 	data      []byte
+	buf       *[]byte // data's buffer, back to encodeBufs once sent
+}
+
+// encodeBufs recycles the buffers batches are encoded into: a buffer is
+// free again once its batch was sent (the connection copies what it
+// publishes), so a job of many batches does not allocate one per batch.
+var encodeBufs sync.Pool // of *[]byte
+
+// encodeBuf returns an empty buffer of at least size bytes.
+func encodeBuf(size int) *[]byte {
+	if p, ok := encodeBufs.Get().(*[]byte); ok {
+		if cap(*p) >= size {
+			*p = (*p)[:0]
+			return p
+		}
+	}
+	b := make([]byte, 0, size)
+	return &b
 }
 
 // submit reads src, cuts it into batches and sends them; then seals the
@@ -44,10 +62,13 @@ func (j *Job) submit(src Source) {
 		go func() {
 			defer senders.Done()
 			for ob := range sendq {
-				if err := j.send(ob); err != nil {
+				err := j.send(ob)
+				encodeBufs.Put(ob.buf)
+				if err != nil {
 					sendErr(err)
 					// Keep draining sendq so the submitter never blocks.
-					for range sendq {
+					for ob := range sendq {
+						encodeBufs.Put(ob.buf)
 					}
 					return
 				}
@@ -77,14 +98,18 @@ func (j *Job) submit(src Source) {
 			return false
 		}
 		b.Seq, b.Base, b.Records = seq, base, recs
-		data, err := batch.AppendBatch(make([]byte, 0, batch.BatchSize(&b)), &b)
+		buf := encodeBuf(batch.BatchSize(&b))
+		data, err := batch.AppendBatch(*buf, &b)
 		if err != nil {
+			encodeBufs.Put(buf)
 			sendErr(fmt.Errorf("client: encode batch: %w", err))
 			return false
 		}
+		*buf = data
 		select {
-		case sendq <- &outBatch{seq: seq, base: base, n: len(recs), data: data}:
+		case sendq <- &outBatch{seq: seq, base: base, n: len(recs), data: data, buf: buf}:
 		case <-j.ctx.Done():
+			encodeBufs.Put(buf)
 			return false
 		}
 		seq++
