@@ -92,6 +92,15 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			return nil, fmt.Errorf("stack: listen port %q: %v", port, err)
 		}
 		ncfg.Host = host
+		if ncfg.Port != 0 {
+			// Say plainly that the port is taken (another server running?)
+			// rather than time out waiting for ours.
+			ln, err := net.Listen("tcp", cfg.Listen)
+			if err != nil {
+				return nil, fmt.Errorf("stack: %v (is another NATS server or 'dataflare dev' running? use --listen)", err)
+			}
+			ln.Close()
+		}
 	}
 	if s.Server, err = natsrv.Start(ncfg); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
