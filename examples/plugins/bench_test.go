@@ -5,6 +5,7 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/examples/plugins"
@@ -28,8 +29,20 @@ func benchBatch(b *testing.B) ([]plugin.Record, []byte) {
 	return recs, msg
 }
 
-func perRecord(b *testing.B) {
+// perRecord reports the wall-clock and the CPU time per record; cpu0 is
+// cpuTime() before the loop (see the wasm package's benchmarks).
+func perRecord(b *testing.B, cpu0 time.Duration) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchRecords, "ns/record")
+	if cpu := cpuTime() - cpu0; cpu0 > 0 {
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/benchRecords, "cpu-ns/record")
+	}
+}
+
+// perOp reports the CPU time per operation in milliseconds.
+func perOp(b *testing.B, cpu0 time.Duration) {
+	if cpu := cpuTime() - cpu0; cpu0 > 0 {
+		b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+	}
 }
 
 // loadBytes loads module into a fresh single-instance runtime sharing the
@@ -57,12 +70,13 @@ func BenchmarkUpperNative(b *testing.B) {
 	ctx := context.Background()
 	b.SetBytes(benchRecords * benchSize)
 	b.ReportAllocs()
+	cpu0 := cpuTime()
 	for b.Loop() {
 		if _, err := (builtin.Upper{}).ProcessBatch(ctx, nil, recs); err != nil {
 			b.Fatal(err)
 		}
 	}
-	perRecord(b)
+	perRecord(b, cpu0)
 }
 
 // BenchmarkUpperWASM runs the committed upper-wasm (Go, package pdk) on the
@@ -74,12 +88,13 @@ func BenchmarkUpperWASM(b *testing.B) {
 	ctx := context.Background()
 	b.SetBytes(benchRecords * benchSize)
 	b.ReportAllocs()
+	cpu0 := cpuTime()
 	for b.Loop() {
 		if _, err := p.ProcessEncoded(ctx, msg, recs); err != nil {
 			b.Fatal(err)
 		}
 	}
-	perRecord(b)
+	perRecord(b, cpu0)
 }
 
 // BenchmarkIdentityWASM is the Go guest's own overhead: identity-wasm
@@ -91,12 +106,13 @@ func BenchmarkIdentityWASM(b *testing.B) {
 	ctx := context.Background()
 	b.SetBytes(benchRecords * benchSize)
 	b.ReportAllocs()
+	cpu0 := cpuTime()
 	for b.Loop() {
 		if _, err := p.ProcessEncoded(ctx, msg, recs); err != nil {
 			b.Fatal(err)
 		}
 	}
-	perRecord(b)
+	perRecord(b, cpu0)
 }
 
 // BenchmarkColdStart is a worker's first batch of upper-wasm (3.3 MB): a new
@@ -121,16 +137,20 @@ func BenchmarkColdStart(b *testing.B) {
 	}
 	b.Run("no-cache", func(b *testing.B) {
 		b.ReportAllocs()
+		cpu0 := cpuTime()
 		for b.Loop() {
 			coldStart(b)
 		}
+		perOp(b, cpu0)
 	})
 	b.Run("cache", func(b *testing.B) {
 		dir := filepath.Join(b.TempDir(), "wazero")
 		coldStart(b, wasm.WithCacheDir(dir)) // fills the cache
 		b.ReportAllocs()
+		cpu0 := cpuTime()
 		for b.Loop() {
 			coldStart(b, wasm.WithCacheDir(dir))
 		}
+		perOp(b, cpu0)
 	})
 }

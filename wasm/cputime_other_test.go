@@ -1,0 +1,8 @@
+//go:build !unix
+
+package wasm
+
+import "time"
+
+// cpuTime returns 0: there is no portable process CPU clock.
+func cpuTime() time.Duration { return 0 }
