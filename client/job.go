@@ -146,7 +146,7 @@ func (c *Client) Submit(ctx context.Context, name string, src Source, opts ...Su
 		return nil, fmt.Errorf("%w: plugin name %q: use 1-64 of [A-Za-z0-9_-]", ErrInvalid, name)
 	}
 	ctx, span := tracer.Start(ctx, "client.job", trace.WithAttributes(attribute.String("dataflare.plugin", name)))
-	info, err := request[proto.Job](ctx, c, proto.SubjectJobCreate, proto.JobCreate{Plugin: name, Owner: c.opts.owner, Version: so.version, Config: so.config})
+	info, err := request[proto.Job](ctx, c, proto.JobCreateSubject(c.opts.owner), proto.JobCreate{Plugin: name, Version: so.version, Config: so.config})
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		span.End()
@@ -322,6 +322,7 @@ func (j *Job) Results() iter.Seq2[Output, error] {
 						return
 					}
 				}
+				putResults(s.results)
 				j.advance(next)
 			}
 		}
@@ -430,7 +431,7 @@ func (j *Job) receive() error {
 				}
 				return
 			}
-			var rs batch.ResultSet
+			rs := batch.ResultSet{Results: getResults()}
 			if err := batch.DecodeResults(m.Data(), &rs); err != nil {
 				j.fail(fmt.Errorf("client: malformed result message: %w", err))
 				return
@@ -447,6 +448,27 @@ func (j *Job) receive() error {
 		}
 	}()
 	return nil
+}
+
+// resultSlices recycles the result slices of segments: once a segment's
+// results are handed out (each Output is a copy), its slice decodes the
+// next result message.
+var resultSlices sync.Pool // of *[]plugin.Result
+
+func getResults() []plugin.Result {
+	if p, ok := resultSlices.Get().(*[]plugin.Result); ok {
+		return (*p)[:0]
+	}
+	return nil
+}
+
+// putResults gives rs back, cleared so that it keeps no message alive.
+func putResults(rs []plugin.Result) {
+	if cap(rs) == 0 {
+		return
+	}
+	clear(rs)
+	resultSlices.Put(&rs)
 }
 
 // segments is a min-heap of segments by base.
