@@ -74,9 +74,9 @@ func TestOversizeRecordFailsAlone(t *testing.T) {
 func TestBackpressure(t *testing.T) {
 	f := fleettest.Start(t, fleettest.Config{Workers: 1})
 	c := f.Client(client.WithWindow(4))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	const n, size = 100_000, 100
+	const n, size = 20_000, 100
 	src := func(yield func(plugin.Record, error) bool) {
 		for range n {
 			if !yield(plugin.Record{Value: []byte("x")}, nil) {
@@ -94,7 +94,7 @@ func TestBackpressure(t *testing.T) {
 			t.Fatal(err)
 		}
 		read++
-		if read%20_000 == 0 && read < n {
+		if read%5_000 == 0 && read < n {
 			// Give the submitter every chance to run ahead.
 			err := natstest.Eventually(200*time.Millisecond, func() error {
 				if job.Progress().Submitted >= n {

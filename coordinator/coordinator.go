@@ -116,7 +116,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	q := proto.QueueCoordinators
 	if err := errors.Join(
 		sub(c.nc.ChanQueueSubscribe(proto.SubjectSubmitPrefix+"*", q, submits)),
-		sub(c.nc.ChanQueueSubscribe(proto.SubjectJobCreate, q, control)),
+		sub(c.nc.ChanQueueSubscribe(proto.SubjectJobCreatePrefix+"*", q, control)),
 		sub(c.nc.ChanQueueSubscribe(proto.SubjectJobPrefix+"*.*.*", q, control)),
 		sub(c.nc.ChanQueueSubscribe(proto.SubjectStatus, q, control)),
 		sub(c.nc.ChanQueueSubscribe(proto.SubjectReport, q, control)),
@@ -174,8 +174,8 @@ func (c *Coordinator) handleControl(ctx context.Context, m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	switch subj := m.Subject; {
-	case subj == proto.SubjectJobCreate:
-		job, err := c.createJob(ctx, m.Data)
+	case strings.HasPrefix(subj, proto.SubjectJobCreatePrefix):
+		job, err := c.createJob(ctx, proto.LastToken(subj), m.Data)
 		respond(c, m, job, err)
 	case subj == proto.SubjectStatus:
 		st, err := c.status(ctx)

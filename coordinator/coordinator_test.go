@@ -14,6 +14,7 @@ import (
 	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/fleettest"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/proto"
@@ -78,16 +79,16 @@ func code(err error) string {
 func TestJobLifecycle(t *testing.T) {
 	f := fleettest.Start(t, fleettest.Config{Workers: 1})
 	nc := f.Connect()
-	if _, err := call[proto.Job](t, nc, proto.SubjectJobCreate, proto.JobCreate{Plugin: "nope"}); code(err) != proto.CodeUnknownPlugin {
+	if _, err := call[proto.Job](t, nc, proto.JobCreateSubject(proto.DefaultOwner), proto.JobCreate{Plugin: "nope"}); code(err) != proto.CodeUnknownPlugin {
 		t.Errorf("unknown plugin: err = %v", err)
 	}
-	if _, err := call[proto.Job](t, nc, proto.SubjectJobCreate, proto.JobCreate{Plugin: "bad.name"}); code(err) != proto.CodeInvalid {
+	if _, err := call[proto.Job](t, nc, proto.JobCreateSubject(proto.DefaultOwner), proto.JobCreate{Plugin: "bad.name"}); code(err) != proto.CodeInvalid {
 		t.Errorf("bad name: err = %v", err)
 	}
-	if _, err := call[proto.Job](t, nc, proto.SubjectJobCreate, []byte("{")); code(err) != proto.CodeInvalid {
+	if _, err := call[proto.Job](t, nc, proto.JobCreateSubject(proto.DefaultOwner), []byte("{")); code(err) != proto.CodeInvalid {
 		t.Errorf("malformed: err = %v", err)
 	}
-	job, err := call[proto.Job](t, nc, proto.SubjectJobCreate, proto.JobCreate{Plugin: "upper", Config: map[string]string{"a": "b"}})
+	job, err := call[proto.Job](t, nc, proto.JobCreateSubject(proto.DefaultOwner), proto.JobCreate{Plugin: "upper", Config: map[string]string{"a": "b"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func TestJobLifecycle(t *testing.T) {
 func TestSubmitRefusesBadBatches(t *testing.T) {
 	f := fleettest.Start(t, fleettest.Config{Workers: 1, Coordinator: coordinator.Config{MaxBatchBytes: 64 << 10}})
 	nc := f.Connect()
-	job, err := call[proto.Job](t, nc, proto.SubjectJobCreate, proto.JobCreate{Plugin: "upper", Config: map[string]string{"k": "v"}})
+	job, err := call[proto.Job](t, nc, proto.JobCreateSubject(proto.DefaultOwner), proto.JobCreate{Plugin: "upper", Config: map[string]string{"k": "v"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +200,22 @@ func TestPoisonSplitAfterMaxDeliveries(t *testing.T) {
 	if err := nc.Publish(proto.HeartbeatSubject("zombie"), hb); err != nil {
 		t.Fatal(err)
 	}
-	nc.Flush()
+	// The heartbeat and the job request travel on different connections:
+	// wait until the coordinator has seen the stand-in.
+	if err := natstest.Eventually(10*time.Second, func() error {
+		st, err := c.SystemStatus(ctx)
+		if err != nil {
+			return err
+		}
+		for _, w := range st.Workers {
+			if w.ID == "zombie" && w.Health == fleet.Healthy {
+				return nil
+			}
+		}
+		return errors.New("stand-in worker not seen yet")
+	}); err != nil {
+		t.Fatal(err)
+	}
 	recs := []plugin.Record{{Value: []byte("a")}, {Value: []byte("b")}, {Value: []byte("c")}, {Value: []byte("d")}}
 	job, err := c.Submit(ctx, "upper", client.Records(recs), client.WithBatchSize(4))
 	if err != nil {

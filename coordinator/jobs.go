@@ -15,18 +15,15 @@ import (
 	"github.com/dataflare/dataflare/internal/proto"
 )
 
-// createJob handles SubjectJobCreate: it resolves the plugin, pins a
+// createJob handles df.job.create.<owner>: it resolves the plugin, pins a
 // WebAssembly plugin's digest, and records the job.
-func (c *Coordinator) createJob(ctx context.Context, data []byte) (*proto.Job, error) {
+func (c *Coordinator) createJob(ctx context.Context, owner string, data []byte) (*proto.Job, error) {
 	var req proto.JobCreate
 	if err := json.Unmarshal(data, &req); err != nil {
 		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: malformed job request: %v", err)
 	}
-	if req.Owner == "" {
-		req.Owner = proto.DefaultOwner
-	}
-	if !proto.ValidName(req.Owner) {
-		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: invalid owner %q: use 1-64 of [A-Za-z0-9_-]", req.Owner)
+	if !proto.ValidName(owner) {
+		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: invalid owner %q: use 1-64 of [A-Za-z0-9_-]", owner)
 	}
 	if !proto.ValidName(req.Plugin) {
 		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: invalid plugin name %q: use 1-64 of [A-Za-z0-9_-]", req.Plugin)
@@ -36,7 +33,7 @@ func (c *Coordinator) createJob(ctx context.Context, data []byte) (*proto.Job, e
 	}
 	now := c.cfg.Clock()
 	job := &proto.Job{
-		ID:            proto.JobID(req.Owner, nuid.Next()),
+		ID:            proto.JobID(owner, nuid.Next()),
 		Plugin:        req.Plugin,
 		Config:        req.Config,
 		State:         proto.JobOpen,

@@ -211,6 +211,7 @@ func TestForbidden(t *testing.T) {
 			sub("subscribe to advisories", "$JS.EVENT.>"),
 			sub("answer status requests", "df.status"),
 			// Acting on bob's job.
+			pub("create a job as bob", proto.JobCreateSubject("bob"), data),
 			pub("cancel bob's job", proto.JobSubject("cancel", bobID), data),
 			pub("seal bob's job", proto.JobSubject("seal", bobID), data),
 			pub("finish bob's job", proto.JobSubject("done", bobID), data),
@@ -304,7 +305,7 @@ func TestForbidden(t *testing.T) {
 			pub("push a plugin manifest", "$O.DF_PLUGINS.M.x", data),
 			pub("inject a batch past the coordinator", "df.batch.upper.alice.x", data),
 			pub("submit a batch", "df.submit.upper", data),
-			pub("create a job", proto.SubjectJobCreate, data),
+			pub("create a job", proto.JobCreateSubject("alice"), data),
 			pub("cancel bob's job", proto.JobSubject("cancel", bobID), data),
 			pub("ask for status", proto.SubjectStatus, data),
 			sub("subscribe to submissions", "df.submit.*"),

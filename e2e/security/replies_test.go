@@ -88,7 +88,7 @@ func TestRepliesCannotBorrowRights(t *testing.T) {
 	requests := []struct{ subject, data string }{
 		{proto.SubjectStatus, ""},
 		{proto.SubjectReport, ""},
-		{proto.SubjectJobCreate, `{"plugin":"upper","owner":"alice"}`},
+		{proto.JobCreateSubject("alice"), `{"plugin":"upper"}`},
 		{proto.JobSubject("get", "alice.nosuchjob"), ""},
 	}
 	for _, r := range replies {

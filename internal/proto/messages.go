@@ -18,13 +18,10 @@ const (
 	JobCancelled JobState = "cancelled" // stopped; remaining batches are dropped
 )
 
-// JobCreate is the request on SubjectJobCreate.
+// JobCreate is the request on df.job.create.<owner>.
 type JobCreate struct {
 	// Plugin is the plugin's name.
 	Plugin string `json:"plugin"`
-	// Owner names who the job's results belong to (default DefaultOwner);
-	// the job's id starts with it.
-	Owner string `json:"owner,omitempty"`
 	// Version selects a WebAssembly plugin version ("" = newest).
 	Version string `json:"version,omitempty"`
 	// Config is the plugin configuration handed over with every batch.

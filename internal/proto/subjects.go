@@ -12,8 +12,10 @@ import (
 
 // Subjects. Tokens in angle brackets are filled in by the functions below.
 const (
-	// SubjectJobCreate: request, a client creates a job (JobCreate → JobInfo).
-	SubjectJobCreate = "df.job.create"
+	// SubjectJobCreatePrefix: df.job.create.<owner>: request, a client
+	// creates a job of owner (JobCreate → Job). The owner is in the subject
+	// so that NATS permissions decide who may create jobs as whom.
+	SubjectJobCreatePrefix = "df.job.create."
 	// SubjectJobPrefix: df.job.<verb>.<owner>.<id> requests on a job (seal,
 	// cancel, get, done).
 	SubjectJobPrefix = "df.job."
@@ -60,6 +62,9 @@ const (
 	// HeaderError carries a request's error on a reply (error code).
 	HeaderError = "Df-Error"
 )
+
+// JobCreateSubject returns the subject a client creates jobs of owner on.
+func JobCreateSubject(owner string) string { return SubjectJobCreatePrefix + owner }
 
 // SubmitSubject returns the subject a client submits batches of plugin to.
 func SubmitSubject(plugin string) string { return SubjectSubmitPrefix + plugin }
