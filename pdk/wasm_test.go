@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,21 +21,10 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// cacheDir is a compiled-module cache shared by this package's runtimes
-// (and by later runs), so that each test does not compile the 3 MB Go
-// module again.
-func cacheDir(tb testing.TB) string {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		return filepath.Join(tb.TempDir(), "wazero")
-	}
-	return filepath.Join(dir, "dataflare-test", "wazero")
-}
-
 func kitcheck(t *testing.T, opts ...wasm.Option) *wasm.Plugin {
 	t.Helper()
 	module := pdktest.Build(t, "./testdata/kitcheck")
-	rt, err := wasm.NewRuntime(context.Background(), append([]wasm.Option{wasm.WithCacheDir(cacheDir(t))}, opts...)...)
+	rt, err := wasm.NewRuntime(context.Background(), append([]wasm.Option{wasm.WithCacheDir(pdktest.CacheDir(t))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

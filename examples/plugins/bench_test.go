@@ -9,6 +9,7 @@ import (
 
 	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/examples/plugins"
+	"github.com/dataflare/dataflare/pdk/pdktest"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin"
 	"github.com/dataflare/dataflare/wasm"
@@ -50,7 +51,7 @@ func perOp(b *testing.B, cpu0 time.Duration) {
 func loadBytes(b *testing.B, module []byte) *wasm.Plugin {
 	b.Helper()
 	ctx := context.Background()
-	r, err := wasm.NewRuntime(ctx, wasm.WithInstances(1), wasm.WithCacheDir(testCacheDir()))
+	r, err := wasm.NewRuntime(ctx, wasm.WithInstances(1), wasm.WithCacheDir(pdktest.CacheDir(b)))
 	if err != nil {
 		b.Fatal(err)
 	}

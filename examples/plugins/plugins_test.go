@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
@@ -23,25 +22,19 @@ import (
 	"github.com/dataflare/dataflare/wasm"
 )
 
+// rt is the runtime the tests share, made by the first load.
 var rt *wasm.Runtime
 
 func TestMain(m *testing.M) {
-	ctx := context.Background()
-	// A compiled-module cache shared with later runs: a Go module takes
-	// seconds to compile.
-	var err error
-	rt, err = wasm.NewRuntime(ctx, wasm.WithCacheDir(testCacheDir()))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
 	code := m.Run()
 	loadedMu.Lock()
 	for _, p := range loaded {
 		p.Close()
 	}
+	if rt != nil {
+		_ = rt.Close(context.Background())
+	}
 	loadedMu.Unlock()
-	_ = rt.Close(ctx)
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
@@ -49,15 +42,6 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
-}
-
-// testCacheDir is the compiled-module cache the tests and benchmarks share.
-func testCacheDir() string {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		dir = os.TempDir()
-	}
-	return filepath.Join(dir, "dataflare-test", "wazero")
 }
 
 var (
@@ -72,6 +56,15 @@ func load(t testing.TB, dir string) *wasm.Plugin {
 	defer loadedMu.Unlock()
 	if p, ok := loaded[dir]; ok {
 		return p
+	}
+	if rt == nil {
+		// A compiled-module cache shared with later runs: a Go module
+		// takes seconds to compile.
+		r, err := wasm.NewRuntime(context.Background(), wasm.WithCacheDir(pdktest.CacheDir(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt = r
 	}
 	module := pdktest.Build(t, "./"+dir)
 	p, err := rt.Load(context.Background(), module)

@@ -11,10 +11,15 @@
 package pdktest
 
 import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -79,4 +84,47 @@ func goTool() string {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// CacheDir returns a directory for a wasm.Runtime's compiled-module cache
+// (wasm.WithCacheDir) that tests share across runs, so that a Go plugin is
+// compiled once, not in every test: under the user's cache directory, named
+// after the Go version and the wazero version in the nearest go.mod.
+// wazero keys its cache by its own version, which a test binary cannot read
+// (it reports "dev"), so the directory changes when wazero does. Without a
+// user cache directory it returns a directory of tb's.
+func CacheDir(tb testing.TB) string {
+	tb.Helper()
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return filepath.Join(tb.TempDir(), "wazero")
+	}
+	sum := sha256.Sum256([]byte(runtime.Version() + " " + wazeroVersion()))
+	return filepath.Join(base, "dataflare-test", "wazero-"+hex.EncodeToString(sum[:6]))
+}
+
+// wazeroVersion returns the wazero requirement line of the nearest go.mod
+// above the working directory, or "".
+func wazeroVersion() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		if f, err := os.Open(filepath.Join(dir, "go.mod")); err == nil {
+			defer f.Close()
+			sc := bufio.NewScanner(f)
+			for sc.Scan() {
+				if line := strings.TrimSpace(sc.Text()); strings.Contains(line, "github.com/tetratelabs/wazero ") {
+					return line
+				}
+			}
+			return ""
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
 }
