@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -187,14 +188,24 @@ func TestStatistics(t *testing.T) {
 }
 
 func TestRecordsAndChecker(t *testing.T) {
-	recs := makeRecords(5000, 37)
-	if got, want := len(recs), 5000; got != want {
+	in := makeRecords(5000, 37)
+	if got, want := in.distinct, 4096; got != want {
+		t.Errorf("%d distinct values, want %d", got, want)
+	}
+	recs := in.fill(nil, 4000, 5000)
+	if got, want := len(recs), 1000; got != want {
 		t.Fatalf("%d records, want %d", got, want)
 	}
 	for i, r := range recs {
 		if len(r.Value) != 37 || cap(r.Value) != 37 {
 			t.Fatalf("record %d: len %d cap %d, want 37 and 37", i, len(r.Value), cap(r.Value))
 		}
+	}
+	if !bytes.Equal(in.value(1), in.value(4097)) || bytes.Equal(in.value(1), in.value(2)) {
+		t.Errorf("values do not cycle through %d distinct ones", in.distinct)
+	}
+	if got, want := makeRecords(1000, 1<<20).distinct, maxSlab>>20; got != want {
+		t.Errorf("1 MiB records: %d distinct values, want %d (the slab bound)", got, want)
 	}
 	upper := checker("upper")
 	for _, tc := range []struct {
@@ -232,7 +243,7 @@ func BenchmarkFleetNative(b *testing.B) {
 	b.SetBytes(int64(cfg.Records * cfg.RecordSize))
 	b.ResetTimer()
 	for b.Loop() {
-		if _, _, err := e.fleetRound(ctx, cfg.Plugin, e.recs, 0, nil); err != nil {
+		if _, _, err := e.fleetRound(ctx, cfg.Plugin, cfg.Records, 0, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -48,7 +48,7 @@ type env struct {
 	cl    *client.Client
 	store *wasmstore.Store
 
-	recs  []plugin.Record
+	in    records
 	twin  *twin
 	check func(in, out []byte) bool
 
@@ -96,7 +96,7 @@ func setup(ctx context.Context, cfg Config) (_ *env, err error) {
 		}
 		e.modes = append(e.modes, m)
 	}
-	e.recs = makeRecords(cfg.Records, cfg.RecordSize)
+	e.in = makeRecords(cfg.Records, cfg.RecordSize)
 	e.tin = make([]atomic.Int64, cfg.Records/sampleStride+1)
 	e.check = checker(cfg.Plugin)
 	e.direct = builtin.All()[cfg.Plugin]
@@ -231,26 +231,46 @@ func (l *lateResolver) resolve(ctx context.Context, name, version string) (strin
 	return (*r)(ctx, name, version)
 }
 
-// makeRecords returns n records with values of size bytes: lower-case
-// letters, digits and spaces from a fixed seed, so that upper has work to
-// do. At most 4096 distinct values are made; records share them.
-func makeRecords(n, size int) []plugin.Record {
+// records is a run's input: n records whose values cycle through a slab
+// of distinct values (lower-case letters, digits and spaces from a fixed
+// seed, so that upper has work to do). Only the slab is held in memory: the
+// records are made as they are read, as from a streaming source, so the
+// live heap — and the collector's work — is the fleet's, not the input's.
+type records struct {
+	n, size, distinct int
+	slab              []byte
+}
+
+// maxSlab bounds the slab of distinct values.
+const maxSlab = 64 << 20
+
+func makeRecords(n, size int) records {
 	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789 "
-	distinct := min(n, 4096)
-	vals := make([]byte, distinct*size)
+	distinct := max(1, min(n, 4096, maxSlab/size))
+	slab := make([]byte, distinct*size)
 	x := uint64(0x9e3779b97f4a7c15)
-	for i := range vals {
+	for i := range slab {
 		x ^= x << 13
 		x ^= x >> 7
 		x ^= x << 17
-		vals[i] = alphabet[x%uint64(len(alphabet))]
+		slab[i] = alphabet[x%uint64(len(alphabet))]
 	}
-	recs := make([]plugin.Record, n)
-	for i := range recs {
-		j := i % distinct
-		recs[i].Value = vals[j*size : (j+1)*size : (j+1)*size]
+	return records{n: n, size: size, distinct: distinct, slab: slab}
+}
+
+// value returns record i's value.
+func (r records) value(i int) []byte {
+	j := i % r.distinct
+	return r.slab[j*r.size : (j+1)*r.size : (j+1)*r.size]
+}
+
+// fill sets dst to records [lo, hi) and returns it.
+func (r records) fill(dst []plugin.Record, lo, hi int) []plugin.Record {
+	dst = dst[:0]
+	for i := lo; i < hi; i++ {
+		dst = append(dst, plugin.Record{Value: r.value(i)})
 	}
-	return recs
+	return dst
 }
 
 // checker returns how to check one result of plugin against its input.

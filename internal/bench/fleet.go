@@ -9,20 +9,20 @@ import (
 	"github.com/dataflare/dataflare/plugin"
 )
 
-// fleetRound runs recs through the fleet as one job of plugin name (fixed
+// fleetRound runs the first n records through the fleet as one job of plugin name (fixed
 // batch size when size > 0, else the sizer's) and reads every result. It
 // returns the job's time, from Submit to the last result handed out (and
 // the fleet told the results were read), and appends sampled record
 // latencies to lat. Every result is checked: an error or a wrong value
 // fails the round.
-func (e *env) fleetRound(ctx context.Context, name string, recs []plugin.Record, size int, lat []time.Duration) (time.Duration, []time.Duration, error) {
+func (e *env) fleetRound(ctx context.Context, name string, n, size int, lat []time.Duration) (time.Duration, []time.Duration, error) {
 	start := time.Now()
 	src := func(yield func(plugin.Record, error) bool) {
-		for i := range recs {
+		for i := range n {
 			if i%sampleStride == 0 {
 				e.tin[i/sampleStride].Store(int64(time.Since(start)))
 			}
-			if !yield(recs[i], nil) {
+			if !yield(plugin.Record{Value: e.in.value(i)}, nil) {
 				return
 			}
 		}
@@ -35,24 +35,24 @@ func (e *env) fleetRound(ctx context.Context, name string, recs []plugin.Record,
 	if err != nil {
 		return 0, lat, fmt.Errorf("bench: submit %s: %w", name, err)
 	}
-	n := 0
+	got := 0
 	for o, err := range job.Results() {
 		if err != nil {
 			return 0, lat, fmt.Errorf("bench: job of %s: %w", name, err)
 		}
 		if o.Index%sampleStride == 0 {
 			lat = append(lat, time.Since(start)-time.Duration(e.tin[o.Index/sampleStride].Load()))
-			if o.Err != nil || o.Dropped || !e.check(recs[o.Index].Value, o.Value) {
+			if o.Err != nil || o.Dropped || !e.check(e.in.value(int(o.Index)), o.Value) {
 				return 0, lat, fmt.Errorf("bench: %s: record %d: wrong result (err %v, dropped %v, %q)", name, o.Index, o.Err, o.Dropped, o.Value)
 			}
 		} else if o.Err != nil {
 			return 0, lat, fmt.Errorf("bench: %s: record %d: %w", name, o.Index, o.Err)
 		}
-		n++
+		got++
 	}
 	elapsed := time.Since(start)
-	if n != len(recs) {
-		return 0, lat, fmt.Errorf("bench: %s: %d results for %d records", name, n, len(recs))
+	if got != n {
+		return 0, lat, fmt.Errorf("bench: %s: %d results for %d records", name, got, n)
 	}
 	return elapsed, lat, nil
 }
@@ -80,10 +80,10 @@ const settleQuiet = 3 * time.Second
 // changed for settleQuiet, or until the warm-up time is spent, and returns
 // the size.
 func (e *env) settle(ctx context.Context, name string, deadline time.Time) (int, error) {
-	recs := e.recs[:min(len(e.recs), 100_000)]
+	n := min(e.in.n, 100_000)
 	size, changed := -1, time.Now()
 	for {
-		if _, _, err := e.fleetRound(ctx, name, recs, 0, nil); err != nil {
+		if _, _, err := e.fleetRound(ctx, name, n, 0, nil); err != nil {
 			return 0, err
 		}
 		now, err := e.batchSizeOf(ctx, name)

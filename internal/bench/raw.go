@@ -16,6 +16,7 @@ import (
 
 	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/plugin"
 )
 
 // The raw mode's streams, consumer and subjects.
@@ -91,9 +92,11 @@ func newRawLegs(ctx context.Context, e *env, size int) (*rawLegs, error) {
 		r.cjs, r.cons = append(r.cjs, js), append(r.cons, cons)
 	}
 	// The messages are the fleet's batch messages, encoded beforehand.
-	for lo := 0; lo < len(e.recs); lo += size {
+	var recs []plugin.Record
+	for lo := 0; lo < e.in.n; lo += size {
+		recs = e.in.fill(recs, lo, min(lo+size, e.in.n))
 		b := batch.Batch{Job: "bench.raw", Plugin: e.cfg.Plugin, Config: e.cfg.PluginConfig, Seq: uint64(len(r.msgs)),
-			Base: uint64(lo), Records: e.recs[lo:min(lo+size, len(e.recs))]}
+			Base: uint64(lo), Records: recs}
 		data, err := batch.AppendBatch(nil, &b)
 		if err != nil {
 			return nil, fmt.Errorf("bench: raw message: %w", err)

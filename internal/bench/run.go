@@ -187,7 +187,7 @@ func (e *env) warmup(ctx context.Context) error {
 	}
 	// One short pass of every mode: connections, consumers, instances
 	// and caches are warm before the first measured round.
-	few := min(len(e.recs), max(e.batchSize, e.wasmSize, 1)*2)
+	few := min(e.in.n, max(e.batchSize, e.wasmSize, 1)*2)
 	for _, m := range e.modes {
 		var err error
 		switch m {
@@ -195,16 +195,16 @@ func (e *env) warmup(ctx context.Context) error {
 			_, _, err = e.raw.round(ctx, -1, nil)
 		case ModeFleetNative:
 			if e.cfg.BatchSize > 0 {
-				_, _, err = e.fleetRound(ctx, e.cfg.Plugin, e.recs[:few], e.cfg.BatchSize, nil)
+				_, _, err = e.fleetRound(ctx, e.cfg.Plugin, few, e.cfg.BatchSize, nil)
 			}
 		case ModeFleetWASM:
 			if e.cfg.BatchSize > 0 {
-				_, _, err = e.fleetRound(ctx, e.twin.name, e.recs[:few], e.cfg.BatchSize, nil)
+				_, _, err = e.fleetRound(ctx, e.twin.name, few, e.cfg.BatchSize, nil)
 			}
 		case ModeDirect:
-			_, _, err = e.directRound(ctx, e.direct, e.recs[:few], nil)
+			_, _, err = e.directRound(ctx, e.direct, few, nil)
 		case ModeDirectWASM:
-			_, _, err = e.directRound(ctx, e.directWASM, e.recs[:few], nil)
+			_, _, err = e.directRound(ctx, e.directWASM, few, nil)
 		}
 		if err != nil {
 			return fmt.Errorf("warm-up of %s: %w", m, err)
@@ -215,30 +215,32 @@ func (e *env) warmup(ctx context.Context) error {
 
 func (e *env) runTask(ctx context.Context, t task, round int, lat []time.Duration) (time.Duration, []time.Duration, error) {
 	if t.sweep > 0 {
-		return e.fleetRound(ctx, e.cfg.Plugin, e.recs, t.sweep, lat)
+		return e.fleetRound(ctx, e.cfg.Plugin, e.in.n, t.sweep, lat)
 	}
 	switch t.mode {
 	case ModeRaw:
 		return e.raw.round(ctx, round, lat)
 	case ModeFleetNative:
-		return e.fleetRound(ctx, e.cfg.Plugin, e.recs, e.cfg.BatchSize, lat)
+		return e.fleetRound(ctx, e.cfg.Plugin, e.in.n, e.cfg.BatchSize, lat)
 	case ModeFleetWASM:
-		return e.fleetRound(ctx, e.twin.name, e.recs, e.cfg.BatchSize, lat)
+		return e.fleetRound(ctx, e.twin.name, e.in.n, e.cfg.BatchSize, lat)
 	case ModeDirect:
-		return e.directRound(ctx, e.direct, e.recs, lat)
+		return e.directRound(ctx, e.direct, e.in.n, lat)
 	case ModeDirectWASM:
-		return e.directRound(ctx, e.directWASM, e.recs, lat)
+		return e.directRound(ctx, e.directWASM, e.in.n, lat)
 	}
 	return 0, lat, fmt.Errorf("bench: unknown mode %q", t.mode)
 }
 
-// directRound calls p over recs in batches of the settled size, in a
-// loop on one goroutine: the compute ceiling, with no messaging at all.
-func (e *env) directRound(ctx context.Context, p plugin.BatchPlugin, recs []plugin.Record, lat []time.Duration) (time.Duration, []time.Duration, error) {
+// directRound calls p over the first n records in batches of the settled
+// size, in a loop on one goroutine: the compute ceiling, with no messaging
+// at all.
+func (e *env) directRound(ctx context.Context, p plugin.BatchPlugin, n int, lat []time.Duration) (time.Duration, []time.Duration, error) {
 	size := max(e.batchSize, 1)
+	part := make([]plugin.Record, 0, min(size, n))
 	start := time.Now()
-	for lo := 0; lo < len(recs); lo += size {
-		part := recs[lo:min(lo+size, len(recs))]
+	for lo := 0; lo < n; lo += size {
+		part = e.in.fill(part, lo, min(lo+size, n))
 		t0 := time.Now()
 		res, err := p.ProcessBatch(ctx, e.cfg.PluginConfig, part)
 		if err != nil {
