@@ -32,6 +32,12 @@ type Config struct {
 	// Pool configures the memory pool the Manager owns. Its zero value
 	// means pool.DefaultConfig(); any other value is used as it is.
 	Pool pool.Config
+	// SharedPool, when set, is used instead of a pool of the Manager's
+	// own (Pool is then ignored), so that the code around the Manager —
+	// a worker's result encoding, a WebAssembly runtime's guest output —
+	// draws from the same pool and its statistics are the whole picture.
+	// The Manager does not close a shared pool.
+	SharedPool *pool.Pool
 	// Batch configures batch sizes and parallelism.
 	Batch BatchConfig
 	// AutoOptimize lets the batch size follow the plugin's measured costs

@@ -77,9 +77,11 @@ func New(cfg Config) (*Manager, error) {
 	if _, err := sizer.New(sc); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	p, err := pool.New(cfg.Pool)
-	if err != nil {
-		return nil, fmt.Errorf("%w: pool: %w", ErrInvalidConfig, err)
+	p := cfg.SharedPool
+	if p == nil {
+		if p, err = pool.New(cfg.Pool); err != nil {
+			return nil, fmt.Errorf("%w: pool: %w", ErrInvalidConfig, err)
+		}
 	}
 	m := &Manager{
 		cfg:     cfg,
@@ -786,8 +788,10 @@ func (m *Manager) Close() error {
 				errs = append(errs, err)
 			}
 		}
-		if err := m.pool.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("manager: close pool: %w", err))
+		if m.cfg.SharedPool == nil {
+			if err := m.pool.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("manager: close pool: %w", err))
+			}
 		}
 		m.closeErr = errors.Join(errs...)
 	})

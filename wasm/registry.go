@@ -187,6 +187,11 @@ func (r *Registry) Loaded() map[string][]string {
 	return out
 }
 
+// ReleaseResult gives the pooled buffer of a result one of the registry's
+// plugins returned back to the runtime's pool (see WithBufferPool and the
+// function ReleaseResult). A worker calls it once the result is published.
+func (r *Registry) ReleaseResult(res *plugin.BatchResult) { ReleaseResult(res) }
+
 // RegistryStats are a Registry's counters.
 type RegistryStats struct {
 	// Modules is the number of loaded modules, busy and idle.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/pool"
 )
 
 // ErrInvalidConfig is wrapped by every error New returns for a Config it
@@ -46,7 +47,14 @@ type Config struct {
 	// ones (identity, upper, delay, fail).
 	Plugins map[string]plugin.BatchPlugin
 	// Modules runs WebAssembly plugins; nil means native plugins only.
+	// When it also has a ReleaseResult method, the worker calls it with
+	// every WebAssembly batch's result once the result is published, so
+	// that guest output can live in pooled buffers.
 	Modules Modules
+	// Pool is the memory pool for result encoding (and, shared with the
+	// WebAssembly runtime, guest output); its statistics and pressure go
+	// in the heartbeats. Default: a pool of the worker's own.
+	Pool *pool.Pool
 	// BatchTimeout bounds one batch's run. Default 10 min.
 	BatchTimeout time.Duration
 	// DrainTimeout bounds how long a stopping worker waits for its running

@@ -93,6 +93,7 @@ func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, re
 	}
 	sctx, cancel := context.WithTimeout(ctx, settleTimeout)
 	defer cancel()
+	defer w.release(b, res)
 	if err := w.publish(sctx, m, b, res); err != nil {
 		w.nak(m, "publish", delivered, err)
 		return
@@ -103,6 +104,23 @@ func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, re
 		w.log.Warn("ack failed after the results were stored", "job", b.Job, "seq", b.Seq, "err", err)
 	}
 	w.metrics.observe(b.Plugin, res)
+}
+
+// resultReleaser is Modules whose plugins may return results in pooled
+// buffers (a wasm.Registry with a buffer pool).
+type resultReleaser interface {
+	ReleaseResult(*plugin.BatchResult)
+}
+
+// release gives a WebAssembly batch's result buffers back once the result
+// is encoded and published.
+func (w *Worker) release(b *batch.Batch, res *plugin.BatchResult) {
+	if b.Digest == "" {
+		return
+	}
+	if r, ok := w.cfg.Modules.(resultReleaser); ok {
+		r.ReleaseResult(res)
+	}
 }
 
 // transient reports whether err is worth retrying as it is: the plugin
@@ -189,6 +207,7 @@ func (w *Worker) isolate(ctx context.Context, b *batch.Batch, cause error) (*plu
 					x.Value = bytes.Clone(x.Value)
 					out[r[0]+i] = x
 				}
+				w.release(b, res)
 			case transient(err):
 				return err
 			case plugin.CodeOf(err) == plugin.CodeInvalidInput:

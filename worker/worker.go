@@ -66,6 +66,7 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 	mcfg.Batch.MaxSize = maxRecords
 	mcfg.Batch.Parallelism = 1
 	mcfg.Logger = cfg.Logger
+	mcfg.SharedPool = cfg.Pool
 	mgr, err := manager.New(mcfg)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
