@@ -48,7 +48,7 @@ func (o *resultWriter) write(index uint64, r plugin.Result, errMsg string, hasEr
 		b = append(b, `,"dropped":true`...)
 	case utf8.Valid(r.Value):
 		b = append(b, `,"value":`...)
-		b = appendJSONString(b, string(r.Value))
+		b = appendJSONString(b, r.Value)
 	default:
 		b = append(b, `,"value_base64":"`...)
 		b = base64.StdEncoding.AppendEncode(b, r.Value)
@@ -59,7 +59,7 @@ func (o *resultWriter) write(index uint64, r plugin.Result, errMsg string, hasEr
 	if _, err := o.w.Write(b); err != nil {
 		return err
 	}
-	if o.w.Buffered() > 0 && time.Since(o.lastFlush) >= outputFlushEvery {
+	if time.Since(o.lastFlush) >= outputFlushEvery {
 		return o.flush()
 	}
 	return nil
@@ -73,16 +73,35 @@ func (o *resultWriter) flush() error {
 
 const hexDigits = "0123456789abcdef"
 
+// jsonSafe tells the ASCII bytes a JSON string holds as they are.
+var jsonSafe = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// decodeRune is utf8.DecodeRune for a string or a byte slice.
+func decodeRune[T string | []byte](s T) (rune, int) {
+	switch v := any(s).(type) {
+	case string:
+		return utf8.DecodeRuneInString(v)
+	case []byte:
+		return utf8.DecodeRune(v)
+	}
+	return utf8.RuneError, 1
+}
+
 // appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
 // U+FFFD, as encoding/json does; unlike encoding/json, '<', '>' and '&' are
 // left as they are.
-func appendJSONString(b []byte, s string) []byte {
+func appendJSONString[T string | []byte](b []byte, s T) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
+			if jsonSafe[c] {
 				i++
 				continue
 			}
@@ -103,7 +122,7 @@ func appendJSONString(b []byte, s string) []byte {
 			start = i
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
+		r, size := decodeRune(s[i:])
 		if r == utf8.RuneError && size == 1 {
 			b = append(b, s[start:i]...)
 			b = append(b, `\ufffd`...)
