@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin"
 )
@@ -69,6 +70,9 @@ type Config struct {
 	// OnRounds, when set, is called just before the first measured round
 	// and its return value just after the last (a CPU profile, say).
 	OnRounds func() (stop func())
+
+	// topology is the coordinator's (Failover shortens AckWait).
+	topology proto.Topology
 }
 
 func (c Config) withDefaults() (Config, error) {

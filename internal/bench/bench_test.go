@@ -249,3 +249,80 @@ func BenchmarkFleetNative(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*cfg.Records), "ns/record")
 }
+
+func TestScaling(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := Scaling(ctx, ScalingConfig{Counts: []int{2, 1}, Seconds: 0.5, Rounds: 1})
+	if err != nil {
+		t.Fatalf("Scaling: %v", err)
+	}
+	if got, want := len(rep.Points), 2; got != want {
+		t.Fatalf("%d points, want %d", got, want)
+	}
+	for i, want := range []struct{ workers, records int }{{1, 1000}, {2, 2000}} {
+		p := rep.Points[i]
+		if p.Workers != want.workers || p.Records != want.records {
+			t.Errorf("point %d: %d workers, %d records; want %d, %d", i, p.Workers, p.Records, want.workers, want.records)
+		}
+		// A worker cannot beat its ceiling: Parallel batches sleeping
+		// 1 ms per record.
+		if p.RecordsPerSec <= 0 || p.RecordsPerSec > float64(p.Workers)*rep.Ceiling*1.05 {
+			t.Errorf("point %d: %v records/s, want in (0, %v]", i, p.RecordsPerSec, float64(p.Workers)*rep.Ceiling)
+		}
+	}
+	if got := rep.Points[0].Efficiency; got != 1 {
+		t.Errorf("efficiency of the first count = %v, want 1", got)
+	}
+	if got := rep.Points[1].Efficiency; got <= 0 {
+		t.Errorf("efficiency of 2 workers = %v, want positive", got)
+	}
+	if _, err := Scaling(ctx, ScalingConfig{Counts: []int{0, 2}}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("counts {0, 2}: got %v, want ErrInvalidConfig", err)
+	}
+}
+
+func TestFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const ackWait = 700 * time.Millisecond
+	rep, err := Failover(ctx, FailoverConfig{Seconds: 1, KillAfter: 300 * time.Millisecond, AckWait: ackWait, Rounds: 1})
+	if err != nil {
+		t.Fatalf("Failover: %v", err)
+	}
+	if got, want := len(rep.Runs), 1; got != want {
+		t.Fatalf("%d runs, want %d", got, want)
+	}
+	// The dead worker's batch waits out most of its AckWait before a
+	// survivor gets it (it was fetched before the kill).
+	run := rep.Runs[0]
+	if run.StallMs < 0.3*float64(ackWait.Milliseconds()) || run.StallMs > 20_000 {
+		t.Errorf("stall %v ms, want about the AckWait of %v", run.StallMs, ackWait)
+	}
+	if run.JobMs <= run.KilledAtMs || run.KilledAtMs < 250 {
+		t.Errorf("killed at %v ms of a %v ms job, want 300 ms into it", run.KilledAtMs, run.JobMs)
+	}
+}
+
+func TestColdStart(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("compiles a 3 MB module twice: a measurement, meaningless under -race")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := ColdStart(ctx, ColdStartConfig{Repeats: 1})
+	if err != nil {
+		t.Fatalf("ColdStart: %v", err)
+	}
+	p := rep.InProcess
+	if p.NoCacheMs <= 0 || p.CacheMs <= 0 || len(p.NoCacheRuns) != 1 || len(p.CacheRuns) != 1 {
+		t.Fatalf("in-process cold start %+v, want one positive run of each", p)
+	}
+	// Reading compiled code back must beat compiling it.
+	if p.CacheMs >= p.NoCacheMs {
+		t.Errorf("with the cache %v ms, without %v ms: want the cache faster", p.CacheMs, p.NoCacheMs)
+	}
+	if rep.Worker != nil {
+		t.Errorf("worker cold start measured without a Spawner: %+v", rep.Worker)
+	}
+}

@@ -76,7 +76,13 @@ type env struct {
 // as much as some plugins).
 const sampleStride = 32
 
-func setup(ctx context.Context, cfg Config) (_ *env, err error) {
+func setup(ctx context.Context, cfg Config) (*env, error) {
+	return setupStack(ctx, cfg, cfg.Workers, defaultWindow)
+}
+
+// setupStack is setup with workers embedded workers (0: none, for workers
+// a Spawner starts) and a client window of window batches.
+func setupStack(ctx context.Context, cfg Config, workers, window int) (_ *env, err error) {
 	e := &env{cfg: cfg, start: time.Now()}
 	defer func() {
 		if err != nil {
@@ -117,9 +123,9 @@ func setup(ctx context.Context, cfg Config) (_ *env, err error) {
 	lr := &lateResolver{}
 	scfg := stack.Config{
 		StoreDir:    cfg.StoreDir,
-		Workers:     cfg.Workers,
+		Workers:     workers,
 		Worker:      worker.Config{Parallel: cfg.Parallel},
-		Coordinator: coordinator.Config{Modules: lr.resolve},
+		Coordinator: coordinator.Config{Modules: lr.resolve, Topology: cfg.topology},
 		NewModules: func(nc *nats.Conn, _ string) (worker.Modules, func(), error) {
 			rtOnce.Do(func() {
 				opts := []wasm.Option{wasm.WithInstances(cfg.Parallel)}
@@ -154,7 +160,7 @@ func setup(ctx context.Context, cfg Config) (_ *env, err error) {
 	if e.js, err = jetstream.New(e.nc); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	if e.cl, err = client.New(e.nc); err != nil {
+	if e.cl, err = client.New(e.nc, client.WithWindow(max(defaultWindow, window))); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	if e.twin != nil {
@@ -306,3 +312,6 @@ func readMem() memSnap {
 	runtime.ReadMemStats(&ms)
 	return memSnap{gc: ms.NumGC, bytes: ms.TotalAlloc, objects: ms.Mallocs, cpu: cpuTime()}
 }
+
+// defaultWindow is the client's default window (client.WithWindow).
+const defaultWindow = 32

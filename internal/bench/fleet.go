@@ -16,6 +16,9 @@ import (
 // latencies to lat. Every result is checked: an error or a wrong value
 // fails the round.
 func (e *env) fleetRound(ctx context.Context, name string, n, size int, lat []time.Duration) (time.Duration, []time.Duration, error) {
+	if n > e.in.n {
+		return 0, lat, fmt.Errorf("bench: a job of %d records, over the %d made", n, e.in.n)
+	}
 	start := time.Now()
 	src := func(yield func(plugin.Record, error) bool) {
 		for i := range n {

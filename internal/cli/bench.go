@@ -8,8 +8,10 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -27,6 +29,12 @@ type benchFlags struct {
 	json       bool
 	cpuProfile string
 	memProfile string
+	scaling    []int
+	coldStart  bool
+	failover   bool
+	workersAs  string
+	ackWait    time.Duration
+	seconds    float64
 }
 
 func (e *env) benchCmd() *cobra.Command {
@@ -41,7 +49,14 @@ func (e *env) benchCmd() *cobra.Command {
   direct        the plugin called in a loop in-process (direct_wasm: its twin)
 Every mode runs once per round, each round starting from another mode; figures are medians over
 rounds, ratios the median of the ratios within a round. --json prints one JSON object (the bench
-contract, see BENCHMARKS.md).`,
+contract, see BENCHMARKS.md).
+
+Other figures, each instead of the above:
+  --scaling 1,2,4,8  the latency-bound delay plugin (--config ms=N, default 1) over that many workers
+  --coldstart        a WebAssembly module's load to its first result, with and without the compiled cache
+  --failover         how long a job stalls when one of its two workers is killed (--ack-wait)
+Their workers are 'dataflare worker' processes started from this executable (--workers-as process),
+or run in this process (--workers-as in-process).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return e.runBench(cmd, f) },
 	}
@@ -61,6 +76,12 @@ contract, see BENCHMARKS.md).`,
 	fl.StringVar(&f.cfg.StoreDir, "store", "", "directory for JetStream's files (default: a temporary one)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured rounds to FILE")
 	fl.StringVar(&f.memProfile, "memprofile", "", "write an allocation profile to FILE at the end")
+	fl.IntSliceVar(&f.scaling, "scaling", nil, "measure scaling of the delay plugin over these worker counts, e.g. 1,2,4,8")
+	fl.BoolVar(&f.coldStart, "coldstart", false, "measure WebAssembly cold starts with and without the compiled-module cache")
+	fl.BoolVar(&f.failover, "failover", false, "measure the stall of a job when one of its two workers is killed")
+	fl.StringVar(&f.workersAs, "workers-as", "process", "workers of --scaling, --coldstart and --failover: process or in-process")
+	fl.DurationVar(&f.ackWait, "ack-wait", 0, "--failover: the batches' AckWait (default 5s)")
+	fl.Float64Var(&f.seconds, "seconds", 0, "--scaling, --failover: about how long each job runs (default 4 and 6)")
 	return cmd
 }
 
@@ -69,6 +90,18 @@ func (e *env) runBench(cmd *cobra.Command, f benchFlags) error {
 	var err error
 	if cfg.PluginConfig, err = parseConfig(f.config); err != nil {
 		return err
+	}
+	n := 0
+	for _, set := range []bool{len(f.scaling) > 0, f.coldStart, f.failover} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return usagef("--scaling, --coldstart and --failover are separate runs: give one")
+	}
+	if n == 1 {
+		return e.runBenchFigure(cmd, f, cfg)
 	}
 	if f.modes != "" {
 		cfg.Modes = strings.Split(f.modes, ",")
@@ -100,10 +133,7 @@ func (e *env) runBench(cmd *cobra.Command, f benchFlags) error {
 	}
 	rep, err := bench.Run(cmd.Context(), cfg)
 	if err != nil {
-		if errors.Is(err, bench.ErrInvalidConfig) {
-			return usageError{err}
-		}
-		return err
+		return benchError(err)
 	}
 	if f.memProfile != "" {
 		out, err := os.Create(f.memProfile)
@@ -156,4 +186,112 @@ func printBench(w io.Writer, r *bench.Report) {
 	if r.ControllerVsBest != nil {
 		fmt.Fprintf(w, "controller_vs_best: %.3f (best fixed size %d)\n", *r.ControllerVsBest, r.SweepBest)
 	}
+}
+
+func benchError(err error) error {
+	if errors.Is(err, bench.ErrInvalidConfig) {
+		return usageError{err}
+	}
+	return err
+}
+
+// runBenchFigure runs --scaling, --coldstart or --failover.
+func (e *env) runBenchFigure(cmd *cobra.Command, f benchFlags, cfg bench.Config) error {
+	log, err := e.logger(slog.LevelWarn)
+	if err != nil {
+		return err
+	}
+	var sp bench.Spawner
+	switch f.workersAs {
+	case "process":
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("worker processes: %v", err)
+		}
+		sp = bench.Processes{Command: []string{exe}, Stderr: e.stderr}
+	case "in-process":
+		sp = bench.InProcess{}
+	default:
+		return usagef("--workers-as %q: use process or in-process", f.workersAs)
+	}
+	ms := 0
+	if v, ok := cfg.PluginConfig["ms"]; ok {
+		if ms, err = strconv.Atoi(v); err != nil {
+			return usagef("--config ms=%q: want an integer", v)
+		}
+	}
+	ctx := cmd.Context()
+	var rep any
+	switch {
+	case len(f.scaling) > 0:
+		rep, err = bench.Scaling(ctx, bench.ScalingConfig{Counts: f.scaling, DelayMillis: ms, Parallel: cfg.Parallel,
+			Seconds: f.seconds, Rounds: flagInt(cmd, "rounds", cfg.Rounds), RecordSize: flagInt(cmd, "record-size", cfg.RecordSize),
+			Spawner: sp, Log: log})
+	case f.coldStart:
+		rep, err = bench.ColdStart(ctx, bench.ColdStartConfig{Repeats: flagInt(cmd, "rounds", cfg.Rounds), Spawner: sp, Log: log})
+	default:
+		rep, err = bench.Failover(ctx, bench.FailoverConfig{DelayMillis: ms, Parallel: cfg.Parallel, Seconds: f.seconds,
+			AckWait: f.ackWait, Rounds: flagInt(cmd, "rounds", cfg.Rounds), Spawner: sp, Log: log})
+	}
+	if err != nil {
+		return benchError(err)
+	}
+	if f.json {
+		return writeJSON(e.stdout, rep)
+	}
+	switch r := rep.(type) {
+	case *bench.ScalingReport:
+		printScaling(e.stdout, r)
+	case *bench.ColdStartReport:
+		printColdStart(e.stdout, r)
+	case *bench.FailoverReport:
+		printFailover(e.stdout, r)
+	}
+	return nil
+}
+
+// flagInt returns the flag's value when it was given, else 0 (the
+// figure's own default).
+func flagInt(cmd *cobra.Command, name string, v int) int {
+	if cmd.Flags().Changed(name) {
+		return v
+	}
+	return 0
+}
+
+func printScaling(w io.Writer, r *bench.ScalingReport) {
+	fmt.Fprintf(w, "delay ms=%d per record, %d B records, %s workers × %d batches at once, %d round(s), client window %d\n",
+		r.DelayMillis, r.RecordSize, r.Workers, r.Parallel, r.Rounds, r.Window)
+	fmt.Fprintf(w, "ceiling per worker: %.0f records/s; machine: %d CPUs, load average %.2f at start\n\n", r.Ceiling, r.Machine.CPUs, r.Machine.LoadAvg)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "WORKERS\tRECORDS\tRECORDS/S\tEFFICIENCY\tADDED EFFICIENCY\tBATCH\tP50 BATCH MS\t")
+	for _, p := range r.Points {
+		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.3f\t%.3f\t%d\t%.1f\t\n", p.Workers, p.Records, p.RecordsPerSec, p.Efficiency,
+			p.AddedEfficiency, p.BatchSize, p.P50BatchMs)
+	}
+	tw.Flush()
+}
+
+func printColdStart(w io.Writer, r *bench.ColdStartReport) {
+	fmt.Fprintf(w, "module %s (%d bytes), %d repeat(s); machine: %d CPUs, load average %.2f at start\n\n", r.Module, r.ModuleBytes,
+		r.Repeats, r.Machine.CPUs, r.Machine.LoadAvg)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "TO FIRST RESULT\tNO CACHE MS\tCACHE MS\tSPEEDUP\t")
+	fmt.Fprintf(tw, "registry load (in process)\t%.1f\t%.1f\t%.1f\t\n", r.InProcess.NoCacheMs, r.InProcess.CacheMs, r.InProcess.Speedup)
+	if r.Worker != nil {
+		fmt.Fprintf(tw, "worker start (%s)\t%.1f\t%.1f\t%.1f\t\n", r.Workers, r.Worker.NoCacheMs, r.Worker.CacheMs, r.Worker.Speedup)
+	}
+	tw.Flush()
+}
+
+func printFailover(w io.Writer, r *bench.FailoverReport) {
+	fmt.Fprintf(w, "delay ms=%d, %d records on 2 %s workers × %d, AckWait %.0f ms; machine: %d CPUs, load average %.2f at start\n\n",
+		r.DelayMillis, r.Records, r.Workers, r.Parallel, r.AckWaitMs, r.Machine.CPUs, r.Machine.LoadAvg)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "RUN\tKILLED AT MS\tSTALL MS\tJOB MS\tWITHOUT KILL MS\tEXTRA MS\t")
+	for i, run := range r.Runs {
+		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t\n", i+1, run.KilledAtMs, run.StallMs, run.JobMs, run.BaselineMs, run.ExtraMs)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nmedian stall %.0f ms, median extra time %.0f ms\n", r.StallMs, r.ExtraMs)
 }

@@ -62,3 +62,39 @@ func TestBenchUsageErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestBenchFigures(t *testing.T) {
+	r := run(t, "", "bench", "--scaling", "1,2", "--seconds", "0.3", "--rounds", "1", "--workers-as", "in-process", "--json")
+	if r.code != ExitOK {
+		t.Fatalf("--scaling: exit %d, stderr %s", r.code, r.stderr)
+	}
+	var doc struct {
+		Points []struct {
+			Workers       int     `json:"workers"`
+			RecordsPerSec float64 `json:"records_per_sec"`
+			Efficiency    float64 `json:"efficiency"`
+		} `json:"points"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("--scaling --json: %v\n%s", err, r.stdout)
+	}
+	if len(doc.Points) != 2 || doc.Points[1].Workers != 2 || doc.Points[1].RecordsPerSec <= 0 {
+		t.Errorf("--scaling points %+v, want 1 and 2 workers with throughput", doc.Points)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"two figures", []string{"--coldstart", "--failover"}, "separate runs"},
+		{"bad workers-as", []string{"--failover", "--workers-as", "threads"}, "--workers-as"},
+		{"bad ms", []string{"--scaling", "1", "--config", "ms=x"}, "integer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(t, "", append([]string{"bench"}, tc.args...)...)
+			if r.code != ExitUsage || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", r.code, r.stderr, ExitUsage, tc.want)
+			}
+		})
+	}
+}
