@@ -35,6 +35,9 @@ type Runtime struct {
 	mu      sync.Mutex
 	closed  bool
 	plugins map[*Plugin]struct{}
+	// loads counts compilations in progress: Close waits for them, since
+	// wazero must not be closed under a compilation.
+	loads sync.WaitGroup
 }
 
 // NewRuntime returns a Runtime configured by opts. The error wraps
@@ -129,11 +132,13 @@ func (r *Runtime) Validate(ctx context.Context, module []byte) (plugin.Info, err
 
 func (r *Runtime) load(ctx context.Context, module []byte, digest string) (*Plugin, error) {
 	r.mu.Lock()
-	closed := r.closed
-	r.mu.Unlock()
-	if closed {
+	if r.closed {
+		r.mu.Unlock()
 		return nil, fmt.Errorf("wasm: load: %w", ErrClosed)
 	}
+	r.loads.Add(1)
+	r.mu.Unlock()
+	defer r.loads.Done()
 	t0 := time.Now()
 	compiled, err := r.rt.CompileModule(ctx, module)
 	if err != nil {
@@ -215,6 +220,16 @@ func (r *Runtime) Close(ctx context.Context) error {
 	r.mu.Unlock()
 	for _, p := range plugins {
 		p.Close()
+	}
+	// A load that started before Close finds the runtime closed when it
+	// registers its plugin, and closes the plugin itself.
+	loaded := make(chan struct{})
+	// Stops when the loads in progress end.
+	go func() { r.loads.Wait(); close(loaded) }()
+	select {
+	case <-loaded:
+	case <-ctx.Done():
+		return fmt.Errorf("wasm: close: modules still compiling: %w", ctx.Err())
 	}
 	for _, p := range plugins {
 		select {

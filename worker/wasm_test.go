@@ -1,0 +1,92 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/coordinator"
+	"github.com/dataflare/dataflare/examples/plugins"
+	"github.com/dataflare/dataflare/internal/fleettest"
+	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/pdk/pdktest"
+	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/pool"
+	"github.com/dataflare/dataflare/wasm"
+	"github.com/dataflare/dataflare/wasmstore"
+	"github.com/dataflare/dataflare/worker"
+)
+
+// TestWASMResultsComeFromThePool: a worker sharing its pool with the
+// WebAssembly runtime runs a WebAssembly job; the guest output went through
+// pooled buffers, and every one of them is back when the job is done.
+func TestWASMResultsComeFromThePool(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p, err := pool.New(pool.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	rt, err := wasm.NewRuntime(ctx, wasm.WithBufferPool(p), wasm.WithInstances(2), wasm.WithCacheDir(pdktest.CacheDir(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cleanups run last-in first-out: the runtime closes after the fleet.
+	t.Cleanup(func() { rt.Close(context.Background()) })
+	s := natstest.RunServer(t)
+	js, err := jetstream.New(natstest.Connect(t, s.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := wasmstore.New(ctx, js, wasmstore.WithValidator(rt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Push(ctx, plugins.UpperWASMName, "1.0.0", plugins.UpperWASM); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := wasm.NewRegistry(rt, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Close)
+	f := fleettest.StartOn(t, s, s.ClientURL(), fleettest.Config{
+		Workers:     1,
+		Coordinator: coordinator.Config{Modules: wasmstore.Resolver(store)},
+		Worker:      worker.Config{Modules: reg, Pool: p},
+	})
+	c := f.Client()
+	recs := make([]plugin.Record, 5000)
+	for i := range recs {
+		recs[i].Value = []byte("some text to shout")
+	}
+	job, err := c.Submit(ctx, plugins.UpperWASMName, client.Records(recs), client.WithBatchSize(500))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for out, err := range job.Results() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out.Value, []byte("SOME TEXT TO SHOUT")) {
+			t.Fatalf("record %d = %q", out.Index, out.Value)
+		}
+		n++
+	}
+	if n != len(recs) {
+		t.Fatalf("%d results, want %d", n, len(recs))
+	}
+	st := p.Stats()
+	if st.Total.Hits+st.Total.Misses < 10 {
+		t.Errorf("the pool served %d gets: guest output and result encoding do not use it", st.Total.Hits+st.Total.Misses)
+	}
+	if st.Total.InUse != 0 || st.Errors != (pool.ErrorStats{}) {
+		t.Errorf("after the job: %d buffers still held, errors %+v", st.Total.InUse, st.Errors)
+	}
+}
