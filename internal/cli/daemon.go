@@ -17,6 +17,7 @@ import (
 
 	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/pool"
 	"github.com/dataflare/dataflare/worker"
 )
 
@@ -97,7 +98,14 @@ results. SIGTERM drains it: it stops pulling, finishes the batches it runs and l
 			defer nc.Close()
 			reg := newRegistry()
 			cfg.Registerer, cfg.Logger = reg, log
-			mods, closeMods, err := e.workerModules(cmd.Context(), nc, cacheDir, cfg.Parallel, reg, log)
+			// One pool for result encoding and guest output.
+			bufs, err := pool.New(pool.DefaultConfig())
+			if err != nil {
+				return err
+			}
+			defer bufs.Close()
+			cfg.Pool = bufs
+			mods, closeMods, err := e.workerModules(cmd.Context(), nc, cacheDir, cfg.Parallel, bufs, reg, log)
 			if err != nil {
 				return err
 			}

@@ -28,6 +28,7 @@ func (e *env) startStack(ctx context.Context, cfg stack.Config, log *slog.Logger
 		return nil, nil, err
 	}
 	cfg.NewModules = sw.newModules
+	cfg.Worker.Pool = sw.bufs
 	// The coordinator's resolver needs the store, which needs the server:
 	// it is set once the server runs, through a late-bound resolver.
 	lr := &lateResolver{}

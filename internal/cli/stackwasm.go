@@ -13,6 +13,7 @@ import (
 
 	"github.com/dataflare/dataflare/examples/plugins"
 	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/pool"
 	"github.com/dataflare/dataflare/wasm"
 	"github.com/dataflare/dataflare/wasmstore"
 	"github.com/dataflare/dataflare/worker"
@@ -25,6 +26,9 @@ import (
 // the stack's store directory when it has one (it survives restarts with
 // it), else in a temporary directory removed by close.
 type stackWasm struct {
+	// bufs is the embedded workers' pool: result encoding and guest
+	// output.
+	bufs     *pool.Pool
 	parallel int
 	reg      prometheus.Registerer
 	cacheDir string
@@ -38,7 +42,11 @@ type stackWasm struct {
 // newStackWasm prepares the stack's WebAssembly side; storeDir is the
 // stack's --store ("" for a temporary store).
 func newStackWasm(storeDir string, parallel int, reg prometheus.Registerer) (*stackWasm, error) {
-	sw := &stackWasm{parallel: parallel, reg: reg}
+	bufs, err := pool.New(pool.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	sw := &stackWasm{bufs: bufs, parallel: parallel, reg: reg}
 	if storeDir != "" {
 		sw.cacheDir = filepath.Join(storeDir, "wasm-cache")
 		return sw, nil
@@ -57,7 +65,7 @@ func (sw *stackWasm) newModules(nc *nats.Conn, _ string) (worker.Modules, func()
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	if sw.shared == nil {
-		w, err := newWasmRuntime(context.Background(), nc, sw.cacheDir, sw.parallel, sw.reg)
+		w, err := newWasmRuntime(context.Background(), nc, sw.cacheDir, sw.parallel, sw.bufs, sw.reg)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -95,6 +103,7 @@ func (sw *stackWasm) close() {
 	if sw.shared != nil {
 		sw.shared.close()
 	}
+	sw.bufs.Close()
 	if sw.tmp {
 		os.RemoveAll(sw.cacheDir)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/pool"
 	"github.com/dataflare/dataflare/wasm"
 	"github.com/dataflare/dataflare/wasmstore"
 	"github.com/dataflare/dataflare/worker"
@@ -43,13 +44,14 @@ var _ worker.Modules = (*wasm.Registry)(nil)
 
 // newWasmRuntime returns a runtime that runs up to parallel batches of a
 // module at once, caching compiled code in cacheDir ("" for none), with
-// modules fetched from the plugin store on nc. Its metrics go to reg (nil
-// for none).
-func newWasmRuntime(ctx context.Context, nc *nats.Conn, cacheDir string, parallel int, reg prometheus.Registerer) (*wasmRuntime, error) {
+// modules fetched from the plugin store on nc and guest output copied into
+// buffers of bufs (the workers' pool; the worker gives them back after
+// publishing). Its metrics go to reg (nil for none).
+func newWasmRuntime(ctx context.Context, nc *nats.Conn, cacheDir string, parallel int, bufs *pool.Pool, reg prometheus.Registerer) (*wasmRuntime, error) {
 	if parallel < 1 {
 		parallel = runtime.GOMAXPROCS(0)
 	}
-	opts := []wasm.Option{wasm.WithInstances(parallel)}
+	opts := []wasm.Option{wasm.WithInstances(parallel), wasm.WithBufferPool(bufs)}
 	if cacheDir != "" {
 		opts = append(opts, wasm.WithCacheDir(cacheDir))
 	}
@@ -149,8 +151,8 @@ func (l *lazyStore) store(ctx context.Context) (*wasmstore.Store, error) {
 
 // workerModules returns the worker's WebAssembly runtime over the plugin
 // store, and a function to close it.
-func (e *env) workerModules(ctx context.Context, nc *nats.Conn, cacheDir string, parallel int, reg prometheus.Registerer, log *slog.Logger) (worker.Modules, func(), error) {
-	w, err := newWasmRuntime(ctx, nc, cacheDir, parallel, reg)
+func (e *env) workerModules(ctx context.Context, nc *nats.Conn, cacheDir string, parallel int, bufs *pool.Pool, reg prometheus.Registerer, log *slog.Logger) (worker.Modules, func(), error) {
+	w, err := newWasmRuntime(ctx, nc, cacheDir, parallel, bufs, reg)
 	if err != nil {
 		return nil, nil, err
 	}
