@@ -20,12 +20,12 @@ func init() {
 }
 
 // newClient connects and returns a client for a one-shot command.
-func (e *env) newClient(name string) (*client.Client, func(), error) {
+func (e *env) newClient(name string, opts ...client.Option) (*client.Client, func(), error) {
 	nc, err := e.connect(name, false)
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := client.New(nc)
+	c, err := client.New(nc, opts...)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

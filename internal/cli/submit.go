@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
 )
 
@@ -29,6 +30,7 @@ type submitFlags struct {
 	in, out   string
 	format    string
 	batchSize int
+	owner     string
 }
 
 func (e *env) submitCmd() *cobra.Command {
@@ -67,6 +69,7 @@ got errors, 1 when the job could not run (the results written until then stay wr
 	fl.StringVarP(&f.out, "out", "o", "-", "output FILE, or - for standard output")
 	fl.StringVar(&f.format, "format", formatLines, "input format: lines (a line is a value) or jsonl (a line is a JSON record)")
 	fl.IntVar(&f.batchSize, "batch-size", 0, "records per batch (default: the size the fleet chooses)")
+	fl.StringVar(&f.owner, "owner", proto.DefaultOwner, "owner of the job: its id and results are under this name (NATS permissions may require yours)")
 	return cmd
 }
 
@@ -99,6 +102,9 @@ func (e *env) runSubmit(ctx context.Context, f submitFlags) error {
 	if f.batchSize < 0 {
 		return usagef("--batch-size %d is negative", f.batchSize)
 	}
+	if !proto.ValidName(f.owner) {
+		return usagef("--owner %q: use 1-64 of [A-Za-z0-9_-]", f.owner)
+	}
 	cfg, err := parseConfig(f.config)
 	if err != nil {
 		return err
@@ -122,7 +128,7 @@ func (e *env) runSubmit(ctx context.Context, f submitFlags) error {
 		}
 		in = file
 	}
-	c, closeConn, err := e.newClient("submit")
+	c, closeConn, err := e.newClient("submit", client.WithOwner(f.owner))
 	if err != nil {
 		return err
 	}
