@@ -119,6 +119,9 @@ func TestAttachAfterClose(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	recs := records(1000, 10)
+	// A record too large to send: its error must be found by a reader
+	// that attaches later too.
+	recs[500].Key = make([]byte, 70<<10)
 	job, err := c.Submit(ctx, "upper", client.Records(recs), client.WithBatchSize(100))
 	if err != nil {
 		t.Fatal(err)
@@ -147,6 +150,13 @@ func TestAttachAfterClose(t *testing.T) {
 	for out, err := range again.Results() {
 		if err != nil {
 			t.Fatal(err)
+		}
+		if out.Index == 500 {
+			if !errors.Is(out.Err, plugin.ErrTooLarge) {
+				t.Errorf("record 500: err = %v, want ErrTooLarge", out.Err)
+			}
+			n++
+			continue
 		}
 		if string(out.Value) != strings.ToUpper(string(recs[out.Index].Value)) {
 			t.Fatalf("record %d = %q", out.Index, out.Value)

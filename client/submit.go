@@ -137,8 +137,10 @@ func (j *Job) submit(src Source) {
 				err = fmt.Errorf("record of %d bytes is over the batch limit of %d", size, maxBytes)
 			}
 			j.submitted.Add(1)
-			perr := &plugin.Error{Code: plugin.CodeTooLarge, Message: fmt.Sprintf("record %d: %v", index, err), Err: err}
-			if !j.emit(event{seg: &segment{base: index, results: []plugin.Result{plugin.Fail(perr)}}}) {
+			if err := j.reject(index, fmt.Sprintf("record %d: %v", index, err)); err != nil {
+				if j.ctx.Err() == nil {
+					sendErr(fmt.Errorf("client: store the error of record %d: %w", index, err))
+				}
 				ok = false
 				break
 			}
@@ -170,6 +172,19 @@ func (j *Job) submit(src Source) {
 		return
 	}
 	j.emit(event{sealed: true, total: index, err: inputErr})
+}
+
+// reject has a coordinator store the error of record index, which cannot
+// be sent, as its result: it takes its place among the job's results like
+// any other, for this reader and for one that attaches later.
+func (j *Job) reject(index uint64, msg string) error {
+	if err := j.reserve(index + 1); err != nil {
+		return err
+	}
+	_, err := retry(j, func(ctx context.Context) (*proto.Job, error) {
+		return request[proto.Job](ctx, j.c, proto.JobSubject("reject", j.info.ID), proto.JobReject{Index: index, Message: msg})
+	})
+	return err
 }
 
 // copyRecord copies r's bytes into *arena and returns the copy. Earlier

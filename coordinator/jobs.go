@@ -5,14 +5,18 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/plugin"
 )
 
 // createJob handles df.job.create.<owner>: it resolves the plugin, pins a
@@ -121,6 +125,19 @@ func (c *Coordinator) jobRequest(ctx context.Context, subject string, data []byt
 			c.purge(ctx, proto.StreamResults, proto.ResultSubject(id))
 		}
 		return job, err
+	case "reject":
+		var req proto.JobReject
+		if err := json.Unmarshal(data, &req); err != nil {
+			return nil, proto.Errorf(proto.CodeInvalid, "coordinator: malformed reject request: %v", err)
+		}
+		job, err := c.job(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if job.State != proto.JobOpen {
+			return nil, proto.Errorf(proto.CodeJobClosed, "job %s is %s", id, job.State)
+		}
+		return job, c.reject(ctx, id, req)
 	case "cancel":
 		job, err := c.updateJob(ctx, id, func(j *proto.Job) error {
 			if j.State == proto.JobDone {
@@ -136,6 +153,22 @@ func (c *Coordinator) jobRequest(ctx context.Context, subject string, data []byt
 		return job, err
 	}
 	return nil, proto.Errorf(proto.CodeInvalid, "coordinator: unknown job request %q", verb)
+}
+
+// reject stores a record's error as its result in DF_RESULTS.
+func (c *Coordinator) reject(ctx context.Context, job string, req proto.JobReject) error {
+	perr := &plugin.Error{Code: plugin.CodeTooLarge, Message: req.Message}
+	rs := batch.ResultSet{Job: job, Worker: c.cfg.ID, Base: req.Index, Results: []plugin.Result{plugin.Fail(perr)}}
+	data, err := batch.AppendResults(nil, &rs)
+	if err != nil {
+		return proto.Errorf(proto.CodeInvalid, "coordinator: reject: %v", err)
+	}
+	m := &nats.Msg{Subject: proto.ResultSubject(job), Data: data, Header: nats.Header{}}
+	m.Header.Set(proto.HeaderMsgID, job+".reject."+strconv.FormatUint(req.Index, 10))
+	if _, err := c.js.PublishMsg(ctx, m); err != nil {
+		return publishError(err)
+	}
+	return nil
 }
 
 // purge removes subject's messages from stream, logging a failure: the

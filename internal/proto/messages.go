@@ -64,6 +64,15 @@ type JobSeal struct {
 	Records uint64 `json:"records"`
 }
 
+// JobReject is the request on df.job.reject.<job>: a record the client
+// cannot send (over a size limit) gets its error as a result, stored like
+// every other result so that a reader of the job — the client, or another
+// one after Attach — finds it in its place.
+type JobReject struct {
+	Index   uint64 `json:"index"`
+	Message string `json:"message"`
+}
+
 // JobFinish is the request on df.job.done.<job>: the client read every result.
 type JobFinish struct {
 	Progress Progress `json:"progress"`

@@ -82,7 +82,7 @@ func DeadSubject(job string) string { return SubjectDeadPrefix + job }
 func HeartbeatSubject(worker string) string { return SubjectHeartbeatPrefix + worker }
 
 // JobSubject returns the subject of a job request: verb is "seal",
-// "cancel", "get" or "done".
+// "cancel", "get", "done" or "reject".
 func JobSubject(verb, job string) string { return SubjectJobPrefix + verb + "." + job }
 
 // MsgID returns the de-duplication id of batch seq of job ("<job>.<seq>"),
