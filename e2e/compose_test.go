@@ -44,6 +44,11 @@ type composeStack struct {
 	natsURL string // the host's URLs of the three nodes, on 127.0.0.1
 }
 
+// adminUser is the admin of deploy/nats/auth.conf (development password),
+// as whom the tests submit and ask for status: the CLI has no flag yet to
+// submit as a client owner.
+const adminUser = "admin:dev-admin-secret"
+
 // composeCommand returns how to run compose here, or nil.
 func composeCommand() []string {
 	if exec.Command("docker", "compose", "version").Run() == nil {
@@ -109,7 +114,17 @@ func newComposeStack(t *testing.T, ctx context.Context, workers int) *composeSta
 		if !strings.HasPrefix(hostPort, "127.0.0.1:") {
 			t.Fatalf("%s's client port is published on %q, want 127.0.0.1 only", node, hostPort)
 		}
-		urls = append(urls, "nats://"+hostPort)
+		urls = append(urls, hostPort)
+	}
+	// The nodes take the users of deploy/nats/auth.conf only: without
+	// credentials nothing answers.
+	anon := exec.CommandContext(ctx, dataflareBin, "status")
+	anon.Env = append(os.Environ(), "NATS_URL=nats://"+urls[0])
+	if out, err := anon.CombinedOutput(); err == nil || !strings.Contains(strings.ToLower(string(out)), "authorization") {
+		t.Fatalf("status without credentials: %v, %s; want an authorization error", err, out)
+	}
+	for i, u := range urls {
+		urls[i] = "nats://" + adminUser + "@" + u
 	}
 	s.natsURL = strings.Join(urls, ",")
 	s.waitFleet(func(st *fleet.Status) error {
