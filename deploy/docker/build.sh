@@ -7,10 +7,14 @@
 #   deploy/docker/build.sh                 both images
 #   deploy/docker/build.sh dataflare       only the dataflare image
 #   deploy/docker/build.sh nats            only the nats-server image
+#   deploy/docker/build.sh prometheus      Prometheus from its Go module (opt-in:
+#                                          a long first build, see docs/deploy.md)
 #
 # Environment:
 #   DATAFLARE_IMAGE  tag of the dataflare image   (default dataflare:dev)
 #   NATS_IMAGE       tag of the nats-server image (default dataflare-nats:dev)
+#   PROMETHEUS_IMAGE tag of the Prometheus image  (default dataflare-prometheus:dev)
+#   PROMETHEUS_MODULE_VERSION  Prometheus module version (default v0.316.0, Prometheus 3.16)
 #   GOARCH           target architecture          (default: this machine's)
 #
 # The nats-server binary is the module version go.mod pins
@@ -20,13 +24,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 dataflare_image=${DATAFLARE_IMAGE:-dataflare:dev}
 nats_image=${NATS_IMAGE:-dataflare-nats:dev}
+prometheus_image=${PROMETHEUS_IMAGE:-dataflare-prometheus:dev}
+prometheus_version=${PROMETHEUS_MODULE_VERSION:-v0.316.0}
 
 which=(dataflare nats)
 if [ $# -gt 0 ]; then which=("$@"); fi
 for w in "${which[@]}"; do
 	case $w in
-	dataflare | nats) ;;
-	*) echo "build.sh: unknown image $w (want dataflare or nats)" >&2; exit 2 ;;
+	dataflare | nats | prometheus) ;;
+	*) echo "build.sh: unknown image $w (want dataflare, nats or prometheus)" >&2; exit 2 ;;
 	esac
 done
 
@@ -37,7 +43,7 @@ trap 'rm -rf "$ctx"' EXIT
 # directories the daemons write (owned by the user through COPY --chown),
 # and the host's CA bundle for TLS to NATS or an OTLP collector.
 mkdir -p "$ctx/bin" "$ctx/rootfs/etc/ssl/certs" "$ctx/rootfs/tmp" "$ctx/rootfs/data" \
-	"$ctx/rootfs/home/nonroot" "$ctx/rootfs/var/cache/dataflare"
+	"$ctx/rootfs/home/nonroot" "$ctx/rootfs/var/cache/dataflare" "$ctx/rootfs/prometheus"
 chmod 1777 "$ctx/rootfs/tmp"
 echo 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' >"$ctx/rootfs/etc/passwd"
 echo 'nonroot:x:65532:' >"$ctx/rootfs/etc/group"
@@ -68,6 +74,13 @@ for w in "${which[@]}"; do
 		gobuild nats-server github.com/nats-io/nats-server/v2
 		dbuild -f "$here/nats.Dockerfile" -t "$nats_image"
 		echo "built $nats_image ($("$ctx/bin/nats-server" --version))"
+		;;
+	prometheus)
+		# Outside this module: go install resolves Prometheus's own go.mod.
+		(cd "$ctx" && CGO_ENABLED=0 GOOS=linux GOBIN="$ctx/bin" go install -trimpath -ldflags='-s -w' \
+			"github.com/prometheus/prometheus/cmd/prometheus@$prometheus_version")
+		dbuild -f "$here/prometheus.Dockerfile" -t "$prometheus_image"
+		echo "built $prometheus_image (module $prometheus_version)"
 		;;
 	esac
 done
