@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -509,6 +510,110 @@ func TestComposeFaults(t *testing.T) {
 		if slices.Contains(fresh, w.ID) {
 			t.Logf("new worker %s processed %d records", w.ID, w.Processed)
 		}
+	}
+	t.Logf("whole test %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestLocalScript runs deploy/local/run.sh, the compose topology as
+// processes on loopback (no Docker needed): it must come up with 3 NATS
+// nodes, 2 coordinators and 2 workers, run a job with exactly one result
+// per record, and on SIGTERM stop everything and remove its directory.
+func TestLocalScript(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [2]byte
+	rand.Read(b[:])
+	base := 30000 + int(b[0])<<5 + int(b[1])%32 // 30000..38191: every port below 50000
+	start := time.Now()
+	cmd := exec.Command(filepath.Join(root, "deploy", "local", "run.sh"), "-w", "2", "-p", strconv.Itoa(base))
+	cmd.Env = append(os.Environ(), "DATAFLARE_BIN="+dataflareBin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	lines := make(chan string, 16)
+	// Stops when the script closes its standard output (it exits).
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(time.Minute):
+			cmd.Process.Kill()
+		}
+	})
+
+	var url, logs string
+	deadline := time.After(3 * time.Minute)
+	for url == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("run.sh exited before it was ready: %s", stderr.String())
+			}
+			if _, after, ok := strings.Cut(l, "(logs in "); ok {
+				logs = strings.TrimSuffix(after, ")")
+			}
+			if _, after, ok := strings.Cut(l, "export NATS_URL="); ok {
+				url = after
+			}
+		case <-deadline:
+			t.Fatalf("run.sh not ready within 3 minutes: %s", stderr.String())
+		}
+	}
+	t.Logf("local fleet up in %v (base port %d)", time.Since(start).Round(time.Millisecond), base)
+	s := &composeStack{t: t, ctx: ctx, natsURL: url}
+	st := s.waitFleet(func(st *fleet.Status) error {
+		if h := healthy(st); h != 2 {
+			return fmt.Errorf("%d healthy workers, want 2", h)
+		}
+		return nil
+	})
+	if st.Coordinator == "" {
+		t.Error("status names no coordinator")
+	}
+	const n = 5000
+	sub := s.submit(ctx, n, 0)
+	<-sub.done
+	if sub.err != nil {
+		t.Fatalf("submit: %v: %s", sub.err, sub.stderr.String())
+	}
+	checkOutput(t, sub.out, n)
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+		var ee *exec.ExitError
+		if waitErr != nil && !(errors.As(waitErr, &ee) && ee.ExitCode() == 143) {
+			t.Errorf("run.sh after SIGTERM: %v, want exit 143", waitErr)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("run.sh did not stop within a minute of SIGTERM")
+	}
+	if logs == "" {
+		t.Fatal("run.sh did not say where its logs are")
+	}
+	if _, err := os.Stat(filepath.Dir(logs)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("run.sh left %s behind (stat: %v)", filepath.Dir(logs), err)
 	}
 	t.Logf("whole test %v", time.Since(start).Round(time.Millisecond))
 }
