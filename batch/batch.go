@@ -67,23 +67,7 @@ func (l Limits) AppendBatch(dst []byte, b *Batch) ([]byte, error) {
 	dst = appendConfig(dst, b.Config)
 	le.PutUint32(dst[start+4:], uint32(len(dst)-start))
 	for i := range b.Records {
-		r := &b.Records[i]
-		ns, _ := timestampNanos(r.Timestamp) // checked by checkBatch
-		n := len(dst)
-		dst = dst[:n+RecordOverhead] // room made by slices.Grow
-		le.PutUint32(dst[n:], uint32(len(r.Key)))
-		le.PutUint32(dst[n+4:], uint32(len(r.Value)))
-		le.PutUint32(dst[n+8:], uint32(len(r.Headers)))
-		le.PutUint64(dst[n+12:], uint64(ns))
-		dst = append(dst, r.Key...)
-		dst = append(dst, r.Value...)
-		for j := range r.Headers {
-			h := &r.Headers[j]
-			dst = le.AppendUint32(dst, uint32(len(h.Key)))
-			dst = append(dst, h.Key...)
-			dst = le.AppendUint32(dst, uint32(len(h.Value)))
-			dst = append(dst, h.Value...)
-		}
+		dst = appendRecord(dst, &b.Records[i]) // checked, room made by slices.Grow
 	}
 	return dst, nil
 }
