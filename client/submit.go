@@ -14,7 +14,6 @@ import (
 	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/internal/tracing"
-	"github.com/dataflare/dataflare/plugin"
 )
 
 // headerRoom is what a batch message's header may take beside its records.
@@ -80,40 +79,46 @@ func (j *Job) submit(src Source) {
 	if maxBytes <= 0 {
 		maxBytes = 1<<20 - headerRoom
 	}
-	b := batch.Batch{Job: j.info.ID, Plugin: j.info.Plugin, Digest: j.info.Digest, Config: j.info.Config}
+	// Each record is copied once, straight into the batch message being
+	// written (the Source may reuse its buffers once it has yielded).
+	hdr := batch.Batch{Job: j.info.ID, Plugin: j.info.Plugin, Digest: j.info.Digest, Config: j.info.Config}
 	var (
-		recs     []plugin.Record
-		arena    []byte
+		w        batch.Writer
+		buf      *[]byte // the message being written, nil between batches
+		n        int     // records in it
+		lastLen  int     // the last message's size, to size the next buffer
 		recBytes int
 		index    uint64
 		seq      uint64
 		inputErr error
 	)
+	// drop discards a message started but holding no record.
+	drop := func() {
+		if buf != nil && n == 0 {
+			encodeBufs.Put(buf)
+			buf = nil
+		}
+	}
 	flush := func() bool {
-		if len(recs) == 0 {
+		if n == 0 {
 			return true
 		}
-		base := index - uint64(len(recs))
+		base := index - uint64(n)
 		if err := j.reserve(index); err != nil {
 			return false
 		}
-		b.Seq, b.Base, b.Records = seq, base, recs
-		buf := encodeBuf(batch.BatchSize(&b))
-		data, err := batch.AppendBatch(*buf, &b)
-		if err != nil {
-			encodeBufs.Put(buf)
-			sendErr(fmt.Errorf("client: encode batch: %w", err))
-			return false
-		}
+		data := w.Bytes()
 		*buf = data
 		select {
-		case sendq <- &outBatch{seq: seq, base: base, n: len(recs), data: data, buf: buf}:
+		case sendq <- &outBatch{seq: seq, base: base, n: n, data: data, buf: buf}:
 		case <-j.ctx.Done():
 			encodeBufs.Put(buf)
+			buf = nil
 			return false
 		}
 		seq++
-		recs, arena, recBytes = recs[:0], arena[:0], 0
+		lastLen = len(data)
+		buf, n, recBytes = nil, 0, 0
 		return true
 	}
 	ok := true
@@ -127,12 +132,32 @@ func (j *Job) submit(src Source) {
 			break
 		}
 		size := batch.RecordSize(&rec)
-		if err := batch.DefaultLimits.CheckRecord(&rec); err != nil || size > maxBytes {
+		fits := size <= maxBytes
+		if fits {
+			if n > 0 && (n >= int(j.batchSize.Load()) || recBytes+size > maxBytes) {
+				if ok = flush(); !ok {
+					break
+				}
+			}
+			if buf == nil {
+				buf = encodeBuf(max(lastLen, 4<<10))
+				hdr.Seq, hdr.Base = seq, index
+				if err := w.Reset((*buf)[:0], &hdr); err != nil {
+					sendErr(fmt.Errorf("client: encode batch: %w", err))
+					ok = false
+					break
+				}
+			}
+			fits = w.Add(&rec) == nil
+		}
+		if !fits {
 			// The record cannot travel: it gets its error here, in its
 			// place, and the rest of the job goes on.
 			if ok = flush(); !ok {
 				break
 			}
+			drop()
+			err := batch.DefaultLimits.CheckRecord(&rec)
 			if err == nil {
 				err = fmt.Errorf("record of %d bytes is over the batch limit of %d", size, maxBytes)
 			}
@@ -147,12 +172,7 @@ func (j *Job) submit(src Source) {
 			index++
 			continue
 		}
-		if len(recs) > 0 && (len(recs) >= int(j.batchSize.Load()) || recBytes+size > maxBytes) {
-			if ok = flush(); !ok {
-				break
-			}
-		}
-		recs = append(recs, copyRecord(&arena, rec))
+		n++
 		recBytes += size
 		index++
 		j.submitted.Add(1)
@@ -160,6 +180,7 @@ func (j *Job) submit(src Source) {
 	if ok {
 		ok = flush()
 	}
+	drop()
 	close(sendq)
 	senders.Wait()
 	if !ok || failed.Load() || j.ctx.Err() != nil {
@@ -185,27 +206,6 @@ func (j *Job) reject(index uint64, msg string) error {
 		return request[proto.Job](ctx, j.c, proto.JobSubject("reject", j.info.ID), proto.JobReject{Index: index, Message: msg})
 	})
 	return err
-}
-
-// copyRecord copies r's bytes into *arena and returns the copy. Earlier
-// copies stay valid when the arena grows (they keep the old array).
-func copyRecord(arena *[]byte, r plugin.Record) plugin.Record {
-	cp := func(b []byte) []byte {
-		if b == nil {
-			return nil
-		}
-		start := len(*arena)
-		*arena = append(*arena, b...)
-		return (*arena)[start:len(*arena):len(*arena)]
-	}
-	out := plugin.Record{Key: cp(r.Key), Value: cp(r.Value), Timestamp: r.Timestamp}
-	if len(r.Headers) > 0 {
-		out.Headers = make([]plugin.Header, len(r.Headers))
-		for i, h := range r.Headers {
-			out.Headers[i] = plugin.Header{Key: cp(h.Key), Value: cp(h.Value)}
-		}
-	}
-	return out
 }
 
 // send submits one batch to a coordinator, retrying while none answers or
