@@ -60,8 +60,8 @@ type Config struct {
 	// Sweep lists fixed batch sizes to run fleet_native at as well, in
 	// every round, to compare with the sizer's choice.
 	Sweep []int
-	// Warmup bounds the time given to the sizer to settle before the
-	// measured rounds. Default 15 s.
+	// Warmup bounds the time given to the sizer to settle for each plugin
+	// before the measured rounds. Default 15 s.
 	Warmup time.Duration
 	// StoreDir keeps JetStream's files; empty means a temporary directory.
 	StoreDir string

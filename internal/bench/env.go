@@ -52,9 +52,10 @@ type env struct {
 	twin  *twin
 	check func(in, out []byte) bool
 
-	// batchSize is the native plugin's settled (or fixed) batch size,
-	// wasmSize the twin's.
-	batchSize, wasmSize int
+	// sizerSize is the native plugin's settled (or fixed) batch size,
+	// batchSize the same within the message size limit (what batches
+	// hold), wasmSize the twin's settled size.
+	sizerSize, batchSize, wasmSize int
 
 	raw        *rawLegs
 	direct     plugin.BatchPlugin
@@ -160,7 +161,7 @@ func setupStack(ctx context.Context, cfg Config, workers, window int) (_ *env, e
 	if e.js, err = jetstream.New(e.nc); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	if e.cl, err = client.New(e.nc, client.WithWindow(max(defaultWindow, window))); err != nil {
+	if e.cl, err = client.New(e.nc, client.WithWindow(window)); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	if e.twin != nil {

@@ -106,7 +106,7 @@ func Failover(ctx context.Context, cfg FailoverConfig) (*FailoverReport, error) 
 		return nil, err
 	}
 	bcfg.topology.AckWait = cfg.AckWait
-	e, err := setupStack(ctx, bcfg, 0, 8*cfg.Parallel)
+	e, err := setupStack(ctx, bcfg, 0, defaultWindow)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/plugin"
 )
 
@@ -57,7 +58,7 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 	if err := e.warmup(ctx); err != nil {
 		return nil, err
 	}
-	rep.BatchSize, rep.FixedBatchSize, rep.BatchSizeWASM = e.batchSize, cfg.BatchSize > 0, e.wasmSize
+	rep.BatchSize, rep.FixedBatchSize, rep.BatchSizeWASM = e.sizerSize, cfg.BatchSize > 0, e.wasmSize
 
 	var tasks []task
 	for _, m := range e.modes {
@@ -113,19 +114,19 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 	}
 	rep.Raw = mode(ModeRaw, e.batchSize)
 	rep.FleetNative = mode(ModeFleetNative, e.batchSize)
-	rep.FleetWASM = mode(ModeFleetWASM, e.wasmSize)
+	rep.FleetWASM = mode(ModeFleetWASM, min(e.wasmSize, e.perMessage()))
 	rep.Direct = mode(ModeDirect, e.batchSize)
 	rep.DirectWASM = mode(ModeDirectWASM, e.batchSize)
 	// The sizes the sizer holds at the end, for the record.
 	if cfg.BatchSize == 0 {
 		if rep.FleetNative != nil {
 			if n, err := e.batchSizeOf(ctx, cfg.Plugin); err == nil {
-				rep.FleetNative.BatchSize = n
+				rep.FleetNative.BatchSize = min(n, e.perMessage())
 			}
 		}
 		if rep.FleetWASM != nil {
 			if n, err := e.batchSizeOf(ctx, e.twin.name); err == nil {
-				rep.FleetWASM.BatchSize = n
+				rep.FleetWASM.BatchSize = min(n, e.perMessage())
 			}
 		}
 	}
@@ -154,9 +155,9 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 	return rep, nil
 }
 
-// warmup lets the sizer settle for the fleet modes, encodes the raw
-// mode's messages at the settled size, and runs every mode once on a few
-// records, outside the measurement.
+// warmup lets the sizer settle for the fleet modes (each plugin within
+// Warmup), encodes the raw mode's messages at the settled size, and runs
+// every mode once on a few records, outside the measurement.
 func (e *env) warmup(ctx context.Context) error {
 	deadline := time.Now().Add(e.cfg.Warmup)
 	e.batchSize, e.wasmSize = e.cfg.BatchSize, e.cfg.BatchSize
@@ -173,11 +174,18 @@ func (e *env) warmup(ctx context.Context) error {
 		}
 	}
 	if contains(e.modes, ModeFleetWASM) && e.wasmSize == 0 {
-		n, err := e.settle(ctx, e.twin.name, deadline)
+		n, err := e.settle(ctx, e.twin.name, time.Now().Add(e.cfg.Warmup))
 		if err != nil {
 			return err
 		}
 		e.wasmSize = n
+	}
+	// A batch is cut at the message size limit too, as the client cuts
+	// it: the raw and direct modes run batches of the size the fleet's
+	// actually have.
+	e.sizerSize = e.batchSize
+	if e.batchSize > 0 {
+		e.batchSize = min(e.batchSize, e.perMessage())
 	}
 	if contains(e.modes, ModeRaw) {
 		var err error
@@ -367,4 +375,12 @@ func LoadAvg() float64 {
 	}
 	v, _ := strconv.ParseFloat(f[0], 64)
 	return v
+}
+
+// perMessage is the most records of the run's size one batch message holds:
+// the client cuts batches at the server's message size less room for the
+// header (client and coordinator keep 16 KiB).
+func (e *env) perMessage() int {
+	room := int(e.nc.MaxPayload()) - 16<<10
+	return max(1, room/batch.RecordSize(&plugin.Record{Value: e.in.value(0)}))
 }

@@ -28,6 +28,10 @@ type ScalingConfig struct {
 	Rounds int
 	// RecordSize is each record's value size. Default 100.
 	RecordSize int
+	// Window is the client's window (client.WithWindow). Default four
+	// batches per slot of the most workers, so that the client is not
+	// what limits them.
+	Window int
 	// Spawner starts the workers. Default InProcess.
 	Spawner Spawner
 	// Log receives progress lines (nil: none).
@@ -45,8 +49,7 @@ type ScalingReport struct {
 	Rounds      int     `json:"rounds"`
 	// Workers says what the workers were: "process" or "in-process".
 	Workers string `json:"workers"`
-	// Window is the client's window (client.WithWindow): four batches
-	// per slot of the most workers, so that the client is not the limit.
+	// Window is the client's window (client.WithWindow).
 	Window int `json:"client_window"`
 	// Ceiling is one worker's throughput if it did nothing but sleep:
 	// Parallel × 1000 / DelayMillis records per second.
@@ -93,6 +96,9 @@ func (c ScalingConfig) withDefaults() (ScalingConfig, error) {
 	if c.Spawner == nil {
 		c.Spawner = InProcess{}
 	}
+	if c.Window == 0 && len(c.Counts) > 0 {
+		c.Window = 4 * max(c.Parallel, 1) * slices.Max(c.Counts)
+	}
 	if c.Log == nil {
 		c.Log = discard
 	}
@@ -103,7 +109,7 @@ func (c ScalingConfig) withDefaults() (ScalingConfig, error) {
 		return c, fmt.Errorf("%w: worker counts %v not in 1..64", ErrInvalidConfig, c.Counts)
 	case c.DelayMillis < 1 || c.DelayMillis > 1000:
 		return c, fmt.Errorf("%w: delay %d ms not in 1..1000", ErrInvalidConfig, c.DelayMillis)
-	case c.Parallel < 1, c.Rounds < 1, c.Seconds <= 0:
+	case c.Parallel < 1, c.Rounds < 1, c.Seconds <= 0, c.Window < 1:
 		return c, fmt.Errorf("%w: parallel %d, rounds %d, seconds %v must be positive", ErrInvalidConfig, c.Parallel, c.Rounds, c.Seconds)
 	case c.RecordSize < 1 || c.RecordSize > MaxRecordSize:
 		return c, fmt.Errorf("%w: record size %d not in 1..%d", ErrInvalidConfig, c.RecordSize, MaxRecordSize)
@@ -129,16 +135,14 @@ func Scaling(ctx context.Context, cfg ScalingConfig) (*ScalingReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The client's window must not be what limits the fleet: it holds
-	// four batches per slot of the most workers.
-	e, err := setupStack(ctx, bcfg, 0, 4*cfg.Parallel*cfg.Counts[len(cfg.Counts)-1])
+	e, err := setupStack(ctx, bcfg, 0, cfg.Window)
 	if err != nil {
 		return nil, err
 	}
 	defer e.close()
 	rep := &ScalingReport{Date: e.start.UTC().Format(time.RFC3339), Machine: machine(), Plugin: builtin.DelayName,
 		DelayMillis: cfg.DelayMillis, Parallel: cfg.Parallel, RecordSize: cfg.RecordSize, Rounds: cfg.Rounds,
-		Workers: cfg.Spawner.Kind(), Ceiling: perWorker, Window: 4 * cfg.Parallel * cfg.Counts[len(cfg.Counts)-1]}
+		Workers: cfg.Spawner.Kind(), Ceiling: perWorker, Window: cfg.Window}
 
 	var running []Worker
 	stopAll := func() error {

@@ -35,6 +35,7 @@ type benchFlags struct {
 	workersAs  string
 	ackWait    time.Duration
 	seconds    float64
+	window     int
 }
 
 func (e *env) benchCmd() *cobra.Command {
@@ -82,6 +83,7 @@ or run in this process (--workers-as in-process).`,
 	fl.StringVar(&f.workersAs, "workers-as", "process", "workers of --scaling, --coldstart and --failover: process or in-process")
 	fl.DurationVar(&f.ackWait, "ack-wait", 0, "--failover: the batches' AckWait (default 5s)")
 	fl.Float64Var(&f.seconds, "seconds", 0, "--scaling, --failover: about how long each job runs (default 4 and 6)")
+	fl.IntVar(&f.window, "window", 0, "--scaling: the client's window in batches (default 4 per slot of the most workers)")
 	return cmd
 }
 
@@ -226,7 +228,7 @@ func (e *env) runBenchFigure(cmd *cobra.Command, f benchFlags, cfg bench.Config)
 	case len(f.scaling) > 0:
 		rep, err = bench.Scaling(ctx, bench.ScalingConfig{Counts: f.scaling, DelayMillis: ms, Parallel: cfg.Parallel,
 			Seconds: f.seconds, Rounds: flagInt(cmd, "rounds", cfg.Rounds), RecordSize: flagInt(cmd, "record-size", cfg.RecordSize),
-			Spawner: sp, Log: log})
+			Window: f.window, Spawner: sp, Log: log})
 	case f.coldStart:
 		rep, err = bench.ColdStart(ctx, bench.ColdStartConfig{Repeats: flagInt(cmd, "rounds", cfg.Rounds), Spawner: sp, Log: log})
 	default:
