@@ -43,12 +43,16 @@ type composeStack struct {
 	dir     string
 	env     []string
 	natsURL string // the host's URLs of the three nodes, on 127.0.0.1
+	owner   string // the client owner the CLI acts as ("": no role)
 }
 
-// adminUser is the admin of deploy/nats/auth.conf (development password),
-// as whom the tests submit and ask for status: the CLI has no flag yet to
-// submit as a client owner.
-const adminUser = "admin:dev-admin-secret"
+// clientUser is the client of owner alice in deploy/nats/auth.conf
+// (development password): the compose test submits and asks for status with
+// that role's rights only.
+const (
+	clientOwner = "alice"
+	clientUser  = clientOwner + ":dev-alice-secret"
+)
 
 // composeCommand returns how to run compose here, or nil.
 func composeCommand() []string {
@@ -125,9 +129,10 @@ func newComposeStack(t *testing.T, ctx context.Context, workers int) *composeSta
 		t.Fatalf("status without credentials: %v, %s; want an authorization error", err, out)
 	}
 	for i, u := range urls {
-		urls[i] = "nats://" + adminUser + "@" + u
+		urls[i] = "nats://" + clientUser + "@" + u
 	}
 	s.natsURL = strings.Join(urls, ",")
+	s.owner = clientOwner
 	s.waitFleet(func(st *fleet.Status) error {
 		if h := healthy(st); h != workers {
 			return fmt.Errorf("%d healthy workers, want %d", h, workers)
@@ -197,8 +202,13 @@ func (s *composeStack) containers(service string) []string {
 	return strings.Fields(s.run("ps", "-q", service))
 }
 
-// dataflare runs the host's dataflare CLI against the stack.
+// dataflare runs the host's dataflare CLI against the stack, as the client
+// owner when there is one (its own inbox prefix: it may subscribe to nothing
+// else).
 func (s *composeStack) dataflare(ctx context.Context, args ...string) *exec.Cmd {
+	if s.owner != "" {
+		args = append(args, "--inbox-prefix", "_INBOX_"+s.owner)
+	}
 	cmd := exec.CommandContext(ctx, dataflareBin, args...)
 	cmd.Env = append(os.Environ(), "NATS_URL="+s.natsURL)
 	return cmd
@@ -311,7 +321,11 @@ func (s *composeStack) submit(ctx context.Context, n, ms int) *submission {
 		s.t.Fatal(err)
 	}
 	sub := &submission{out: filepath.Join(dir, "out.jsonl"), done: make(chan struct{})}
-	sub.cmd = s.dataflare(ctx, "submit", "--plugin", "delay", "--config", "ms="+strconv.Itoa(ms), "--in", in, "--out", sub.out)
+	args := []string{"submit", "--plugin", "delay", "--config", "ms=" + strconv.Itoa(ms), "--in", in, "--out", sub.out}
+	if s.owner != "" {
+		args = append(args, "--owner", s.owner)
+	}
+	sub.cmd = s.dataflare(ctx, args...)
 	sub.cmd.Stderr = &sub.stderr
 	if err := sub.cmd.Start(); err != nil {
 		s.t.Fatal(err)
