@@ -179,6 +179,12 @@ type Report struct {
 	// run.
 	FleetNativeVsRaw  *float64 `json:"fleet_native_vs_raw"`
 	FleetWASMVsNative *float64 `json:"fleet_wasm_vs_native"`
+	// FleetNativeVsRawCPU is raw's CPU time per record over
+	// fleet_native's (median over rounds of the ratio within the round):
+	// what FleetNativeVsRaw would be on a machine where the process is
+	// CPU-bound, and steadier on a shared one, where other processes take
+	// wall time but not this process's CPU time.
+	FleetNativeVsRawCPU *float64 `json:"fleet_native_vs_raw_cpu"`
 
 	// GCCycles and AllocBytesPerRecord are fleet_native's (the whole
 	// process: client, coordinator, worker and embedded server): GC

@@ -49,7 +49,7 @@ func TestRunReportsEveryModeFromOneRun(t *testing.T) {
 		if !ok {
 			t.Fatalf("%s: got %v, want an object", mode, doc[mode])
 		}
-		for _, f := range []string{"records_per_sec", "mb_per_sec", "p50_batch_ms", "p99_batch_ms"} {
+		for _, f := range []string{"records_per_sec", "mb_per_sec", "p50_batch_ms", "p99_batch_ms", "cpu_us_per_record"} {
 			v, ok := m[f].(float64)
 			if !ok || v <= 0 {
 				t.Errorf("%s.%s = %v, want a positive number", mode, f, m[f])
@@ -59,7 +59,7 @@ func TestRunReportsEveryModeFromOneRun(t *testing.T) {
 			t.Errorf("%s: %d rounds, want %d", mode, got, want)
 		}
 	}
-	for _, f := range []string{"fleet_native_vs_raw", "fleet_wasm_vs_native", "alloc_bytes_per_record", "batch_size"} {
+	for _, f := range []string{"fleet_native_vs_raw", "fleet_wasm_vs_native", "fleet_native_vs_raw_cpu", "alloc_bytes_per_record", "batch_size"} {
 		if v, ok := doc[f].(float64); !ok || v <= 0 {
 			t.Errorf("%s = %v, want a positive number", f, doc[f])
 		}

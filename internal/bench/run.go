@@ -132,6 +132,11 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 	}
 	rep.FleetNativeVsRaw = pairedRatio(got[task{mode: ModeFleetNative}], got[task{mode: ModeRaw}])
 	rep.FleetWASMVsNative = pairedRatio(got[task{mode: ModeFleetWASM}], got[task{mode: ModeFleetNative}])
+	if raw, fleet := got[task{mode: ModeRaw}], got[task{mode: ModeFleetNative}]; raw != nil && fleet != nil {
+		// Throughput is the inverse of CPU time per record: raw over
+		// fleet, as the throughput ratio is fleet over raw.
+		rep.FleetNativeVsRawCPU = pairedRatio(&measured{perSec: raw.cpu}, &measured{perSec: fleet.cpu})
+	}
 	if m := got[task{mode: ModeFleetNative}]; m != nil {
 		rep.GCCycles = uint32(median(m.gc))
 		rep.AllocBytesPerRecord = round2(median(m.bytes))

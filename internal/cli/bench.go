@@ -160,7 +160,7 @@ func printBench(w io.Writer, r *bench.Report) {
 		r.Plugin, r.Records, r.RecordSize, r.Rounds, r.Workers, r.Parallel, r.BatchSize, map[bool]string{true: " (fixed)", false: " (sizer)"}[r.FixedBatchSize])
 	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, load average %.2f at start\n\n", r.Machine.CPUs, r.Machine.CPU, r.Machine.GoVersion, r.Machine.LoadAvg)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "MODE\tRECORDS/S\tMB/S\tP50 BATCH MS\tP99 BATCH MS\tBATCH\tGC\tALLOC B/REC\t")
+	fmt.Fprintln(tw, "MODE\tRECORDS/S\tMB/S\tP50 BATCH MS\tP99 BATCH MS\tBATCH\tCPU µS/REC\tGC\tALLOC B/REC\t")
 	for _, m := range []struct {
 		name string
 		m    *bench.Mode
@@ -169,11 +169,11 @@ func printBench(w io.Writer, r *bench.Report) {
 		if m.m == nil {
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.2f\t%.2f\t%d\t%d\t%.0f\t\n", m.name, m.m.RecordsPerSec, m.m.MBPerSec,
-			m.m.P50BatchMs, m.m.P99BatchMs, m.m.BatchSize, m.m.GCCycles, m.m.AllocBytesPerRecord)
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.2f\t%.2f\t%d\t%.3f\t%d\t%.0f\t\n", m.name, m.m.RecordsPerSec, m.m.MBPerSec,
+			m.m.P50BatchMs, m.m.P99BatchMs, m.m.BatchSize, m.m.CPUMicrosPerRecord, m.m.GCCycles, m.m.AllocBytesPerRecord)
 	}
 	for _, p := range r.Sweep {
-		fmt.Fprintf(tw, "fleet_native @%d\t%.0f\t%.1f\t%.2f\t%.2f\t%d\t\t\t\n", p.BatchSize, p.RecordsPerSec,
+		fmt.Fprintf(tw, "fleet_native @%d\t%.0f\t%.1f\t%.2f\t%.2f\t%d\t\t\t\t\n", p.BatchSize, p.RecordsPerSec,
 			p.RecordsPerSec*float64(r.RecordSize)/1e6, p.P50BatchMs, p.P99BatchMs, p.BatchSize)
 	}
 	tw.Flush()
@@ -184,6 +184,7 @@ func printBench(w io.Writer, r *bench.Report) {
 		}
 	}
 	ratio("fleet_native_vs_raw", r.FleetNativeVsRaw)
+	ratio("fleet_native_vs_raw_cpu", r.FleetNativeVsRawCPU)
 	ratio("fleet_wasm_vs_native", r.FleetWASMVsNative)
 	if r.ControllerVsBest != nil {
 		fmt.Fprintf(w, "controller_vs_best: %.3f (best fixed size %d)\n", *r.ControllerVsBest, r.SweepBest)
