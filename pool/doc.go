@@ -2,8 +2,11 @@
 // byte buffers — Tiny 256 B, Small 4 KiB, Medium 64 KiB, Large 1 MiB, Huge
 // 4 MiB — handed out and taken back without allocating, with per-tier
 // limits, idle cleanup, warm-up, pinning, statistics and a memory budget.
-// The worker decodes, encodes and stages WebAssembly guest I/O in its
-// buffers, and reports its Stats and Pressure in every heartbeat.
+// A worker encodes every batch's results into its buffers and, sharing the
+// pool with its WebAssembly runtime, copies guest output into them; it
+// reports the pool's Stats and Pressure in every heartbeat. (Batches are
+// decoded in place from the message the NATS client received: there is no
+// buffer to pool on that side.)
 //
 //	p, err := pool.New(pool.DefaultConfig()) // err wraps pool.ErrInvalidConfig
 //	if err != nil { ... }
