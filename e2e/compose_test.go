@@ -478,6 +478,21 @@ func TestComposeFaults(t *testing.T) {
 	t.Logf("job of %d records done in %v despite the faults", n, time.Since(jobStart).Round(time.Millisecond))
 	checkOutput(t, sub.out, n)
 
+	// The worker that was cut off is back: reconnected to NATS, healthy.
+	cut := workers[1][:12]
+	st, err := s.pollFleet(func(st *fleet.Status) error {
+		for _, w := range st.Workers {
+			if w.Host == cut && w.Health == fleet.Healthy {
+				return nil
+			}
+		}
+		return fmt.Errorf("the worker cut off the network (container %s) is not healthy again", cut)
+	})
+	if err != nil {
+		s.dumpUnhealthyWorkers(st)
+		t.Fatal(err)
+	}
+
 	// Scale up: the new workers take part in the next job.
 	old := map[string]bool{}
 	for _, w := range s.waitFleet(func(*fleet.Status) error { return nil }).Workers {
@@ -485,7 +500,7 @@ func TestComposeFaults(t *testing.T) {
 	}
 	const scaled = 5
 	s.run("up", "-d", "--no-recreate", "--scale", fmt.Sprintf("worker=%d", scaled))
-	st, err := s.pollFleet(func(st *fleet.Status) error {
+	st, err = s.pollFleet(func(st *fleet.Status) error {
 		if h := healthy(st); h != scaled {
 			return fmt.Errorf("%d healthy workers, want %d", h, scaled)
 		}
