@@ -218,11 +218,10 @@ func (e *env) killRun(ctx context.Context, n int, killAfter time.Duration, victi
 	}
 	run.JobMs = ms(time.Since(start))
 	if killedAt < 0 {
-		select {
-		case killedAt = <-killed:
-		case <-time.After(time.Minute):
-			return run, fmt.Errorf("bench: the worker was not killed")
-		}
+		// The job ended before the kill: nothing failed over.
+		<-killed
+		return run, fmt.Errorf("%w: the job ended after %v ms, before the kill at %v: give it more Seconds",
+			ErrInvalidConfig, run.JobMs, killAfter)
 	}
 	run.KilledAtMs = ms(killedAt)
 	if got != n {

@@ -46,10 +46,13 @@ type Spawner interface {
 
 // Worker is a worker a Spawner started.
 type Worker interface {
-	// Stop drains the worker and waits for it to end.
+	// Stop drains the worker and waits for it to end. The error is the
+	// worker's own (Run's), or says it did not stop within 30 s (it is
+	// then killed).
 	Stop() error
 	// Kill ends the worker at once, as a crash would: nothing is
-	// acknowledged or said goodbye.
+	// acknowledged or said goodbye. The error is the operating system's,
+	// for a process that could not be killed.
 	Kill() error
 }
 
@@ -66,7 +69,9 @@ type Processes struct {
 // Kind returns "process".
 func (p Processes) Kind() string { return "process" }
 
-// Start runs `<Command> worker --nats url --id … --parallel …`.
+// Start runs `<Command> --nats url worker --id … --parallel …` (and
+// --cache-dir, --heartbeat when set). The error wraps ErrInvalidConfig when
+// Command is empty, or is the error of starting the process.
 func (p Processes) Start(_ context.Context, url string, w WorkerSpec) (Worker, error) {
 	if len(p.Command) == 0 {
 		return nil, fmt.Errorf("%w: no worker command", ErrInvalidConfig)
@@ -101,18 +106,25 @@ type procWorker struct {
 func (w *procWorker) Stop() error {
 	select {
 	case <-w.done:
-		return nil
+		return w.exitErr()
 	default:
 	}
 	w.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-w.done:
-		return nil
+		return w.exitErr()
 	case <-time.After(30 * time.Second):
 		w.cmd.Process.Kill()
 		<-w.done
 		return fmt.Errorf("bench: worker %d did not stop on SIGTERM", w.cmd.Process.Pid)
 	}
+}
+
+func (w *procWorker) exitErr() error {
+	if w.err != nil {
+		return fmt.Errorf("bench: worker %d: %w", w.cmd.Process.Pid, w.err)
+	}
+	return nil
 }
 
 func (w *procWorker) Kill() error {
@@ -133,7 +145,8 @@ type InProcess struct{}
 // Kind returns "in-process".
 func (InProcess) Kind() string { return "in-process" }
 
-// Start starts a worker in this process.
+// Start starts a worker in this process. The error is that of connecting
+// to url, of creating the worker's WebAssembly runtime, or worker.New's.
 func (InProcess) Start(ctx context.Context, url string, w WorkerSpec) (Worker, error) {
 	nc, err := nats.Connect(url, nats.Name("dataflare "+w.ID))
 	if err != nil {
