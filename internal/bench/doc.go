@@ -9,25 +9,28 @@
 //   - raw: the fleet's JetStream legs with none of its code — batch messages
 //     published to a work-queue stream, fetched, their bytes published to a
 //     results stream, acknowledged, read back;
-//
 //   - fleet_native: client → coordinator → worker (the native plugin) →
 //     client;
-//
 //   - fleet_wasm: the same with the plugin's WebAssembly twin (upper →
 //     upper-wasm);
-//
 //   - direct, direct_wasm: the plugin called in a loop in-process, the
 //     compute ceiling.
 //
-//     rep, err := bench.Run(ctx, bench.Config{Records: 200_000, RecordSize: 100, Plugin: "upper"})
-//     if err != nil {
-//     return err
-//     }
-//     fmt.Println(rep.FleetNative.RecordsPerSec, *rep.FleetNativeVsRaw)
+// Usage:
+//
+//	rep, err := bench.Run(ctx, bench.Config{Records: 200_000, RecordSize: 100, Plugin: "upper"})
+//	if err != nil {
+//		return err
+//	}
+//	fmt.Println(rep.FleetNative.RecordsPerSec, *rep.FleetNativeVsRaw)
 //
 // Scaling runs the latency-bound delay plugin over 1, 2, 4, 8 workers
 // (processes, through a Spawner, or in-process); ColdStart measures a
 // WebAssembly module's load to its first result with and without the
 // compiled-module cache; Failover measures how long a job stalls when a
 // worker dies under it.
+//
+//	sc, err := bench.Scaling(ctx, bench.ScalingConfig{Spawner: bench.Processes{Command: []string{exe}}})
+//	cs, err := bench.ColdStart(ctx, bench.ColdStartConfig{Spawner: bench.Processes{Command: []string{exe}}})
+//	fo, err := bench.Failover(ctx, bench.FailoverConfig{AckWait: time.Second})
 package bench
