@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,6 +34,7 @@ type Coordinator struct {
 
 	mu      sync.Mutex
 	running bool
+	ready   atomic.Bool
 }
 
 // New returns a Coordinator on nc. It validates cfg (errors wrap
@@ -87,14 +89,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		c.mu.Unlock()
 	}()
 
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := proto.Ensure(setupCtx, c.js, c.cfg.Topology); err != nil {
-		return fmt.Errorf("coordinator: %w", err)
-	}
-	kv, err := c.js.KeyValue(setupCtx, proto.BucketJobs)
+	kv, err := c.setup(ctx)
 	if err != nil {
-		return fmt.Errorf("coordinator: %w", err)
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
 	}
 	c.kv = kv
 	c.started = c.cfg.Clock()
@@ -133,6 +133,8 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if err := c.nc.Flush(); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
+	c.ready.Store(true)
+	defer c.ready.Store(false)
 	c.log.Info("coordinator started", "max_batch_bytes", c.cfg.MaxBatchBytes, "replicas", c.cfg.Topology.Replicas)
 
 	g, gctx := errgroup.WithContext(context.WithoutCancel(ctx))
@@ -167,6 +169,42 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	close(control)
 	handlers.Wait()
 	return g.Wait()
+}
+
+// Ready reports whether the coordinator runs: streams and bucket in place,
+// requests being served. For a readiness probe.
+func (c *Coordinator) Ready() bool { return c.ready.Load() }
+
+// setup creates the streams, consumer and bucket and returns the bucket.
+// JetStream that does not answer (a cluster still forming, or electing
+// after a node loss; two coordinators creating the same replicated stream
+// at once) is retried, each attempt with a short timeout, until ctx ends;
+// any other error is returned.
+func (c *Coordinator) setup(ctx context.Context) (jetstream.KeyValue, error) {
+	backoff := 250 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := proto.Ensure(actx, c.js, c.cfg.Topology)
+		var kv jetstream.KeyValue
+		if err == nil {
+			kv, err = c.js.KeyValue(actx, proto.BucketJobs)
+		}
+		cancel()
+		if err == nil {
+			return kv, nil
+		}
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) &&
+			!errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+			return nil, fmt.Errorf("coordinator: %w", err)
+		}
+		c.log.Warn("JetStream not answering; retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 // handleControl routes every request but submissions.

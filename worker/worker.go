@@ -32,6 +32,7 @@ type Worker struct {
 
 	inflight atomic.Int64
 	draining atomic.Bool
+	ready    atomic.Bool
 	hbSeq    atomic.Uint64
 	lease    lease
 
@@ -104,6 +105,10 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // Manager returns the worker's Manager: its plugins' metrics and health.
 func (w *Worker) Manager() *manager.Manager { return w.mgr }
 
+// Ready reports whether the worker is pulling work: it found the workers'
+// consumer and is not draining. For a readiness probe.
+func (w *Worker) Ready() bool { return w.ready.Load() && !w.draining.Load() }
+
 // Errors Run returns.
 var (
 	// ErrRunning: Run was called while the Worker runs.
@@ -145,6 +150,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	ackWait := cons.CachedInfo().Config.AckWait
 	w.started = time.Now()
+	w.ready.Store(true)
+	defer w.ready.Store(false)
 	w.log.Info("worker started", "parallel", w.cfg.Parallel, "ack_wait", ackWait)
 
 	// Batches run on a context of their own: cancelling ctx stops the

@@ -53,7 +53,13 @@ func (e *env) connect(name string, daemon bool) (*nats.Conn, error) {
 		opts = append(opts, nats.CustomInboxPrefix(e.inboxPrefix))
 	}
 	if daemon {
-		opts = append(opts, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+		// A daemon outlives network faults: it reconnects for ever, and it
+		// notices a connection that went dead without an error (a host that
+		// came back with another address) by pings and by a write that
+		// stalls, instead of blocking on it for minutes.
+		opts = append(opts, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
+			nats.PingInterval(5*time.Second), nats.MaxPingsOutstanding(3),
+			nats.FlusherTimeout(5*time.Second), nats.ReconnectOnFlusherError())
 	} else {
 		opts = append(opts, nats.MaxReconnects(2))
 	}

@@ -55,7 +55,7 @@ status and report requests. Run several for availability: they share the work.`,
 			if err != nil {
 				return err
 			}
-			stop, _, err := serveHTTP(httpAddr, reg, natsHealth(nc), log)
+			stop, _, err := serveHTTP(httpAddr, reg, natsHealth(nc, c.Ready), log)
 			if err != nil {
 				return err
 			}
@@ -115,7 +115,7 @@ results. SIGTERM drains it: it stops pulling, finishes the batches it runs and l
 			if err != nil {
 				return err
 			}
-			stop, _, err := serveHTTP(httpAddr, reg, natsHealth(nc), log)
+			stop, _, err := serveHTTP(httpAddr, reg, natsHealth(nc, w.Ready), log)
 			if err != nil {
 				return err
 			}
@@ -141,11 +141,15 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// natsHealth reports an error while the connection is down.
-func natsHealth(nc *nats.Conn) func() error {
+// natsHealth reports an error while the connection is down, or while ready
+// (when given) says the daemon is not serving yet or any more.
+func natsHealth(nc *nats.Conn, ready func() bool) func() error {
 	return func() error {
 		if !nc.IsConnected() {
 			return fmt.Errorf("not connected to NATS (%s)", nc.Status())
+		}
+		if ready != nil && !ready() {
+			return errors.New("not ready: starting, or draining")
 		}
 		return nil
 	}

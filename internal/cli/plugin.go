@@ -82,7 +82,7 @@ func openStore(ctx context.Context, nc *nats.Conn, replicas int, force bool, opt
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
 			return nil, fmt.Errorf("plugin store: JetStream is not enabled on this NATS server")
 		}
-		return nil, fmt.Errorf("plugin store: %v", err)
+		return nil, fmt.Errorf("plugin store: %w", err)
 	}
 	return s, nil
 }

@@ -24,12 +24,28 @@ import (
 
 // moduleResolver returns the coordinator's view of the WebAssembly plugin
 // store, creating the store's bucket with replicas when it does not exist.
+// JetStream that does not answer (a cluster forming or electing; another
+// coordinator creating the same bucket) is retried, each attempt with a
+// short timeout, until ctx ends.
 func (e *env) moduleResolver(ctx context.Context, nc *nats.Conn, replicas int) (coordinator.ModuleResolver, error) {
-	s, err := openStore(ctx, nc, replicas, true)
-	if err != nil {
-		return nil, err
+	backoff := 250 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		s, err := openStore(actx, nc, replicas, true)
+		cancel()
+		if err == nil {
+			return wasmstore.Resolver(s), nil
+		}
+		if ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
-	return wasmstore.Resolver(s), nil
 }
 
 // wasmRuntime is a worker's WebAssembly side: a wazero runtime and a
