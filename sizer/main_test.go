@@ -1,0 +1,10 @@
+package sizer
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// The concurrency tests start goroutines: none may outlive them.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
