@@ -80,12 +80,22 @@ func BenchmarkUpperNative(b *testing.B) {
 	perRecord(b, cpu0)
 }
 
-// BenchmarkUpperWASM runs the committed upper-wasm (Go, package pdk) on the
-// worker's path: the batch message copied into the guest, one call, the
-// output copied out.
+// BenchmarkUpperWASM runs the committed upper-wasm, the C build the system
+// pushes, on the worker's path: the batch message copied into the guest,
+// one call, the output copied out.
 func BenchmarkUpperWASM(b *testing.B) {
+	benchUpper(b, plugins.UpperWASM)
+}
+
+// BenchmarkUpperGoWASM is BenchmarkUpperWASM for the Go build (package
+// pdk).
+func BenchmarkUpperGoWASM(b *testing.B) {
+	benchUpper(b, plugins.UpperGoWASM)
+}
+
+func benchUpper(b *testing.B, module []byte) {
 	recs, msg := benchBatch(b)
-	p := loadBytes(b, plugins.UpperWASM)
+	p := loadBytes(b, module)
 	ctx := context.Background()
 	b.SetBytes(benchRecords * benchSize)
 	b.ReportAllocs()
@@ -116,19 +126,20 @@ func BenchmarkIdentityWASM(b *testing.B) {
 	perRecord(b, cpu0)
 }
 
-// BenchmarkColdStart is a worker's first batch of upper-wasm (3.3 MB): a new
-// runtime, the module loaded (compiled, or read from the compiled-module
-// cache on disk), instantiated, and one batch run.
+// BenchmarkColdStart is a worker's first batch of a module: a new runtime,
+// the module loaded (compiled, or read from the compiled-module cache on
+// disk), instantiated, and one batch run. no-cache and cache are the Go
+// build of upper-wasm (3.3 MB); c/… the C build (16 KB).
 func BenchmarkColdStart(b *testing.B) {
 	recs, msg := benchBatch(b)
 	ctx := context.Background()
-	coldStart := func(b *testing.B, opts ...wasm.Option) {
+	coldStart := func(b *testing.B, module []byte, opts ...wasm.Option) {
 		r, err := wasm.NewRuntime(ctx, opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer r.Close(ctx)
-		p, err := r.Load(ctx, plugins.UpperWASM)
+		p, err := r.Load(ctx, module)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -136,22 +147,27 @@ func BenchmarkColdStart(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.Run("no-cache", func(b *testing.B) {
-		b.ReportAllocs()
-		cpu0 := cpuTime()
-		for b.Loop() {
-			coldStart(b)
-		}
-		perOp(b, cpu0)
-	})
-	b.Run("cache", func(b *testing.B) {
-		dir := filepath.Join(b.TempDir(), "wazero")
-		coldStart(b, wasm.WithCacheDir(dir)) // fills the cache
-		b.ReportAllocs()
-		cpu0 := cpuTime()
-		for b.Loop() {
-			coldStart(b, wasm.WithCacheDir(dir))
-		}
-		perOp(b, cpu0)
-	})
+	for _, m := range []struct {
+		prefix string
+		module []byte
+	}{{"", plugins.UpperGoWASM}, {"c/", plugins.UpperWASM}} {
+		b.Run(m.prefix+"no-cache", func(b *testing.B) {
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			for b.Loop() {
+				coldStart(b, m.module)
+			}
+			perOp(b, cpu0)
+		})
+		b.Run(m.prefix+"cache", func(b *testing.B) {
+			dir := filepath.Join(b.TempDir(), "wazero")
+			coldStart(b, m.module, wasm.WithCacheDir(dir)) // fills the cache
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			for b.Loop() {
+				coldStart(b, m.module, wasm.WithCacheDir(dir))
+			}
+			perOp(b, cpu0)
+		})
+	}
 }

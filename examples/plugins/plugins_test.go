@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 
@@ -49,14 +50,9 @@ var (
 	loaded   = map[string]*wasm.Plugin{}
 )
 
-// load builds the example in dir and loads it, once per test binary.
-func load(t testing.TB, dir string) *wasm.Plugin {
+// runtime returns the runtime the tests share; loadedMu is held.
+func runtimeLocked(t testing.TB) *wasm.Runtime {
 	t.Helper()
-	loadedMu.Lock()
-	defer loadedMu.Unlock()
-	if p, ok := loaded[dir]; ok {
-		return p
-	}
 	if rt == nil {
 		// A compiled-module cache shared with later runs: a Go module
 		// takes seconds to compile.
@@ -66,27 +62,49 @@ func load(t testing.TB, dir string) *wasm.Plugin {
 		}
 		rt = r
 	}
-	module := pdktest.Build(t, "./"+dir)
-	p, err := rt.Load(context.Background(), module)
-	if err != nil {
-		t.Fatalf("Load %s: %v", dir, err)
+	return rt
+}
+
+// load builds the example in dir and loads it, once per test binary.
+func load(t testing.TB, dir string) *wasm.Plugin {
+	t.Helper()
+	loadedMu.Lock()
+	p, ok := loaded[dir]
+	loadedMu.Unlock()
+	if ok {
+		return p
 	}
-	t.Logf("%s: %d bytes", dir, len(module))
-	loaded[dir] = p
+	return loadModule(t, dir, pdktest.Build(t, "./"+dir))
+}
+
+// loadModule loads module under key, once per test binary.
+func loadModule(t testing.TB, key string, module []byte) *wasm.Plugin {
+	t.Helper()
+	loadedMu.Lock()
+	defer loadedMu.Unlock()
+	if p, ok := loaded[key]; ok {
+		return p
+	}
+	p, err := runtimeLocked(t).Load(context.Background(), module)
+	if err != nil {
+		t.Fatalf("Load %s: %v", key, err)
+	}
+	t.Logf("%s: %d bytes", key, len(module))
+	loaded[key] = p
 	return p
 }
 
-// The committed upper-wasm/upper.wasm is what the sources build to.
-func TestUpperWASMIsCurrent(t *testing.T) {
-	if !bytes.Contains(plugins.UpperWASM, []byte(runtime.Version())) {
+// The committed upper-wasm/upper.wasm is what the Go sources build to.
+func TestUpperGoWASMIsCurrent(t *testing.T) {
+	if !bytes.Contains(plugins.UpperGoWASM, []byte(runtime.Version())) {
 		t.Skipf("upper.wasm was built by another Go version than %s; not comparing", runtime.Version())
 	}
 	built := pdktest.Build(t, "./upper-wasm")
-	if !bytes.Equal(built, plugins.UpperWASM) {
+	if !bytes.Equal(built, plugins.UpperGoWASM) {
 		t.Fatalf("examples/plugins/upper-wasm/upper.wasm is stale (%d bytes committed, %d built): run go generate ./examples/plugins",
-			len(plugins.UpperWASM), len(built))
+			len(plugins.UpperGoWASM), len(built))
 	}
-	if want := wasm.Digest(built); wasm.Digest(plugins.UpperWASM) != want {
+	if want := wasm.Digest(built); wasm.Digest(plugins.UpperGoWASM) != want {
 		t.Errorf("digest mismatch")
 	}
 }
@@ -118,44 +136,125 @@ func randomRecords(r *rand.Rand, n int) []plugin.Record {
 	return recs
 }
 
-// upper-wasm gives byte for byte the native upper's output.
+// upperModules are the builds of upper-wasm: the one the system pushes (C)
+// and the Go example, rebuilt from its sources.
+var upperModules = []struct {
+	name string
+	load func(t testing.TB) *wasm.Plugin
+}{
+	{"c", func(t testing.TB) *wasm.Plugin { return loadModule(t, "upper-c", plugins.UpperWASM) }},
+	{"go", func(t testing.TB) *wasm.Plugin { return load(t, "upper-wasm") }},
+}
+
+// Both builds of upper-wasm give byte for byte the native upper's output.
 func TestUpperWASMMatchesNative(t *testing.T) {
-	p := load(t, "upper-wasm")
-	if got := p.Info(); got.Name != "upper-wasm" || got.Version != "1.0.0" || got.Type != plugin.Transformer {
-		t.Errorf("Info() = %+v", got)
-	}
-	ctx := context.Background()
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, n := range []int{0, 1, 100, 1000} {
-		recs := randomRecords(r, n)
-		want, err := builtin.Upper{}.ProcessBatch(ctx, nil, recs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg, err := batch.AppendBatch(nil, &batch.Batch{Job: "j", Plugin: "upper-wasm", Digest: p.Digest(), Records: recs})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for name, run := range map[string]func() (*plugin.BatchResult, error){
-			"ProcessBatch":   func() (*plugin.BatchResult, error) { return p.ProcessBatch(ctx, nil, recs) },
-			"ProcessEncoded": func() (*plugin.BatchResult, error) { return p.ProcessEncoded(ctx, msg, recs) },
-		} {
-			got, err := run()
-			if err != nil {
-				t.Fatalf("%d records, %s: %v", n, name, err)
+	batches := []struct {
+		name string
+		recs []plugin.Record
+	}{
+		{"empty batch", nil},
+		{"random 1", randomRecords(r, 1)},
+		{"random 100", randomRecords(r, 100)},
+		{"random 1000", randomRecords(r, 1000)},
+		{"lengths 0-300", lengthRecords(r, 0, 300)},
+		{"small after large", lengthRecords(r, 0, 40)},
+		{"large values", largeRecords(r)},
+		{"random 7", randomRecords(r, 7)},
+	}
+	for _, m := range upperModules {
+		t.Run(m.name, func(t *testing.T) {
+			p := m.load(t)
+			if got := p.Info(); got.Name != "upper-wasm" || got.Version != "1.0.0" || got.Type != plugin.Transformer ||
+				!strings.Contains(got.Description, "WebAssembly twin of upper") {
+				t.Errorf("Info() = %+v, want upper-wasm 1.0.0, a transformer, the twin of upper", got)
 			}
-			// Byte-identical on the wire: encode both as result messages.
-			if a, b := encodeResults(t, want), encodeResults(t, got); !bytes.Equal(a, b) {
-				t.Errorf("%d records, %s: result messages differ", n, name)
-				for i := range recs {
-					if !bytes.Equal(want.Results[i].Value, got.Results[i].Value) || got.Results[i].Err != nil {
-						t.Errorf("record %d: native %q, wasm %q (%v)", i, want.Results[i].Value, got.Results[i].Value, got.Results[i].Err)
-						break
-					}
+			for _, bt := range batches {
+				checkSameAsUpper(t, p, bt.name, bt.recs)
+			}
+		})
+	}
+}
+
+// checkSameAsUpper runs recs through p on both of its paths and compares
+// the results with the native upper's, encoded.
+func checkSameAsUpper(t *testing.T, p *wasm.Plugin, name string, recs []plugin.Record) {
+	t.Helper()
+	ctx := context.Background()
+	want, err := builtin.Upper{}.ProcessBatch(ctx, nil, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := batch.AppendBatch(nil, &batch.Batch{Job: "j", Plugin: "upper-wasm", Digest: p.Digest(), Records: recs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, run := range []struct {
+		path string
+		run  func() (*plugin.BatchResult, error)
+	}{
+		{"ProcessBatch", func() (*plugin.BatchResult, error) { return p.ProcessBatch(ctx, nil, recs) }},
+		{"ProcessEncoded", func() (*plugin.BatchResult, error) { return p.ProcessEncoded(ctx, msg, recs) }},
+	} {
+		got, err := run.run()
+		if err != nil {
+			t.Fatalf("%s, %s: %v", name, run.path, err)
+		}
+		// Byte-identical on the wire: encode both as result messages.
+		if a, b := encodeResults(t, want), encodeResults(t, got); !bytes.Equal(a, b) {
+			t.Errorf("%s, %s: result messages differ", name, run.path)
+			for i := range recs {
+				if !bytes.Equal(want.Results[i].Value, got.Results[i].Value) || got.Results[i].Err != nil {
+					t.Errorf("record %d (%d bytes): native %q, wasm %q (%v)", i, len(recs[i].Value),
+						want.Results[i].Value, got.Results[i].Value, got.Results[i].Err)
+					break
 				}
 			}
 		}
 	}
+}
+
+// lengthRecords returns one record of each value length from lo to hi
+// (inclusive), its bytes drawn from randomByte, with keys and 0–3 headers
+// of random lengths.
+func lengthRecords(r *rand.Rand, lo, hi int) []plugin.Record {
+	var recs []plugin.Record
+	for n := lo; n <= hi; n++ {
+		v := make([]byte, n)
+		for j := range v {
+			v[j] = randomByte(r)
+		}
+		rec := plugin.Record{Key: make([]byte, r.IntN(40)), Value: v}
+		for range r.IntN(4) {
+			rec.Headers = append(rec.Headers, plugin.Header{Key: make([]byte, r.IntN(20)), Value: make([]byte, r.IntN(50))})
+		}
+		recs = append(recs, rec)
+	}
+	return recs
+}
+
+// largeRecords returns values around the guest's stride boundaries and
+// up to 1 MiB.
+func largeRecords(r *rand.Rand) []plugin.Record {
+	var recs []plugin.Record
+	for _, n := range []int{255, 256, 257, 511, 512, 513, 1023, 1024, 1025, 1040, 2048, 4096 + 17, 70_000, 1<<20 + 3} {
+		v := make([]byte, n)
+		for j := range v {
+			v[j] = randomByte(r)
+		}
+		recs = append(recs, plugin.Record{Key: []byte("k"), Value: v})
+	}
+	return recs
+}
+
+// randomByte is a random byte, half the time one of the bytes around the
+// letters' bounds in ASCII and with the high bit set.
+func randomByte(r *rand.Rand) byte {
+	const edges = "@AZ[`az{\x00\x7f\x80\xc0\xda\xe0\xe1\xfa\xfb\xff"
+	if r.IntN(2) == 0 {
+		return edges[r.IntN(len(edges))]
+	}
+	return byte(r.UintN(256))
 }
 
 func encodeResults(t *testing.T, res *plugin.BatchResult) []byte {
