@@ -56,11 +56,14 @@ func (Upper) ProcessBatch(ctx context.Context, _ plugin.Config, recs []plugin.Re
 }
 
 // AppendUpper appends the ASCII upper-case of src to dst and returns the
-// extended slice: the transformation the upper plugin applies to a value.
+// extended slice: the transformation the upper plugin applies to a value;
+// dst's spare capacity may overlap src, as with append.
 func AppendUpper(dst, src []byte) []byte {
 	n := len(dst)
-	dst = append(dst, src...) // grows dst once; the bytes are overwritten below
-	upperInto(dst[n:], src)
+	// Copy first (append moves overlapping bytes correctly), then convert
+	// the copy in place: src may have been overwritten by the copy.
+	dst = append(dst, src...)
+	upperInto(dst[n:], dst[n:])
 	return dst
 }
 
