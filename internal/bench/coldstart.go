@@ -23,11 +23,15 @@ type ColdStartConfig struct {
 	// to the first result of a WebAssembly job it runs. Processes is the
 	// one that means something (a fresh process, nothing warm).
 	Spawner Spawner
+	// Module is "go" (default: the 3.4 MB upper-wasm built with Go and
+	// package pdk, a typical plugin of a Go author, where compiling takes
+	// seconds) or "c" (the 16 KB C build the fleet runs as upper-wasm).
+	Module string
 	// Log receives progress lines (nil: none).
 	Log *slog.Logger
 }
 
-// ColdStartReport is what ColdStart measured, for the example module
+// ColdStartReport is what ColdStart measured, for an example build of
 // upper-wasm.
 type ColdStartReport struct {
 	Date        string  `json:"date"`
@@ -89,8 +93,17 @@ func ColdStart(ctx context.Context, cfg ColdStartConfig) (*ColdStartReport, erro
 	if cfg.Log == nil {
 		cfg.Log = discard
 	}
-	src := memSource{name: plugins.UpperWASMName, digest: wasm.Digest(plugins.UpperWASM), module: plugins.UpperWASM}
-	rep := &ColdStartReport{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Module: src.name,
+	module := plugins.UpperGoWASM
+	switch cfg.Module {
+	case "", "go":
+		cfg.Module = "go"
+	case "c":
+		module = plugins.UpperWASM
+	default:
+		return nil, fmt.Errorf("%w: module %q: use go or c", ErrInvalidConfig, cfg.Module)
+	}
+	src := memSource{name: plugins.UpperWASMName, digest: wasm.Digest(module), module: module}
+	rep := &ColdStartReport{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Module: src.name + " (" + cfg.Module + ")",
 		ModuleBytes: len(src.module), Repeats: cfg.Repeats}
 	cache, err := os.MkdirTemp("", "dataflare-bench-cache-")
 	if err != nil {

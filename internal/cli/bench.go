@@ -23,19 +23,20 @@ func init() {
 }
 
 type benchFlags struct {
-	cfg        bench.Config
-	config     []string
-	modes      string
-	json       bool
-	cpuProfile string
-	memProfile string
-	scaling    []int
-	coldStart  bool
-	failover   bool
-	workersAs  string
-	ackWait    time.Duration
-	seconds    float64
-	window     int
+	cfg             bench.Config
+	config          []string
+	modes           string
+	json            bool
+	cpuProfile      string
+	memProfile      string
+	scaling         []int
+	coldStart       bool
+	coldStartModule string
+	failover        bool
+	workersAs       string
+	ackWait         time.Duration
+	seconds         float64
+	window          int
 }
 
 func (e *env) benchCmd() *cobra.Command {
@@ -79,6 +80,7 @@ or run in this process (--workers-as in-process).`,
 	fl.StringVar(&f.memProfile, "memprofile", "", "write an allocation profile to FILE at the end")
 	fl.IntSliceVar(&f.scaling, "scaling", nil, "measure scaling of the delay plugin over these worker counts, e.g. 1,2,4,8")
 	fl.BoolVar(&f.coldStart, "coldstart", false, "measure WebAssembly cold starts with and without the compiled-module cache")
+	fl.StringVar(&f.coldStartModule, "coldstart-module", "go", "the upper-wasm build --coldstart loads: go (3.4 MB, built with pdk) or c (16 KB)")
 	fl.BoolVar(&f.failover, "failover", false, "measure the stall of a job when one of its two workers is killed")
 	fl.StringVar(&f.workersAs, "workers-as", "process", "workers of --scaling, --coldstart and --failover: process or in-process")
 	fl.DurationVar(&f.ackWait, "ack-wait", 0, "--failover: the batches' AckWait (default 5s)")
@@ -231,7 +233,7 @@ func (e *env) runBenchFigure(cmd *cobra.Command, f benchFlags, cfg bench.Config)
 			Seconds: f.seconds, Rounds: flagInt(cmd, "rounds", cfg.Rounds), RecordSize: flagInt(cmd, "record-size", cfg.RecordSize),
 			Window: f.window, Spawner: sp, Log: log})
 	case f.coldStart:
-		rep, err = bench.ColdStart(ctx, bench.ColdStartConfig{Repeats: flagInt(cmd, "rounds", cfg.Rounds), Spawner: sp, Log: log})
+		rep, err = bench.ColdStart(ctx, bench.ColdStartConfig{Repeats: flagInt(cmd, "rounds", cfg.Rounds), Spawner: sp, Module: f.coldStartModule, Log: log})
 	default:
 		rep, err = bench.Failover(ctx, bench.FailoverConfig{DelayMillis: ms, Parallel: cfg.Parallel, Seconds: f.seconds,
 			AckWait: f.ackWait, Rounds: flagInt(cmd, "rounds", cfg.Rounds), Spawner: sp, Log: log})
