@@ -1,8 +1,0 @@
-//go:build !unix
-
-package wasm
-
-import "time"
-
-// cpuTime returns 0: there is no portable process CPU clock.
-func cpuTime() time.Duration { return 0 }
