@@ -180,8 +180,13 @@ func (c *Coordinator) Ready() bool { return c.ready.Load() }
 // after a node loss; two coordinators creating the same replicated stream
 // at once) is retried, each attempt with a short timeout, until ctx ends;
 // any other error is returned.
+//
+// A cluster that cannot place the replicas yet (peers still joining) is
+// retried for a minute, then reported: with too few nodes for the replicas
+// asked it never will.
 func (c *Coordinator) setup(ctx context.Context) (jetstream.KeyValue, error) {
 	backoff := 250 * time.Millisecond
+	start := time.Now()
 	for {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := proto.Ensure(actx, c.js, c.cfg.Topology)
@@ -193,8 +198,13 @@ func (c *Coordinator) setup(ctx context.Context) (jetstream.KeyValue, error) {
 		if err == nil {
 			return kv, nil
 		}
-		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) &&
-			!errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		var apiErr *jetstream.APIError
+		placing := errors.As(err, &apiErr) && (apiErr.ErrorCode == jsClusterNoPeers || apiErr.ErrorCode == jsClusterNotAvailable)
+		switch {
+		case placing && time.Since(start) < time.Minute:
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
+			errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrJetStreamNotEnabled):
+		default:
 			return nil, fmt.Errorf("coordinator: %w", err)
 		}
 		c.log.Warn("JetStream not answering; retrying", "err", err, "in", backoff)
@@ -206,6 +216,13 @@ func (c *Coordinator) setup(ctx context.Context) (jetstream.KeyValue, error) {
 		backoff = min(2*backoff, 5*time.Second)
 	}
 }
+
+// JetStream's error codes for a cluster that cannot place a stream's
+// replicas now (peers still joining) or has no meta leader yet.
+const (
+	jsClusterNoPeers      jetstream.ErrorCode = 10005
+	jsClusterNotAvailable jetstream.ErrorCode = 10008
+)
 
 // handleControl routes every request but submissions.
 func (c *Coordinator) handleControl(ctx context.Context, m *nats.Msg) {

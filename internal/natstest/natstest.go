@@ -120,12 +120,26 @@ func (c *Cluster) Stop(i int) {
 	}
 }
 
-// WaitForLeader waits until a running node sees a JetStream meta leader.
+// WaitForLeader waits until a running node is the JetStream meta leader
+// and knows every running node as a peer, and every running node is
+// current: then a replicated stream can be placed.
 func (c *Cluster) WaitForLeader(timeout time.Duration) {
 	c.tb.Helper()
 	err := Eventually(timeout, func() error {
+		running := 0
+		for _, s := range c.Servers {
+			if s != nil {
+				running++
+				if !s.JetStreamIsCurrent() {
+					return fmt.Errorf("node %s is not current", s.Name())
+				}
+			}
+		}
 		for _, s := range c.Servers {
 			if s != nil && s.JetStreamIsLeader() {
+				if peers := len(s.JetStreamClusterPeers()); peers < running {
+					return fmt.Errorf("the meta leader knows %d of %d nodes", peers, running)
+				}
 				return nil
 			}
 		}
