@@ -77,6 +77,11 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, res *plugin.BatchResult, err error, delivered uint64) {
 	if err != nil {
 		switch {
+		case b.Digest != "" && plugin.CodeOf(err) == plugin.CodeUnknownPlugin:
+			// Every worker fetches modules from the same store: a module
+			// missing there, or refused on load, fails the job's records
+			// alike, with the reason, rather than going round the fleet.
+			res = failAll(len(b.Records), err)
 		case transient(err):
 			w.nak(m, "unavailable", delivered, err)
 			return

@@ -3,7 +3,9 @@ package worker_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,5 +99,58 @@ func TestWASMResultsComeFromThePool(t *testing.T) {
 	})
 	if err != nil || st.Errors != (pool.ErrorStats{}) {
 		t.Errorf("after the job: %v, errors %+v", err, st.Errors)
+	}
+}
+
+// TestMissingModuleFailsRecords: a job pinned to a module the workers
+// cannot find in their store gets an error for every record, naming the
+// module, instead of its batches going round the fleet.
+func TestMissingModuleFailsRecords(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rt, err := wasm.NewRuntime(ctx, wasm.WithInstances(1), wasm.WithCacheDir(pdktest.CacheDir(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close(context.Background()) })
+	s := natstest.RunServer(t)
+	js, err := jetstream.New(natstest.Connect(t, s.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := wasmstore.New(ctx, js, wasmstore.WithValidator(rt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Push(ctx, plugins.UpperWASMName, "1.0.0", plugins.UpperWASM); err != nil {
+		t.Fatal(err)
+	}
+	// The workers read another, empty bucket: the pinned module is not there.
+	other, err := wasmstore.New(ctx, js, wasmstore.WithBucket("OTHER_PLUGINS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := wasm.NewRegistry(rt, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Close)
+	f := fleettest.StartOn(t, s, s.ClientURL(), fleettest.Config{
+		Workers:     1,
+		Coordinator: coordinator.Config{Modules: wasmstore.Resolver(store)},
+		Worker:      worker.Config{Modules: reg},
+	})
+	recs := make([]plugin.Record, 10)
+	for i := range recs {
+		recs[i].Value = []byte("x")
+	}
+	res, err := f.Client().ProcessBatch(ctx, plugins.UpperWASMName, nil, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res.Results {
+		if !errors.Is(r.Err, plugin.ErrUnknownPlugin) || !strings.Contains(r.Err.Error(), "sha256:") {
+			t.Errorf("record %d: err = %v, want an unknown-plugin error naming the module", i, r.Err)
+		}
 	}
 }
