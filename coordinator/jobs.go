@@ -61,8 +61,11 @@ func (c *Coordinator) createJob(ctx context.Context, owner string, data []byte) 
 	}
 	job.BatchSize = c.view.batchSize(req.Plugin, 0)
 	b, _ := json.Marshal(job)
-	if _, err := c.kv.Create(ctx, job.ID, b); err != nil {
-		return nil, proto.Errorf(proto.CodeInternal, "coordinator: record job: %v", err)
+	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	_, err := c.kv.Create(kctx, job.ID, b)
+	cancel()
+	if err != nil {
+		return nil, kvError("record job", err)
 	}
 	c.jobs.put(job, now)
 	c.metrics.jobs.Inc()
@@ -183,14 +186,29 @@ func (c *Coordinator) purge(ctx context.Context, stream, subject string) {
 	}
 }
 
+// kvTimeout bounds one operation on the job bucket, so that a client hears
+// "busy" while JetStream has no quorum, rather than its own timeout.
+const kvTimeout = 3 * time.Second
+
+// kvError turns a failed operation on the job bucket into a reply error:
+// JetStream not answering is busy (retry later), anything else internal.
+func kvError(what string, err error) *proto.Error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) {
+		return proto.Errorf(proto.CodeBusy, "coordinator: %s: JetStream does not answer (a cluster without quorum?): %v", what, err)
+	}
+	return proto.Errorf(proto.CodeInternal, "coordinator: %s: %v", what, err)
+}
+
 // loadJob reads a job from the bucket.
 func (c *Coordinator) loadJob(ctx context.Context, id string) (*proto.Job, uint64, error) {
-	e, err := c.kv.Get(ctx, id)
+	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	e, err := c.kv.Get(kctx, id)
+	cancel()
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, proto.Errorf(proto.CodeJobNotFound, "job %s not found (or expired)", id)
 	}
 	if err != nil {
-		return nil, 0, proto.Errorf(proto.CodeInternal, "coordinator: read job %s: %v", id, err)
+		return nil, 0, kvError("read job "+id, err)
 	}
 	var job proto.Job
 	if err := json.Unmarshal(e.Value(), &job); err != nil {
@@ -214,13 +232,15 @@ func (c *Coordinator) updateJob(ctx context.Context, id string, change func(*pro
 		}
 		job.Updated = c.cfg.Clock()
 		b, _ := json.Marshal(job)
-		_, err = c.kv.Update(ctx, id, b, rev)
+		kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+		_, err = c.kv.Update(kctx, id, b, rev)
+		cancel()
 		if err == nil {
 			c.jobs.put(job, job.Updated)
 			return job, nil
 		}
-		if attempt >= 5 || ctx.Err() != nil {
-			return nil, proto.Errorf(proto.CodeInternal, "coordinator: update job %s: %v", id, err)
+		if attempt >= 5 || ctx.Err() != nil || !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, kvError("update job "+id, err)
 		}
 	}
 }
