@@ -13,10 +13,11 @@ import (
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/internal/fleettest"
+	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/plugin"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, natstest.LeakOptions()...) }
 
 func records(n, size int) []plugin.Record {
 	recs := make([]plugin.Record, n)

@@ -215,7 +215,10 @@ func (c *Coordinator) loadJob(ctx context.Context, id string) (*proto.Job, uint6
 		return nil, 0, proto.Errorf(proto.CodeInternal, "coordinator: job %s is corrupt: %v", id, err)
 	}
 	job.BatchSize = c.view.batchSize(job.Plugin, 0)
-	c.jobs.put(&job, c.cfg.Clock())
+	// The cache shares its jobs with submissions: it gets a copy, since
+	// the caller may change this one (updateJob does).
+	cached := job
+	c.jobs.put(&cached, c.cfg.Clock())
 	return &job, e.Revision(), nil
 }
 
@@ -246,6 +249,7 @@ func (c *Coordinator) updateJob(ctx context.Context, id string, change func(*pro
 }
 
 // jobCache keeps recently seen jobs so that submissions need no bucket read.
+// A job in the cache is never changed: updates put a new one.
 // An entry is trusted for jobCacheTTL: a job sealed or cancelled through
 // another coordinator is noticed within that time.
 type jobCache struct {

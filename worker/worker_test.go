@@ -22,7 +22,7 @@ import (
 	"github.com/dataflare/dataflare/worker"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, natstest.LeakOptions()...) }
 
 func TestNewValidates(t *testing.T) {
 	s := natstest.RunServer(t)

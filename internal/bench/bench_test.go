@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/dataflare/dataflare/internal/natstest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, natstest.LeakOptions()...)
 }
 
 // runTiny runs a small bench: fixed batch size (no sizer to wait for).

@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"go.uber.org/goleak"
 
 	"github.com/dataflare/dataflare/internal/natsrv"
 )
@@ -169,4 +170,16 @@ func Eventually(timeout time.Duration, cond func() error) error {
 func shutdown(s *server.Server) {
 	s.Shutdown()
 	s.WaitForShutdown()
+}
+
+// LeakOptions are the goleak options of packages whose tests talk to
+// JetStream. They ignore one goroutine of nats.go's own: an Object Store Put
+// publishes through a temporary JetStream context whose status watcher can
+// start after the context was cleaned up, and then waits on a nil channel
+// for ever (nats.go v1.55.0, jetstream/publish.go resetPendingAcksOnReconnect
+// against jetstream.go cleanupReplySub). It is not ours to stop.
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"),
+	}
 }
