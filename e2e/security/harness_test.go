@@ -33,22 +33,35 @@ const (
 )
 
 // role is a user of deploy/nats/auth.conf: its credentials and the inbox
-// prefix it must connect with.
+// prefix it must connect with. A role with a creds file connects with it
+// (an operator-mode server's JWT user) instead of the password.
 type role struct {
 	user, password, inbox string
+	creds                 string
 }
 
+// roles are the users a fleet runs as.
+type roles struct {
+	admin, coordinator, worker, alice role
+}
+
+// passwordRoles are the password users of deploy/nats/auth.conf.
+var passwordRoles = roles{admin: adminRole, coordinator: coordinatorRole, worker: workerRole, alice: aliceRole}
+
 var (
-	adminRole       = role{"admin", "dev-admin-secret", ""}
-	coordinatorRole = role{"coordinator", "dev-coordinator-secret", ""}
-	workerRole      = role{"worker", "dev-worker-secret", "_INBOX_worker"}
-	aliceRole       = role{"alice", "dev-alice-secret", "_INBOX_alice"}
-	bobRole         = role{"bob", "dev-bob-secret", "_INBOX_bob"}
+	adminRole       = role{user: "admin", password: "dev-admin-secret", inbox: ""}
+	coordinatorRole = role{user: "coordinator", password: "dev-coordinator-secret", inbox: ""}
+	workerRole      = role{user: "worker", password: "dev-worker-secret", inbox: "_INBOX_worker"}
+	aliceRole       = role{user: "alice", password: "dev-alice-secret", inbox: "_INBOX_alice"}
+	bobRole         = role{user: "bob", password: "dev-bob-secret", inbox: "_INBOX_bob"}
 )
 
 func (r role) options() []nats.Option {
 	opts := []nats.Option{nats.Name("security test: " + r.user)}
-	if r.user != "" {
+	switch {
+	case r.creds != "":
+		opts = append(opts, nats.UserCredentials(r.creds))
+	case r.user != "":
 		opts = append(opts, nats.UserInfo(r.user, r.password))
 	}
 	if r.inbox != "" {
@@ -246,9 +259,15 @@ type fleet struct {
 
 func startFleet(t *testing.T) *fleet {
 	t.Helper()
-	s := startServer(t, serverConf)
-	f := &fleet{url: s.ClientURL()}
-	f.admin = dial(t, f.url, adminRole)
+	return startFleetOn(t, startServer(t, serverConf).ClientURL(), passwordRoles)
+}
+
+// startFleetOn is startFleet on the server at url, each component
+// connecting as its role in rs.
+func startFleetOn(t *testing.T, url string, rs roles) *fleet {
+	t.Helper()
+	f := &fleet{url: url}
+	f.admin = dial(t, f.url, rs.admin)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -274,7 +293,7 @@ func startFleet(t *testing.T) *fleet {
 
 	// The coordinator, as `dataflare coordinator` runs it: it binds to the
 	// plugin store with wasmstore.New (creating or updating the bucket).
-	cnc := dial(t, f.url, coordinatorRole)
+	cnc := dial(t, f.url, rs.coordinator)
 	cstore, err := wasmstore.New(ctx, cnc.js(t))
 	if err != nil {
 		t.Fatalf("coordinator: plugin store: %v", err)
@@ -292,7 +311,7 @@ func startFleet(t *testing.T) *fleet {
 
 	// The worker, as `dataflare worker` runs it: it opens the plugin store
 	// read-only (wasmstore.Open).
-	wnc := dial(t, f.url, workerRole)
+	wnc := dial(t, f.url, rs.worker)
 	wstore, err := wasmstore.Open(ctx, wnc.js(t))
 	if err != nil {
 		t.Fatalf("worker: plugin store: %v", err)
@@ -323,7 +342,7 @@ func startFleet(t *testing.T) *fleet {
 	runDaemon(t, "worker", w.Run)
 
 	// Ready when the coordinator sees the worker healthy.
-	c := f.client(t, aliceRole)
+	c := f.client(t, rs.alice)
 	err = eventually(15*time.Second, func() error {
 		st, err := c.SystemStatus(context.Background())
 		if err != nil {

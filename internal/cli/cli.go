@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -58,6 +59,10 @@ type env struct {
 
 	// stopTracing flushes the trace exporter, when one was installed.
 	stopTracing func()
+	// abort stops the running command with a cause; denied is the first
+	// permission violation NATS reported to a one-shot command.
+	abort  context.CancelCauseFunc
+	denied atomic.Pointer[error]
 }
 
 // Main runs the dataflare command with args and returns its exit code.
@@ -74,6 +79,11 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
+	if d := e.denied.Load(); d != nil && err != nil {
+		// Whatever the command made of its canceled context, the denial
+		// is the reason.
+		err = fmt.Errorf("%v (the NATS user this command runs as may not do that)", *d)
+	}
 	if e.stopTracing != nil {
 		e.stopTracing()
 	}
@@ -133,6 +143,9 @@ for a local stack to submit to.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithCancelCause(cmd.Context())
+			cmd.SetContext(ctx)
+			e.abort = cancel
 			// Traces go where the standard OTEL_* variables say; none
 			// by default.
 			stop, err := setupTracing(cmd.Context(), "dataflare-"+cmd.Name())

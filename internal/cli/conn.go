@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
 	neturl "net/url"
 	"os"
 	"strings"
@@ -36,7 +38,7 @@ func (e *env) connect(name string, daemon bool) (*nats.Conn, error) {
 			return nil, fmt.Errorf("%s: %v", f.flag, err)
 		}
 	}
-	opts := []nats.Option{nats.Name("dataflare " + name), nats.Timeout(3 * time.Second)}
+	opts := []nats.Option{nats.Name("dataflare " + name), nats.Timeout(3 * time.Second), nats.ErrorHandler(e.natsError(daemon))}
 	if e.creds != "" {
 		opts = append(opts, nats.UserCredentials(e.creds))
 	}
@@ -69,6 +71,30 @@ func (e *env) connect(name string, daemon bool) (*nats.Conn, error) {
 		return nil, fmt.Errorf("cannot reach NATS at %s: %v", redact(url), err)
 	}
 	return nc, nil
+}
+
+// natsError returns the handler of the errors NATS reports outside any
+// call. A one-shot command stops at the first permission violation, with it
+// as its error: the server drops a denied message, so the request behind it
+// would only end in a timeout. A daemon logs every such error: a denial
+// there means a role is misconfigured, which its operator must see.
+func (e *env) natsError(daemon bool) nats.ErrHandler {
+	return func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		if !daemon && errors.Is(err, nats.ErrPermissionViolation) {
+			if e.denied.CompareAndSwap(nil, &err) && e.abort != nil {
+				e.abort(err)
+			}
+			return
+		}
+		log, lerr := e.logger(slog.LevelWarn)
+		if lerr != nil {
+			log = slog.New(slog.NewTextHandler(e.stderr, nil))
+		}
+		if sub != nil {
+			log = log.With("subscription", sub.Subject)
+		}
+		log.Warn("NATS reported an error", "err", err)
+	}
 }
 
 // redact hides the passwords of a comma-separated list of URLs.
