@@ -258,7 +258,7 @@ func TestCreds(t *testing.T) {
 		}
 	})
 
-	t.Run("alice may not push a plugin", func(t *testing.T) {
+	t.Run("alice may not push a plugin or submit as bob", func(t *testing.T) {
 		// The server drops the denied request: the command stops at
 		// its permission error instead of waiting for an answer.
 		start := time.Now()
@@ -271,6 +271,11 @@ func TestCreds(t *testing.T) {
 		}
 		if took := time.Since(start); took > 10*time.Second {
 			t.Errorf("the denied push took %v to fail", took)
+		}
+		// Nor submit as another owner: the job request is denied.
+		code, _, stderr = runCLI(append([]string{"submit", "--owner", "bob", "--plugin", "upper", "--in", wasmModule}, global...)...)
+		if code != cli.ExitRuntime || !strings.Contains(stderr, `Publish to "df.job.create.bob"`) {
+			t.Errorf("submit as bob: exit %d, stderr %q; want %d and the denial", code, stderr, cli.ExitRuntime)
 		}
 		code, stdout, stderr := runCLI(append([]string{"plugin", "ls", "--json"}, global[:2]...)...)
 		// Without creds the command cannot even connect.
