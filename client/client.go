@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/internal/tracing"
 )
 
 // Client submits work to a fleet. It is safe for concurrent use.
@@ -47,7 +48,8 @@ func WithTimeout(d time.Duration) Option {
 }
 
 // WithRetry sets how long a submission keeps retrying while no coordinator
-// answers or the fleet is busy (default 2 min). d must not be negative.
+// answers, JetStream does not acknowledge a batch, or the batch queue is
+// full (default 2 min). d must not be negative.
 func WithRetry(d time.Duration) Option {
 	return func(o *options) error {
 		if d < 0 {
@@ -153,7 +155,9 @@ func request[T any](ctx context.Context, c *Client, subject string, req any) (*T
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	m, err := c.nc.RequestWithContext(ctx, subject, data)
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	tracing.Inject(ctx, msg.Header)
+	m, err := c.nc.RequestMsgWithContext(ctx, msg)
 	if err != nil {
 		return nil, requestError(err)
 	}

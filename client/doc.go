@@ -1,7 +1,9 @@
 // Package client is the Go library for running plugins on a DataFlare fleet.
-// It submits records, streams them to the coordinators in batches of the
-// size the fleet asks for, and hands back exactly one result per record, in
-// input order, while the job runs.
+// It creates a job through a coordinator, publishes the records to the
+// fleet's batch stream in batches of the size the coordinators ask for, and
+// hands back exactly one result per record, in input order, while the job
+// runs. Its NATS user needs, beside the job requests, the right to publish
+// on its own jobs' batch subjects (deploy/nats/auth.conf).
 //
 //	nc, _ := nats.Connect(nats.DefaultURL)
 //	c, _ := client.New(nc)

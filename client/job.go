@@ -104,6 +104,7 @@ type Job struct {
 
 	batchSize atomic.Int64
 	fixedSize bool
+	refreshed atomic.Int64 // when send last asked for the job (UnixNano)
 
 	mu   sync.Mutex
 	next uint64   // results handed out so far = the next index to hand out

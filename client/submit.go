@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/dataflare/dataflare/batch"
@@ -208,36 +210,85 @@ func (j *Job) reject(index uint64, msg string) error {
 	return err
 }
 
-// send submits one batch to a coordinator, retrying while none answers or
-// the fleet is busy (the batch keeps its id, so a retry of a batch that did
-// land is dropped as a duplicate).
+// send publishes one batch to the batch stream itself, under the job's
+// subject (df.batch.<plugin>.<owner>.<id>: NATS permissions let an owner
+// publish there and nowhere else) and its message id, retrying while
+// JetStream does not answer or the queue is full (a retry of a batch that
+// did land is dropped as a duplicate). Every so often it asks a coordinator
+// for the job: the batch size the sizer wants now, and whether the job was
+// cancelled meanwhile.
 func (j *Job) send(ob *outBatch) error {
 	ctx, span := tracer.Start(j.ctx, "client.batch")
 	span.SetAttributes(attribute.Int64("dataflare.seq", int64(ob.seq)), attribute.Int("dataflare.records", ob.n))
 	defer span.End()
-	reply, err := retry(j, func(_ context.Context) (*proto.SubmitReply, error) {
-		m := &nats.Msg{Subject: proto.SubmitSubject(j.info.Plugin), Data: ob.data, Header: nats.Header{}}
+	_, err := retry(j, func(_ context.Context) (*jetstream.PubAck, error) {
+		m := &nats.Msg{Subject: proto.BatchSubject(j.info.Plugin, j.info.ID), Data: ob.data, Header: nats.Header{}}
+		m.Header.Set(proto.HeaderMsgID, proto.MsgID(j.info.ID, ob.seq))
 		tracing.Inject(ctx, m.Header)
 		// Each attempt gets the request timeout, whatever the job's
-		// deadline: a coordinator that died holding the request must not
-		// hold the batch for longer.
+		// deadline.
 		rctx, cancel := context.WithTimeout(ctx, j.c.opts.timeout)
 		defer cancel()
-		resp, err := j.c.nc.RequestMsgWithContext(rctx, m)
+		ack, err := j.c.js.PublishMsg(rctx, m, jetstream.WithExpectStream(proto.StreamBatches))
 		if err != nil {
-			return nil, requestError(err)
+			return nil, publishError(err)
 		}
-		r, err := proto.DecodeReply[proto.SubmitReply](resp.Data)
-		return r, fromProto(err)
+		return ack, nil
 	})
 	if err != nil {
 		return fmt.Errorf("client: batch %d of job %s: %w", ob.seq, j.info.ID, err)
 	}
 	j.batches.Add(1)
-	if !j.fixedSize && reply.BatchSize > 0 {
-		j.batchSize.Store(int64(reply.BatchSize))
+	if err := j.refresh(); err != nil {
+		return fmt.Errorf("client: job %s: %w", j.info.ID, err)
 	}
 	return nil
+}
+
+// refreshEvery is how often a submitting job asks for its batch size and
+// state.
+const refreshEvery = 250 * time.Millisecond
+
+// refresh asks a coordinator for the job, at most every refreshEvery: the
+// batch size the sizer wants for the next batches, and the job's state — a
+// job cancelled meanwhile (by another process: this one stops sending when
+// it cancels) fails with ErrJobClosed. A coordinator that does not answer
+// changes nothing: the batches go on at the size they had.
+func (j *Job) refresh() error {
+	now := time.Now().UnixNano()
+	last := j.refreshed.Load()
+	if now-last < int64(refreshEvery) || !j.refreshed.CompareAndSwap(last, now) {
+		return nil
+	}
+	// Briefly: the sender waits for the answer.
+	ctx, cancel := context.WithTimeout(j.ctx, min(j.c.opts.timeout, time.Second))
+	defer cancel()
+	info, err := request[proto.Job](ctx, j.c, proto.JobSubject("get", j.info.ID), nil)
+	switch {
+	case err != nil:
+		return nil
+	case info.State != proto.JobOpen:
+		return &Error{Code: proto.CodeJobClosed, Message: fmt.Sprintf("job %s is %s", j.info.ID, info.State)}
+	}
+	if !j.fixedSize && info.BatchSize > 0 {
+		j.batchSize.Store(int64(info.BatchSize))
+	}
+	return nil
+}
+
+// publishError classifies a failed publish to the batch stream: a full
+// queue or JetStream not answering (no quorum, a server restarting) is
+// ErrBusy, retried; anything else is final.
+func publishError(err error) error {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum"):
+		return &Error{Code: proto.CodeBusy, Message: "the batch queue is full (" + apiErr.Description + "): retry later"}
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return &Error{Code: proto.CodeBusy, Message: "JetStream does not answer (a cluster without quorum?): " + err.Error()}
+	}
+	return fmt.Errorf("client: publish batch: %w", err)
 }
 
 // retry calls f until it succeeds, fails for good, or the retry budget is

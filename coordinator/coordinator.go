@@ -13,9 +13,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/internal/tracing"
 )
 
 // Coordinator accepts jobs and batches and keeps the fleet view. Create one
@@ -63,7 +68,31 @@ func New(nc *nats.Conn, cfg Config) (*Coordinator, error) {
 		jobs:    newJobCache(),
 	}
 	c.view = newView(cfg, c.metrics)
+	if cfg.Registerer != nil {
+		// Clients publish batches to the stream themselves: how full it
+		// is, read at each scrape, is the fleet's "busy" signal.
+		cfg.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "dataflare_batch_queue_fill",
+			Help: "Bytes in DF_BATCHES over its limit (0 to 1): at 1 clients are slowed down until workers catch up.",
+		}, c.queueFill))
+	}
 	return c, nil
+}
+
+// queueFill returns the bytes DF_BATCHES holds over its limit, 0 when the
+// stream cannot be read.
+func (c *Coordinator) queueFill() float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := c.js.Stream(ctx, proto.StreamBatches)
+	if err != nil {
+		return 0
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Config.MaxBytes <= 0 {
+		return 0
+	}
+	return float64(info.State.Bytes) / float64(info.Config.MaxBytes)
 }
 
 // ID returns the coordinator's id.
@@ -230,7 +259,9 @@ func (c *Coordinator) handleControl(ctx context.Context, m *nats.Msg) {
 	defer cancel()
 	switch subj := m.Subject; {
 	case strings.HasPrefix(subj, proto.SubjectJobCreatePrefix):
+		ctx, span := c.jobSpan(ctx, m, "create")
 		job, err := c.createJob(ctx, proto.LastToken(subj), m.Data)
+		endSpan(span, err)
 		respond(c, m, job, err)
 	case subj == proto.SubjectStatus:
 		st, err := c.status(ctx)
@@ -241,9 +272,28 @@ func (c *Coordinator) handleControl(ctx context.Context, m *nats.Msg) {
 	case subj == maxDeliveriesSubject:
 		c.onMaxDeliveries(ctx, m.Data)
 	default:
+		verb, _, _ := strings.Cut(strings.TrimPrefix(subj, proto.SubjectJobPrefix), ".")
+		ctx, span := c.jobSpan(ctx, m, verb)
 		job, err := c.jobRequest(ctx, subj, m.Data)
+		endSpan(span, err)
 		respond(c, m, job, err)
 	}
+}
+
+// jobSpan starts the span of a job request, in the trace the request
+// carries (a client's job: creation, size and state checks, seal).
+func (c *Coordinator) jobSpan(ctx context.Context, m *nats.Msg, verb string) (context.Context, trace.Span) {
+	return tracer.Start(tracing.Extract(ctx, m.Header), "coordinator.job",
+		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attribute.String("dataflare.request", verb)))
+}
+
+// endSpan records err, if any, on span and ends it.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }
 
 // inboxPrefix starts every subject a coordinator answers on: nats.go's

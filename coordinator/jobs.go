@@ -89,14 +89,20 @@ func (c *Coordinator) jobRequest(ctx context.Context, subject string, data []byt
 	}
 	switch verb {
 	case "get":
+		// A submitting client asks every so often: the batch size is the
+		// sizer's choice now, not the one recorded at creation.
 		job, _, err := c.loadJob(ctx, id)
+		if err == nil {
+			job.BatchSize = c.view.batchSize(job.Plugin, 0)
+		}
 		return job, err
 	case "seal":
 		var req proto.JobSeal
 		if err := json.Unmarshal(data, &req); err != nil {
 			return nil, proto.Errorf(proto.CodeInvalid, "coordinator: malformed seal request: %v", err)
 		}
-		return c.updateJob(ctx, id, func(j *proto.Job) error {
+		sealed := false
+		job, err := c.updateJob(ctx, id, func(j *proto.Job) error {
 			switch j.State {
 			case proto.JobOpen:
 			case proto.JobSealed:
@@ -108,8 +114,14 @@ func (c *Coordinator) jobRequest(ctx context.Context, subject string, data []byt
 				return proto.Errorf(proto.CodeJobClosed, "job %s is %s", id, j.State)
 			}
 			j.State, j.Batches, j.Records = proto.JobSealed, req.Batches, req.Records
+			sealed = true
 			return nil
 		})
+		if err == nil && sealed {
+			c.metrics.sealedBatches.Add(float64(req.Batches))
+			c.metrics.sealedRecords.Add(float64(req.Records))
+		}
+		return job, err
 	case "done":
 		var req proto.JobFinish
 		if err := json.Unmarshal(data, &req); err != nil {

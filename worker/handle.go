@@ -46,10 +46,20 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	b := batchPool.Get().(*batch.Batch)
 	defer batchPool.Put(b)
 	if err := batch.DecodeBatch(m.Data(), b); err != nil {
-		// Only a coordinator publishes batches, and it checks them: this
-		// one cannot be run anywhere, so it is removed.
+		// Clients publish batches with the codec, which checks every
+		// limit: this one cannot be run anywhere, so it is removed.
 		w.log.Error("undecodable batch terminated", "subject", m.Subject(), "err", err)
 		span.SetStatus(codes.Error, err.Error())
+		w.metrics.naks.WithLabelValues("malformed").Inc()
+		m.Term()
+		return
+	}
+	if want := proto.BatchSubject(b.Plugin, b.Job); m.Subject() != want || len(b.Records) == 0 {
+		// NATS lets an owner publish only under its own jobs' subjects:
+		// a batch that names another job (its results would go to that
+		// job's owner) or no records is not run.
+		w.log.Error("batch terminated: its subject does not match its job, or it is empty", "subject", m.Subject(), "job", b.Job, "plugin", b.Plugin)
+		span.SetStatus(codes.Error, "batch subject mismatch")
 		w.metrics.naks.WithLabelValues("malformed").Inc()
 		m.Term()
 		return

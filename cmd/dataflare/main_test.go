@@ -423,8 +423,8 @@ func TestDaemons(t *testing.T) {
 		t.Errorf("worker: %v batches, want %d", got, n/100)
 	}
 	cm := scrape(t, "http://"+coordHTTP+"/metrics")
-	if got := sum(cm, "dataflare_coordinator_records_total", "", ""); got != n {
-		t.Errorf("coordinator: dataflare_coordinator_records_total = %v, want %d", got, n)
+	if got := sum(cm, "dataflare_coordinator_sealed_records_total", "", ""); got != n {
+		t.Errorf("coordinator: dataflare_coordinator_sealed_records_total = %v, want %d", got, n)
 	}
 	for name := range cm {
 		if !strings.HasPrefix(name, "dataflare_") && !strings.HasPrefix(name, "go_") && !strings.HasPrefix(name, "process_") &&

@@ -16,7 +16,8 @@ import (
 
 // TestSubmitIsOneTrace runs one job through the CLI on an in-process fleet
 // and checks that all its spans form one trace: client.job → client.batch
-// → coordinator.submit → worker.batch → client.results.
+// → worker.batch → client.results, and client.job → coordinator.job for the
+// job's requests to a coordinator (create, size and state checks, seal).
 func TestSubmitIsOneTrace(t *testing.T) {
 	f := fleettest.Start(t, fleettest.Config{})
 	const records, batchSize, batches = 50, 10, 5
@@ -38,10 +39,13 @@ func TestSubmitIsOneTrace(t *testing.T) {
 		for _, s := range got {
 			byName[s.Name]++
 		}
-		for _, name := range []string{"client.batch", "coordinator.submit", "worker.batch", "client.results"} {
+		for _, name := range []string{"client.batch", "worker.batch", "client.results"} {
 			if byName[name] < batches {
 				return fmt.Errorf("%d %s spans, want at least %d (all: %v)", byName[name], name, batches, byName)
 			}
+		}
+		if byName["coordinator.job"] < 2 {
+			return fmt.Errorf("%d coordinator.job spans, want at least 2: create and seal (all: %v)", byName["coordinator.job"], byName)
 		}
 		if byName["client.job"] != 1 {
 			return fmt.Errorf("%d client.job spans, want 1", byName["client.job"])
@@ -65,10 +69,10 @@ func TestSubmitIsOneTrace(t *testing.T) {
 	}
 	// The parent each span must have, by name.
 	wantParent := map[string]string{
-		"client.batch":       "client.job",
-		"coordinator.submit": "client.batch",
-		"worker.batch":       "coordinator.submit",
-		"client.results":     "worker.batch",
+		"client.batch":    "client.job",
+		"coordinator.job": "client.job",
+		"worker.batch":    "client.batch",
+		"client.results":  "worker.batch",
 	}
 	for _, s := range got {
 		if s.SpanContext.TraceID() != root.SpanContext.TraceID() {
@@ -85,7 +89,7 @@ func TestSubmitIsOneTrace(t *testing.T) {
 			continue
 		}
 		// A batch's spans all carry its sequence number.
-		if s.Name != "client.batch" && seqOf(s) != seqOf(parent) {
+		if s.Name != "client.batch" && s.Name != "coordinator.job" && seqOf(s) != seqOf(parent) {
 			t.Errorf("span %s of batch %d has the parent of batch %d", s.Name, seqOf(s), seqOf(parent))
 		}
 		if remote := s.Name != "client.batch"; s.Parent.IsRemote() != remote {
