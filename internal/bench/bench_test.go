@@ -220,7 +220,7 @@ func TestRecordsAndChecker(t *testing.T) {
 }
 
 // BenchmarkFleetNative runs jobs of 100,000 records of 100 B through the
-// fleet (client → coordinator → worker → client) at the sizer's batch size:
+// fleet (client → DF_BATCHES → worker → client) at the sizer's batch size:
 // profile it with -cpuprofile / -memprofile.
 func BenchmarkFleetNative(b *testing.B) {
 	ctx := context.Background()

@@ -9,7 +9,7 @@
 //   - raw: the fleet's JetStream legs with none of its code — batch messages
 //     published to a work-queue stream, fetched, their bytes published to a
 //     results stream, acknowledged, read back;
-//   - fleet_native: client → coordinator → worker (the native plugin) →
+//   - fleet_native: client → DF_BATCHES → worker (the native plugin) →
 //     client;
 //   - fleet_wasm: the same with the plugin's WebAssembly twin (upper →
 //     upper-wasm);

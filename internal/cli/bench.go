@@ -46,7 +46,7 @@ func (e *env) benchCmd() *cobra.Command {
 		Short: "Measure the fleet side by side with raw JetStream and the plugin alone",
 		Long: `Measure, in this process, on an embedded nats-server with file storage and with the same records:
   raw           the fleet's JetStream legs with none of its code (publish, fetch, publish, ack, read back)
-  fleet_native  client → coordinator → worker (the native plugin) → client
+  fleet_native  client → DF_BATCHES → worker (the native plugin) → client
   fleet_wasm    the same with the plugin's WebAssembly twin (upper → upper-wasm)
   direct        the plugin called in a loop in-process (direct_wasm: its twin)
 Every mode runs once per round, each round starting from another mode; figures are medians over
