@@ -1,9 +1,12 @@
-// Package coordinator is the fleet's front desk. Coordinators accept jobs
-// and batches from clients (several share the work in a queue group, so any
-// can die), pin each job's plugin, publish batches to JetStream with
-// de-duplication ids, keep the fleet view from worker heartbeats, choose
-// batch sizes per plugin, turn batches that fail every delivery into split
-// batches and dead letters, and answer status and report requests.
+// Package coordinator is the fleet's control plane. Coordinators accept jobs
+// from clients (several share the work in a queue group, so any can die),
+// pin each job's plugin, keep the fleet view from worker heartbeats, choose
+// batch sizes per plugin (clients ask with df.job.get while they publish
+// their batches to JetStream themselves), turn batches that fail every
+// delivery into split batches and dead letters, and answer status and
+// report requests. They also accept batches on df.submit, check them
+// against their job and publish them, for senders that may not publish to
+// the stream.
 //
 // A coordinator holds no state that matters beyond its life: jobs live in
 // the DF_JOBS bucket, batches and results in streams, and the fleet view is

@@ -19,10 +19,14 @@ const (
 	// SubjectJobPrefix: df.job.<verb>.<owner>.<id> requests on a job (seal,
 	// cancel, get, done).
 	SubjectJobPrefix = "df.job."
-	// SubjectSubmitPrefix: df.submit.<plugin>: request, a client submits one
-	// batch message; the reply is a SubmitReply.
+	// SubjectSubmitPrefix: df.submit.<plugin>: request, one batch message
+	// sent through a coordinator, which checks it against its job and
+	// publishes it; the reply is a SubmitReply. The client publishes to
+	// DF_BATCHES itself; this path serves senders that may not.
 	SubjectSubmitPrefix = "df.submit."
-	// SubjectBatchPrefix: df.batch.<plugin>.<job>: batches in DF_BATCHES.
+	// SubjectBatchPrefix: df.batch.<plugin>.<job>: batches in DF_BATCHES,
+	// published by clients (the job id's owner token lets NATS permissions
+	// keep a client to its own jobs) and by coordinators' poison splits.
 	SubjectBatchPrefix = "df.batch."
 	// SubjectResultPrefix: df.result.<owner>.<id>: result messages in
 	// DF_RESULTS. The owner token lets NATS permissions keep a client to
