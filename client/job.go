@@ -269,9 +269,14 @@ func (j *Job) Wait() (Summary, error) {
 	return Summary{Progress: j.Progress(), Duration: time.Since(j.start)}, err
 }
 
+// stateCheckEvery is how often a reader asks whether its job was
+// cancelled elsewhere.
+const stateCheckEvery = time.Second
+
 // Results yields one Output per input record, in input order, as the fleet
 // produces them. If the job fails — the fleet refuses it, the Source
-// errs, the context ends — the last pair carries the error; every Output
+// errs, the context ends, another process cancels it (ErrJobClosed) — the
+// last pair carries the error; every Output
 // before it stands. Stopping the iteration early stops the job's goroutines
 // in this process (the fleet job runs on; Cancel it to stop it). Results
 // can be ranged over once.
@@ -288,6 +293,9 @@ func (j *Job) Results() iter.Seq2[Output, error] {
 			endErr  error
 			next    uint64
 		)
+		// A job cancelled elsewhere sends nothing more: ask now and then.
+		check := time.NewTicker(stateCheckEvery)
+		defer check.Stop()
 		for {
 			if next == total {
 				j.finish()
@@ -299,6 +307,12 @@ func (j *Job) Results() iter.Seq2[Output, error] {
 			var ev event
 			select {
 			case ev = <-j.events:
+			case <-check.C:
+				if err := j.cancelled(); err != nil {
+					yield(Output{}, fmt.Errorf("client: job %s: %w", j.info.ID, err))
+					return
+				}
+				continue
 			case <-j.ctx.Done():
 				yield(Output{}, fmt.Errorf("client: job %s: %w", j.info.ID, context.Cause(j.ctx)))
 				return

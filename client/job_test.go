@@ -10,6 +10,7 @@ import (
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/internal/fleettest"
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
 )
 
@@ -244,5 +245,43 @@ func TestOwnerPrefixesJobID(t *testing.T) {
 	}
 	if _, err := client.New(f.Connect(), client.WithOwner("a.b")); !errors.Is(err, client.ErrInvalidOption) {
 		t.Errorf("owner with a dot: %v", err)
+	}
+}
+
+// TestCancelledElsewhere: a job cancelled by another process while it is
+// still being submitted stops with ErrJobClosed — its senders learn it when
+// they next ask a coordinator for the job — and no result is handed out
+// after the error.
+func TestCancelledElsewhere(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// 1 ms per record, 10 per batch: 100 s of work, far more than the test.
+	job, err := f.Client().Submit(ctx, "delay", client.Records(records(100_000, 10)), client.WithBatchSize(10),
+		client.WithConfig(plugin.Config{"ms": "1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer job.Close()
+	nc := f.Connect()
+	n := 0
+	var last error
+	for _, err := range job.Results() {
+		if err != nil {
+			last = err
+			break
+		}
+		if n++; n == 50 {
+			m, err := nc.RequestWithContext(ctx, proto.JobSubject("cancel", job.ID()), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := proto.DecodeReply[proto.Job](m.Data); err != nil {
+				t.Fatalf("cancel: %v", err)
+			}
+		}
+	}
+	if !errors.Is(last, client.ErrJobClosed) {
+		t.Fatalf("after %d results: got %v, want ErrJobClosed", n, last)
 	}
 }

@@ -260,10 +260,7 @@ func (j *Job) refresh() error {
 	if now-last < int64(refreshEvery) || !j.refreshed.CompareAndSwap(last, now) {
 		return nil
 	}
-	// Briefly: the sender waits for the answer.
-	ctx, cancel := context.WithTimeout(j.ctx, min(j.c.opts.timeout, time.Second))
-	defer cancel()
-	info, err := request[proto.Job](ctx, j.c, proto.JobSubject("get", j.info.ID), nil)
+	info, err := j.get()
 	switch {
 	case err != nil:
 		return nil
@@ -272,6 +269,23 @@ func (j *Job) refresh() error {
 	}
 	if !j.fixedSize && info.BatchSize > 0 {
 		j.batchSize.Store(int64(info.BatchSize))
+	}
+	return nil
+}
+
+// get asks a coordinator for the job, briefly: the caller waits.
+func (j *Job) get() (*proto.Job, error) {
+	ctx, cancel := context.WithTimeout(j.ctx, min(j.c.opts.timeout, time.Second))
+	defer cancel()
+	return request[proto.Job](ctx, j.c, proto.JobSubject("get", j.info.ID), nil)
+}
+
+// cancelled returns ErrJobClosed when the job was cancelled (by another
+// process: its batches and results are gone, so none will come), nil
+// otherwise — and when no coordinator answers.
+func (j *Job) cancelled() error {
+	if info, err := j.get(); err == nil && info.State == proto.JobCancelled {
+		return &Error{Code: proto.CodeJobClosed, Message: fmt.Sprintf("job %s was cancelled", j.info.ID)}
 	}
 	return nil
 }
