@@ -269,8 +269,8 @@ func (j *Job) Wait() (Summary, error) {
 	return Summary{Progress: j.Progress(), Duration: time.Since(j.start)}, err
 }
 
-// stateCheckEvery is how often a reader asks whether its job was
-// cancelled elsewhere.
+// stateCheckEvery is how long a reader waits without news before it asks
+// whether its job was cancelled elsewhere.
 const stateCheckEvery = time.Second
 
 // Results yields one Output per input record, in input order, as the fleet
@@ -293,9 +293,11 @@ func (j *Job) Results() iter.Seq2[Output, error] {
 			endErr  error
 			next    uint64
 		)
-		// A job cancelled elsewhere sends nothing more: ask now and then.
+		// A job cancelled elsewhere sends nothing more: after a quiet
+		// stateCheckEvery, ask.
 		check := time.NewTicker(stateCheckEvery)
 		defer check.Stop()
+		heard := false
 		for {
 			if next == total {
 				j.finish()
@@ -307,7 +309,12 @@ func (j *Job) Results() iter.Seq2[Output, error] {
 			var ev event
 			select {
 			case ev = <-j.events:
+				heard = true
 			case <-check.C:
+				if heard {
+					heard = false
+					continue
+				}
 				if err := j.cancelled(); err != nil {
 					yield(Output{}, fmt.Errorf("client: job %s: %w", j.info.ID, err))
 					return

@@ -38,13 +38,12 @@ type Config struct {
 	// fields take the sizer's defaults, except Max (default 10,000) and
 	// MaxBytes (default: MaxBatchBytes less header room).
 	Sizer sizer.Config
-	// MaxBatchBytes is the largest batch message accepted. Default: the
+	// MaxBatchBytes is the largest batch message clients may send: jobs
+	// carry it, and clients cut their batches below it. Default: the
 	// server's max payload.
 	MaxBatchBytes int
 	// Modules resolves WebAssembly plugins; nil means native plugins only.
 	Modules ModuleResolver
-	// Handlers is how many submissions are handled at once. Default 32.
-	Handlers int
 	// StartupGrace is how long after its start a coordinator waits for
 	// heartbeats before it answers "no workers". Default 2 heartbeats.
 	StartupGrace time.Duration
@@ -77,9 +76,6 @@ func (c Config) withDefaults(maxPayload int64) (Config, error) {
 	if c.Sizer.Interval == 0 {
 		c.Sizer.Interval = c.Heartbeat
 	}
-	if c.Handlers == 0 {
-		c.Handlers = 32
-	}
 	if c.StartupGrace == 0 {
 		c.StartupGrace = 2 * c.Heartbeat
 	}
@@ -99,8 +95,6 @@ func (c Config) withDefaults(maxPayload int64) (Config, error) {
 		return c, fmt.Errorf("%w: max batch bytes %d below 4096", ErrInvalidConfig, c.MaxBatchBytes)
 	case int64(c.MaxBatchBytes) > maxPayload:
 		return c, fmt.Errorf("%w: max batch bytes %d above the server's max payload %d", ErrInvalidConfig, c.MaxBatchBytes, maxPayload)
-	case c.Handlers < 1:
-		return c, fmt.Errorf("%w: handlers %d below 1", ErrInvalidConfig, c.Handlers)
 	}
 	if _, err := sizer.New(c.Sizer); err != nil {
 		return c, fmt.Errorf("%w: %v", ErrInvalidConfig, err)

@@ -23,7 +23,7 @@ import (
 	"github.com/dataflare/dataflare/internal/tracing"
 )
 
-// Coordinator accepts jobs and batches and keeps the fleet view. Create one
+// Coordinator accepts jobs and keeps the fleet view. Create one
 // with New and start it with Run.
 type Coordinator struct {
 	cfg     Config
@@ -84,12 +84,8 @@ func New(nc *nats.Conn, cfg Config) (*Coordinator, error) {
 func (c *Coordinator) queueFill() float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	s, err := c.js.Stream(ctx, proto.StreamBatches)
-	if err != nil {
-		return 0
-	}
-	info, err := s.Info(ctx)
-	if err != nil || info.Config.MaxBytes <= 0 {
+	info := c.streamInfo(ctx, proto.StreamBatches)
+	if info == nil || info.Config.MaxBytes <= 0 {
 		return 0
 	}
 	return float64(info.State.Bytes) / float64(info.Config.MaxBytes)
@@ -128,11 +124,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	c.kv = kv
 	c.started = c.cfg.Clock()
 
-	// Requests are queued on channels and handled by goroutines of the
-	// errgroup, so a slow JetStream publish never blocks the connection's
-	// dispatch. Subscriptions are drained on the way out: what was received
-	// is handled before Run returns.
-	submits := make(chan *nats.Msg, 4*c.cfg.Handlers)
+	// Requests are queued on a channel and handled, in order, by a
+	// goroutine of the errgroup, so a slow JetStream call never blocks the
+	// connection's dispatch. Subscriptions are drained on the way out: what
+	// was received is handled before Run returns.
 	control := make(chan *nats.Msg, 256)
 	var subs []*nats.Subscription
 	sub := func(s *nats.Subscription, err error) error {
@@ -144,7 +139,6 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 	q := proto.QueueCoordinators
 	if err := errors.Join(
-		sub(c.nc.ChanQueueSubscribe(proto.SubjectSubmitPrefix+"*", q, submits)),
 		sub(c.nc.ChanQueueSubscribe(proto.SubjectJobCreatePrefix+"*", q, control)),
 		sub(c.nc.ChanQueueSubscribe(proto.SubjectJobPrefix+"*.*.*", q, control)),
 		sub(c.nc.ChanQueueSubscribe(proto.SubjectStatus, q, control)),
@@ -167,22 +161,8 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	c.log.Info("coordinator started", "max_batch_bytes", c.cfg.MaxBatchBytes, "replicas", c.cfg.Topology.Replicas)
 
 	g, gctx := errgroup.WithContext(context.WithoutCancel(ctx))
-	var handlers sync.WaitGroup
-	for range c.cfg.Handlers {
-		handlers.Add(1)
-		// Stops when submits is closed after the subscriptions drained.
-		g.Go(func() error {
-			defer handlers.Done()
-			for m := range submits {
-				c.handleSubmit(gctx, m)
-			}
-			return nil
-		})
-	}
-	handlers.Add(1)
 	// Stops when control is closed after the subscriptions drained.
 	g.Go(func() error {
-		defer handlers.Done()
 		for m := range control {
 			c.handleControl(gctx, m)
 		}
@@ -194,9 +174,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	for _, s := range subs {
 		s.Unsubscribe()
 	}
-	close(submits)
 	close(control)
-	handlers.Wait()
 	return g.Wait()
 }
 
@@ -253,7 +231,10 @@ const (
 	jsClusterNotAvailable jetstream.ErrorCode = 10008
 )
 
-// handleControl routes every request but submissions.
+// tracer names the coordinator's spans.
+var tracer = tracing.Tracer("github.com/dataflare/dataflare/coordinator")
+
+// handleControl routes every request.
 func (c *Coordinator) handleControl(ctx context.Context, m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

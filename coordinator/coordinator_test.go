@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
-	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/fleet"
@@ -34,7 +33,6 @@ func TestNewValidates(t *testing.T) {
 		{"heartbeat too short", coordinator.Config{Heartbeat: time.Millisecond}},
 		{"max batch bytes too small", coordinator.Config{MaxBatchBytes: 100}},
 		{"max batch bytes over max payload", coordinator.Config{MaxBatchBytes: 1 << 30}},
-		{"negative handlers", coordinator.Config{Handlers: -1}},
 		{"bad topology", coordinator.Config{Topology: proto.Topology{MaxDeliver: 1}}},
 		{"bad sizer", coordinator.Config{Sizer: sizer.Config{Min: 10, Max: 5}}},
 	}
@@ -119,60 +117,6 @@ func TestJobLifecycle(t *testing.T) {
 	}
 	if _, err := call[proto.Job](t, nc, proto.JobSubject("frobnicate", job.ID), nil); code(err) != proto.CodeInvalid {
 		t.Errorf("unknown verb: err = %v", err)
-	}
-}
-
-func TestSubmitRefusesBadBatches(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 1, Coordinator: coordinator.Config{MaxBatchBytes: 64 << 10}})
-	nc := f.Connect()
-	job, err := call[proto.Job](t, nc, proto.JobCreateSubject(proto.DefaultOwner), proto.JobCreate{Plugin: "upper", Config: map[string]string{"k": "v"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	good := batch.Batch{Job: job.ID, Plugin: "upper", Config: plugin.Config{"k": "v"}, Records: []plugin.Record{{Value: []byte("x")}}}
-	enc := func(change func(*batch.Batch)) []byte {
-		b := good
-		change(&b)
-		data, err := batch.AppendBatch(nil, &b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return data
-	}
-	big := make([]byte, 70<<10)
-	tests := []struct {
-		name, subject string
-		data          []byte
-		want          string
-	}{
-		{"malformed", "upper", []byte("DFB\x01garbage"), proto.CodeInvalid},
-		{"wrong subject", "identity", enc(func(*batch.Batch) {}), proto.CodeInvalid},
-		{"empty", "upper", enc(func(b *batch.Batch) { b.Records = nil }), proto.CodeInvalid},
-		{"no such job", "upper", enc(func(b *batch.Batch) { b.Job = "anon.nosuchjob" }), proto.CodeJobNotFound},
-		{"pinned digest differs", "upper", enc(func(b *batch.Batch) { b.Digest = "sha256:00" }), proto.CodeInvalid},
-		{"config differs", "upper", enc(func(b *batch.Batch) { b.Config = plugin.Config{"k": "w"} }), proto.CodeInvalid},
-		{"too large", "upper", enc(func(b *batch.Batch) { b.Records = []plugin.Record{{Value: big}} }), proto.CodeTooLarge},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := call[proto.SubmitReply](t, nc, proto.SubmitSubject(tt.subject), tt.data)
-			if code(err) != tt.want {
-				t.Errorf("err = %v, want code %s", err, tt.want)
-			}
-		})
-	}
-	r, err := call[proto.SubmitReply](t, nc, proto.SubmitSubject("upper"), enc(func(*batch.Batch) {}))
-	if err != nil || r.Duplicate || r.BatchSize < 1 {
-		t.Fatalf("good batch: %+v, %v", r, err)
-	}
-	if r, err = call[proto.SubmitReply](t, nc, proto.SubmitSubject("upper"), enc(func(*batch.Batch) {})); err != nil || !r.Duplicate {
-		t.Errorf("the same batch again: %+v, %v; want a duplicate", r, err)
-	}
-	if _, err := call[proto.Job](t, nc, proto.JobSubject("seal", job.ID), proto.JobSeal{Batches: 1, Records: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err = call[proto.SubmitReply](t, nc, proto.SubmitSubject("upper"), enc(func(b *batch.Batch) { b.Seq = 1 })); code(err) != proto.CodeJobClosed {
-		t.Errorf("after seal: err = %v, want job_closed", err)
 	}
 }
 

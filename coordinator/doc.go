@@ -4,9 +4,7 @@
 // batch sizes per plugin (clients ask with df.job.get while they publish
 // their batches to JetStream themselves), turn batches that fail every
 // delivery into split batches and dead letters, and answer status and
-// report requests. They also accept batches on df.submit, check them
-// against their job and publish them, for senders that may not publish to
-// the stream.
+// report requests.
 //
 // A coordinator holds no state that matters beyond its life: jobs live in
 // the DF_JOBS bucket, batches and results in streams, and the fleet view is

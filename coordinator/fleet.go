@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
@@ -275,16 +276,27 @@ func (c *Coordinator) status(ctx context.Context) (*fleet.Status, error) {
 	return st, nil
 }
 
+// streamMsgs returns how many messages stream name holds, 0 when it
+// cannot be read.
 func (c *Coordinator) streamMsgs(ctx context.Context, name string) uint64 {
+	if info := c.streamInfo(ctx, name); info != nil {
+		return info.State.Msgs
+	}
+	return 0
+}
+
+// streamInfo returns stream name's configuration and state, nil when it
+// cannot be read.
+func (c *Coordinator) streamInfo(ctx context.Context, name string) *jetstream.StreamInfo {
 	s, err := c.js.Stream(ctx, name)
 	if err != nil {
-		return 0
+		return nil
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return 0
+		return nil
 	}
-	return info.State.Msgs
+	return info
 }
 
 // report answers SubjectReport.

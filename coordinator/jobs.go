@@ -89,13 +89,15 @@ func (c *Coordinator) jobRequest(ctx context.Context, subject string, data []byt
 	}
 	switch verb {
 	case "get":
-		// A submitting client asks every so often: the batch size is the
-		// sizer's choice now, not the one recorded at creation.
-		job, _, err := c.loadJob(ctx, id)
-		if err == nil {
-			job.BatchSize = c.view.batchSize(job.Plugin, 0)
+		// Submitting clients and readers ask every second or less: from
+		// the cache, with the batch size the sizer wants now.
+		cached, err := c.job(ctx, id)
+		if err != nil {
+			return nil, err
 		}
-		return job, err
+		job := *cached
+		job.BatchSize = c.view.batchSize(job.Plugin, 0)
+		return &job, nil
 	case "seal":
 		var req proto.JobSeal
 		if err := json.Unmarshal(data, &req); err != nil {
@@ -186,6 +188,17 @@ func (c *Coordinator) reject(ctx context.Context, job string, req proto.JobRejec
 	return nil
 }
 
+// publishError classifies a failed JetStream publish: retryable from the
+// client's side (busy), since the message keeps its id and a retry of a
+// publish that did land is dropped as a duplicate.
+func publishError(err error) *proto.Error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum") {
+		return proto.Errorf(proto.CodeBusy, "the stream is full (%s): retry later", apiErr.Description)
+	}
+	return proto.Errorf(proto.CodeBusy, "coordinator: publish: %v", err)
+}
+
 // purge removes subject's messages from stream, logging a failure: the
 // retention limit removes them later anyway.
 func (c *Coordinator) purge(ctx context.Context, stream, subject string) {
@@ -227,7 +240,7 @@ func (c *Coordinator) loadJob(ctx context.Context, id string) (*proto.Job, uint6
 		return nil, 0, proto.Errorf(proto.CodeInternal, "coordinator: job %s is corrupt: %v", id, err)
 	}
 	job.BatchSize = c.view.batchSize(job.Plugin, 0)
-	// The cache shares its jobs with submissions: it gets a copy, since
+	// The cache shares its jobs with readers: it gets a copy, since
 	// the caller may change this one (updateJob does).
 	cached := job
 	c.jobs.put(&cached, c.cfg.Clock())
@@ -260,7 +273,8 @@ func (c *Coordinator) updateJob(ctx context.Context, id string, change func(*pro
 	}
 }
 
-// jobCache keeps recently seen jobs so that submissions need no bucket read.
+// jobCache keeps recently seen jobs so that the frequent reads of a job
+// (clients' df.job.get) need no bucket read.
 // A job in the cache is never changed: updates put a new one.
 // An entry is trusted for jobCacheTTL: a job sealed or cancelled through
 // another coordinator is noticed within that time.
@@ -303,7 +317,8 @@ func (jc *jobCache) put(job *proto.Job, now time.Time) {
 	jc.jobs[job.ID] = cachedJob{job: job, at: now}
 }
 
-// job returns the job a submission names, from the cache or the bucket.
+// job returns a job from the cache or the bucket. The caller must not
+// change it: the cache shares it.
 func (c *Coordinator) job(ctx context.Context, id string) (*proto.Job, error) {
 	if j, ok := c.jobs.get(id, c.cfg.Clock()); ok {
 		return j, nil

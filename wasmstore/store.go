@@ -115,15 +115,24 @@ type Store struct {
 	opt options
 }
 
+// newOptions applies opts to the defaults.
+func newOptions(opts []Option) (options, error) {
+	o := options{bucket: proto.BucketPlugins, replicas: 1, storage: jetstream.FileStorage, maxSize: DefaultMaxModuleSize}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
 // New binds to the bucket, creating it (or updating its settings) when
 // needed; it is idempotent. The error wraps ErrInvalidOption for a bad
 // option, or is the JetStream error of creating the bucket.
 func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, error) {
-	o := options{bucket: proto.BucketPlugins, replicas: 1, storage: jetstream.FileStorage, maxSize: DefaultMaxModuleSize}
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
@@ -146,11 +155,9 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 // ErrNotFound when the bucket does not exist, ErrInvalidOption for a bad
 // option, or is the JetStream error.
 func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, error) {
-	o := options{bucket: proto.BucketPlugins, replicas: 1, storage: jetstream.FileStorage, maxSize: DefaultMaxModuleSize}
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()

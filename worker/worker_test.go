@@ -5,13 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/fleettest"
@@ -223,5 +226,87 @@ func TestHeartbeatReportsWork(t *testing.T) {
 	}
 	if len(st.Workers) != 1 || st.Workers[0].Health != fleet.Healthy {
 		t.Errorf("status workers = %+v", st.Workers)
+	}
+}
+
+// TestBadBatchesRemovedUnrun: clients publish batches to DF_BATCHES
+// themselves, so the worker is the gate. Undecodable bytes, an empty batch,
+// and batches whose subject is not the one of the job and plugin they name
+// are removed unrun; a good batch behind them runs, and only its results
+// are stored.
+func TestBadBatchesRemovedUnrun(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc := f.Connect()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := json.Marshal(proto.JobCreate{Plugin: "upper"})
+	m, err := nc.RequestWithContext(ctx, proto.JobCreateSubject(proto.DefaultOwner), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := proto.DecodeReply[proto.Job](m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := proto.JobID(proto.DefaultOwner, "other")
+	good := batch.Batch{Job: job.ID, Plugin: "upper", Records: []plugin.Record{{Value: []byte("x")}}}
+	enc := func(change func(*batch.Batch)) []byte {
+		b := good
+		change(&b)
+		data, err := batch.AppendBatch(nil, &b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	for i, tc := range []struct {
+		name, subject string
+		data          []byte
+	}{
+		{"malformed", proto.BatchSubject("upper", job.ID), []byte("DFB\x01garbage")},
+		{"empty", proto.BatchSubject("upper", job.ID), enc(func(b *batch.Batch) { b.Records = nil })},
+		{"another job's subject", proto.BatchSubject("upper", other), enc(func(*batch.Batch) {})},
+		{"another job in the batch", proto.BatchSubject("upper", job.ID), enc(func(b *batch.Batch) { b.Job = other })},
+		{"another plugin's subject", proto.BatchSubject("identity", job.ID), enc(func(*batch.Batch) {})},
+		{"good", proto.BatchSubject("upper", job.ID), enc(func(*batch.Batch) {})},
+	} {
+		msg := &nats.Msg{Subject: tc.subject, Data: tc.data, Header: nats.Header{}}
+		msg.Header.Set(proto.HeaderMsgID, fmt.Sprintf("bad-batches-%d", i))
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatalf("%s: publish: %v", tc.name, err)
+		}
+	}
+	cons, err := js.Consumer(ctx, proto.StreamBatches, proto.ConsumerWorker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = natstest.Eventually(10*time.Second, func() error {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumPending != 0 || info.NumAckPending != 0 {
+			return fmt.Errorf("%d batches pending, %d unacknowledged", info.NumPending, info.NumAckPending)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	results, err := js.Stream(ctx, proto.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := results.Info(ctx, jetstream.WithSubjectFilter("df.result.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{proto.ResultSubject(job.ID): 1}
+	if diff := cmp.Diff(want, info.State.Subjects); diff != "" {
+		t.Errorf("result messages by subject (-want +got):\n%s", diff)
 	}
 }

@@ -121,13 +121,7 @@ func TestForbidden(t *testing.T) {
 	ajs := f.admin.js(t)
 
 	// Bob's job: results waiting in DF_RESULTS while the others try.
-	bobClient := f.client(t, bobRole)
-	bobRecs := records("bob-secret", 30)
-	bobJob, err := bobClient.Submit(ctx, "upper", client.Records(bobRecs), client.WithBatchSize(10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bobJob.Close()
+	bobJob, bobRecs := f.bobsJob(ctx, t)
 	bobID := bobJob.ID()
 	bobSubject := proto.ResultSubject(bobID)
 	results, err := ajs.Stream(ctx, proto.StreamResults)
@@ -204,7 +198,6 @@ func TestForbidden(t *testing.T) {
 			sub("subscribe to bob's inbox", "_INBOX_bob.>"),
 			sub("subscribe to the worker's inbox", "_INBOX_worker.>"),
 			sub("subscribe to everything", ">"),
-			sub("subscribe to submissions", "df.submit.*"),
 			sub("subscribe to job requests", "df.job.>"),
 			sub("subscribe to batches", "df.batch.>"),
 			sub("subscribe to heartbeats", "df.hb.*"),
@@ -221,7 +214,6 @@ func TestForbidden(t *testing.T) {
 			pub("forge a dead letter", "df.dead.alice.x", data),
 			pub("inject a batch into bob's job", proto.BatchSubject("upper", bobID), data),
 			pub("inject a batch outside any job", "df.batch.upper.x", data),
-			pub("submit through a coordinator", "df.submit.upper", data),
 			pub("fake heartbeat", "df.hb.w1", data),
 			pub("forge a job record", "$KV.DF_JOBS.bob.x", data),
 			pub("push a plugin chunk", "$O.DF_PLUGINS.C.x", data),
@@ -306,11 +298,9 @@ func TestForbidden(t *testing.T) {
 			pub("push a plugin chunk", "$O.DF_PLUGINS.C.x", data),
 			pub("push a plugin manifest", "$O.DF_PLUGINS.M.x", data),
 			pub("inject a batch past the coordinator", "df.batch.upper.alice.x", data),
-			pub("submit a batch", "df.submit.upper", data),
 			pub("create a job", proto.JobCreateSubject("alice"), data),
 			pub("cancel bob's job", proto.JobSubject("cancel", bobID), data),
 			pub("ask for status", proto.SubjectStatus, data),
-			sub("subscribe to submissions", "df.submit.*"),
 			sub("subscribe to job requests", "df.job.>"),
 			sub("subscribe to results", "df.result.>"),
 			sub("subscribe to batches", "df.batch.>"),
@@ -327,7 +317,6 @@ func TestForbidden(t *testing.T) {
 			pub("push a plugin chunk", "$O.DF_PLUGINS.C.x", data),
 			pub("push a plugin manifest", "$O.DF_PLUGINS.M.x", data),
 			pub("fake heartbeat", "df.hb.w1", data),
-			pub("submit as a client", "df.submit.upper", data),
 			pub("write into alice's inbox", "_INBOX_alice.x", data),
 			sub("subscribe to alice's inbox", "_INBOX_alice.>"),
 			sub("subscribe to results", "df.result.>"),
@@ -361,19 +350,7 @@ func TestForbidden(t *testing.T) {
 			t.Errorf("plugin store holds %d objects, want only %s/1.0.0", len(objs), wasmPlugin)
 		}
 		// Bob reads every one of his results.
-		n := 0
-		for o, err := range bobJob.Results() {
-			if err != nil {
-				t.Fatalf("bob's job: %v", err)
-			}
-			if got, want := string(o.Value), strings.ToUpper(string(bobRecs[o.Index].Value)); got != want {
-				t.Errorf("bob's record %d: got %q, want %q", o.Index, got, want)
-			}
-			n++
-		}
-		if n != len(bobRecs) {
-			t.Errorf("bob read %d results, want %d", n, len(bobRecs))
-		}
+		readsAllHisResults(t, bobJob, bobRecs)
 	})
 
 	// The canary saw none of the attempts' data, on any subject.

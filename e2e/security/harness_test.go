@@ -18,6 +18,7 @@ import (
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/wasm"
 	"github.com/dataflare/dataflare/wasmstore"
 	"github.com/dataflare/dataflare/worker"
@@ -400,4 +401,37 @@ func (f *fleet) clientConn(t *testing.T, r role, opts ...client.Option) (*client
 		t.Fatal(err)
 	}
 	return c, nc
+}
+
+// bobsJob submits 30 records for bob, 10 per batch, through the upper
+// plugin: a job whose results the other tests try to reach. It returns the
+// job, closed when the test ends, and its records.
+func (f *fleet) bobsJob(ctx context.Context, t *testing.T) (*client.Job, []plugin.Record) {
+	t.Helper()
+	recs := records("bob-secret", 30)
+	job, err := f.client(t, bobRole).Submit(ctx, "upper", client.Records(recs), client.WithBatchSize(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(job.Close)
+	return job, recs
+}
+
+// readsAllHisResults checks that bob reads exactly his results: every
+// record, upper-cased, once.
+func readsAllHisResults(t *testing.T, job *client.Job, recs []plugin.Record) {
+	t.Helper()
+	n := 0
+	for o, err := range job.Results() {
+		if err != nil {
+			t.Fatalf("bob's job: %v", err)
+		}
+		if got, want := string(o.Value), strings.ToUpper(string(recs[o.Index].Value)); got != want {
+			t.Errorf("bob's record %d: got %q, want %q", o.Index, got, want)
+		}
+		n++
+	}
+	if n != len(recs) {
+		t.Errorf("bob read %d results, want %d", n, len(recs))
+	}
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
-	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/internal/proto"
 )
 
@@ -50,13 +49,7 @@ func TestRepliesCannotBorrowRights(t *testing.T) {
 	defer cancel()
 	ajs := f.admin.js(t)
 
-	bob := f.client(t, bobRole)
-	recs := records("bob-secret", 30)
-	job, err := bob.Submit(ctx, "upper", client.Records(recs), client.WithBatchSize(10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer job.Close()
+	job, recs := f.bobsJob(ctx, t)
 	bobSubject := proto.ResultSubject(job.ID())
 	waitForResults(t, ajs, bobSubject, 3)
 
@@ -122,17 +115,5 @@ func TestRepliesCannotBorrowRights(t *testing.T) {
 			t.Errorf("a fake worker %s is in the fleet", w.ID)
 		}
 	}
-	n := 0
-	for o, err := range job.Results() {
-		if err != nil {
-			t.Fatalf("bob's job: %v", err)
-		}
-		if got, want := string(o.Value), strings.ToUpper(string(recs[o.Index].Value)); got != want {
-			t.Errorf("bob's record %d: got %q, want %q", o.Index, got, want)
-		}
-		n++
-	}
-	if n != len(recs) {
-		t.Errorf("bob read %d results, want %d", n, len(recs))
-	}
+	readsAllHisResults(t, job, recs)
 }

@@ -78,16 +78,6 @@ type JobFinish struct {
 	Progress Progress `json:"progress"`
 }
 
-// SubmitReply is the reply to a batch submission.
-type SubmitReply struct {
-	// BatchSize is the size the coordinator wants the next batches cut at.
-	BatchSize int `json:"batch_size"`
-	// Duplicate reports that JetStream already had this batch.
-	Duplicate bool `json:"duplicate,omitempty"`
-	// Error is set when the batch was not accepted.
-	Error *Error `json:"error,omitempty"`
-}
-
 // Error codes carried by Error.
 const (
 	CodeInvalid       = "invalid"        // the request is malformed

@@ -26,8 +26,8 @@ func TestReplyRoundTrip(t *testing.T) {
 		t.Errorf("round trip (-want +got):\n%s", diff)
 	}
 
-	sr := &proto.SubmitReply{BatchSize: 64, Duplicate: true}
-	if got := string(proto.EncodeReply(sr, nil)); got != `{"data":{"batch_size":64,"duplicate":true}}` {
+	sr := &proto.JobSeal{Batches: 64, Records: 6400}
+	if got := string(proto.EncodeReply(sr, nil)); got != `{"data":{"batches":64,"records":6400}}` {
 		t.Errorf("EncodeReply = %s", got)
 	}
 }
@@ -36,7 +36,7 @@ func TestReplyErrors(t *testing.T) {
 	busy := proto.Errorf(proto.CodeBusy, "fleet full: %d batches pending", 1024)
 	tests := []struct {
 		name     string
-		data     *proto.SubmitReply
+		data     *proto.JobSeal
 		err      error
 		wantJSON string
 		want     *proto.Error
@@ -57,7 +57,7 @@ func TestReplyErrors(t *testing.T) {
 			want:     &proto.Error{Code: proto.CodeInternal, Message: "disk full"},
 		},
 		{
-			name: "error wins over data", data: &proto.SubmitReply{BatchSize: 9}, err: proto.Errorf(proto.CodeJobClosed, "sealed"),
+			name: "error wins over data", data: &proto.JobSeal{Batches: 9}, err: proto.Errorf(proto.CodeJobClosed, "sealed"),
 			wantJSON: `{"error":{"code":"job_closed","message":"sealed"}}`,
 			want:     &proto.Error{Code: proto.CodeJobClosed, Message: "sealed"},
 		},
@@ -68,7 +68,7 @@ func TestReplyErrors(t *testing.T) {
 			if string(b) != tt.wantJSON {
 				t.Errorf("EncodeReply = %s, want %s", b, tt.wantJSON)
 			}
-			got, err := proto.DecodeReply[proto.SubmitReply](b)
+			got, err := proto.DecodeReply[proto.JobSeal](b)
 			if got != nil {
 				t.Errorf("DecodeReply returned data %+v with an error reply", got)
 			}
@@ -97,16 +97,16 @@ func TestDecodeReplyMalformed(t *testing.T) {
 		{"not JSON", `<html>`, "invalid character"},
 		{"truncated", `{"data":{"batch_size":1`, "unexpected end"},
 		{"array", `[1,2]`, "cannot unmarshal"},
-		{"wrong type", `{"data":{"batch_size":"many"}}`, "cannot unmarshal"},
+		{"wrong type", `{"data":{"batches":"many"}}`, "cannot unmarshal"},
 		{"error of wrong type", `{"error":"boom"}`, "cannot unmarshal"},
 		{"no data", `{}`, "no data"},
 		{"null", `null`, "no data"},
 		{"null data", `{"data":null}`, "no data"},
-		{"other fields only", `{"result":{"batch_size":1}}`, "no data"},
+		{"other fields only", `{"result":{"batches":1}}`, "no data"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := proto.DecodeReply[proto.SubmitReply]([]byte(tt.in))
+			got, err := proto.DecodeReply[proto.JobSeal]([]byte(tt.in))
 			if got != nil {
 				t.Errorf("DecodeReply(%q) data = %+v, want nil", tt.in, got)
 			}
@@ -116,9 +116,9 @@ func TestDecodeReplyMalformed(t *testing.T) {
 		})
 	}
 	// An empty-but-present data object is data.
-	got, err := proto.DecodeReply[proto.SubmitReply]([]byte(`{"data":{}}`))
-	if err != nil || got == nil || *got != (proto.SubmitReply{}) {
-		t.Errorf("DecodeReply({\"data\":{}}) = (%+v, %v), want a zero SubmitReply", got, err)
+	got, err := proto.DecodeReply[proto.JobSeal]([]byte(`{"data":{}}`))
+	if err != nil || got == nil || *got != (proto.JobSeal{}) {
+		t.Errorf("DecodeReply({\"data\":{}}) = (%+v, %v), want a zero JobSeal", got, err)
 	}
 }
 
@@ -133,19 +133,19 @@ func TestEncodeReplyNoDataNoError(t *testing.T) {
 }
 
 func FuzzDecodeReply(f *testing.F) {
-	f.Add(proto.EncodeReply(&proto.SubmitReply{BatchSize: 10}, nil))
-	f.Add(proto.EncodeReply[proto.SubmitReply](nil, proto.Errorf(proto.CodeBusy, "full")))
+	f.Add(proto.EncodeReply(&proto.JobSeal{Batches: 10}, nil))
+	f.Add(proto.EncodeReply[proto.JobSeal](nil, proto.Errorf(proto.CodeBusy, "full")))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"data":null,"error":null}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		got, err := proto.DecodeReply[proto.SubmitReply](b)
+		got, err := proto.DecodeReply[proto.JobSeal](b)
 		if (got == nil) == (err == nil) {
 			t.Fatalf("DecodeReply(%q) = (%v, %v): want exactly one of data and error", b, got, err)
 		}
 		if err != nil {
 			return
 		}
-		again, err := proto.DecodeReply[proto.SubmitReply](proto.EncodeReply(got, nil))
+		again, err := proto.DecodeReply[proto.JobSeal](proto.EncodeReply(got, nil))
 		if err != nil {
 			t.Fatalf("re-decoding: %v", err)
 		}

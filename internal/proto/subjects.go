@@ -19,14 +19,10 @@ const (
 	// SubjectJobPrefix: df.job.<verb>.<owner>.<id> requests on a job (seal,
 	// cancel, get, done).
 	SubjectJobPrefix = "df.job."
-	// SubjectSubmitPrefix: df.submit.<plugin>: request, one batch message
-	// sent through a coordinator, which checks it against its job and
-	// publishes it; the reply is a SubmitReply. The client publishes to
-	// DF_BATCHES itself; this path serves senders that may not.
-	SubjectSubmitPrefix = "df.submit."
 	// SubjectBatchPrefix: df.batch.<plugin>.<job>: batches in DF_BATCHES,
 	// published by clients (the job id's owner token lets NATS permissions
 	// keep a client to its own jobs) and by coordinators' poison splits.
+	// A worker runs a batch only on its own job's subject.
 	SubjectBatchPrefix = "df.batch."
 	// SubjectResultPrefix: df.result.<owner>.<id>: result messages in
 	// DF_RESULTS. The owner token lets NATS permissions keep a client to
@@ -69,9 +65,6 @@ const (
 
 // JobCreateSubject returns the subject a client creates jobs of owner on.
 func JobCreateSubject(owner string) string { return SubjectJobCreatePrefix + owner }
-
-// SubmitSubject returns the subject a client submits batches of plugin to.
-func SubmitSubject(plugin string) string { return SubjectSubmitPrefix + plugin }
 
 // BatchSubject returns the DF_BATCHES subject of a batch of job for plugin.
 func BatchSubject(plugin, job string) string { return SubjectBatchPrefix + plugin + "." + job }

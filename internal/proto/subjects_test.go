@@ -50,7 +50,6 @@ func TestSubjects(t *testing.T) {
 	tests := []struct {
 		got, want string
 	}{
-		{proto.SubmitSubject("upper"), "df.submit.upper"},
 		{proto.JobID("acme", "j1"), "acme.j1"},
 		{proto.BatchSubject("upper", "acme.j1"), "df.batch.upper.acme.j1"},
 		{proto.ResultSubject("acme.j1"), "df.result.acme.j1"},
@@ -80,7 +79,7 @@ func TestLastToken(t *testing.T) {
 		{"trailing.", ""},
 		{".lead", "lead"},
 		{proto.HeartbeatSubject("worker_1"), "worker_1"},
-		{proto.SubmitSubject("geo-ip"), "geo-ip"},
+		{proto.BatchSubject("geo-ip", proto.JobID("acme", "job-0")), "job-0"},
 		// A job's subjects end in its id, without its owner.
 		{proto.ResultSubject(proto.JobID("acme", "job-1")), "job-1"},
 		{proto.BatchSubject("upper", proto.JobID("acme", "job-2")), "job-2"},
