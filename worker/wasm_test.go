@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dataflare/dataflare/client"
@@ -41,18 +42,7 @@ func TestWASMResultsComeFromThePool(t *testing.T) {
 	}
 	// Cleanups run last-in first-out: the runtime closes after the fleet.
 	t.Cleanup(func() { rt.Close(context.Background()) })
-	s := natstest.RunServer(t)
-	js, err := jetstream.New(natstest.Connect(t, s.ClientURL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := wasmstore.New(ctx, js, wasmstore.WithValidator(rt))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Push(ctx, plugins.UpperWASMName, "1.0.0", plugins.UpperWASM); err != nil {
-		t.Fatal(err)
-	}
+	s, _, store := storeWithUpper(ctx, t, rt)
 	reg, err := wasm.NewRegistry(rt, store)
 	if err != nil {
 		t.Fatal(err)
@@ -113,18 +103,7 @@ func TestMissingModuleFailsRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rt.Close(context.Background()) })
-	s := natstest.RunServer(t)
-	js, err := jetstream.New(natstest.Connect(t, s.ClientURL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := wasmstore.New(ctx, js, wasmstore.WithValidator(rt))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Push(ctx, plugins.UpperWASMName, "1.0.0", plugins.UpperWASM); err != nil {
-		t.Fatal(err)
-	}
+	s, js, store := storeWithUpper(ctx, t, rt)
 	// The workers read another, empty bucket: the pinned module is not there.
 	other, err := wasmstore.New(ctx, js, wasmstore.WithBucket("OTHER_PLUGINS"))
 	if err != nil {
@@ -153,4 +132,24 @@ func TestMissingModuleFailsRecords(t *testing.T) {
 			t.Errorf("record %d: err = %v, want an unknown-plugin error naming the module", i, r.Err)
 		}
 	}
+}
+
+// storeWithUpper runs a server with a plugin store holding upper-wasm
+// 1.0.0, validated by rt, and returns the server, a JetStream connection
+// and the store.
+func storeWithUpper(ctx context.Context, t *testing.T, rt *wasm.Runtime) (*server.Server, jetstream.JetStream, *wasmstore.Store) {
+	t.Helper()
+	s := natstest.RunServer(t)
+	js, err := jetstream.New(natstest.Connect(t, s.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := wasmstore.New(ctx, js, wasmstore.WithValidator(rt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Push(ctx, plugins.UpperWASMName, "1.0.0", plugins.UpperWASM); err != nil {
+		t.Fatal(err)
+	}
+	return s, js, store
 }
