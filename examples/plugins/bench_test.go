@@ -93,9 +93,11 @@ func BenchmarkUpperGoWASM(b *testing.B) {
 	benchUpper(b, plugins.UpperGoWASM)
 }
 
-func benchUpper(b *testing.B, module []byte) {
+func benchUpper(b *testing.B, module []byte) { benchEncoded(b, loadBytes(b, module)) }
+
+// benchEncoded runs p over the benchmark batch, from its encoded message.
+func benchEncoded(b *testing.B, p *wasm.Plugin) {
 	recs, msg := benchBatch(b)
-	p := loadBytes(b, module)
 	ctx := context.Background()
 	b.SetBytes(benchRecords * benchSize)
 	b.ReportAllocs()
@@ -111,20 +113,7 @@ func benchUpper(b *testing.B, module []byte) {
 // BenchmarkIdentityWASM is the Go guest's own overhead: identity-wasm
 // answers "unchanged" for every record, after decoding the batch with
 // package batch.
-func BenchmarkIdentityWASM(b *testing.B) {
-	recs, msg := benchBatch(b)
-	p := load(b, "identity-wasm")
-	ctx := context.Background()
-	b.SetBytes(benchRecords * benchSize)
-	b.ReportAllocs()
-	cpu0 := cpuTime()
-	for b.Loop() {
-		if _, err := p.ProcessEncoded(ctx, msg, recs); err != nil {
-			b.Fatal(err)
-		}
-	}
-	perRecord(b, cpu0)
-}
+func BenchmarkIdentityWASM(b *testing.B) { benchEncoded(b, load(b, "identity-wasm")) }
 
 // BenchmarkColdStart is a worker's first batch of a module: a new runtime,
 // the module loaded (compiled, or read from the compiled-module cache on
