@@ -143,7 +143,6 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		sub(c.nc.ChanQueueSubscribe(proto.SubjectJobPrefix+"*.*.*", q, control)),
 		sub(c.nc.ChanQueueSubscribe(proto.SubjectStatus, q, control)),
 		sub(c.nc.ChanQueueSubscribe(proto.SubjectReport, q, control)),
-		sub(c.nc.ChanQueueSubscribe(maxDeliveriesSubject, q, control)),
 		// Every coordinator sees every heartbeat: each keeps the whole
 		// fleet view.
 		sub(c.nc.Subscribe(proto.SubjectHeartbeatPrefix+"*", c.onHeartbeat)),
@@ -250,8 +249,6 @@ func (c *Coordinator) handleControl(ctx context.Context, m *nats.Msg) {
 	case subj == proto.SubjectReport:
 		r, err := c.report(ctx)
 		respond(c, m, r, err)
-	case subj == maxDeliveriesSubject:
-		c.onMaxDeliveries(ctx, m.Data)
 	default:
 		verb, _, _ := strings.Cut(strings.TrimPrefix(subj, proto.SubjectJobPrefix), ".")
 		ctx, span := c.jobSpan(ctx, m, verb)

@@ -1,23 +1,18 @@
 package coordinator_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
-	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
-	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/fleettest"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/proto"
-	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/sizer"
 )
 
@@ -117,108 +112,5 @@ func TestJobLifecycle(t *testing.T) {
 	}
 	if _, err := call[proto.Job](t, nc, proto.JobSubject("frobnicate", job.ID), nil); code(err) != proto.CodeInvalid {
 		t.Errorf("unknown verb: err = %v", err)
-	}
-}
-
-// TestPoisonSplitAfterMaxDeliveries plays a worker that dies on every batch
-// (it fetches and never acknowledges): after MaxDeliver deliveries the
-// coordinator splits the batch, down to single records, which get poison
-// errors as results and dead letters.
-func TestPoisonSplitAfterMaxDeliveries(t *testing.T) {
-	topo := proto.Topology{AckWait: 200 * time.Millisecond, MaxDeliver: 2}
-	f := fleettest.Start(t, fleettest.Config{Workers: 1, Coordinator: coordinator.Config{Topology: topo}})
-	c := f.Client()
-	// Let the real worker go: the job was admitted while it was healthy.
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	for _, w := range []string{"w1"} {
-		if err := f.Stop(w); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The coordinator admits jobs only with a healthy worker; the one just
-	// stopped said goodbye, so create the job through a stand-in heartbeat.
-	nc := f.Connect()
-	hb, _ := json.Marshal(proto.Heartbeat{Worker: "zombie", At: time.Now(), Interval: time.Second,
-		Plugins: []proto.PluginBeat{{Name: "upper", Native: true}}})
-	if err := nc.Publish(proto.HeartbeatSubject("zombie"), hb); err != nil {
-		t.Fatal(err)
-	}
-	// The heartbeat and the job request travel on different connections:
-	// wait until the coordinator has seen the stand-in.
-	if err := natstest.Eventually(10*time.Second, func() error {
-		st, err := c.SystemStatus(ctx)
-		if err != nil {
-			return err
-		}
-		for _, w := range st.Workers {
-			if w.ID == "zombie" && w.Health == fleet.Healthy {
-				return nil
-			}
-		}
-		return errors.New("stand-in worker not seen yet")
-	}); err != nil {
-		t.Fatal(err)
-	}
-	recs := []plugin.Record{{Value: []byte("a")}, {Value: []byte("b")}, {Value: []byte("c")}, {Value: []byte("d")}}
-	job, err := c.Submit(ctx, "upper", client.Records(recs), client.WithBatchSize(4))
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(nc)
-	cons, err := js.Consumer(ctx, proto.StreamBatches, proto.ConsumerWorker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	fetched := make(chan int, 1)
-	// The dying worker: fetches and drops everything. Stops on stop.
-	go func() {
-		n := 0
-		defer func() { fetched <- n }()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			msgs, err := cons.Fetch(10, jetstream.FetchMaxWait(100*time.Millisecond))
-			if err != nil {
-				continue
-			}
-			for range msgs.Messages() {
-				n++
-			}
-		}
-	}()
-	var errs int
-	for out, err := range job.Results() {
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !errors.Is(out.Err, plugin.ErrPoison) {
-			t.Errorf("record %d: err = %v, want a poison error", out.Index, out.Err)
-		}
-		errs++
-	}
-	close(stop)
-	n := <-fetched
-	if errs != len(recs) {
-		t.Fatalf("got %d results, want %d", errs, len(recs))
-	}
-	// 1 batch of 4, 2 of 2, 4 of 1, each delivered MaxDeliver times.
-	if want := (1 + 2 + 4) * topo.MaxDeliver; n < want {
-		t.Errorf("deliveries = %d, want at least %d", n, want)
-	}
-	s, err := js.Stream(ctx, proto.StreamDead)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(proto.DeadSubject(job.ID())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != uint64(len(recs)) {
-		t.Errorf("dead letters = %d, want %d", info.State.Msgs, len(recs))
 	}
 }

@@ -9,8 +9,6 @@ type metrics struct {
 	sealedRecords prometheus.Counter
 	heartbeats    prometheus.Counter
 	badHeartbeats prometheus.Counter
-	splits        prometheus.Counter
-	deadLettered  prometheus.Counter
 	workers       *prometheus.GaugeVec
 	batchSize     *prometheus.GaugeVec
 }
@@ -27,10 +25,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "dataflare_coordinator_heartbeats_total", Help: "Worker heartbeats received."}),
 		badHeartbeats: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dataflare_coordinator_bad_heartbeats_total", Help: "Malformed heartbeats ignored."}),
-		splits: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dataflare_coordinator_poison_splits_total", Help: "Batches split after failing every delivery."}),
-		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dataflare_dead_lettered_total", Help: "Records dead-lettered after failing every delivery."}),
 		workers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dataflare_workers", Help: "Workers by health, as this coordinator sees them."}, []string{"health"}),
 		batchSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -38,7 +32,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.jobs, m.sealedBatches, m.sealedRecords,
-			m.heartbeats, m.badHeartbeats, m.splits, m.deadLettered, m.workers, m.batchSize)
+			m.heartbeats, m.badHeartbeats, m.workers, m.batchSize)
 	}
 	return m
 }

@@ -33,8 +33,8 @@ func TestChaosWorkerKills(t *testing.T) {
 }
 
 // TestChaosCrashPoison is RELIABILITY row 7 for records that kill the
-// worker process running them: after MaxDeliver deliveries a coordinator
-// splits the batch, down to the single records, which get poison errors and
+// worker process running them: after MaxDeliver deliveries the next worker
+// splits the batch unrun, down to the single records, which get poison errors and
 // dead letters. Workers are restarted as they die.
 func TestChaosCrashPoison(t *testing.T) {
 	f := newFleetProcs(t)

@@ -6,7 +6,9 @@
 // (InProgress) so that AckWait can stay short and a dead worker's batch comes
 // back quickly. A batch whose plugin fails as a whole (a trap, a panic, a
 // deadline) is split in halves until the records at fault are isolated: they
-// get poison errors and dead-letter entries, the rest get their results.
+// get poison errors and dead-letter entries, the rest get their results. A
+// batch whose workers die every time it runs is, after MaxDeliver
+// deliveries, split unrun by the worker that gets it next, the same way.
 // Heartbeats tell the coordinators what the worker runs, how fast, and how
 // pressed for memory it is.
 //

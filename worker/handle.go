@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -14,7 +13,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dataflare/dataflare/batch"
-	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/internal/tracing"
 	"github.com/dataflare/dataflare/plugin"
@@ -67,6 +65,11 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	span.SetAttributes(attribute.String("dataflare.job", b.Job), attribute.Int64("dataflare.seq", int64(b.Seq)),
 		attribute.Int("dataflare.records", len(b.Records)), attribute.String("dataflare.plugin", b.Plugin),
 		attribute.Int64("dataflare.delivery", int64(delivered)))
+	if delivered > uint64(w.poisonAfter.Load()) {
+		// Its workers died or stalled on every delivery: run it no more.
+		w.splitDead(ctx, m, b, delivered)
+		return
+	}
 
 	rctx, cancel := context.WithTimeout(ctx, w.cfg.BatchTimeout)
 	res, err := w.run(rctx, b, m.Data())
@@ -80,13 +83,19 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 // settle maps a batch's outcome to JetStream, in one place:
 //   - success: publish the results, then double-ack;
 //   - a transient failure (the plugin is unavailable here, the worker is
-//     stopping): nak with a delay, so the batch runs later, maybe elsewhere;
+//     stopping and gave up on the batch): nak with a delay, so the batch
+//     runs later, maybe elsewhere;
 //   - the plugin failed the whole batch: isolate the records at fault by
 //     halving, then publish and double-ack as on success;
 //   - a long batch: kept alive by the lease keeper while it runs.
 func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, res *plugin.BatchResult, err error, delivered uint64) {
 	if err != nil {
 		switch {
+		case ctx.Err() != nil:
+			// The worker stops and gave up waiting for the batch: its
+			// failure says nothing of its records.
+			w.nak(m, "stopping", delivered, err)
+			return
 		case b.Digest != "" && plugin.CodeOf(err) == plugin.CodeUnknownPlugin:
 			// Every worker fetches modules from the same store: a module
 			// missing there, or refused on load, fails the job's records
@@ -193,71 +202,6 @@ func (w *Worker) resolve(ctx context.Context, b *batch.Batch, raw []byte) (strin
 		return "", ctx, err
 	}
 	return name, context.WithValue(ctx, callKey{}, &wasmCall{digest: b.Digest, raw: raw, n: len(b.Records)}), nil
-}
-
-// isolate runs the records of a batch that failed as a whole in halves,
-// recursively, until each failing part is a single record: that record gets
-// a poison error and a dead-letter entry; the others get their results. It
-// returns an error only when the plugin became unavailable meanwhile.
-func (w *Worker) isolate(ctx context.Context, b *batch.Batch, cause error) (*plugin.BatchResult, error) {
-	start := time.Now()
-	out := make([]plugin.Result, len(b.Records))
-	var split func(lo, hi int, cause error) error
-	split = func(lo, hi int, cause error) error {
-		if hi-lo == 1 {
-			return w.poison(ctx, b, lo, cause, out)
-		}
-		mid := (lo + hi) / 2
-		for _, r := range [2][2]int{{lo, mid}, {mid, hi}} {
-			sub := *b
-			sub.Records = b.Records[r[0]:r[1]]
-			rctx, cancel := context.WithTimeout(ctx, w.cfg.BatchTimeout)
-			res, err := w.run(rctx, &sub, nil)
-			cancel()
-			switch {
-			case err == nil:
-				for i, x := range res.Results {
-					// Results may alias the plugin's buffers, which the
-					// next run reuses.
-					x.Value = bytes.Clone(x.Value)
-					out[r[0]+i] = x
-				}
-				w.release(b, res)
-			case transient(err):
-				return err
-			case plugin.CodeOf(err) == plugin.CodeInvalidInput:
-				copy(out[r[0]:r[1]], failAll(r[1]-r[0], err).Results)
-			default:
-				if err := split(r[0], r[1], err); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
-	if err := split(0, len(b.Records), cause); err != nil {
-		return nil, err
-	}
-	return &plugin.BatchResult{Results: out, Duration: time.Since(start)}, nil
-}
-
-// poison gives record i of b its poison error and stores it as a dead
-// letter.
-func (w *Worker) poison(ctx context.Context, b *batch.Batch, i int, cause error, out []plugin.Result) error {
-	idx := b.Base + uint64(i)
-	perr := &plugin.Error{Code: plugin.CodePoison, Message: fmt.Sprintf("record %d: %v", idx, cause)}
-	rec := b.Records[i]
-	dl := &fleet.DeadLetter{Job: b.Job, Index: idx, Plugin: b.Plugin, Digest: b.Digest, Error: cause.Error(),
-		Key: rec.Key, Value: rec.Value, Worker: w.cfg.ID, Attempts: 1, At: time.Now()}
-	pctx, cancel := context.WithTimeout(ctx, settleTimeout)
-	defer cancel()
-	if _, err := w.js.PublishMsg(pctx, proto.DeadLetterMsg(dl)); err != nil {
-		return &plugin.Error{Code: plugin.CodeUnavailable, Message: "worker: store dead letter: " + err.Error(), Err: err}
-	}
-	w.metrics.deadLettered.Inc()
-	w.log.Warn("record isolated and dead-lettered", "job", b.Job, "index", idx, "err", cause)
-	out[i] = plugin.Fail(perr)
-	return nil
 }
 
 // publish stores a batch's results in DF_RESULTS under the batch's id. A

@@ -18,6 +18,7 @@ type metrics struct {
 	redeliveries     prometheus.Counter
 	naks             *prometheus.CounterVec
 	deadLettered     prometheus.Counter
+	splits           prometheus.Counter
 	duplicateResults prometheus.Counter
 	fetchErrors      prometheus.Counter
 	heartbeats       prometheus.Counter
@@ -41,7 +42,9 @@ func newMetrics(reg prometheus.Registerer, id string, p *pool.Pool, inFlight fun
 		naks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dataflare_batches_released_total", Help: "Batches released for a retry (nak) or removed, by reason."}, []string{"reason"}),
 		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dataflare_worker_dead_lettered_total", Help: "Records isolated as poison and dead-lettered."}),
+			Name: "dataflare_dead_lettered_total", Help: "Records isolated as poison and dead-lettered."}),
+		splits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dataflare_poison_splits_total", Help: "Batches split unrun after failing every one of MaxDeliver deliveries."}),
 		duplicateResults: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dataflare_duplicate_results_total", Help: "Results JetStream already had (a redelivered batch done twice)."}),
 		fetchErrors: prometheus.NewCounter(prometheus.CounterOpts{
@@ -52,7 +55,7 @@ func newMetrics(reg prometheus.Registerer, id string, p *pool.Pool, inFlight fun
 	if reg != nil {
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"worker": id}, reg)
 		reg.MustRegister(m.records, m.batches, m.batchSeconds, m.batchRecords, m.redeliveries, m.naks,
-			m.deadLettered, m.duplicateResults, m.fetchErrors, m.heartbeats, newPoolCollector(p),
+			m.deadLettered, m.splits, m.duplicateResults, m.fetchErrors, m.heartbeats, newPoolCollector(p),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "dataflare_batches_in_flight", Help: "Batches running now."}, inFlight))
 	}

@@ -35,6 +35,8 @@ type Worker struct {
 	ready    atomic.Bool
 	hbSeq    atomic.Uint64
 	lease    lease
+	// poisonAfter is MaxDeliver, as the worker consumer carries it.
+	poisonAfter atomic.Int64
 
 	wasmMu sync.Mutex
 	wasm   map[string]string // plugin name → name registered in the Manager
@@ -85,6 +87,7 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 		native: make(map[string]bool, len(plugins)),
 		wasm:   make(map[string]string),
 	}
+	w.poisonAfter.Store(proto.DefaultMaxDeliver)
 	for name, p := range plugins {
 		if err := mgr.RegisterBatch(name, p); err != nil {
 			mgr.Close()
@@ -149,10 +152,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	ackWait := cons.CachedInfo().Config.AckWait
+	w.poisonAfter.Store(int64(proto.PoisonAfter(cons.CachedInfo().Config)))
 	w.started = time.Now()
 	w.ready.Store(true)
 	defer w.ready.Store(false)
-	w.log.Info("worker started", "parallel", w.cfg.Parallel, "ack_wait", ackWait)
+	w.log.Info("worker started", "parallel", w.cfg.Parallel, "ack_wait", ackWait, "max_deliver", w.poisonAfter.Load())
 
 	// Batches run on a context of their own: cancelling ctx stops the
 	// pulling, not the batches running; they get DrainTimeout to finish.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/fleettest"
 	"github.com/dataflare/dataflare/internal/natstest"
@@ -308,5 +309,104 @@ func TestBadBatchesRemovedUnrun(t *testing.T) {
 	want := map[string]uint64{proto.ResultSubject(job.ID): 1}
 	if diff := cmp.Diff(want, info.State.Subjects); diff != "" {
 		t.Errorf("result messages by subject (-want +got):\n%s", diff)
+	}
+}
+
+// killer is a plugin that stands for one that kills its worker: on a batch
+// holding the record "x" it tells the test (which kills the worker) and
+// hangs until the worker stops. Other records are upper-cased.
+type killer struct{ hit chan<- struct{} }
+
+func (killer) Info() plugin.Info                                 { return plugin.Info{Name: "killer", Version: "1.0.0"} }
+func (killer) State() plugin.State                               { return plugin.Ready }
+func (killer) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
+
+func (k killer) ProcessBatch(ctx context.Context, _ plugin.Config, recs []plugin.Record) (*plugin.BatchResult, error) {
+	out := make([]plugin.Result, len(recs))
+	for i, r := range recs {
+		if string(r.Value) == "x" {
+			k.hit <- struct{}{}
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		out[i] = plugin.Value(bytes.ToUpper(r.Value))
+	}
+	return &plugin.BatchResult{Results: out}, nil
+}
+
+// TestBatchThatKillsItsWorkersIsSplit: a batch whose worker dies every
+// time it runs (the test kills it) is run MaxDeliver times; the worker that
+// gets it once more splits it unrun, down to the record at fault, which
+// gets a poison error and a dead letter; every other record its result.
+func TestBatchThatKillsItsWorkersIsSplit(t *testing.T) {
+	hit := make(chan struct{}, 100) // a worker being killed never waits on it
+	plugins := builtin.All()
+	plugins["killer"] = killer{hit: hit}
+	topo := proto.Topology{AckWait: 300 * time.Millisecond, MaxDeliver: 2}
+	f := fleettest.Start(t, fleettest.Config{Workers: -1, Coordinator: coordinator.Config{Topology: topo},
+		Worker: worker.Config{Plugins: plugins, DrainTimeout: 10 * time.Millisecond}})
+	current := f.StartWorker()
+	f.WaitForWorkers(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	job, err := f.Client().Submit(ctx, "killer", client.Records([]plugin.Record{
+		{Value: []byte("a")}, {Value: []byte("b")}, {Value: []byte("c")}, {Value: []byte("x")}}), client.WithBatchSize(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan int)
+	// Kills the worker at every run of "x". Stops when the job is read.
+	go func() {
+		kills := 0
+		for {
+			select {
+			case <-hit:
+				f.Kill(current)
+				current = f.StartWorker()
+				kills++
+			case <-ctx.Done():
+				done <- kills
+				return
+			}
+		}
+	}()
+	var got []string
+	for out, err := range job.Results() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case errors.Is(out.Err, plugin.ErrPoison):
+			got = append(got, "poison")
+		case out.Err != nil:
+			got = append(got, out.Err.Error())
+		default:
+			got = append(got, string(out.Value))
+		}
+	}
+	cancel()
+	kills := <-done
+	if diff := cmp.Diff([]string{"A", "B", "C", "poison"}, got); diff != "" {
+		t.Errorf("results (-want +got):\n%s", diff)
+	}
+	// [a b c x], [c x], [x]: each ran at most MaxDeliver times.
+	if kills < 3 || kills > 3*topo.MaxDeliver {
+		t.Errorf("%d kills, want 3 to %d", kills, 3*topo.MaxDeliver)
+	}
+	js, _ := jetstream.New(f.Connect())
+	dead, err := js.Stream(context.Background(), proto.StreamDead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := dead.GetLastMsgForSubject(context.Background(), proto.DeadSubject(job.ID()))
+	if err != nil {
+		t.Fatalf("dead letter: %v", err)
+	}
+	var dl fleet.DeadLetter
+	if err := json.Unmarshal(m.Data, &dl); err != nil {
+		t.Fatal(err)
+	}
+	if dl.Index != 3 || string(dl.Value) != "x" || dl.Attempts != topo.MaxDeliver {
+		t.Errorf("dead letter = index %d value %q attempts %d, want 3 \"x\" %d", dl.Index, dl.Value, dl.Attempts, topo.MaxDeliver)
 	}
 }

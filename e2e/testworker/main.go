@@ -7,7 +7,7 @@
 //     the configured match; the worker isolates such records by halving.
 //   - crash: exits the process at once when a record's value contains the
 //     configured match, as a segfault in a native library would; after
-//     MaxDeliver such deliveries a coordinator splits the batch.
+//     MaxDeliver such deliveries the next worker splits the batch unrun.
 //
 // Usage: testworker --nats URL [--id ID] [--parallel N] [--heartbeat D]
 package main

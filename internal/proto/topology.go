@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,8 +21,11 @@ type Topology struct {
 	// life; workers renew it with InProgress every AckWait/3. It bounds
 	// the time to redeliver the batch of a worker that died. Default 5 s.
 	AckWait time.Duration
-	// MaxDeliver is how many times a batch is delivered before it is
-	// declared poison and split by a coordinator. Default 4.
+	// MaxDeliver is how many times a batch is delivered and run: the
+	// worker that gets it once more splits it as poison instead of running
+	// it (its workers died or stalled every time). JetStream itself never
+	// stops delivering a batch: the consumer's MaxDeliver is unlimited and
+	// carries this figure in its metadata (PoisonAfter). Default 4.
 	MaxDeliver int
 	// MaxAckPending bounds the batches in flight across all workers.
 	// Default 1024.
@@ -164,12 +168,27 @@ func (t Topology) WorkerConsumer() jetstream.ConsumerConfig {
 		Description:   "DataFlare workers",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       t.AckWait,
-		MaxDeliver:    t.MaxDeliver,
+		MaxDeliver:    -1,
+		Metadata:      map[string]string{MetaMaxDeliver: strconv.Itoa(t.MaxDeliver)},
 		MaxAckPending: t.MaxAckPending,
 		FilterSubject: SubjectBatchPrefix + ">",
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		Replicas:      t.Replicas,
 	}
+}
+
+// MetaMaxDeliver is the worker consumer's metadata key that carries
+// Topology.MaxDeliver to the workers.
+const MetaMaxDeliver = "dataflare_max_deliver"
+
+// PoisonAfter returns the deliveries after which a worker splits a batch
+// as poison, as the worker consumer's configuration carries it:
+// DefaultMaxDeliver when it carries none.
+func PoisonAfter(cfg jetstream.ConsumerConfig) int {
+	if n, err := strconv.Atoi(cfg.Metadata[MetaMaxDeliver]); err == nil && n >= 2 {
+		return n
+	}
+	return DefaultMaxDeliver
 }
 
 // JobBucket returns the configuration of the DF_JOBS key-value bucket.

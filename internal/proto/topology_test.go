@@ -143,7 +143,8 @@ func TestStreamConfigs(t *testing.T) {
 			Description:   top.WorkerConsumer().Description,
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       5 * time.Second,
-			MaxDeliver:    4,
+			MaxDeliver:    -1,
+			Metadata:      map[string]string{"dataflare_max_deliver": "4"},
 			MaxAckPending: 1024,
 			FilterSubject: "df.batch.>",
 			DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -192,8 +193,8 @@ func TestTopologySettingsFollow(t *testing.T) {
 		}
 	}
 	c := top.WorkerConsumer()
-	if c.Replicas != 3 || c.AckWait != 30*time.Second || c.MaxDeliver != 6 {
-		t.Errorf("consumer: replicas %d ack wait %v max deliver %d, want 3 30s 6", c.Replicas, c.AckWait, c.MaxDeliver)
+	if c.Replicas != 3 || c.AckWait != 30*time.Second || proto.PoisonAfter(c) != 6 || c.MaxDeliver != -1 {
+		t.Errorf("consumer: replicas %d ack wait %v poison after %d max deliver %d, want 3 30s 6 -1", c.Replicas, c.AckWait, proto.PoisonAfter(c), c.MaxDeliver)
 	}
 	kv := top.JobBucket()
 	if kv.Replicas != 3 || kv.Storage != jetstream.MemoryStorage || kv.TTL != 2*time.Hour {
@@ -278,10 +279,12 @@ func checkConsumer(ctx context.Context, t *testing.T, js jetstream.JetStream, ac
 		t.Fatalf("consumer info: %v", err)
 	}
 	got := info.Config
-	if got.AckPolicy != jetstream.AckExplicitPolicy || got.AckWait != ackWait || got.MaxDeliver != maxDeliver ||
+	// JetStream never gives a batch up (MaxDeliver -1); the workers read
+	// theirs from the metadata.
+	if got.AckPolicy != jetstream.AckExplicitPolicy || got.AckWait != ackWait || got.MaxDeliver != -1 || proto.PoisonAfter(got) != maxDeliver ||
 		got.MaxAckPending != 1024 || got.FilterSubject != "df.batch.>" {
-		t.Errorf("consumer on the server: ack %v ack wait %v max deliver %d max ack pending %d filter %q; want explicit %v %d 1024 df.batch.>",
-			got.AckPolicy, got.AckWait, got.MaxDeliver, got.MaxAckPending, got.FilterSubject, ackWait, maxDeliver)
+		t.Errorf("consumer on the server: ack %v ack wait %v max deliver %d poison after %d max ack pending %d filter %q; want explicit %v -1 %d 1024 df.batch.>",
+			got.AckPolicy, got.AckWait, got.MaxDeliver, proto.PoisonAfter(got), got.MaxAckPending, got.FilterSubject, ackWait, maxDeliver)
 	}
 }
 

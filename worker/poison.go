@@ -1,0 +1,153 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/fleet"
+	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/plugin"
+)
+
+// Poison comes in two kinds. A batch whose plugin fails it as a whole is
+// isolated at once, on the worker that ran it (isolate). A batch whose
+// workers die or stall every time it runs cannot be isolated by running
+// it: after MaxDeliver deliveries, the worker that gets it once more
+// splits it without running it (splitDead). JetStream never gives a batch
+// up, so a split that cannot be stored now (a cluster without quorum) is
+// simply tried again on the next delivery.
+
+// isolate runs the records of a batch that failed as a whole in halves,
+// recursively, until each failing part is a single record: that record gets
+// a poison error and a dead-letter entry; the others get their results. It
+// returns an error only when the plugin became unavailable meanwhile.
+func (w *Worker) isolate(ctx context.Context, b *batch.Batch, cause error) (*plugin.BatchResult, error) {
+	start := time.Now()
+	out := make([]plugin.Result, len(b.Records))
+	var split func(lo, hi int, cause error) error
+	split = func(lo, hi int, cause error) error {
+		if hi-lo == 1 {
+			return w.poison(ctx, b, lo, cause, 1, out)
+		}
+		mid := (lo + hi) / 2
+		for _, r := range [2][2]int{{lo, mid}, {mid, hi}} {
+			sub := *b
+			sub.Records = b.Records[r[0]:r[1]]
+			rctx, cancel := context.WithTimeout(ctx, w.cfg.BatchTimeout)
+			res, err := w.run(rctx, &sub, nil)
+			cancel()
+			switch {
+			case err == nil:
+				for i, x := range res.Results {
+					// Results may alias the plugin's buffers, which the
+					// next run reuses.
+					x.Value = bytes.Clone(x.Value)
+					out[r[0]+i] = x
+				}
+				w.release(b, res)
+			case transient(err):
+				return err
+			case plugin.CodeOf(err) == plugin.CodeInvalidInput:
+				copy(out[r[0]:r[1]], failAll(r[1]-r[0], err).Results)
+			default:
+				if err := split(r[0], r[1], err); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := split(0, len(b.Records), cause); err != nil {
+		return nil, err
+	}
+	return &plugin.BatchResult{Results: out, Duration: time.Since(start)}, nil
+}
+
+// poison gives record i of b its poison error and stores it as a dead
+// letter, after attempts runs.
+func (w *Worker) poison(ctx context.Context, b *batch.Batch, i int, cause error, attempts int, out []plugin.Result) error {
+	idx := b.Base + uint64(i)
+	perr := &plugin.Error{Code: plugin.CodePoison, Message: fmt.Sprintf("record %d: %v", idx, cause)}
+	rec := b.Records[i]
+	dl := &fleet.DeadLetter{Job: b.Job, Index: idx, Plugin: b.Plugin, Digest: b.Digest, Error: cause.Error(),
+		Key: rec.Key, Value: rec.Value, Worker: w.cfg.ID, Attempts: attempts, At: time.Now()}
+	pctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	if _, err := w.js.PublishMsg(pctx, proto.DeadLetterMsg(dl)); err != nil {
+		return &plugin.Error{Code: plugin.CodeUnavailable, Message: "worker: store dead letter: " + err.Error(), Err: err}
+	}
+	w.metrics.deadLettered.Inc()
+	w.log.Warn("record isolated and dead-lettered", "job", b.Job, "index", idx, "err", cause)
+	out[i] = plugin.Fail(perr)
+	return nil
+}
+
+// splitDead handles a batch delivered more than MaxDeliver times: the
+// workers running it died or stalled each time. It is not run again. It
+// is split in halves, each a new batch at the end of the queue, under ids
+// that make a repeated split a duplicate; a single record gets a poison
+// error as its result and a dead letter. The batch is acknowledged once
+// that is stored, and released for a retry if it cannot be.
+func (w *Worker) splitDead(ctx context.Context, m jetstream.Msg, b *batch.Batch, delivered uint64) {
+	sctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	runs := int(delivered) - 1
+	log := w.log.With("job", b.Job, "seq", b.Seq, "base", b.Base, "records", len(b.Records), "deliveries", runs)
+	if len(b.Records) == 1 {
+		cause := fmt.Errorf("failed on every one of %d deliveries: the workers running it died or stalled each time", runs)
+		res := &plugin.BatchResult{Results: make([]plugin.Result, 1)}
+		err := w.poison(sctx, b, 0, cause, runs, res.Results)
+		if err == nil {
+			err = w.publish(sctx, m, b, res)
+		}
+		if err != nil {
+			w.nak(m, "poison", delivered, err)
+			return
+		}
+	} else {
+		if err := w.publishHalves(sctx, m, b); err != nil {
+			w.nak(m, "poison", delivered, err)
+			return
+		}
+		w.metrics.splits.Inc()
+		log.Warn("batch failed every delivery: split in halves")
+	}
+	if err := m.DoubleAck(sctx); err != nil {
+		// The next delivery splits it again: the halves are duplicates.
+		log.Warn("ack failed after the split was stored", "err", err)
+	}
+}
+
+// publishHalves publishes b's two halves as new batches on m's subject.
+func (w *Worker) publishHalves(ctx context.Context, m jetstream.Msg, b *batch.Batch) error {
+	depth, _ := strconv.Atoi(m.Headers().Get(proto.HeaderSplit))
+	half := len(b.Records) / 2
+	for _, part := range []struct {
+		base uint64
+		recs []plugin.Record
+	}{{b.Base, b.Records[:half]}, {b.Base + uint64(half), b.Records[half:]}} {
+		p := *b
+		p.Base, p.Records = part.base, part.recs
+		data, err := batch.AppendBatch(nil, &p)
+		if err != nil {
+			return err
+		}
+		out := &nats.Msg{Subject: m.Subject(), Data: data, Header: nats.Header{}}
+		out.Header.Set(proto.HeaderMsgID, proto.SplitMsgID(b.Job, b.Seq, part.base, len(part.recs)))
+		out.Header.Set(proto.HeaderSplit, strconv.Itoa(depth+1))
+		if tp := m.Headers().Get("traceparent"); tp != "" {
+			out.Header.Set("traceparent", tp)
+		}
+		if _, err := w.js.PublishMsg(ctx, out); err != nil {
+			return fmt.Errorf("worker: publish half of a poison batch: %w", err)
+		}
+	}
+	return nil
+}
