@@ -290,14 +290,26 @@ func (j *Job) cancelled() error {
 	return nil
 }
 
+// JetStream's error codes for a cluster that cannot serve now, and for a
+// message whose id an earlier attempt is still being stored under (the
+// attempt's fate is settled when the stream's leader commits it or
+// changes).
+const (
+	jsClusterNotAvailable jetstream.ErrorCode = 10008
+	jsDuplicateInProgress jetstream.ErrorCode = 10158
+)
+
 // publishError classifies a failed publish to the batch stream: a full
-// queue or JetStream not answering (no quorum, a server restarting) is
-// ErrBusy, retried; anything else is final.
+// queue, JetStream not answering (no quorum, a server restarting), or an
+// earlier attempt of the same batch still in flight is ErrBusy, retried;
+// anything else is final.
 func publishError(err error) error {
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum"):
 		return &Error{Code: proto.CodeBusy, Message: "the batch queue is full (" + apiErr.Description + "): retry later"}
+	case errors.As(err, &apiErr) && (apiErr.ErrorCode == jsClusterNotAvailable || apiErr.ErrorCode == jsDuplicateInProgress):
+		return &Error{Code: proto.CodeBusy, Message: "JetStream cannot store the batch now (" + apiErr.Description + "): retry later"}
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return &Error{Code: proto.CodeBusy, Message: "JetStream does not answer (a cluster without quorum?): " + err.Error()}
