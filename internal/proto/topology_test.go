@@ -307,3 +307,43 @@ func TestEnsureConflict(t *testing.T) {
 		t.Errorf("Ensure error = %v, want one about stream DF_BATCHES", err)
 	}
 }
+
+// TestEnsureTakesOverMaxDeliver: a worker consumer made when JetStream
+// itself gave batches up at MaxDeliver (and carried no metadata) is
+// updated: JetStream never gives a batch up, and the workers read the
+// figure from the metadata.
+func TestEnsureTakesOverMaxDeliver(t *testing.T) {
+	s := natstest.RunServer(t)
+	js, err := jetstream.New(natstest.Connect(t, s.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	top, err := proto.Topology{MaxDeliver: 5}.WithDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, top.BatchStream()); err != nil {
+		t.Fatal(err)
+	}
+	old := top.WorkerConsumer()
+	old.MaxDeliver, old.Metadata = 4, nil
+	if _, err := js.CreateOrUpdateConsumer(ctx, proto.StreamBatches, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := proto.Ensure(ctx, js, top); err != nil {
+		t.Fatal(err)
+	}
+	checkConsumer(ctx, t, js, top.AckWait, 5)
+}
+
+// TestPoisonAfterDefault: a consumer without a usable figure gets the
+// default.
+func TestPoisonAfterDefault(t *testing.T) {
+	for _, meta := range []map[string]string{nil, {}, {proto.MetaMaxDeliver: "x"}, {proto.MetaMaxDeliver: "1"}} {
+		if got := proto.PoisonAfter(jetstream.ConsumerConfig{Metadata: meta}); got != proto.DefaultMaxDeliver {
+			t.Errorf("metadata %v: %d, want the default %d", meta, got, proto.DefaultMaxDeliver)
+		}
+	}
+}
