@@ -380,6 +380,8 @@ func TestDaemons(t *testing.T) {
 
 	work := start(t, url, "worker", "--http", "127.0.0.1:0", "--id", "w1", "--parallel", "2")
 	workHTTP := work.waitFor(t, true, httpAddrRE)[1]
+	// Ready once it has found the consumer, not when it starts serving HTTP.
+	work.waitFor(t, true, regexp.MustCompile(`worker started`))
 	healthz(t, coordHTTP)
 	healthz(t, workHTTP)
 
