@@ -7,6 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dataflare/dataflare/internal/proto"
 )
 
 // TestPublishErrorClasses: what a failed batch publish means for the job
@@ -22,8 +24,8 @@ func TestPublishErrorClasses(t *testing.T) {
 	}{
 		{"queue full", apiErr(10077, "maximum messages exceeded"), true},
 		{"queue full, bytes", apiErr(10077, "maximum bytes exceeded"), true},
-		{"no quorum", apiErr(jsClusterNotAvailable, "JetStream system temporarily unavailable"), true},
-		{"earlier attempt in flight", apiErr(jsDuplicateInProgress, "duplicate message id is in process"), true},
+		{"no quorum", apiErr(proto.JSClusterNotAvailable, "JetStream system temporarily unavailable"), true},
+		{"earlier attempt in flight", apiErr(proto.JSDuplicateInProgress, "duplicate message id is in process"), true},
 		{"no stream response", jetstream.ErrNoStreamResponse, true},
 		{"no responders", nats.ErrNoResponders, true},
 		{"timeout", context.DeadlineExceeded, true},

@@ -290,15 +290,6 @@ func (j *Job) cancelled() error {
 	return nil
 }
 
-// JetStream's error codes for a cluster that cannot serve now, and for a
-// message whose id an earlier attempt is still being stored under (the
-// attempt's fate is settled when the stream's leader commits it or
-// changes).
-const (
-	jsClusterNotAvailable jetstream.ErrorCode = 10008
-	jsDuplicateInProgress jetstream.ErrorCode = 10158
-)
-
 // publishError classifies a failed publish to the batch stream: a full
 // queue, JetStream not answering (no quorum, a server restarting), or an
 // earlier attempt of the same batch still in flight is ErrBusy, retried;
@@ -308,11 +299,8 @@ func publishError(err error) error {
 	switch {
 	case errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum"):
 		return &Error{Code: proto.CodeBusy, Message: "the batch queue is full (" + apiErr.Description + "): retry later"}
-	case errors.As(err, &apiErr) && (apiErr.ErrorCode == jsClusterNotAvailable || apiErr.ErrorCode == jsDuplicateInProgress):
-		return &Error{Code: proto.CodeBusy, Message: "JetStream cannot store the batch now (" + apiErr.Description + "): retry later"}
-	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders),
-		errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-		return &Error{Code: proto.CodeBusy, Message: "JetStream does not answer (a cluster without quorum?): " + err.Error()}
+	case proto.Unavailable(err):
+		return &Error{Code: proto.CodeBusy, Message: "JetStream cannot store the batch now (a cluster without quorum?): " + err.Error()}
 	}
 	return fmt.Errorf("client: publish batch: %w", err)
 }

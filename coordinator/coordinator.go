@@ -205,11 +205,13 @@ func (c *Coordinator) setup(ctx context.Context) (jetstream.KeyValue, error) {
 			return kv, nil
 		}
 		var apiErr *jetstream.APIError
-		placing := errors.As(err, &apiErr) && (apiErr.ErrorCode == jsClusterNoPeers || apiErr.ErrorCode == jsClusterNotAvailable)
+		placing := errors.As(err, &apiErr) && (apiErr.ErrorCode == proto.JSClusterNoPeers || apiErr.ErrorCode == proto.JSClusterNotAvailable)
 		switch {
-		case placing && time.Since(start) < time.Minute:
-		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
-			errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrJetStreamNotEnabled):
+		case placing:
+			if time.Since(start) >= time.Minute {
+				return nil, fmt.Errorf("coordinator: %w", err)
+			}
+		case proto.Unavailable(err), errors.Is(err, jetstream.ErrJetStreamNotEnabled):
 		default:
 			return nil, fmt.Errorf("coordinator: %w", err)
 		}
@@ -222,13 +224,6 @@ func (c *Coordinator) setup(ctx context.Context) (jetstream.KeyValue, error) {
 		backoff = min(2*backoff, 5*time.Second)
 	}
 }
-
-// JetStream's error codes for a cluster that cannot place a stream's
-// replicas now (peers still joining) or has no meta leader yet.
-const (
-	jsClusterNoPeers      jetstream.ErrorCode = 10005
-	jsClusterNotAvailable jetstream.ErrorCode = 10008
-)
 
 // tracer names the coordinator's spans.
 var tracer = tracing.Tracer("github.com/dataflare/dataflare/coordinator")

@@ -292,11 +292,7 @@ func (c *Coordinator) streamInfo(ctx context.Context, name string) *jetstream.St
 	if err != nil {
 		return nil
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return nil
-	}
-	return info
+	return s.CachedInfo() // fresh: Stream just asked for it
 }
 
 // report answers SubjectReport.

@@ -218,7 +218,7 @@ const kvTimeout = 3 * time.Second
 // kvError turns a failed operation on the job bucket into a reply error:
 // JetStream not answering is busy (retry later), anything else internal.
 func kvError(what string, err error) *proto.Error {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) {
+	if proto.Unavailable(err) {
 		return proto.Errorf(proto.CodeBusy, "coordinator: %s: JetStream does not answer (a cluster without quorum?): %v", what, err)
 	}
 	return proto.Errorf(proto.CodeInternal, "coordinator: %s: %v", what, err)

@@ -65,7 +65,7 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	span.SetAttributes(attribute.String("dataflare.job", b.Job), attribute.Int64("dataflare.seq", int64(b.Seq)),
 		attribute.Int("dataflare.records", len(b.Records)), attribute.String("dataflare.plugin", b.Plugin),
 		attribute.Int64("dataflare.delivery", int64(delivered)))
-	if delivered > uint64(w.poisonAfter.Load()) {
+	if delivered > uint64(w.poisonAfter) {
 		// Its workers died or stalled on every delivery: run it no more.
 		w.splitDead(ctx, m, b, delivered)
 		return

@@ -35,8 +35,9 @@ type Worker struct {
 	ready    atomic.Bool
 	hbSeq    atomic.Uint64
 	lease    lease
-	// poisonAfter is MaxDeliver, as the worker consumer carries it.
-	poisonAfter atomic.Int64
+	// poisonAfter is MaxDeliver, as the worker consumer carries it: set by
+	// Run before the first batch is fetched.
+	poisonAfter int
 
 	wasmMu sync.Mutex
 	wasm   map[string]string // plugin name → name registered in the Manager
@@ -87,7 +88,6 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 		native: make(map[string]bool, len(plugins)),
 		wasm:   make(map[string]string),
 	}
-	w.poisonAfter.Store(proto.DefaultMaxDeliver)
 	for name, p := range plugins {
 		if err := mgr.RegisterBatch(name, p); err != nil {
 			mgr.Close()
@@ -152,11 +152,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	ackWait := cons.CachedInfo().Config.AckWait
-	w.poisonAfter.Store(int64(proto.PoisonAfter(cons.CachedInfo().Config)))
+	w.poisonAfter = proto.PoisonAfter(cons.CachedInfo().Config)
 	w.started = time.Now()
 	w.ready.Store(true)
 	defer w.ready.Store(false)
-	w.log.Info("worker started", "parallel", w.cfg.Parallel, "ack_wait", ackWait, "max_deliver", w.poisonAfter.Load())
+	w.log.Info("worker started", "parallel", w.cfg.Parallel, "ack_wait", ackWait, "max_deliver", w.poisonAfter)
 
 	// Batches run on a context of their own: cancelling ctx stops the
 	// pulling, not the batches running; they get DrainTimeout to finish.
@@ -210,7 +210,7 @@ func (w *Worker) consumer(ctx context.Context) (jetstream.Consumer, error) {
 			return cons, nil
 		}
 		if !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrConsumerNotFound) &&
-			!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+			!proto.Unavailable(err) && !errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
 			return nil, fmt.Errorf("worker: consumer: %w", err)
 		}
 		if !logged {

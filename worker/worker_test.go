@@ -285,16 +285,7 @@ func TestBadBatchesRemovedUnrun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = natstest.Eventually(10*time.Second, func() error {
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if info.NumPending != 0 || info.NumAckPending != 0 {
-			return fmt.Errorf("%d batches pending, %d unacknowledged", info.NumPending, info.NumAckPending)
-		}
-		return nil
-	})
+	err = natstest.Eventually(10*time.Second, func() error { return natstest.Drained(ctx, cons) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package security
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
 )
@@ -52,16 +52,7 @@ func TestBatchForAnotherJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = eventually(10*time.Second, func() error {
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if info.NumPending != 0 || info.NumAckPending != 0 {
-			return fmt.Errorf("%d batches pending, %d unacknowledged", info.NumPending, info.NumAckPending)
-		}
-		return nil
-	})
+	err = natstest.Eventually(10*time.Second, func() error { return natstest.Drained(ctx, cons) })
 	if err != nil {
 		t.Fatalf("the batch queue did not drain: %v", err)
 	}

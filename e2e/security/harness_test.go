@@ -17,6 +17,7 @@ import (
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
+	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/wasm"
@@ -143,7 +144,7 @@ func (l *errLog) all() []error {
 // from'th, and returns it.
 func (l *errLog) waitFor(s string, from int, timeout time.Duration) (error, bool) {
 	var found error
-	err := eventually(timeout, func() error {
+	err := natstest.Eventually(timeout, func() error {
 		if found = l.find(s, from); found == nil {
 			return errors.New("not yet")
 		}
@@ -198,19 +199,6 @@ func (c *conn) js(t *testing.T) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	return js
-}
-
-// eventually polls cond until it returns nil or timeout passes, and returns
-// its last error.
-func eventually(timeout time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // canary subscribes to every subject with full rights and keeps the
@@ -344,7 +332,7 @@ func startFleetOn(t *testing.T, url string, rs roles) *fleet {
 
 	// Ready when the coordinator sees the worker healthy.
 	c := f.client(t, rs.alice)
-	err = eventually(15*time.Second, func() error {
+	err = natstest.Eventually(15*time.Second, func() error {
 		st, err := c.SystemStatus(context.Background())
 		if err != nil {
 			return err

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/proto"
 )
 
@@ -22,7 +23,7 @@ func waitForResults(t *testing.T, js jetstream.JetStream, subject string, n uint
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = eventually(10*time.Second, func() error {
+	err = natstest.Eventually(10*time.Second, func() error {
 		info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
 		if err != nil {
 			return err

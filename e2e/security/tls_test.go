@@ -16,6 +16,7 @@ import (
 
 	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/internal/cli"
+	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/proto"
 )
 
@@ -75,7 +76,7 @@ func TestTLS(t *testing.T) {
 	}
 	runDaemon(t, "coordinator", co.Run)
 	anc := dial(t, natsURL, aliceRole, nats.RootCAs(p.ca.File), nats.ClientCert(p.alice.Cert, p.alice.Key))
-	err = eventually(10*time.Second, func() error {
+	err = natstest.Eventually(10*time.Second, func() error {
 		_, err := anc.Request(proto.SubjectStatus, nil, time.Second)
 		return err
 	})

@@ -11,6 +11,7 @@
 package natstest
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/dataflare/dataflare/internal/natsrv"
@@ -165,6 +167,20 @@ func Eventually(timeout time.Duration, cond func() error) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Drained returns nil when cons has nothing pending and nothing
+// unacknowledged — every message it holds was taken and settled — and an
+// error saying what is left otherwise. Use it with Eventually.
+func Drained(ctx context.Context, cons jetstream.Consumer) error {
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if info.NumPending != 0 || info.NumAckPending != 0 {
+		return fmt.Errorf("%d messages pending, %d unacknowledged", info.NumPending, info.NumAckPending)
+	}
+	return nil
 }
 
 func shutdown(s *server.Server) {

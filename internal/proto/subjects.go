@@ -21,7 +21,7 @@ const (
 	SubjectJobPrefix = "df.job."
 	// SubjectBatchPrefix: df.batch.<plugin>.<job>: batches in DF_BATCHES,
 	// published by clients (the job id's owner token lets NATS permissions
-	// keep a client to its own jobs) and by coordinators' poison splits.
+	// keep a client to its own jobs) and by workers' poison splits.
 	// A worker runs a batch only on its own job's subject.
 	SubjectBatchPrefix = "df.batch."
 	// SubjectResultPrefix: df.result.<owner>.<id>: result messages in
