@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dataflare/dataflare/manager/hist"
+	"github.com/dataflare/dataflare/hist"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/sizer"
 )

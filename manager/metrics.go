@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/dataflare/dataflare/manager/hist"
+	"github.com/dataflare/dataflare/hist"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/pool"
 )

@@ -14,11 +14,11 @@ import (
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
-	"github.com/dataflare/dataflare/examples/plugins"
 	"github.com/dataflare/dataflare/internal/fleettest"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/pdk/pdktest"
 	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/plugin/builtin/twins"
 	"github.com/dataflare/dataflare/pool"
 	"github.com/dataflare/dataflare/wasm"
 	"github.com/dataflare/dataflare/wasmstore"
@@ -58,7 +58,7 @@ func TestWASMResultsComeFromThePool(t *testing.T) {
 	for i := range recs {
 		recs[i].Value = []byte("some text to shout")
 	}
-	job, err := c.Submit(ctx, plugins.UpperWASMName, client.Records(recs), client.WithBatchSize(500))
+	job, err := c.Submit(ctx, twins.UpperName, client.Records(recs), client.WithBatchSize(500))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestMissingModuleFailsRecords(t *testing.T) {
 	for i := range recs {
 		recs[i].Value = []byte("x")
 	}
-	res, err := f.Client().ProcessBatch(ctx, plugins.UpperWASMName, nil, recs)
+	res, err := f.Client().ProcessBatch(ctx, twins.UpperName, nil, recs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func storeWithUpper(ctx context.Context, t *testing.T, rt *wasm.Runtime) (*serve
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Push(ctx, plugins.UpperWASMName, "1.0.0", plugins.UpperWASM); err != nil {
+	if _, err := store.Push(ctx, twins.UpperName, "1.0.0", twins.Upper); err != nil {
 		t.Fatal(err)
 	}
 	return s, js, store

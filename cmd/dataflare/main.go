@@ -7,7 +7,7 @@ package main
 import (
 	"os"
 
-	"github.com/dataflare/dataflare/internal/cli"
+	"github.com/dataflare/dataflare/cmd/dataflare/internal/cli"
 )
 
 func main() {

@@ -14,8 +14,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
-
-	"github.com/dataflare/dataflare/internal/cli"
 )
 
 // operator is a nats-server in operator mode — accounts and users are JWTs
@@ -216,7 +214,7 @@ func TestCreds(t *testing.T) {
 		}
 		for _, plugin := range []string{"upper", wasmPlugin} {
 			code, _, stderr := runCLI(append([]string{"submit", "--owner", "alice", "--plugin", plugin, "--batch-size", "7", "--in", in, "--out", out}, global...)...)
-			if code != cli.ExitOK {
+			if code != exitOK {
 				t.Fatalf("%s: exit code %d; stderr: %s", plugin, code, stderr)
 			}
 			got, err := os.ReadFile(out)
@@ -244,7 +242,7 @@ func TestCreds(t *testing.T) {
 
 	t.Run("status", func(t *testing.T) {
 		code, stdout, stderr := runCLI(append([]string{"status", "--json"}, global...)...)
-		if code != cli.ExitOK {
+		if code != exitOK {
 			t.Fatalf("exit code %d; stderr: %s", code, stderr)
 		}
 		var st struct {
@@ -263,8 +261,8 @@ func TestCreds(t *testing.T) {
 		// its permission error instead of waiting for an answer.
 		start := time.Now()
 		code, _, stderr := runCLI(append([]string{"plugin", "push", "mallory", wasmModule}, global...)...)
-		if code != cli.ExitRuntime {
-			t.Fatalf("exit code %d, want %d; stderr: %s", code, cli.ExitRuntime, stderr)
+		if code != exitRuntime {
+			t.Fatalf("exit code %d, want %d; stderr: %s", code, exitRuntime, stderr)
 		}
 		if lines := strings.Split(strings.TrimSpace(stderr), "\n"); len(lines) != 1 || !strings.Contains(stderr, "Permissions Violation for Publish to") {
 			t.Errorf("want one line naming the permission violation, got %q", stderr)
@@ -274,12 +272,12 @@ func TestCreds(t *testing.T) {
 		}
 		// Nor submit as another owner: the job request is denied.
 		code, _, stderr = runCLI(append([]string{"submit", "--owner", "bob", "--plugin", "upper", "--in", wasmModule}, global...)...)
-		if code != cli.ExitRuntime || !strings.Contains(stderr, `Publish to "df.job.create.bob"`) {
-			t.Errorf("submit as bob: exit %d, stderr %q; want %d and the denial", code, stderr, cli.ExitRuntime)
+		if code != exitRuntime || !strings.Contains(stderr, `Publish to "df.job.create.bob"`) {
+			t.Errorf("submit as bob: exit %d, stderr %q; want %d and the denial", code, stderr, exitRuntime)
 		}
 		code, stdout, stderr := runCLI(append([]string{"plugin", "ls", "--json"}, global[:2]...)...)
 		// Without creds the command cannot even connect.
-		if code != cli.ExitRuntime || !strings.Contains(strings.ToLower(stderr), "authorization violation") {
+		if code != exitRuntime || !strings.Contains(strings.ToLower(stderr), "authorization violation") {
 			t.Errorf("plugin ls without creds: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 		}
 	})
@@ -326,8 +324,8 @@ func TestCreds(t *testing.T) {
 					t.Errorf("got %v, want an authorization error", err)
 				}
 				code, _, stderr := runCLI("status", "--nats", f.url, "--creds", file, "--inbox-prefix", alice.inbox)
-				if code != cli.ExitRuntime || !strings.Contains(stderr, "cannot reach NATS") {
-					t.Errorf("dataflare status: exit %d, stderr %q; want %d and a connection error", code, stderr, cli.ExitRuntime)
+				if code != exitRuntime || !strings.Contains(stderr, "cannot reach NATS") {
+					t.Errorf("dataflare status: exit %d, stderr %q; want %d and a connection error", code, stderr, exitRuntime)
 				}
 			})
 		}
@@ -343,8 +341,8 @@ func TestCreds(t *testing.T) {
 		})
 		t.Run("missing creds file", func(t *testing.T) {
 			code, _, stderr := runCLI("status", "--nats", f.url, "--creds", filepath.Join(t.TempDir(), "none.creds"))
-			if code != cli.ExitRuntime || !strings.Contains(stderr, "--creds") {
-				t.Errorf("exit %d, stderr %q; want %d and an error naming --creds", code, stderr, cli.ExitRuntime)
+			if code != exitRuntime || !strings.Contains(stderr, "--creds") {
+				t.Errorf("exit %d, stderr %q; want %d and an error naming --creds", code, stderr, exitRuntime)
 			}
 		})
 	})

@@ -1,7 +1,6 @@
 package security
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"net/url"
@@ -15,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/dataflare/dataflare/coordinator"
-	"github.com/dataflare/dataflare/internal/cli"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/proto"
 )
@@ -51,14 +49,6 @@ func startTLSServer(t *testing.T) (string, pki) {
 	return s.Addr().String(), p
 }
 
-// runCLI runs the dataflare command line and returns its exit code and
-// outputs.
-func runCLI(args ...string) (int, string, string) {
-	var stdout, stderr bytes.Buffer
-	code := cli.Main(args, strings.NewReader(""), &stdout, &stderr)
-	return code, stdout.String(), stderr.String()
-}
-
 // TestTLS runs a coordinator and the dataflare CLI against a server that
 // requires mutual TLS: with the right CA and a certificate it signed, alice
 // gets the fleet's status; with the wrong CA, a certificate from another CA,
@@ -92,12 +82,12 @@ func TestTLS(t *testing.T) {
 		wantCode int
 		wantErr  string
 	}{
-		{"right CA and certificate", []string{"--tlsca", p.ca.File, "--tlscert", p.alice.Cert, "--tlskey", p.alice.Key}, cli.ExitOK, ""},
-		{"wrong CA", []string{"--tlsca", p.otherCA.File, "--tlscert", p.alice.Cert, "--tlskey", p.alice.Key}, cli.ExitRuntime, "certificate signed by unknown authority"},
-		{"certificate from another CA", []string{"--tlsca", p.ca.File, "--tlscert", p.otherAlice.Cert, "--tlskey", p.otherAlice.Key}, cli.ExitRuntime, "tls"},
-		{"no certificate", []string{"--tlsca", p.ca.File}, cli.ExitRuntime, "tls"},
-		{"no TLS flags", nil, cli.ExitRuntime, "certificate signed by unknown authority"},
-		{"key without certificate", []string{"--tlsca", p.ca.File, "--tlskey", p.alice.Key}, cli.ExitUsage, "--tlscert and --tlskey go together"},
+		{"right CA and certificate", []string{"--tlsca", p.ca.File, "--tlscert", p.alice.Cert, "--tlskey", p.alice.Key}, exitOK, ""},
+		{"wrong CA", []string{"--tlsca", p.otherCA.File, "--tlscert", p.alice.Cert, "--tlskey", p.alice.Key}, exitRuntime, "certificate signed by unknown authority"},
+		{"certificate from another CA", []string{"--tlsca", p.ca.File, "--tlscert", p.otherAlice.Cert, "--tlskey", p.otherAlice.Key}, exitRuntime, "tls"},
+		{"no certificate", []string{"--tlsca", p.ca.File}, exitRuntime, "tls"},
+		{"no TLS flags", nil, exitRuntime, "certificate signed by unknown authority"},
+		{"key without certificate", []string{"--tlsca", p.ca.File, "--tlskey", p.alice.Key}, exitUsage, "--tlscert and --tlskey go together"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := runCLI(append(append([]string(nil), base...), tc.args...)...)

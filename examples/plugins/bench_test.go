@@ -12,6 +12,7 @@ import (
 	"github.com/dataflare/dataflare/pdk/pdktest"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin"
+	"github.com/dataflare/dataflare/plugin/builtin/twins"
 	"github.com/dataflare/dataflare/wasm"
 )
 
@@ -84,7 +85,7 @@ func BenchmarkUpperNative(b *testing.B) {
 // pushes, on the worker's path: the batch message copied into the guest,
 // one call, the output copied out.
 func BenchmarkUpperWASM(b *testing.B) {
-	benchUpper(b, plugins.UpperWASM)
+	benchUpper(b, twins.Upper)
 }
 
 // BenchmarkUpperGoWASM is BenchmarkUpperWASM for the Go build (package
@@ -139,7 +140,7 @@ func BenchmarkColdStart(b *testing.B) {
 	for _, m := range []struct {
 		prefix string
 		module []byte
-	}{{"", plugins.UpperGoWASM}, {"c/", plugins.UpperWASM}} {
+	}{{"", plugins.UpperGoWASM}, {"c/", twins.Upper}} {
 		b.Run(m.prefix+"no-cache", func(b *testing.B) {
 			b.ReportAllocs()
 			cpu0 := cpuTime()

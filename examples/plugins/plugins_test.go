@@ -20,6 +20,7 @@ import (
 	"github.com/dataflare/dataflare/pdk/pdktest"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin"
+	"github.com/dataflare/dataflare/plugin/builtin/twins"
 	"github.com/dataflare/dataflare/wasm"
 )
 
@@ -142,7 +143,7 @@ var upperModules = []struct {
 	name string
 	load func(t testing.TB) *wasm.Plugin
 }{
-	{"c", func(t testing.TB) *wasm.Plugin { return loadModule(t, "upper-c", plugins.UpperWASM) }},
+	{"c", func(t testing.TB) *wasm.Plugin { return loadModule(t, "upper-c", twins.Upper) }},
 	{"go", func(t testing.TB) *wasm.Plugin { return load(t, "upper-wasm") }},
 }
 

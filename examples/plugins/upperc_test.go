@@ -4,62 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/tetratelabs/wazero"
 
-	"github.com/dataflare/dataflare/examples/plugins"
 	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/plugin/builtin/twins"
 )
-
-// The committed upper-c/upper.wasm is what upper-c/build.sh makes of
-// upper.c, when this machine has the clang that built it.
-func TestUpperCIsCurrent(t *testing.T) {
-	clang, err := exec.LookPath("clang")
-	if err != nil {
-		t.Skip("no clang: not rebuilding upper-c/upper.wasm")
-	}
-	if _, err := exec.LookPath("wasm-ld"); err != nil {
-		t.Skip("no wasm-ld: not rebuilding upper-c/upper.wasm")
-	}
-	if _, err := exec.LookPath("sh"); err != nil {
-		t.Skip("no sh to run upper-c/build.sh: not rebuilding upper-c/upper.wasm")
-	}
-	targets, err := exec.Command(clang, "--print-targets").Output()
-	if err != nil || !bytes.Contains(targets, []byte("wasm32")) {
-		t.Skipf("clang has no wasm32 target (%v): not rebuilding upper-c/upper.wasm", err)
-	}
-	out, err := exec.Command(clang, "--version").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	version, _, _ := strings.Cut(string(out), "\n")
-	script, err := os.ReadFile("upper-c/build.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(script, []byte("# built-with: "+version+"\n")) {
-		t.Skipf("upper-c/upper.wasm was built by another clang than %q; not comparing", version)
-	}
-	dst := filepath.Join(t.TempDir(), "upper.wasm")
-	cmd := exec.Command("sh", "upper-c/build.sh", dst)
-	cmd.Env = append(os.Environ(), "CC="+clang)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build.sh: %v\n%s", err, out)
-	}
-	built, err := os.ReadFile(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(built, plugins.UpperWASM) {
-		t.Fatalf("examples/plugins/upper-c/upper.wasm is stale (%d bytes committed, %d built): run go generate ./examples/plugins",
-			len(plugins.UpperWASM), len(built))
-	}
-}
 
 // The C build imports nothing, exports exactly the ABI, and passes the
 // runtime's checks (what a module store runs before it accepts a module).
@@ -67,7 +18,7 @@ func TestUpperWASMSandbox(t *testing.T) {
 	ctx := context.Background()
 	r := wazero.NewRuntime(ctx)
 	defer r.Close(ctx)
-	cm, err := r.CompileModule(ctx, plugins.UpperWASM)
+	cm, err := r.CompileModule(ctx, twins.Upper)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,12 +46,12 @@ func TestUpperWASMSandbox(t *testing.T) {
 	}
 
 	loadedMu.Lock()
-	info, err := runtimeLocked(t).Validate(ctx, plugins.UpperWASM)
+	info, err := runtimeLocked(t).Validate(ctx, twins.Upper)
 	loadedMu.Unlock()
 	if err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
-	if info.Name != plugins.UpperWASMName || info.Type != plugin.Transformer || info.APIVersion != plugin.APIVersion {
+	if info.Name != twins.UpperName || info.Type != plugin.Transformer || info.APIVersion != plugin.APIVersion {
 		t.Errorf("Validate info = %+v", info)
 	}
 }
@@ -111,7 +62,7 @@ func newGuest(t *testing.T, pages uint32) (call func(name string, args ...uint64
 	ctx := context.Background()
 	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithMemoryLimitPages(pages))
 	t.Cleanup(func() { r.Close(ctx) })
-	mod, err := r.Instantiate(ctx, plugins.UpperWASM)
+	mod, err := r.Instantiate(ctx, twins.Upper)
 	if err != nil {
 		t.Fatal(err)
 	}

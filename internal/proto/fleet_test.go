@@ -11,7 +11,7 @@ import (
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/manager"
-	"github.com/dataflare/dataflare/manager/hist"
+	"github.com/dataflare/dataflare/hist"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/pool"
 	"github.com/dataflare/dataflare/sizer"

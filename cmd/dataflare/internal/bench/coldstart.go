@@ -8,7 +8,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/dataflare/dataflare/examples/plugins"
+	"github.com/dataflare/dataflare/plugin/builtin/twins"
+
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin"
 	"github.com/dataflare/dataflare/wasm"
@@ -23,9 +24,11 @@ type ColdStartConfig struct {
 	// to the first result of a WebAssembly job it runs. Processes is the
 	// one that means something (a fresh process, nothing warm).
 	Spawner Spawner
-	// Module is "go" (default: the 3.4 MB upper-wasm built with Go and
-	// package pdk, a typical plugin of a Go author, where compiling takes
-	// seconds) or "c" (the 16 KB C build the fleet runs as upper-wasm).
+	// Module is "c" (default: the 16 KB C build the fleet runs as
+	// upper-wasm) or the path of another build of upper-wasm, such as
+	// examples/plugins/upper-wasm/upper.wasm (3.4 MB, built with Go and
+	// package pdk: a typical plugin of a Go author, where compiling takes
+	// seconds).
 	Module string
 	// Log receives progress lines (nil: none).
 	Log *slog.Logger
@@ -93,16 +96,18 @@ func ColdStart(ctx context.Context, cfg ColdStartConfig) (*ColdStartReport, erro
 	if cfg.Log == nil {
 		cfg.Log = discard
 	}
-	module := plugins.UpperGoWASM
+	module := twins.Upper
 	switch cfg.Module {
-	case "", "go":
-		cfg.Module = "go"
-	case "c":
-		module = plugins.UpperWASM
+	case "", "c":
+		cfg.Module = "c"
 	default:
-		return nil, fmt.Errorf("%w: module %q: use go or c", ErrInvalidConfig, cfg.Module)
+		b, err := os.ReadFile(cfg.Module)
+		if err != nil {
+			return nil, fmt.Errorf("%w: module: %v", ErrInvalidConfig, err)
+		}
+		module = b
 	}
-	src := memSource{name: plugins.UpperWASMName, digest: wasm.Digest(module), module: module}
+	src := memSource{name: twins.UpperName, digest: wasm.Digest(module), module: module}
 	rep := &ColdStartReport{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Module: src.name + " (" + cfg.Module + ")",
 		ModuleBytes: len(src.module), Repeats: cfg.Repeats}
 	cache, err := os.MkdirTemp("", "dataflare-bench-cache-")

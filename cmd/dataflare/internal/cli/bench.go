@@ -15,7 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dataflare/dataflare/internal/bench"
+	"github.com/dataflare/dataflare/cmd/dataflare/internal/bench"
 )
 
 func init() {
@@ -80,7 +80,7 @@ or run in this process (--workers-as in-process).`,
 	fl.StringVar(&f.memProfile, "memprofile", "", "write an allocation profile to FILE at the end")
 	fl.IntSliceVar(&f.scaling, "scaling", nil, "measure scaling of the delay plugin over these worker counts, e.g. 1,2,4,8")
 	fl.BoolVar(&f.coldStart, "coldstart", false, "measure WebAssembly cold starts with and without the compiled-module cache")
-	fl.StringVar(&f.coldStartModule, "coldstart-module", "go", "the upper-wasm build --coldstart loads: go (3.4 MB, built with pdk) or c (16 KB)")
+	fl.StringVar(&f.coldStartModule, "coldstart-module", "c", "the upper-wasm build --coldstart loads: c (16 KB, built in) or a FILE such as examples/plugins/upper-wasm/upper.wasm (3.4 MB, built with pdk)")
 	fl.BoolVar(&f.failover, "failover", false, "measure the stall of a job when one of its two workers is killed")
 	fl.StringVar(&f.workersAs, "workers-as", "process", "workers of --scaling, --coldstart and --failover: process or in-process")
 	fl.DurationVar(&f.ackWait, "ack-wait", 0, "--failover: the batches' AckWait (default 5s)")

@@ -11,12 +11,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dataflare/dataflare/plugin/builtin/twins"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
-	"github.com/dataflare/dataflare/examples/plugins"
 	"github.com/dataflare/dataflare/internal/stack"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin"
@@ -31,10 +32,10 @@ type twin struct {
 	module []byte
 }
 
-// twins maps a native plugin to its twin. A run sets up the WebAssembly
+// twinOf maps a native plugin to its twin. A run sets up the WebAssembly
 // side only when a wasm mode runs (compiling a module takes seconds).
-var twins = map[string]twin{
-	builtin.UpperName: {name: plugins.UpperWASMName, module: plugins.UpperWASM},
+var twinOf = map[string]twin{
+	builtin.UpperName: {name: twins.UpperName, module: twins.Upper},
 }
 
 // env is one run's world: the stack, the records, and what each mode needs.
@@ -90,7 +91,7 @@ func setupStack(ctx context.Context, cfg Config, workers, window int) (_ *env, e
 			e.close()
 		}
 	}()
-	t, hasTwin := twins[cfg.Plugin]
+	t, hasTwin := twinOf[cfg.Plugin]
 	for _, m := range Modes {
 		if !contains(cfg.Modes, m) {
 			continue

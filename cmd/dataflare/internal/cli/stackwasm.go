@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/dataflare/dataflare/examples/plugins"
 	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/plugin/builtin/twins"
 	"github.com/dataflare/dataflare/pool"
 	"github.com/dataflare/dataflare/wasm"
 	"github.com/dataflare/dataflare/wasmstore"
@@ -116,7 +116,7 @@ func (sw *stackWasm) pushExamples(ctx context.Context, nc *nats.Conn, log *slog.
 	examples := []struct {
 		name   string
 		module []byte
-	}{{plugins.UpperWASMName, plugins.UpperWASM}}
+	}{{twins.UpperName, twins.Upper}}
 	var names []string
 	for _, ex := range examples {
 		info, err := sw.validate(ctx, ex.module)
