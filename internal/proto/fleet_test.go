@@ -9,9 +9,9 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/dataflare/dataflare/fleet"
+	"github.com/dataflare/dataflare/hist"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/manager"
-	"github.com/dataflare/dataflare/hist"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/pool"
 	"github.com/dataflare/dataflare/sizer"
