@@ -41,8 +41,14 @@ var (
 
 // Error is an error reported by the fleet.
 type Error struct {
-	// Code is the fleet's error code (see internal/proto for the list).
-	Code string
+	// Code classifies the error, and Is matches it: plugin.CodeInvalidInput
+	// (ErrInvalid: a malformed request), plugin.CodeUnknownPlugin
+	// (ErrUnknownPlugin), plugin.CodeTooLarge (ErrTooLarge),
+	// plugin.CodeNoWorkers (ErrNoWorkers), plugin.CodeJobNotFound
+	// (ErrJobNotFound), plugin.CodeJobClosed (ErrJobClosed),
+	// plugin.CodeBusy (ErrBusy), or plugin.CodeUnknown for anything else
+	// (an internal failure of the fleet, retried like ErrBusy).
+	Code plugin.Code
 	// Message is the fleet's message.
 	Message string
 }
@@ -53,19 +59,19 @@ func (e *Error) Error() string { return e.Message }
 // Is matches the sentinel of e's code.
 func (e *Error) Is(target error) bool {
 	switch e.Code {
-	case proto.CodeUnknownPlugin:
+	case plugin.CodeUnknownPlugin:
 		return target == ErrUnknownPlugin || target == plugin.ErrUnknownPlugin
-	case proto.CodeNoWorkers:
+	case plugin.CodeNoWorkers:
 		return target == ErrNoWorkers
-	case proto.CodeTooLarge:
+	case plugin.CodeTooLarge:
 		return target == ErrTooLarge || target == plugin.ErrTooLarge
-	case proto.CodeJobNotFound:
+	case plugin.CodeJobNotFound:
 		return target == ErrJobNotFound
-	case proto.CodeJobClosed:
+	case plugin.CodeJobClosed:
 		return target == ErrJobClosed
-	case proto.CodeBusy:
+	case plugin.CodeBusy:
 		return target == ErrBusy
-	case proto.CodeInvalid:
+	case plugin.CodeInvalidInput:
 		return target == ErrInvalid
 	}
 	return false
@@ -84,7 +90,7 @@ func fromProto(err error) error {
 func retryable(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Code == proto.CodeBusy || e.Code == proto.CodeInternal
+		return e.Code == plugin.CodeBusy || e.Code == plugin.CodeUnknown
 	}
 	return errors.Is(err, ErrNoCoordinator)
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
-	"github.com/dataflare/dataflare/manager"
 	"github.com/dataflare/dataflare/plugin"
 )
 
@@ -35,7 +34,7 @@ func (c *Client) ProcessBatch(ctx context.Context, name string, cfg plugin.Confi
 
 // ProcessRecord runs the plugin name over one record on the fleet. A
 // per-record failure is returned both as the error and in the Result's Err,
-// as manager.Manager.ProcessRecord does.
+// as the in-process Manager's ProcessRecord does.
 func (c *Client) ProcessRecord(ctx context.Context, name string, cfg plugin.Config, r plugin.Record) (plugin.Result, error) {
 	res, err := c.ProcessBatch(ctx, name, cfg, []plugin.Record{r})
 	if err != nil {
@@ -70,10 +69,10 @@ func (c *Client) ExportPerformanceReport(ctx context.Context, w io.Writer) error
 
 // Metrics returns the plugin's metrics merged over the fleet's live
 // workers, and false when no live worker reports the plugin.
-func (c *Client) Metrics(ctx context.Context, name string) (manager.PluginMetrics, bool, error) {
+func (c *Client) Metrics(ctx context.Context, name string) (fleet.PluginMetrics, bool, error) {
 	st, err := c.SystemStatus(ctx)
 	if err != nil {
-		return manager.PluginMetrics{}, false, err
+		return fleet.PluginMetrics{}, false, err
 	}
 	for _, p := range st.Plugins {
 		if p.Name == name && p.Workers > 0 {
@@ -82,29 +81,29 @@ func (c *Client) Metrics(ctx context.Context, name string) (manager.PluginMetric
 			return m, true, nil
 		}
 	}
-	return manager.PluginMetrics{}, false, nil
+	return fleet.PluginMetrics{}, false, nil
 }
 
 // HealthCheck checks the fleet: it is healthy when at least one worker is
 // healthy and no plugin is degraded. The report lists every plugin's merged
 // health; the error matches ErrNoWorkers without a healthy worker, or
-// manager.ErrUnhealthy when a plugin is degraded or failed.
-func (c *Client) HealthCheck(ctx context.Context) (manager.HealthReport, error) {
+// fleet.ErrUnhealthy when a plugin is degraded or failed.
+func (c *Client) HealthCheck(ctx context.Context) (fleet.HealthReport, error) {
 	st, err := c.SystemStatus(ctx)
 	if err != nil {
-		return manager.HealthReport{}, err
+		return fleet.HealthReport{}, err
 	}
-	rep := manager.HealthReport{CheckedAt: st.At}
+	rep := fleet.HealthReport{CheckedAt: st.At}
 	for _, p := range st.Plugins {
 		if p.Workers == 0 {
 			continue
 		}
 		m := p.Metrics
-		rep.Plugins = append(rep.Plugins, manager.PluginHealth{
+		rep.Plugins = append(rep.Plugins, fleet.PluginHealth{
 			Name: p.Name, Health: m.Health, State: m.State, Reason: m.HealthReason,
 			RecentProcessed: m.RecentProcessed, RecentFailed: m.RecentFailed,
 		})
-		rep.Health = max(rep.Health, m.Health)
+		rep.Health = rep.Health.Worst(m.Health)
 	}
 	healthy := 0
 	for _, w := range st.Workers {
@@ -114,10 +113,10 @@ func (c *Client) HealthCheck(ctx context.Context) (manager.HealthReport, error) 
 	}
 	switch {
 	case healthy == 0:
-		rep.Health = manager.Failed
-		return rep, &Error{Code: proto.CodeNoWorkers, Message: fmt.Sprintf("no healthy worker among %d", len(st.Workers))}
-	case rep.Health != manager.Healthy:
-		return rep, fmt.Errorf("%w: a plugin is %s", manager.ErrUnhealthy, rep.Health)
+		rep.Health = fleet.Failed
+		return rep, &Error{Code: plugin.CodeNoWorkers, Message: fmt.Sprintf("no healthy worker among %d", len(st.Workers))}
+	case rep.Health != fleet.Healthy:
+		return rep, fmt.Errorf("%w: a plugin is %s", fleet.ErrUnhealthy, rep.Health)
 	}
 	return rep, nil
 }

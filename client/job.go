@@ -188,10 +188,10 @@ func (c *Client) Attach(ctx context.Context, id string) (*Job, error) {
 	switch info.State {
 	case proto.JobSealed:
 	case proto.JobOpen:
-		return nil, &Error{Code: proto.CodeJobClosed, Message: fmt.Sprintf(
+		return nil, &Error{Code: plugin.CodeJobClosed, Message: fmt.Sprintf(
 			"job %s was never sealed: its submitter stopped before the end of its input; submit it again", id)}
 	default:
-		return nil, &Error{Code: proto.CodeJobClosed, Message: fmt.Sprintf("job %s is %s: its results are gone", id, info.State)}
+		return nil, &Error{Code: plugin.CodeJobClosed, Message: fmt.Sprintf("job %s is %s: its results are gone", id, info.State)}
 	}
 	ctx, span := tracer.Start(ctx, "client.attach", trace.WithAttributes(attribute.String("dataflare.job", id)))
 	j := c.newJob(ctx, *info, span)

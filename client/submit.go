@@ -16,6 +16,7 @@ import (
 	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/internal/tracing"
+	"github.com/dataflare/dataflare/plugin"
 )
 
 // headerRoom is what a batch message's header may take beside its records.
@@ -265,7 +266,7 @@ func (j *Job) refresh() error {
 	case err != nil:
 		return nil
 	case info.State != proto.JobOpen:
-		return &Error{Code: proto.CodeJobClosed, Message: fmt.Sprintf("job %s is %s", j.info.ID, info.State)}
+		return &Error{Code: plugin.CodeJobClosed, Message: fmt.Sprintf("job %s is %s", j.info.ID, info.State)}
 	}
 	if !j.fixedSize && info.BatchSize > 0 {
 		j.batchSize.Store(int64(info.BatchSize))
@@ -285,7 +286,7 @@ func (j *Job) get() (*proto.Job, error) {
 // otherwise — and when no coordinator answers.
 func (j *Job) cancelled() error {
 	if info, err := j.get(); err == nil && info.State == proto.JobCancelled {
-		return &Error{Code: proto.CodeJobClosed, Message: fmt.Sprintf("job %s was cancelled", j.info.ID)}
+		return &Error{Code: plugin.CodeJobClosed, Message: fmt.Sprintf("job %s was cancelled", j.info.ID)}
 	}
 	return nil
 }
@@ -298,9 +299,9 @@ func publishError(err error) error {
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum"):
-		return &Error{Code: proto.CodeBusy, Message: "the batch queue is full (" + apiErr.Description + "): retry later"}
+		return &Error{Code: plugin.CodeBusy, Message: "the batch queue is full (" + apiErr.Description + "): retry later"}
 	case proto.Unavailable(err):
-		return &Error{Code: proto.CodeBusy, Message: "JetStream cannot store the batch now (a cluster without quorum?): " + err.Error()}
+		return &Error{Code: plugin.CodeBusy, Message: "JetStream cannot store the batch now (a cluster without quorum?): " + err.Error()}
 	}
 	return fmt.Errorf("client: publish batch: %w", err)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/dataflare/dataflare/internal/fleettest"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/sizer"
 )
 
@@ -61,24 +62,24 @@ func call[T any](t *testing.T, nc *nats.Conn, subject string, req any) (*T, erro
 	return proto.DecodeReply[T](m.Data)
 }
 
-func code(err error) string {
+func code(err error) plugin.Code {
 	var pe *proto.Error
 	if errors.As(err, &pe) {
 		return pe.Code
 	}
-	return ""
+	return 255
 }
 
 func TestJobLifecycle(t *testing.T) {
 	f := fleettest.Start(t, fleettest.Config{Workers: 1})
 	nc := f.Connect()
-	if _, err := call[proto.Job](t, nc, proto.JobCreateSubject(proto.DefaultOwner), proto.JobCreate{Plugin: "nope"}); code(err) != proto.CodeUnknownPlugin {
+	if _, err := call[proto.Job](t, nc, proto.JobCreateSubject(proto.DefaultOwner), proto.JobCreate{Plugin: "nope"}); code(err) != plugin.CodeUnknownPlugin {
 		t.Errorf("unknown plugin: err = %v", err)
 	}
-	if _, err := call[proto.Job](t, nc, proto.JobCreateSubject(proto.DefaultOwner), proto.JobCreate{Plugin: "bad.name"}); code(err) != proto.CodeInvalid {
+	if _, err := call[proto.Job](t, nc, proto.JobCreateSubject(proto.DefaultOwner), proto.JobCreate{Plugin: "bad.name"}); code(err) != plugin.CodeInvalidInput {
 		t.Errorf("bad name: err = %v", err)
 	}
-	if _, err := call[proto.Job](t, nc, proto.JobCreateSubject(proto.DefaultOwner), []byte("{")); code(err) != proto.CodeInvalid {
+	if _, err := call[proto.Job](t, nc, proto.JobCreateSubject(proto.DefaultOwner), []byte("{")); code(err) != plugin.CodeInvalidInput {
 		t.Errorf("malformed: err = %v", err)
 	}
 	job, err := call[proto.Job](t, nc, proto.JobCreateSubject(proto.DefaultOwner), proto.JobCreate{Plugin: "upper", Config: map[string]string{"a": "b"}})
@@ -98,19 +99,19 @@ func TestJobLifecycle(t *testing.T) {
 			t.Fatalf("seal = %+v, %v", got, err)
 		}
 	}
-	if _, err := call[proto.Job](t, nc, proto.JobSubject("seal", job.ID), proto.JobSeal{Batches: 9}); code(err) != proto.CodeJobClosed {
+	if _, err := call[proto.Job](t, nc, proto.JobSubject("seal", job.ID), proto.JobSeal{Batches: 9}); code(err) != plugin.CodeJobClosed {
 		t.Errorf("seal with other totals: err = %v", err)
 	}
 	if got, err = call[proto.Job](t, nc, proto.JobSubject("done", job.ID), proto.JobFinish{}); err != nil || got.State != proto.JobDone {
 		t.Fatalf("done = %+v, %v", got, err)
 	}
-	if _, err := call[proto.Job](t, nc, proto.JobSubject("cancel", job.ID), struct{}{}); code(err) != proto.CodeJobClosed {
+	if _, err := call[proto.Job](t, nc, proto.JobSubject("cancel", job.ID), struct{}{}); code(err) != plugin.CodeJobClosed {
 		t.Errorf("cancel a done job: err = %v", err)
 	}
-	if _, err := call[proto.Job](t, nc, proto.JobSubject("get", "anon.nosuchjob"), nil); code(err) != proto.CodeJobNotFound {
+	if _, err := call[proto.Job](t, nc, proto.JobSubject("get", "anon.nosuchjob"), nil); code(err) != plugin.CodeJobNotFound {
 		t.Errorf("get unknown: err = %v", err)
 	}
-	if _, err := call[proto.Job](t, nc, proto.JobSubject("frobnicate", job.ID), nil); code(err) != proto.CodeInvalid {
+	if _, err := call[proto.Job](t, nc, proto.JobSubject("frobnicate", job.ID), nil); code(err) != plugin.CodeInvalidInput {
 		t.Errorf("unknown verb: err = %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/sizer"
 )
 
@@ -71,7 +72,7 @@ func (f *view) observe(hb proto.Heartbeat, now time.Time) {
 		}
 		f.workers[hb.Worker] = &workerEntry{hb: hb, seen: now}
 		for _, p := range hb.Plugins {
-			f.sizerLocked(p.Name).Report(hb.Worker, p.Estimate)
+			f.sizerLocked(p.Name).Report(hb.Worker, sizer.Estimate(p.Estimate))
 		}
 	}
 	// The fleet's pressure is its most pressed live worker's.
@@ -167,7 +168,7 @@ func (f *view) waitForWorkers(ctx context.Context, started time.Time) error {
 		f.mu.Unlock()
 		wait := deadline.Sub(now)
 		if wait <= 0 {
-			return proto.Errorf(proto.CodeNoWorkers, "no workers: no healthy worker has sent a heartbeat in the last %v",
+			return proto.Errorf(plugin.CodeNoWorkers, "no workers: no healthy worker has sent a heartbeat in the last %v",
 				fleet.SuspectAfter*f.cfg.Heartbeat)
 		}
 		t := time.NewTimer(wait)
@@ -176,7 +177,7 @@ func (f *view) waitForWorkers(ctx context.Context, started time.Time) error {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return proto.Errorf(proto.CodeNoWorkers, "no workers: %v", ctx.Err())
+			return proto.Errorf(plugin.CodeNoWorkers, "no workers: %v", ctx.Err())
 		}
 		t.Stop()
 	}
@@ -231,7 +232,7 @@ func (f *view) snapshot(now time.Time) ([]fleet.Worker, []fleet.Plugin, []fleet.
 		if fp == nil {
 			fp = &fleet.Plugin{Name: name}
 		}
-		fp.Sizer = s.Snapshot()
+		fp.Sizer = sizerStatus(s.Snapshot())
 		fp.BatchSize = fp.Sizer.Size
 		fp.Metrics.BatchSize = fp.BatchSize
 		plugins[name] = fp
@@ -261,7 +262,7 @@ func (f *view) updateGaugesLocked(now time.Time) {
 		counts[f.healthLocked(e, now)]++
 	}
 	for _, h := range []fleet.Health{fleet.Healthy, fleet.Suspect, fleet.Dead, fleet.Draining} {
-		f.metrics.workers.WithLabelValues(string(h)).Set(float64(counts[h]))
+		f.metrics.workers.WithLabelValues(h.String()).Set(float64(counts[h]))
 	}
 }
 
@@ -303,15 +304,19 @@ func (c *Coordinator) report(ctx context.Context) (*fleet.Report, error) {
 	}
 	_, _, workers := c.view.snapshot(st.At)
 	r := &fleet.Report{GeneratedAt: st.At, Workers: workers, Fleet: *st}
-	r.Total.Name = "total"
 	for _, p := range st.Plugins {
 		m := p.Metrics
 		if m.Name == "" {
 			m.Name = p.Name
 		}
 		r.Plugins = append(r.Plugins, m)
-		r.Total.Merge(&m)
 	}
-	r.Total.Name = "total"
+	r.Total = fleet.Total(r.Plugins)
 	return r, nil
+}
+
+// sizerStatus is a batch sizer's state as a status shows it.
+func sizerStatus(s sizer.Status) fleet.SizerStatus {
+	return fleet.SizerStatus{Size: s.Size, Target: s.Target, Bound: s.Bound, Estimate: fleet.Estimate(s.Estimate),
+		Sources: s.Sources, Pressure: s.Pressure, Adjustments: s.Adjustments, LastAdjust: s.LastAdjust}
 }

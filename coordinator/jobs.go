@@ -24,13 +24,13 @@ import (
 func (c *Coordinator) createJob(ctx context.Context, owner string, data []byte) (*proto.Job, error) {
 	var req proto.JobCreate
 	if err := json.Unmarshal(data, &req); err != nil {
-		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: malformed job request: %v", err)
+		return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: malformed job request: %v", err)
 	}
 	if !proto.ValidName(owner) {
-		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: invalid owner %q: use 1-64 of [A-Za-z0-9_-]", owner)
+		return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: invalid owner %q: use 1-64 of [A-Za-z0-9_-]", owner)
 	}
 	if !proto.ValidName(req.Plugin) {
-		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: invalid plugin name %q: use 1-64 of [A-Za-z0-9_-]", req.Plugin)
+		return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: invalid plugin name %q: use 1-64 of [A-Za-z0-9_-]", req.Plugin)
 	}
 	if err := c.view.waitForWorkers(ctx, c.started); err != nil {
 		return nil, err
@@ -50,7 +50,7 @@ func (c *Coordinator) createJob(ctx context.Context, owner string, data []byte) 
 	case c.cfg.Modules != nil:
 		digest, version, err := c.cfg.Modules(ctx, req.Plugin, req.Version)
 		if err != nil {
-			return nil, proto.Errorf(proto.CodeInternal, "coordinator: resolve plugin %s: %v", req.Plugin, err)
+			return nil, proto.Errorf(plugin.CodeUnknown, "coordinator: resolve plugin %s: %v", req.Plugin, err)
 		}
 		if digest == "" {
 			return nil, unknownPlugin(req.Plugin, req.Version)
@@ -75,9 +75,9 @@ func (c *Coordinator) createJob(ctx context.Context, owner string, data []byte) 
 
 func unknownPlugin(name, version string) *proto.Error {
 	if version != "" {
-		return proto.Errorf(proto.CodeUnknownPlugin, "unknown plugin %s version %s", name, version)
+		return proto.Errorf(plugin.CodeUnknownPlugin, "unknown plugin %s version %s", name, version)
 	}
-	return proto.Errorf(proto.CodeUnknownPlugin, "unknown plugin %s: no worker has it and no module of that name was pushed", name)
+	return proto.Errorf(plugin.CodeUnknownPlugin, "unknown plugin %s: no worker has it and no module of that name was pushed", name)
 }
 
 // jobRequest handles df.job.<verb>.<owner>.<id>.
@@ -85,7 +85,7 @@ func (c *Coordinator) jobRequest(ctx context.Context, subject string, data []byt
 	rest := strings.TrimPrefix(subject, proto.SubjectJobPrefix)
 	verb, id, ok := strings.Cut(rest, ".")
 	if !ok || !proto.ValidJobID(id) {
-		return nil, proto.Errorf(proto.CodeInvalid, "coordinator: bad job subject %q", subject)
+		return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: bad job subject %q", subject)
 	}
 	switch verb {
 	case "get":
@@ -101,7 +101,7 @@ func (c *Coordinator) jobRequest(ctx context.Context, subject string, data []byt
 	case "seal":
 		var req proto.JobSeal
 		if err := json.Unmarshal(data, &req); err != nil {
-			return nil, proto.Errorf(proto.CodeInvalid, "coordinator: malformed seal request: %v", err)
+			return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: malformed seal request: %v", err)
 		}
 		sealed := false
 		job, err := c.updateJob(ctx, id, func(j *proto.Job) error {
@@ -113,7 +113,7 @@ func (c *Coordinator) jobRequest(ctx context.Context, subject string, data []byt
 				}
 				fallthrough
 			default:
-				return proto.Errorf(proto.CodeJobClosed, "job %s is %s", id, j.State)
+				return proto.Errorf(plugin.CodeJobClosed, "job %s is %s", id, j.State)
 			}
 			j.State, j.Batches, j.Records = proto.JobSealed, req.Batches, req.Records
 			sealed = true
@@ -127,7 +127,7 @@ func (c *Coordinator) jobRequest(ctx context.Context, subject string, data []byt
 	case "done":
 		var req proto.JobFinish
 		if err := json.Unmarshal(data, &req); err != nil {
-			return nil, proto.Errorf(proto.CodeInvalid, "coordinator: malformed done request: %v", err)
+			return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: malformed done request: %v", err)
 		}
 		job, err := c.updateJob(ctx, id, func(j *proto.Job) error {
 			if j.State == proto.JobCancelled {
@@ -145,20 +145,20 @@ func (c *Coordinator) jobRequest(ctx context.Context, subject string, data []byt
 	case "reject":
 		var req proto.JobReject
 		if err := json.Unmarshal(data, &req); err != nil {
-			return nil, proto.Errorf(proto.CodeInvalid, "coordinator: malformed reject request: %v", err)
+			return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: malformed reject request: %v", err)
 		}
 		job, err := c.job(ctx, id)
 		if err != nil {
 			return nil, err
 		}
 		if job.State != proto.JobOpen {
-			return nil, proto.Errorf(proto.CodeJobClosed, "job %s is %s", id, job.State)
+			return nil, proto.Errorf(plugin.CodeJobClosed, "job %s is %s", id, job.State)
 		}
 		return job, c.reject(ctx, id, req)
 	case "cancel":
 		job, err := c.updateJob(ctx, id, func(j *proto.Job) error {
 			if j.State == proto.JobDone {
-				return proto.Errorf(proto.CodeJobClosed, "job %s is done", id)
+				return proto.Errorf(plugin.CodeJobClosed, "job %s is done", id)
 			}
 			j.State = proto.JobCancelled
 			return nil
@@ -169,7 +169,7 @@ func (c *Coordinator) jobRequest(ctx context.Context, subject string, data []byt
 		}
 		return job, err
 	}
-	return nil, proto.Errorf(proto.CodeInvalid, "coordinator: unknown job request %q", verb)
+	return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: unknown job request %q", verb)
 }
 
 // reject stores a record's error as its result in DF_RESULTS.
@@ -178,7 +178,7 @@ func (c *Coordinator) reject(ctx context.Context, job string, req proto.JobRejec
 	rs := batch.ResultSet{Job: job, Worker: c.cfg.ID, Base: req.Index, Results: []plugin.Result{plugin.Fail(perr)}}
 	data, err := batch.AppendResults(nil, &rs)
 	if err != nil {
-		return proto.Errorf(proto.CodeInvalid, "coordinator: reject: %v", err)
+		return proto.Errorf(plugin.CodeInvalidInput, "coordinator: reject: %v", err)
 	}
 	m := &nats.Msg{Subject: proto.ResultSubject(job), Data: data, Header: nats.Header{}}
 	m.Header.Set(proto.HeaderMsgID, job+".reject."+strconv.FormatUint(req.Index, 10))
@@ -194,9 +194,9 @@ func (c *Coordinator) reject(ctx context.Context, job string, req proto.JobRejec
 func publishError(err error) *proto.Error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum") {
-		return proto.Errorf(proto.CodeBusy, "the stream is full (%s): retry later", apiErr.Description)
+		return proto.Errorf(plugin.CodeBusy, "the stream is full (%s): retry later", apiErr.Description)
 	}
-	return proto.Errorf(proto.CodeBusy, "coordinator: publish: %v", err)
+	return proto.Errorf(plugin.CodeBusy, "coordinator: publish: %v", err)
 }
 
 // purge removes subject's messages from stream, logging a failure: the
@@ -219,9 +219,9 @@ const kvTimeout = 3 * time.Second
 // JetStream not answering is busy (retry later), anything else internal.
 func kvError(what string, err error) *proto.Error {
 	if proto.Unavailable(err) {
-		return proto.Errorf(proto.CodeBusy, "coordinator: %s: JetStream does not answer (a cluster without quorum?): %v", what, err)
+		return proto.Errorf(plugin.CodeBusy, "coordinator: %s: JetStream does not answer (a cluster without quorum?): %v", what, err)
 	}
-	return proto.Errorf(proto.CodeInternal, "coordinator: %s: %v", what, err)
+	return proto.Errorf(plugin.CodeUnknown, "coordinator: %s: %v", what, err)
 }
 
 // loadJob reads a job from the bucket.
@@ -230,14 +230,14 @@ func (c *Coordinator) loadJob(ctx context.Context, id string) (*proto.Job, uint6
 	e, err := c.kv.Get(kctx, id)
 	cancel()
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, proto.Errorf(proto.CodeJobNotFound, "job %s not found (or expired)", id)
+		return nil, 0, proto.Errorf(plugin.CodeJobNotFound, "job %s not found (or expired)", id)
 	}
 	if err != nil {
 		return nil, 0, kvError("read job "+id, err)
 	}
 	var job proto.Job
 	if err := json.Unmarshal(e.Value(), &job); err != nil {
-		return nil, 0, proto.Errorf(proto.CodeInternal, "coordinator: job %s is corrupt: %v", id, err)
+		return nil, 0, proto.Errorf(plugin.CodeUnknown, "coordinator: job %s is corrupt: %v", id, err)
 	}
 	job.BatchSize = c.view.batchSize(job.Plugin, 0)
 	// The cache shares its jobs with readers: it gets a copy, since

@@ -8,7 +8,6 @@ import (
 
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
-	"github.com/dataflare/dataflare/sizer"
 )
 
 // TestWorkerHealthByHeartbeatAge drives the fleet view with a fake clock
@@ -24,7 +23,7 @@ func TestWorkerHealthByHeartbeatAge(t *testing.T) {
 	v := newView(cfg, newMetrics(nil))
 	h := time.Second
 	v.observe(proto.Heartbeat{Worker: "a", Seq: 1, Interval: h, Pressure: 0.9,
-		Plugins: []proto.PluginBeat{{Name: "upper", Native: true, Estimate: sizer.Estimate{PerRecord: time.Millisecond, Samples: 10}}}}, now)
+		Plugins: []proto.PluginBeat{{Name: "upper", Native: true, Estimate: fleet.Estimate{PerRecord: time.Millisecond, Samples: 10}}}}, now)
 	tests := []struct {
 		age  time.Duration
 		want fleet.Health
@@ -77,7 +76,7 @@ func TestPressureShrinksBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := newView(cfg, newMetrics(nil))
-	est := sizer.Estimate{PerRecord: 10 * time.Microsecond, Samples: 50}
+	est := fleet.Estimate{PerRecord: 10 * time.Microsecond, Samples: 50}
 	beat := func(p float64) {
 		v.observe(proto.Heartbeat{Worker: "a", Interval: time.Second, Pressure: p,
 			Plugins: []proto.PluginBeat{{Name: "upper", Native: true, Estimate: est}}}, now)

@@ -18,7 +18,7 @@
 //
 //	pm, _ := m.Metrics("my_plugin")
 //	fmt.Println(pm.TotalProcessed, pm.BatchLatency.Mean, pm.Throughput, pm.ErrorRate)
-//	if _, err := m.HealthCheck(ctx); errors.Is(err, manager.ErrUnhealthy) { ... }
+//	if _, err := m.HealthCheck(ctx); errors.Is(err, fleet.ErrUnhealthy) { ... }
 //	m.ExportPerformanceReport(f) // JSON
 //
 // # Batches

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/hist"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/sizer"
@@ -14,7 +15,7 @@ import (
 
 // HealthChecker is implemented by a plugin that can check itself. When the
 // plugin given to Register or RegisterBatch has this method, HealthCheck
-// calls it: an error marks the plugin Failed until a later check passes.
+// calls it: an error marks the plugin fleet.Failed until a later check passes.
 type HealthChecker interface {
 	HealthCheck(ctx context.Context) error
 }
@@ -41,9 +42,9 @@ type entry struct {
 	tot       totals
 	batchHist hist.Histogram
 	recHist   hist.Histogram
-	recent    window // never reset
-	health    window // reset at every change of verdict
-	verdict   Health // Healthy or Degraded; Failed comes from checks
+	recent    window       // never reset
+	health    window       // reset at every change of verdict
+	verdict   fleet.Health // fleet.Healthy or fleet.Degraded; fleet.Failed comes from checks
 	since     time.Time
 	reason    string
 	checkErr  error // the last HealthChecker error, nil when it passed
@@ -69,7 +70,7 @@ type outcome struct {
 
 // change is a change of verdict, to log outside the lock.
 type change struct {
-	to     Health
+	to     fleet.Health
 	reason string
 }
 
@@ -103,7 +104,7 @@ func (e *entry) record(now time.Time, o outcome, hc *HealthConfig) *change {
 	e.lastBatch = now
 	e.recent.add(now, c)
 	e.health.add(now, c)
-	if e.verdict == Healthy && c.failed == 0 && c.panics == 0 {
+	if e.verdict == fleet.Healthy && c.failed == 0 && c.panics == 0 {
 		return nil // a clean call cannot degrade a healthy plugin
 	}
 	return e.evaluate(now, hc)
@@ -115,20 +116,20 @@ func (e *entry) evaluate(now time.Time, hc *HealthConfig) *change {
 	rate := ratio(c.failed, c.records)
 	var ch change
 	switch {
-	case e.verdict == Healthy && hc.MaxPanics > 0 && c.panics >= uint64(hc.MaxPanics):
-		ch = change{Degraded, fmt.Sprintf("%d panics within %v", c.panics, e.health.span)}
-	case e.verdict == Healthy && c.records >= uint64(hc.MinRecords) && rate >= hc.ErrorRate:
-		ch = change{Degraded, fmt.Sprintf("error rate %.0f%% over %d records within %v", rate*100, c.records, e.health.span)}
-	case e.verdict == Degraded && c.panics == 0 && c.records >= uint64(hc.MinRecords) && rate < hc.RecoverBelow:
-		ch = change{Healthy, fmt.Sprintf("error rate %.0f%% over %d records", rate*100, c.records)}
-	case e.verdict == Degraded && c.panics == 0 && c.failed == 0 && now.Sub(e.since) >= e.health.span:
-		ch = change{Healthy, fmt.Sprintf("no failure for %v", e.health.span)}
+	case e.verdict == fleet.Healthy && hc.MaxPanics > 0 && c.panics >= uint64(hc.MaxPanics):
+		ch = change{fleet.Degraded, fmt.Sprintf("%d panics within %v", c.panics, e.health.span)}
+	case e.verdict == fleet.Healthy && c.records >= uint64(hc.MinRecords) && rate >= hc.ErrorRate:
+		ch = change{fleet.Degraded, fmt.Sprintf("error rate %.0f%% over %d records within %v", rate*100, c.records, e.health.span)}
+	case e.verdict == fleet.Degraded && c.panics == 0 && c.records >= uint64(hc.MinRecords) && rate < hc.RecoverBelow:
+		ch = change{fleet.Healthy, fmt.Sprintf("error rate %.0f%% over %d records", rate*100, c.records)}
+	case e.verdict == fleet.Degraded && c.panics == 0 && c.failed == 0 && now.Sub(e.since) >= e.health.span:
+		ch = change{fleet.Healthy, fmt.Sprintf("no failure for %v", e.health.span)}
 	default:
 		return nil
 	}
 	e.verdict, e.since = ch.to, now
 	e.reason = ""
-	if ch.to == Degraded {
+	if ch.to == fleet.Degraded {
 		e.reason = ch.reason
 	}
 	e.health.reset()
@@ -137,36 +138,36 @@ func (e *entry) evaluate(now time.Time, hc *HealthConfig) *change {
 
 // state returns the plugin's state as the Manager sees it, and its health
 // with the reason; e.mu is held.
-func (e *entry) state() (plugin.State, Health, string) {
+func (e *entry) state() (plugin.State, fleet.Health, string) {
 	s := e.pluginState()
 	switch {
 	case s == plugin.Failed || s == plugin.Stopped:
-		return s, Failed, "plugin reports " + s.String()
+		return s, fleet.Failed, "plugin reports " + s.String()
 	case e.checkErr != nil:
-		return plugin.Failed, Failed, "health check: " + e.checkErr.Error()
+		return plugin.Failed, fleet.Failed, "health check: " + e.checkErr.Error()
 	case s == plugin.Uninitialized:
-		return s, Degraded, "plugin reports " + s.String()
-	case e.verdict == Degraded || s == plugin.Degraded:
+		return s, fleet.Degraded, "plugin reports " + s.String()
+	case e.verdict == fleet.Degraded || s == plugin.Degraded:
 		reason := e.reason
-		if e.verdict != Degraded {
+		if e.verdict != fleet.Degraded {
 			reason = "plugin reports degraded"
 		}
-		return plugin.Degraded, Degraded, reason
+		return plugin.Degraded, fleet.Degraded, reason
 	case e.inflight.Load() > 0:
-		return plugin.Running, Healthy, ""
+		return plugin.Running, fleet.Healthy, ""
 	}
-	return plugin.Ready, Healthy, ""
+	return plugin.Ready, fleet.Healthy, ""
 }
 
 // metrics returns a snapshot at now; e.mu is held.
-func (e *entry) metrics(now time.Time) PluginMetrics {
+func (e *entry) metrics(now time.Time) fleet.PluginMetrics {
 	st, h, reason := e.state()
 	rc, from := e.recent.sum(now)
 	if from.Before(e.registered) {
 		from = e.registered
 	}
 	span := now.Sub(from)
-	pm := PluginMetrics{
+	pm := fleet.PluginMetrics{
 		Name:            e.name,
 		Info:            e.info(),
 		State:           st,
@@ -193,15 +194,15 @@ func (e *entry) metrics(now time.Time) PluginMetrics {
 	if span > 0 {
 		pm.Throughput = float64(rc.records) / span.Seconds()
 	}
-	pm.derive()
+	pm.Derive()
 	return pm
 }
 
 // healthOf returns the entry's health entry at now; e.mu is held.
-func (e *entry) healthOf(now time.Time) PluginHealth {
+func (e *entry) healthOf(now time.Time) fleet.PluginHealth {
 	st, h, reason := e.state()
 	c, _ := e.health.sum(now)
-	return PluginHealth{
+	return fleet.PluginHealth{
 		Name: e.name, Health: h, State: st, Reason: reason, Since: e.since,
 		RecentProcessed: c.records, RecentFailed: c.failed, RecentPanics: c.panics,
 	}
@@ -227,4 +228,12 @@ func (e *entry) info() (in plugin.Info) {
 		}
 	}()
 	return e.bp.Info()
+}
+
+// ratio is a / b, 0 when b is 0.
+func ratio(a, b uint64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
 }

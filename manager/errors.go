@@ -14,6 +14,4 @@ var (
 	// ErrClosed: the Manager is closed. Errors wrapping it from
 	// ProcessBatch and ProcessRecord also match plugin.ErrUnavailable.
 	ErrClosed = errors.New("manager: closed")
-	// ErrUnhealthy: HealthCheck found a plugin degraded or failed.
-	ErrUnhealthy = errors.New("manager: unhealthy")
 )

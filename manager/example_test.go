@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/manager"
 	"github.com/dataflare/dataflare/plugin"
 )
@@ -121,7 +122,7 @@ func ExampleManager_HealthCheck() {
 	// degraded (it still gets work).
 	_, _ = m.ProcessBatch(ctx, "my_plugin", nil, make([]plugin.Record, 50))
 	report, err := m.HealthCheck(ctx)
-	fmt.Println(report.Health, errors.Is(err, manager.ErrUnhealthy))
+	fmt.Println(report.Health, errors.Is(err, fleet.ErrUnhealthy))
 	fmt.Println(report.Plugins[0].Reason)
 
 	// Behaving again brings it back.

@@ -18,6 +18,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/pool"
 	"github.com/dataflare/dataflare/sizer"
@@ -539,7 +540,7 @@ func hint(bp plugin.BatchPlugin, n int, lat time.Duration, thr float64) (h int) 
 }
 
 func (m *Manager) logChange(name string, ch *change) {
-	if ch.to == Healthy {
+	if ch.to == fleet.Healthy {
 		m.log.Info("plugin recovered", slog.String("plugin", name), slog.String("reason", ch.reason))
 		return
 	}
@@ -571,16 +572,16 @@ func (m *Manager) Estimate(name string) (sizer.Estimate, bool) {
 
 // Metrics returns the named plugin's metrics, and false when no plugin has
 // that name.
-func (m *Manager) Metrics(name string) (PluginMetrics, bool) {
+func (m *Manager) Metrics(name string) (fleet.PluginMetrics, bool) {
 	e, err := m.acquire(name)
 	if err != nil {
-		return PluginMetrics{}, false
+		return fleet.PluginMetrics{}, false
 	}
 	defer e.calls.Done()
 	return m.metricsOf(e), true
 }
 
-func (m *Manager) metricsOf(e *entry) PluginMetrics {
+func (m *Manager) metricsOf(e *entry) fleet.PluginMetrics {
 	now := m.clock()
 	e.mu.Lock()
 	ch := e.evaluate(now, &m.cfg.Health)
@@ -593,8 +594,8 @@ func (m *Manager) metricsOf(e *entry) PluginMetrics {
 }
 
 // AllMetrics returns every plugin's metrics, by name.
-func (m *Manager) AllMetrics() map[string]PluginMetrics {
-	out := make(map[string]PluginMetrics)
+func (m *Manager) AllMetrics() map[string]fleet.PluginMetrics {
+	out := make(map[string]fleet.PluginMetrics)
 	for _, e := range m.entries() {
 		out[e.name] = m.metricsOf(e)
 		e.calls.Done()
@@ -604,12 +605,12 @@ func (m *Manager) AllMetrics() map[string]PluginMetrics {
 
 // HealthCheck re-evaluates every plugin's health (see HealthConfig) and
 // calls the HealthCheck method of those that have one (see HealthChecker).
-// It returns the report and, when any plugin is not Healthy, an error
-// wrapping ErrUnhealthy that names them. When ctx ends before every check
+// It returns the report and, when any plugin is not fleet.Healthy, an error
+// wrapping fleet.ErrUnhealthy that names them. When ctx ends before every check
 // ran, it returns the plugins checked so far and plugin.ContextError of ctx's
 // error.
-func (m *Manager) HealthCheck(ctx context.Context) (HealthReport, error) {
-	rep := HealthReport{CheckedAt: m.clock(), Plugins: []PluginHealth{}}
+func (m *Manager) HealthCheck(ctx context.Context) (fleet.HealthReport, error) {
+	rep := fleet.HealthReport{CheckedAt: m.clock(), Plugins: []fleet.PluginHealth{}}
 	es := m.entries()
 	defer func() {
 		for _, e := range es {
@@ -640,12 +641,12 @@ func (m *Manager) HealthCheck(ctx context.Context) (HealthReport, error) {
 		}
 		rep.Plugins = append(rep.Plugins, ph)
 		rep.Health = max(rep.Health, ph.Health)
-		if ph.Health != Healthy {
+		if ph.Health != fleet.Healthy {
 			bad = append(bad, fmt.Sprintf("%s is %s (%s)", ph.Name, ph.Health, ph.Reason))
 		}
 	}
 	if len(bad) > 0 {
-		return rep, fmt.Errorf("%w: %s", ErrUnhealthy, strings.Join(bad, "; "))
+		return rep, fmt.Errorf("%w: %s", fleet.ErrUnhealthy, strings.Join(bad, "; "))
 	}
 	return rep, nil
 }
@@ -700,7 +701,7 @@ var runtimeSamples = []string{
 	"/gc/cycles/total:gc-cycles",
 }
 
-func runtimeStats() RuntimeStats {
+func runtimeStats() fleet.RuntimeStats {
 	s := make([]metrics.Sample, len(runtimeSamples))
 	for i, n := range runtimeSamples {
 		s[i].Name = n
@@ -712,7 +713,7 @@ func runtimeStats() RuntimeStats {
 		}
 		return 0
 	}
-	return RuntimeStats{
+	return fleet.RuntimeStats{
 		GoVersion:     runtime.Version(),
 		GOMAXPROCS:    runtime.GOMAXPROCS(0),
 		Goroutines:    int(u(0)),
@@ -738,17 +739,14 @@ func (m *Manager) Report() PerformanceReport {
 			HealthCheckInterval: m.cfg.HealthCheckInterval,
 			Debug:               m.cfg.Debug,
 		},
-		Total:   PluginMetrics{Name: "total", Window: m.cfg.Window},
-		Plugins: []PluginMetrics{},
+		Plugins: []fleet.PluginMetrics{},
 	}
 	for _, e := range m.entries() {
-		pm := m.metricsOf(e)
+		r.Plugins = append(r.Plugins, m.metricsOf(e))
 		e.calls.Done()
-		r.Plugins = append(r.Plugins, pm)
-		r.Total.Merge(&pm)
 	}
-	r.Total.BatchSize = 0 // no single size
-	r.Total.Info = plugin.Info{}
+	r.Total = fleet.Total(r.Plugins)
+	r.Total.Window = m.cfg.Window
 	r.System = m.SystemStatus()
 	return r
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/manager"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin"
@@ -340,7 +341,7 @@ func TestUnavailable(t *testing.T) {
 		t.Errorf("error = %v, want ErrUnavailable", err)
 	}
 	rep, err := m.HealthCheck(context.Background())
-	if !errors.Is(err, manager.ErrUnhealthy) || rep.Health != manager.Failed {
+	if !errors.Is(err, fleet.ErrUnhealthy) || rep.Health != fleet.Failed {
 		t.Errorf("HealthCheck = %v, %v; want failed and ErrUnhealthy", rep.Health, err)
 	}
 	p.state.Store(int32(plugin.Ready))
@@ -368,10 +369,10 @@ func TestHealthChecker(t *testing.T) {
 	}
 	fail.Store(true)
 	rep, err := m.HealthCheck(ctx)
-	if !errors.Is(err, manager.ErrUnhealthy) || !strings.Contains(err.Error(), "disk gone") {
+	if !errors.Is(err, fleet.ErrUnhealthy) || !strings.Contains(err.Error(), "disk gone") {
 		t.Errorf("HealthCheck error = %v, want ErrUnhealthy naming the check's error", err)
 	}
-	if len(rep.Plugins) != 1 || rep.Plugins[0].Health != manager.Failed || rep.Plugins[0].State != plugin.Failed {
+	if len(rep.Plugins) != 1 || rep.Plugins[0].Health != fleet.Failed || rep.Plugins[0].State != plugin.Failed {
 		t.Errorf("report = %+v, want c failed", rep.Plugins)
 	}
 	fail.Store(false)
@@ -404,25 +405,25 @@ func TestHealthDegradeAndRecover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	health := func() (manager.Health, plugin.State) {
+	health := func() (fleet.Health, plugin.State) {
 		pm, _ := m.Metrics(builtin.FailName)
 		return pm.Health, pm.State
 	}
 	steps := []struct {
 		name      string
 		do        func()
-		want      manager.Health
+		want      fleet.Health
 		wantState plugin.State
 	}{
-		{"few failures: too few records to judge", func() { run(9, 0) }, manager.Healthy, plugin.Ready},
-		{"tenth failure crosses the rate", func() { run(1, 0) }, manager.Degraded, plugin.Degraded},
-		{"mostly good but above RecoverBelow: still degraded", func() { run(2, 10) }, manager.Degraded, plugin.Degraded},
-		{"good records bring the rate below RecoverBelow", func() { run(0, 10) }, manager.Healthy, plugin.Ready},
-		{"below the rate stays healthy", func() { run(4, 6) }, manager.Healthy, plugin.Ready},
-		{"old failures age out, new ones count", func() { clock.Advance(2 * time.Minute); run(5, 5) }, manager.Degraded, plugin.Degraded},
-		{"too few records to recover", func() { run(1, 3) }, manager.Degraded, plugin.Degraded},
-		{"a failure within the window keeps it degraded", func() { clock.Advance(30 * time.Second) }, manager.Degraded, plugin.Degraded},
-		{"a whole window without failures recovers it", func() { clock.Advance(31 * time.Second) }, manager.Healthy, plugin.Ready},
+		{"few failures: too few records to judge", func() { run(9, 0) }, fleet.Healthy, plugin.Ready},
+		{"tenth failure crosses the rate", func() { run(1, 0) }, fleet.Degraded, plugin.Degraded},
+		{"mostly good but above RecoverBelow: still degraded", func() { run(2, 10) }, fleet.Degraded, plugin.Degraded},
+		{"good records bring the rate below RecoverBelow", func() { run(0, 10) }, fleet.Healthy, plugin.Ready},
+		{"below the rate stays healthy", func() { run(4, 6) }, fleet.Healthy, plugin.Ready},
+		{"old failures age out, new ones count", func() { clock.Advance(2 * time.Minute); run(5, 5) }, fleet.Degraded, plugin.Degraded},
+		{"too few records to recover", func() { run(1, 3) }, fleet.Degraded, plugin.Degraded},
+		{"a failure within the window keeps it degraded", func() { clock.Advance(30 * time.Second) }, fleet.Degraded, plugin.Degraded},
+		{"a whole window without failures recovers it", func() { clock.Advance(31 * time.Second) }, fleet.Healthy, plugin.Ready},
 	}
 	for _, s := range steps {
 		s.do()
@@ -430,7 +431,7 @@ func TestHealthDegradeAndRecover(t *testing.T) {
 			t.Fatalf("%s: health %v state %v, want %v %v", s.name, h, st, s.want, s.wantState)
 		}
 		rep, err := m.HealthCheck(ctx)
-		if (err != nil) != (s.want != manager.Healthy) || (err != nil && !errors.Is(err, manager.ErrUnhealthy)) {
+		if (err != nil) != (s.want != fleet.Healthy) || (err != nil && !errors.Is(err, fleet.ErrUnhealthy)) {
 			t.Fatalf("%s: HealthCheck error = %v, want ErrUnhealthy iff %v", s.name, err, s.want)
 		}
 		for _, p := range rep.Plugins {
@@ -458,7 +459,7 @@ func TestHealthDegradeAndRecover(t *testing.T) {
 		}
 	}
 	pm, _ := m.Metrics("p")
-	if pm.Health != manager.Degraded || !strings.Contains(pm.HealthReason, "2 panics") {
+	if pm.Health != fleet.Degraded || !strings.Contains(pm.HealthReason, "2 panics") {
 		t.Fatalf("after 2 panics: health %v (%q), want degraded for panics", pm.Health, pm.HealthReason)
 	}
 	boom.Store(false)
@@ -467,7 +468,7 @@ func TestHealthDegradeAndRecover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if pm, _ := m.Metrics("p"); pm.Health != manager.Healthy {
+	if pm, _ := m.Metrics("p"); pm.Health != fleet.Healthy {
 		t.Errorf("after 10 good records: health %v (%q), want healthy", pm.Health, pm.HealthReason)
 	}
 }
@@ -578,7 +579,7 @@ func TestMerge(t *testing.T) {
 	}
 	a, _ := m.Metrics("lat")
 	b, _ := m.Metrics(builtin.FailName)
-	var sum manager.PluginMetrics
+	var sum fleet.PluginMetrics
 	sum.Merge(&a)
 	sum.Merge(&b)
 	if sum.Name != "lat" || sum.TotalProcessed != 70 || sum.Failed != b.Failed || sum.Batches != 11 {
@@ -804,7 +805,7 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("error = %v, want context.Canceled", err)
 	}
 	pm, _ := m.Metrics(builtin.DelayName)
-	if pm.Canceled == 0 || pm.Failed != 0 || pm.TotalProcessed != 0 || pm.Health != manager.Healthy {
+	if pm.Canceled == 0 || pm.Failed != 0 || pm.TotalProcessed != 0 || pm.Health != fleet.Healthy {
 		t.Errorf("canceled %d failed %d processed %d health %v, want >0 0 0 healthy", pm.Canceled, pm.Failed, pm.TotalProcessed, pm.Health)
 	}
 	// A bad configuration is a batch error that counts as a failure.
@@ -913,17 +914,17 @@ func TestClose(t *testing.T) {
 }
 
 func TestHealthText(t *testing.T) {
-	for _, h := range []manager.Health{manager.Healthy, manager.Degraded, manager.Failed} {
+	for _, h := range []fleet.Health{fleet.Healthy, fleet.Degraded, fleet.Failed} {
 		b, err := h.MarshalText()
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got manager.Health
+		var got fleet.Health
 		if err := got.UnmarshalText(b); err != nil || got != h {
 			t.Errorf("round trip of %v = %v, %v", h, got, err)
 		}
 	}
-	var h manager.Health
+	var h fleet.Health
 	if err := h.UnmarshalText([]byte("sick")); !errors.Is(err, plugin.ErrInvalidInput) {
 		t.Errorf("UnmarshalText(sick) = %v, want ErrInvalidInput", err)
 	}
@@ -947,10 +948,10 @@ func TestPanickyInfoAndState(t *testing.T) {
 		t.Errorf("Plugins() = %+v, want one named p", infos)
 	}
 	pm, _ := m.Metrics("p")
-	if pm.State != plugin.Failed || pm.Health != manager.Failed {
+	if pm.State != plugin.Failed || pm.Health != fleet.Failed {
 		t.Errorf("state %v health %v, want failed failed", pm.State, pm.Health)
 	}
-	if st := m.SystemStatus(); st.Health != manager.Failed {
+	if st := m.SystemStatus(); st.Health != fleet.Failed {
 		t.Errorf("system health %v, want failed", st.Health)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors. An *Error matches the sentinel of its Code with errors.Is,
@@ -31,11 +32,15 @@ var (
 	ErrUnavailable = errors.New("plugin: unavailable")
 )
 
-// Code classifies an Error. Codes travel on the wire as one byte; new codes
-// are only ever appended.
+// Code classifies an error, of a record (an Error) or of a request to the
+// fleet (client.Error): one set of codes for both. Codes travel in result
+// messages as one byte and in replies by name (MarshalText); new codes are
+// only ever appended.
 type Code uint8
 
-// Error codes.
+// Error codes. The first ones are errors of records and plugins and match
+// the sentinel named beside them; the last four are errors of requests to
+// the fleet, which package client matches to its own sentinels.
 const (
 	CodeUnknown       Code = iota // anything else
 	CodeInvalidInput              // ErrInvalidInput
@@ -47,6 +52,10 @@ const (
 	CodeTrap                      // ErrTrap
 	CodePoison                    // ErrPoison
 	CodeUnavailable               // ErrUnavailable
+	CodeNoWorkers                 // no healthy worker to run a job (client.ErrNoWorkers)
+	CodeJobNotFound               // no such job, or it expired (client.ErrJobNotFound)
+	CodeJobClosed                 // the job is sealed, done or cancelled (client.ErrJobClosed)
+	CodeBusy                      // the fleet cannot take it now: retry later (client.ErrBusy)
 )
 
 var codeSentinels = [...]error{
@@ -61,8 +70,13 @@ var codeSentinels = [...]error{
 	CodeUnavailable:   ErrUnavailable,
 }
 
-// Sentinel returns the sentinel error of c, or nil for CodeUnknown and codes
-// this version does not know.
+var codeNames = [...]string{
+	CodeUnknown:   "unknown",
+	CodeNoWorkers: "no workers", CodeJobNotFound: "job not found", CodeJobClosed: "job closed", CodeBusy: "busy",
+}
+
+// Sentinel returns the sentinel error of c, or nil for CodeUnknown, the
+// codes of requests and codes this version does not know.
 func (c Code) Sentinel() error {
 	if int(c) < len(codeSentinels) {
 		return codeSentinels[c]
@@ -70,16 +84,37 @@ func (c Code) Sentinel() error {
 	return nil
 }
 
-// String returns the code's name: "unknown" for CodeUnknown, "code(N)" for
-// a code this version does not know.
+// String returns the code's name ("unknown plugin", "busy"...), "code(N)"
+// for a code this version does not know.
 func (c Code) String() string {
 	if s := c.Sentinel(); s != nil {
 		return s.Error()[len("plugin: "):]
 	}
-	if c == CodeUnknown {
-		return "unknown"
+	if int(c) < len(codeNames) && codeNames[c] != "" {
+		return codeNames[c]
 	}
 	return fmt.Sprintf("code(%d)", uint8(c))
+}
+
+// MarshalText implements encoding.TextMarshaler: the name with
+// underscores for spaces ("unknown_plugin").
+func (c Code) MarshalText() ([]byte, error) {
+	return []byte(strings.ReplaceAll(c.String(), " ", "_")), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler ("code(N)" included).
+// A name this version does not know is CodeUnknown: a newer peer's code
+// still reads as an error.
+func (c *Code) UnmarshalText(b []byte) error {
+	name := strings.ReplaceAll(string(b), "_", " ")
+	for i := range 256 {
+		if Code(i).String() == name {
+			*c = Code(i)
+			return nil
+		}
+	}
+	*c = CodeUnknown
+	return nil
 }
 
 // Error is a classified plugin error. It is what a per-record error looks like

@@ -83,7 +83,11 @@ func TestCodeString(t *testing.T) {
 		want string
 	}{
 		{plugin.CodeUnknown, "unknown"},
-		{plugin.Code(10), "code(10)"},
+		{plugin.CodeNoWorkers, "no workers"},
+		{plugin.CodeJobNotFound, "job not found"},
+		{plugin.CodeJobClosed, "job closed"},
+		{plugin.CodeBusy, "busy"},
+		{plugin.Code(14), "code(14)"},
 		{plugin.Code(255), "code(255)"},
 	}
 	for _, c := range codes {
@@ -95,6 +99,15 @@ func TestCodeString(t *testing.T) {
 	for _, tt := range tests {
 		if got := tt.code.String(); got != tt.want {
 			t.Errorf("Code(%d).String() = %q, want %q", uint8(tt.code), got, tt.want)
+		}
+		// By name in replies: every code reads back as itself.
+		text, _ := tt.code.MarshalText()
+		var back plugin.Code
+		if err := back.UnmarshalText(text); err != nil {
+			t.Fatal(err)
+		}
+		if back != tt.code {
+			t.Errorf("Code(%d) as %q reads back as %v", uint8(tt.code), text, back)
 		}
 	}
 }

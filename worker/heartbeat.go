@@ -9,7 +9,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/pool"
 )
 
 // heartbeats sends a heartbeat every interval until ctx is cancelled.
@@ -57,7 +59,7 @@ func (w *Worker) heartbeat(leaving bool) *proto.Heartbeat {
 		InFlight: int(w.inflight.Load()),
 		Draining: w.draining.Load(),
 		Leaving:  leaving,
-		Pool:     status.Pool,
+		Pool:     poolStats(&status.Pool),
 		Runtime:  status.Runtime,
 	}
 	hb.Pressure = pressure(status.Pool.Pressure, status.Runtime.HeapBytes)
@@ -76,7 +78,8 @@ func (w *Worker) heartbeat(leaving bool) *proto.Heartbeat {
 			}
 			beat.Digests = loaded[beat.Name]
 		}
-		beat.Estimate, _ = w.mgr.Estimate(name)
+		est, _ := w.mgr.Estimate(name)
+		beat.Estimate = fleet.Estimate(est)
 		hb.Plugins = append(hb.Plugins, beat)
 	}
 	slices.SortFunc(hb.Plugins, func(a, b proto.PluginBeat) int {
@@ -113,4 +116,26 @@ func pressure(pool float64, heap uint64) float64 {
 		p = max(p, float64(heap)/float64(limit))
 	}
 	return min(max(p, 0), 1)
+}
+
+// poolStats is the pool's statistics as heartbeats carry them.
+func poolStats(s *pool.Stats) fleet.PoolStats {
+	ps := fleet.PoolStats{
+		Tiers:       make([]fleet.PoolTier, 0, len(s.Tiers)),
+		Hits:        s.Total.Hits,
+		Misses:      s.Total.Misses,
+		HitRate:     s.Total.HitRate,
+		Efficiency:  s.Total.Efficiency,
+		InUseBytes:  s.Total.InUseBytes,
+		IdleBytes:   s.Total.IdleBytes,
+		OwnedBytes:  s.OwnedBytes,
+		BudgetBytes: s.BudgetBytes,
+		Errors:      s.Errors.Total,
+		Pressure:    s.Pressure,
+	}
+	for _, t := range s.Tiers {
+		ps.Tiers = append(ps.Tiers, fleet.PoolTier{Tier: t.Tier, Size: t.Size, Hits: t.Hits, Misses: t.Misses,
+			HitRate: t.HitRate, InUse: t.InUse, InUseBytes: t.InUseBytes, Idle: t.Idle, IdleBytes: t.IdleBytes})
+	}
+	return ps
 }

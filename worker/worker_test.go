@@ -23,6 +23,7 @@ import (
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin"
+	"github.com/dataflare/dataflare/pool"
 	"github.com/dataflare/dataflare/worker"
 )
 
@@ -216,7 +217,7 @@ func TestHeartbeatReportsWork(t *testing.T) {
 		if upper == nil || upper.Metrics.TotalProcessed < uint64(len(recs)) {
 			continue
 		}
-		if !upper.Native || upper.Estimate.Samples == 0 || hb.Parallel < 1 || hb.Pool.Total.Tier != "total" || hb.Started.IsZero() {
+		if !upper.Native || upper.Estimate.Samples == 0 || hb.Parallel < 1 || len(hb.Pool.Tiers) != pool.NumTiers || hb.Started.IsZero() {
 			t.Errorf("heartbeat = %+v", hb)
 		}
 		break

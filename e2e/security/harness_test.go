@@ -338,7 +338,7 @@ func startFleetOn(t *testing.T, url string, rs roles) *fleet {
 			return err
 		}
 		for _, w := range st.Workers {
-			if w.Health == "healthy" {
+			if w.Health.String() == "healthy" {
 				return nil
 			}
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/worker"
@@ -215,7 +216,7 @@ func (f *Fleet) WaitForWorkers(n int) {
 		}
 		healthy := 0
 		for _, w := range st.Workers {
-			if w.Health == "healthy" {
+			if w.Health == fleet.Healthy {
 				healthy++
 			}
 		}

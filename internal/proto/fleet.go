@@ -8,9 +8,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/dataflare/dataflare/fleet"
-	"github.com/dataflare/dataflare/manager"
-	"github.com/dataflare/dataflare/pool"
-	"github.com/dataflare/dataflare/sizer"
 )
 
 // DefaultHeartbeat is how often workers send heartbeats.
@@ -36,9 +33,9 @@ type Heartbeat struct {
 	// Plugins are the plugins the worker has run or can run.
 	Plugins []PluginBeat `json:"plugins"`
 	// Pool is the worker's memory pool, Pressure its memory pressure (0..1).
-	Pool     pool.Stats           `json:"pool"`
-	Pressure float64              `json:"pressure"`
-	Runtime  manager.RuntimeStats `json:"runtime"`
+	Pool     fleet.PoolStats    `json:"pool"`
+	Pressure float64            `json:"pressure"`
+	Runtime  fleet.RuntimeStats `json:"runtime"`
 }
 
 // PluginBeat is one plugin in a heartbeat.
@@ -49,9 +46,9 @@ type PluginBeat struct {
 	Native  bool     `json:"native,omitempty"`
 	Digests []string `json:"digests,omitempty"`
 	// Estimate is the worker's cost model of the plugin, for the sizer.
-	Estimate sizer.Estimate `json:"estimate"`
+	Estimate fleet.Estimate `json:"estimate"`
 	// Metrics are the worker's cumulative metrics of the plugin.
-	Metrics manager.PluginMetrics `json:"metrics"`
+	Metrics fleet.PluginMetrics `json:"metrics"`
 }
 
 // DeadLetterMsg returns the message that stores dl in DF_DEAD, with a

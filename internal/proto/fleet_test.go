@@ -11,10 +11,7 @@ import (
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/hist"
 	"github.com/dataflare/dataflare/internal/proto"
-	"github.com/dataflare/dataflare/manager"
 	"github.com/dataflare/dataflare/plugin"
-	"github.com/dataflare/dataflare/pool"
-	"github.com/dataflare/dataflare/sizer"
 )
 
 // heartbeat returns a heartbeat as a busy worker sends it.
@@ -25,12 +22,10 @@ func heartbeat() proto.Heartbeat {
 		batch.Record(time.Duration(i+1) * time.Millisecond)
 		rec.RecordN(time.Duration(i+1)*10*time.Microsecond, 100)
 	}
-	var ps pool.Stats
-	for i := range ps.Tiers {
-		ps.Tiers[i] = pool.TierStats{Tier: "t", Size: 4096 << (2 * i), Buffers: 3, Hits: 10, Misses: 2, HitRate: 10.0 / 12}
+	ps := fleet.PoolStats{Hits: 50, Misses: 10, HitRate: 50.0 / 60, BudgetBytes: 1 << 30, OwnedBytes: 1 << 20, Pressure: 0.001}
+	for i := range 5 {
+		ps.Tiers = append(ps.Tiers, fleet.PoolTier{Tier: "t", Size: 4096 << (2 * i), Idle: 3, Hits: 10, Misses: 2, HitRate: 10.0 / 12})
 	}
-	ps.Total = pool.TierStats{Tier: "total", Buffers: 15, Hits: 50, Misses: 10, HitRate: 50.0 / 60}
-	ps.BudgetBytes, ps.OwnedBytes, ps.Pressure = 1<<30, 1<<20, 0.001
 
 	return proto.Heartbeat{
 		Worker:   "w-1",
@@ -47,18 +42,18 @@ func heartbeat() proto.Heartbeat {
 			{
 				Name:     "upper",
 				Native:   true,
-				Estimate: sizer.Estimate{Fixed: 50 * time.Microsecond, PerRecord: 200 * time.Nanosecond, RecordBytes: 512.5, Samples: 40, Hint: 1000},
-				Metrics: manager.PluginMetrics{
+				Estimate: fleet.Estimate{Fixed: 50 * time.Microsecond, PerRecord: 200 * time.Nanosecond, RecordBytes: 512.5, Samples: 40, Hint: 1000},
+				Metrics: fleet.PluginMetrics{
 					Name:           "upper",
 					Info:           plugin.Info{Name: "upper", Version: "1.0.0", Type: plugin.Transformer, APIVersion: plugin.APIVersion},
 					State:          plugin.Running,
-					Health:         manager.Degraded,
+					Health:         fleet.Degraded,
 					HealthReason:   "error rate 0.2 above 0.1",
 					TotalProcessed: 5000, Succeeded: 4000, Failed: 1000, Batches: 50, ErrorRate: 0.2,
 					Window: time.Minute, WindowSpan: 17 * time.Second, Throughput: 294.1,
 					BatchSize: 100, InFlight: 1,
-					BatchLatency:    manager.Summarize(&batch),
-					RecordLatency:   manager.Summarize(&rec),
+					BatchLatency:    fleet.Summarize(&batch),
+					RecordLatency:   fleet.Summarize(&rec),
 					BatchHistogram:  batch,
 					RecordHistogram: rec,
 					LastBatch:       started.Add(16 * time.Second),
@@ -68,7 +63,7 @@ func heartbeat() proto.Heartbeat {
 		},
 		Pool:     ps,
 		Pressure: 0.25,
-		Runtime:  manager.RuntimeStats{GoVersion: "go1.26", GOMAXPROCS: 2, Goroutines: 40, HeapBytes: 8 << 20, GCCycles: 3},
+		Runtime:  fleet.RuntimeStats{GoVersion: "go1.26", GOMAXPROCS: 2, Goroutines: 40, HeapBytes: 8 << 20, GCCycles: 3},
 	}
 }
 

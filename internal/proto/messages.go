@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/dataflare/dataflare/plugin"
 )
 
 // JobState is where a job is in its life.
@@ -78,29 +80,20 @@ type JobFinish struct {
 	Progress Progress `json:"progress"`
 }
 
-// Error codes carried by Error.
-const (
-	CodeInvalid       = "invalid"        // the request is malformed
-	CodeUnknownPlugin = "unknown_plugin" // no native plugin or module of that name
-	CodeNoWorkers     = "no_workers"     // no healthy worker to run the job
-	CodeTooLarge      = "too_large"      // over a size limit
-	CodeJobNotFound   = "job_not_found"  // no such job (or it expired)
-	CodeJobClosed     = "job_closed"     // the job is sealed, done or cancelled
-	CodeBusy          = "busy"           // the fleet is full: retry later
-	CodeInternal      = "internal"       // anything else
-)
-
-// Error is an error carried in a reply.
+// Error is an error carried in a reply. Its Code is one of plugin.Code's:
+// plugin.CodeInvalidInput for a malformed request, CodeUnknownPlugin,
+// CodeTooLarge, CodeNoWorkers, CodeJobNotFound, CodeJobClosed, CodeBusy,
+// and CodeUnknown for anything else.
 type Error struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Code    plugin.Code `json:"code"`
+	Message string      `json:"message"`
 }
 
 // Error returns the message.
 func (e *Error) Error() string { return e.Message }
 
 // Errorf returns an *Error of code with a formatted message.
-func Errorf(code, format string, args ...any) *Error {
+func Errorf(code plugin.Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
@@ -129,14 +122,14 @@ func DecodeReply[T any](b []byte) (*T, error) {
 	return r.Data, nil
 }
 
-// EncodeReply encodes data, or err as an *Error (CodeInternal unless err is
-// an *Error already).
+// EncodeReply encodes data, or err as an *Error (plugin.CodeUnknown unless
+// err is an *Error already).
 func EncodeReply[T any](data *T, err error) []byte {
 	var r Reply[T]
 	if err != nil {
 		var pe *Error
 		if !errors.As(err, &pe) {
-			pe = &Error{Code: CodeInternal, Message: err.Error()}
+			pe = &Error{Code: plugin.CodeUnknown, Message: err.Error()}
 		}
 		r.Error = pe
 	} else {

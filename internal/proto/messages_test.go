@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/plugin"
 )
 
 func TestReplyRoundTrip(t *testing.T) {
@@ -33,7 +34,7 @@ func TestReplyRoundTrip(t *testing.T) {
 }
 
 func TestReplyErrors(t *testing.T) {
-	busy := proto.Errorf(proto.CodeBusy, "fleet full: %d batches pending", 1024)
+	busy := proto.Errorf(plugin.CodeBusy, "fleet full: %d batches pending", 1024)
 	tests := []struct {
 		name     string
 		data     *proto.JobSeal
@@ -53,13 +54,13 @@ func TestReplyErrors(t *testing.T) {
 		},
 		{
 			name: "plain error", err: errors.New("disk full"),
-			wantJSON: `{"error":{"code":"internal","message":"disk full"}}`,
-			want:     &proto.Error{Code: proto.CodeInternal, Message: "disk full"},
+			wantJSON: `{"error":{"code":"unknown","message":"disk full"}}`,
+			want:     &proto.Error{Code: plugin.CodeUnknown, Message: "disk full"},
 		},
 		{
-			name: "error wins over data", data: &proto.JobSeal{Batches: 9}, err: proto.Errorf(proto.CodeJobClosed, "sealed"),
+			name: "error wins over data", data: &proto.JobSeal{Batches: 9}, err: proto.Errorf(plugin.CodeJobClosed, "sealed"),
 			wantJSON: `{"error":{"code":"job_closed","message":"sealed"}}`,
-			want:     &proto.Error{Code: proto.CodeJobClosed, Message: "sealed"},
+			want:     &proto.Error{Code: plugin.CodeJobClosed, Message: "sealed"},
 		},
 	}
 	for _, tt := range tests {
@@ -134,7 +135,7 @@ func TestEncodeReplyNoDataNoError(t *testing.T) {
 
 func FuzzDecodeReply(f *testing.F) {
 	f.Add(proto.EncodeReply(&proto.JobSeal{Batches: 10}, nil))
-	f.Add(proto.EncodeReply[proto.JobSeal](nil, proto.Errorf(proto.CodeBusy, "full")))
+	f.Add(proto.EncodeReply[proto.JobSeal](nil, proto.Errorf(plugin.CodeBusy, "full")))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"data":null,"error":null}`))
 	f.Fuzz(func(t *testing.T, b []byte) {

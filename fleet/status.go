@@ -1,32 +1,6 @@
 package fleet
 
-import (
-	"time"
-
-	"github.com/dataflare/dataflare/manager"
-	"github.com/dataflare/dataflare/pool"
-	"github.com/dataflare/dataflare/sizer"
-)
-
-// Health is a coordinator's view of a worker.
-type Health string
-
-// Worker health values and the rule behind them (see docs/operations.md):
-// healthy while the last heartbeat is at most SuspectAfter heartbeats old,
-// suspect up to DeadAfter, dead beyond (then forgotten after a minute).
-const (
-	Healthy  Health = "healthy"
-	Suspect  Health = "suspect"
-	Dead     Health = "dead"
-	Draining Health = "draining"
-)
-
-// SuspectAfter and DeadAfter are the heartbeat ages, in heartbeat
-// intervals, after which a worker is suspect and dead.
-const (
-	SuspectAfter = 3
-	DeadAfter    = 10
-)
+import "time"
 
 // Worker is one worker in a Status.
 type Worker struct {
@@ -53,10 +27,10 @@ type Plugin struct {
 	// Workers counts the live workers that report the plugin.
 	Workers int `json:"workers"`
 	// BatchSize is the size batches are cut at now; Sizer says why.
-	BatchSize int          `json:"batch_size"`
-	Sizer     sizer.Status `json:"sizer"`
+	BatchSize int         `json:"batch_size"`
+	Sizer     SizerStatus `json:"sizer"`
 	// Metrics merges the live workers' metrics of the plugin.
-	Metrics manager.PluginMetrics `json:"metrics"`
+	Metrics PluginMetrics `json:"metrics"`
 }
 
 // Status is the reply to SubjectStatus.
@@ -77,10 +51,10 @@ type Status struct {
 // performance report, for the whole fleet.
 type Report struct {
 	GeneratedAt time.Time `json:"generated_at"`
-	// Total merges every plugin on every live worker.
-	Total manager.PluginMetrics `json:"total"`
+	// Total merges every plugin on every live worker (see Total).
+	Total PluginMetrics `json:"total"`
 	// Plugins merges each plugin across the live workers, by name.
-	Plugins []manager.PluginMetrics `json:"plugins"`
+	Plugins []PluginMetrics `json:"plugins"`
 	// Workers is each live worker's report of its own plugins.
 	Workers []WorkerReport `json:"workers"`
 	Fleet   Status         `json:"fleet"`
@@ -88,10 +62,10 @@ type Report struct {
 
 // WorkerReport is one worker's part of a Report.
 type WorkerReport struct {
-	ID      string                  `json:"id"`
-	Plugins []manager.PluginMetrics `json:"plugins"`
-	Pool    pool.Stats              `json:"pool"`
-	Runtime manager.RuntimeStats    `json:"runtime"`
+	ID      string          `json:"id"`
+	Plugins []PluginMetrics `json:"plugins"`
+	Pool    PoolStats       `json:"pool"`
+	Runtime RuntimeStats    `json:"runtime"`
 }
 
 // DeadLetter is an entry in DF_DEAD: a record that failed on every
