@@ -13,7 +13,7 @@ import (
 )
 
 // testModule is a small module implementing the plugin ABI.
-const testModule = "../../wasm/testdata/abi_upper.wasm"
+const testModule = "../../../../wasm/testdata/abi_upper.wasm"
 
 func TestPluginCommands(t *testing.T) {
 	srv := natstest.RunServer(t)
