@@ -12,8 +12,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dataflare/dataflare/client"
-	"github.com/dataflare/dataflare/internal/fleettest"
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/local"
+	"github.com/dataflare/dataflare/local/localtest"
 	"github.com/dataflare/dataflare/plugin"
 )
 
@@ -32,7 +33,7 @@ func records(n, size int) []plugin.Record {
 }
 
 func TestSubmitUpperInOrder(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 2})
+	f := localtest.Start(t, local.Config{Workers: 2})
 	c := f.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -65,7 +66,7 @@ func TestSubmitUpperInOrder(t *testing.T) {
 }
 
 func TestProcessBatchPerRecordErrors(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	f := localtest.Start(t, local.Config{Workers: 1})
 	c := f.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -86,7 +87,7 @@ func TestProcessBatchPerRecordErrors(t *testing.T) {
 }
 
 func TestUnknownPlugin(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	f := localtest.Start(t, local.Config{Workers: 1})
 	c := f.Client()
 	_, err := c.Submit(context.Background(), "nope", client.Records(records(1, 10)))
 	if !errors.Is(err, client.ErrUnknownPlugin) || !errors.Is(err, plugin.ErrUnknownPlugin) {
@@ -95,7 +96,7 @@ func TestUnknownPlugin(t *testing.T) {
 }
 
 func TestNoWorkers(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: -1})
+	f := localtest.Start(t, local.Config{})
 	c := f.Client()
 	_, err := c.Submit(context.Background(), "upper", client.Records(records(1, 10)))
 	if !errors.Is(err, client.ErrNoWorkers) {

@@ -8,22 +8,22 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/dataflare/dataflare/client"
-	"github.com/dataflare/dataflare/internal/stack"
+	"github.com/dataflare/dataflare/local"
 	"github.com/dataflare/dataflare/plugin"
 )
 
 // startFleet runs a whole fleet in this process for the examples; a real
 // program connects to its NATS instead.
 func startFleet() (*nats.Conn, func()) {
-	s, err := stack.Start(context.Background(), stack.Config{Workers: 1})
+	f, err := local.Start(context.Background(), local.Config{Workers: 1})
 	if err != nil {
 		log.Fatal(err)
 	}
-	nc, err := nats.Connect(s.URL)
+	nc, err := nats.Connect(f.URL)
 	if err != nil {
 		log.Fatal(err)
 	}
-	return nc, func() { nc.Close(); s.Close() }
+	return nc, func() { nc.Close(); f.Close() }
 }
 
 func Example() {

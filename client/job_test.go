@@ -8,14 +8,15 @@ import (
 	"time"
 
 	"github.com/dataflare/dataflare/client"
-	"github.com/dataflare/dataflare/internal/fleettest"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/local"
+	"github.com/dataflare/dataflare/local/localtest"
 	"github.com/dataflare/dataflare/plugin"
 )
 
 func TestInputErrorAfterGoodRecords(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	f := localtest.Start(t, local.Config{Workers: 1})
 	c := f.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -53,7 +54,7 @@ func TestInputErrorAfterGoodRecords(t *testing.T) {
 }
 
 func TestOversizeRecordFailsAlone(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	f := localtest.Start(t, local.Config{Workers: 1})
 	c := f.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -73,7 +74,7 @@ func TestOversizeRecordFailsAlone(t *testing.T) {
 // TestBackpressure: a reader slower than the fleet holds the submission
 // back to the window instead of piling up data.
 func TestBackpressure(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	f := localtest.Start(t, local.Config{Workers: 1})
 	c := f.Client(client.WithWindow(4))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -115,7 +116,7 @@ func TestBackpressure(t *testing.T) {
 }
 
 func TestAttachAfterClose(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	f := localtest.Start(t, local.Config{Workers: 1})
 	c := f.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -177,7 +178,7 @@ func TestAttachAfterClose(t *testing.T) {
 }
 
 func TestCancel(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	f := localtest.Start(t, local.Config{Workers: 1})
 	c := f.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -195,7 +196,7 @@ func TestCancel(t *testing.T) {
 }
 
 func TestOptionsValidate(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: -1})
+	f := localtest.Start(t, local.Config{})
 	nc := f.Connect()
 	for _, o := range []client.Option{client.WithTimeout(0), client.WithRetry(-1), client.WithWindow(0), client.WithSenders(0), client.WithLogger(nil)} {
 		if _, err := client.New(nc, o); !errors.Is(err, client.ErrInvalidOption) {
@@ -229,7 +230,7 @@ func TestNoCoordinator(t *testing.T) {
 }
 
 func TestOwnerPrefixesJobID(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	f := localtest.Start(t, local.Config{Workers: 1})
 	c := f.Client(client.WithOwner("alice"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -253,7 +254,7 @@ func TestOwnerPrefixesJobID(t *testing.T) {
 // they next ask a coordinator for the job — and no result is handed out
 // after the error.
 func TestCancelledElsewhere(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	f := localtest.Start(t, local.Config{Workers: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// 1 ms per record, 10 per batch: 100 s of work, far more than the test.

@@ -10,9 +10,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dataflare/dataflare/coordinator"
-	"github.com/dataflare/dataflare/internal/fleettest"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/local"
+	"github.com/dataflare/dataflare/local/localtest"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/sizer"
 )
@@ -71,7 +72,7 @@ func code(err error) plugin.Code {
 }
 
 func TestJobLifecycle(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	f := localtest.Start(t, local.Config{Workers: 1})
 	nc := f.Connect()
 	if _, err := call[proto.Job](t, nc, proto.JobCreateSubject(proto.DefaultOwner), proto.JobCreate{Plugin: "nope"}); code(err) != plugin.CodeUnknownPlugin {
 		t.Errorf("unknown plugin: err = %v", err)

@@ -336,6 +336,20 @@ func (m *Manager) ProcessRecord(ctx context.Context, name string, cfg plugin.Con
 // plugin.ErrProcessing error when the plugin returned a wrong number of
 // results, or else the plugin's own batch error.
 func (m *Manager) ProcessBatch(ctx context.Context, name string, cfg plugin.Config, recs []plugin.Record) (*plugin.BatchResult, error) {
+	return m.process(ctx, name, cfg, nil, recs)
+}
+
+// ProcessEncoded is ProcessBatch for a batch that comes as its wire message
+// msg (package batch), recs being its records decoded from msg and cfg its
+// configuration: a plugin that takes messages (plugin.EncodedBatchPlugin, a
+// WebAssembly plugin) gets msg whole when the batch runs in one call, the
+// others get recs. The errors are ProcessBatch's.
+func (m *Manager) ProcessEncoded(ctx context.Context, name string, cfg plugin.Config, msg []byte, recs []plugin.Record) (*plugin.BatchResult, error) {
+	return m.process(ctx, name, cfg, msg, recs)
+}
+
+// process runs ProcessBatch and ProcessEncoded (msg nil for the former).
+func (m *Manager) process(ctx context.Context, name string, cfg plugin.Config, msg []byte, recs []plugin.Record) (*plugin.BatchResult, error) {
 	e, err := m.acquire(name)
 	if err != nil {
 		return nil, err
@@ -349,7 +363,7 @@ func (m *Manager) ProcessBatch(ctx context.Context, name string, cfg plugin.Conf
 	}
 	size := max(int(e.size.Load()), 1)
 	if len(recs) <= size {
-		res, lat, err := m.call(ctx, e, cfg, recs)
+		res, lat, err := m.call(ctx, e, cfg, msg, recs)
 		if err != nil {
 			return nil, err
 		}
@@ -363,7 +377,7 @@ func (m *Manager) ProcessBatch(ctx context.Context, name string, cfg plugin.Conf
 	run := func(ctx context.Context, c int) error {
 		lo := c * size
 		hi := min(lo+size, len(recs))
-		res, _, err := m.call(ctx, e, cfg, recs[lo:hi])
+		res, _, err := m.call(ctx, e, cfg, nil, recs[lo:hi])
 		if err != nil {
 			return err
 		}
@@ -423,9 +437,10 @@ func parallel(ctx context.Context, workers, n int, run func(context.Context, int
 	return firstErr
 }
 
-// call runs the plugin once on recs, within the instance limit, books the
-// outcome, and returns the result with the call's latency.
-func (m *Manager) call(ctx context.Context, e *entry, cfg plugin.Config, recs []plugin.Record) (*plugin.BatchResult, time.Duration, error) {
+// call runs the plugin once on recs (given as the message msg too, when it
+// is not nil), within the instance limit, books the outcome, and returns the
+// result with the call's latency.
+func (m *Manager) call(ctx context.Context, e *entry, cfg plugin.Config, msg []byte, recs []plugin.Record) (*plugin.BatchResult, time.Duration, error) {
 	if e.sem != nil {
 		select {
 		case e.sem <- struct{}{}:
@@ -436,7 +451,7 @@ func (m *Manager) call(ctx context.Context, e *entry, cfg plugin.Config, recs []
 	}
 	e.inflight.Add(1)
 	t0 := m.clock()
-	res, err, panicked := m.invoke(ctx, e, cfg, recs)
+	res, err, panicked := m.invoke(ctx, e, cfg, msg, recs)
 	end := m.clock()
 	lat := end.Sub(t0)
 	e.inflight.Add(-1)
@@ -487,7 +502,7 @@ func (m *Manager) call(ctx context.Context, e *entry, cfg plugin.Config, recs []
 }
 
 // invoke calls the plugin, turning a panic into an ErrPanic error.
-func (m *Manager) invoke(ctx context.Context, e *entry, cfg plugin.Config, recs []plugin.Record) (res *plugin.BatchResult, err error, panicked bool) {
+func (m *Manager) invoke(ctx context.Context, e *entry, cfg plugin.Config, msg []byte, recs []plugin.Record) (res *plugin.BatchResult, err error, panicked bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			m.log.LogAttrs(ctx, slog.LevelError, "plugin panicked", slog.String("plugin", e.name),
@@ -496,7 +511,11 @@ func (m *Manager) invoke(ctx context.Context, e *entry, cfg plugin.Config, recs 
 			err = &plugin.Error{Code: plugin.CodePanic, Message: fmt.Sprintf("manager: plugin %q panicked: %v", e.name, v)}
 		}
 	}()
-	res, err = e.bp.ProcessBatch(ctx, cfg, recs)
+	if enc, ok := e.bp.(plugin.EncodedBatchPlugin); ok && msg != nil {
+		res, err = enc.ProcessEncoded(ctx, msg, recs)
+	} else {
+		res, err = e.bp.ProcessBatch(ctx, cfg, recs)
+	}
 	return res, err, false
 }
 

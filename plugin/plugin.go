@@ -39,6 +39,16 @@ type BatchPlugin interface {
 	OptimizeBatchSize(current int, latency time.Duration, throughput float64) int
 }
 
+// EncodedBatchPlugin is a BatchPlugin that can also take a batch as it
+// travels: msg is the batch message (docs/wire-format.md; it carries the
+// job configuration) and recs its records, decoded from msg. A WebAssembly
+// plugin copies msg straight into guest memory instead of encoding recs
+// again. ProcessEncoded answers as ProcessBatch does.
+type EncodedBatchPlugin interface {
+	BatchPlugin
+	ProcessEncoded(ctx context.Context, msg []byte, recs []Record) (*BatchResult, error)
+}
+
 // BatchResult is the outcome of one batch: exactly one Result per input
 // record, in input order, and how long the batch took.
 type BatchResult struct {

@@ -31,14 +31,16 @@
 //
 // With a Registry, a worker runs whatever digest a batch pins, fetching,
 // verifying and compiling modules on first use from a ModuleSource (a
-// *wasmstore.Store satisfies it), and follows each plugin's newest version:
+// *wasmstore.Store or *wasmstore.Lazy satisfies it):
 //
-//	reg, err := wasm.NewRegistry(rt, store)
-//	go store.Follow(ctx, reg)                       // new versions, no restart
-//	p, err := reg.Plugin(ctx, b.Plugin, b.Digest)    // exactly the pinned module
-//	res, err := p.(*wasm.Pinned).ProcessEncoded(ctx, msg, b.Records)
-//	mgr.RegisterBatch("upper-wasm", reg.Named("upper-wasm")) // the current version, per batch
+//	reg, err := wasm.NewRegistry(rt, wasmstore.NewLazy(js))
+//	prometheus.MustRegister(reg)                  // modules loaded, compilations
+//	p, err := reg.Plugin(ctx, b.Plugin, b.Digest) // exactly the pinned module
+//	mgr.RegisterBatch(b.Plugin+"@"+b.Digest, p)   // what package worker does
+//	res, err := mgr.ProcessEncoded(ctx, b.Plugin+"@"+b.Digest, b.Config, msg, b.Records)
 //
-// Batches running on an old version finish on it; the registry closes a
-// module once it is idle and among the least recently used.
+// A job pins the newest module of its plugin when it is created, so a new
+// version is picked up by new jobs without a restart; batches running on an
+// old version finish on it, and the registry closes a module once it is
+// idle and among the least recently used.
 package wasm

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/dataflare/dataflare/plugin"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ModuleSource fetches module bytes by plugin name and digest. A
@@ -81,19 +82,16 @@ func WithFailureTTL(d time.Duration) RegistryOption {
 }
 
 // Registry keeps loaded plugin modules by name and digest, fetching and
-// compiling each from a ModuleSource on first use, and knows the current
-// (newest) digest of each plugin name. It is how a worker runs WebAssembly
-// plugins:
+// compiling each from a ModuleSource on first use. It is how a worker runs
+// WebAssembly plugins: a job pins the digest of the newest module of its
+// plugin when it is created, and Plugin(ctx, name, digest) runs exactly
+// that module, loading it if needed. A new version is so picked up without
+// a restart by the jobs created after it was pushed, while batches already
+// running finish on the module they pinned, which is closed once its last
+// batch ends and it is no longer among the most recently used.
 //
-//   - A batch pins the digest its job started with: Plugin(ctx, name,
-//     digest) runs exactly that module, loading it if needed.
-//   - Named(name) runs each batch on the name's current digest, which
-//     SetCurrent changes (wasmstore's Follow calls it as versions are
-//     pushed): a new version is picked up without a restart, while batches
-//     already running finish on the old module, which is closed once its
-//     last batch ends and it is no longer among the most recently used.
-//
-// It is safe for concurrent use.
+// A Registry is a prometheus.Collector of its modules and the runtime's
+// compilations (register it to export them). It is safe for concurrent use.
 type Registry struct {
 	rt  *Runtime
 	src ModuleSource
@@ -106,7 +104,6 @@ type Registry struct {
 	mu      sync.Mutex
 	entries map[string]*entry // by key(name, digest)
 	lru     *list.List        // of *entry, most recently used first
-	current map[string]string // name → digest
 	failed  map[string]failure
 	closed  bool
 	loads   int64
@@ -146,32 +143,8 @@ func NewRegistry(rt *Runtime, src ModuleSource, opts ...RegistryOption) (*Regist
 		cancel:  cancel,
 		entries: make(map[string]*entry),
 		lru:     list.New(),
-		current: make(map[string]string),
 		failed:  make(map[string]failure),
 	}, nil
-}
-
-// SetCurrent records digest as the current module of name: batches of
-// Named(name) that start from now on run it.
-func (r *Registry) SetCurrent(name, digest string) {
-	r.mu.Lock()
-	r.current[name] = digest
-	r.mu.Unlock()
-}
-
-// Forget records that name has no current module.
-func (r *Registry) Forget(name string) {
-	r.mu.Lock()
-	delete(r.current, name)
-	r.mu.Unlock()
-}
-
-// Current returns the current digest of name, and whether it has one.
-func (r *Registry) Current(name string) (string, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	d, ok := r.current[name]
-	return d, ok
 }
 
 // Loaded returns the digests of the modules loaded now, by plugin name,
@@ -227,20 +200,6 @@ func (r *Registry) Plugin(ctx context.Context, name, digest string) (plugin.Batc
 	pp := &Pinned{r: r, name: name, digest: digest, info: e.p.Info()}
 	r.release(e)
 	return pp, nil
-}
-
-// Prefetch loads name@digest if it is not loaded, so that its first batch
-// does not wait for it. Its errors are Plugin's.
-func (r *Registry) Prefetch(ctx context.Context, name, digest string) error {
-	_, err := r.Plugin(ctx, name, digest)
-	return err
-}
-
-// Named returns a plugin that runs each batch on name's current module (see
-// SetCurrent). A batch of a name with no current module fails with an error
-// matching plugin.ErrUnknownPlugin.
-func (r *Registry) Named(name string) *Named {
-	return &Named{r: r, name: name}
 }
 
 // acquire returns the entry of name@digest with a reference taken, loading
@@ -493,81 +452,29 @@ func (p *Pinned) ProcessEncodedFunc(ctx context.Context, msg []byte, recs []plug
 	})
 }
 
-// Named runs each batch on the current module of a plugin name (see
-// Registry.SetCurrent): register it with a plugin.Manager once, and it
-// follows new versions. It is a plugin.BatchPlugin. Get one from
-// Registry.Named.
-type Named struct {
-	r    *Registry
-	name string
+var (
+	descModules  = prometheus.NewDesc("dataflare_wasm_modules_loaded", "WebAssembly modules loaded now.", nil, nil)
+	descLoads    = prometheus.NewDesc("dataflare_wasm_module_loads_total", "WebAssembly modules fetched and compiled.", nil, nil)
+	descEvicted  = prometheus.NewDesc("dataflare_wasm_modules_evicted_total", "Idle WebAssembly modules closed to make room.", nil, nil)
+	descCompiles = prometheus.NewDesc("dataflare_wasm_compiles_total", "WebAssembly modules compiled (or read from the compilation cache).", nil, nil)
+	descCompile  = prometheus.NewDesc("dataflare_wasm_compile_seconds_total", "Time spent compiling WebAssembly modules.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (r *Registry) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descModules, descLoads, descEvicted, descCompiles, descCompile} {
+		ch <- d
+	}
 }
 
-// digest returns the current digest, or the error of a name without one.
-func (n *Named) digest() (string, error) {
-	d, ok := n.r.Current(n.name)
-	if !ok {
-		return "", &plugin.Error{Code: plugin.CodeUnknownPlugin, Message: fmt.Sprintf("wasm: plugin %s has no module", n.name)}
-	}
-	return d, nil
-}
-
-// Info returns the info of the current module when it is loaded, else
-// just the name.
-func (n *Named) Info() plugin.Info {
-	if d, err := n.digest(); err == nil {
-		n.r.mu.Lock()
-		e := n.r.entries[key(n.name, d)]
-		n.r.mu.Unlock()
-		if e != nil {
-			return e.p.Info()
-		}
-	}
-	return plugin.Info{Name: n.name, APIVersion: plugin.APIVersion}
-}
-
-// State reports plugin.Stopped once the registry is closed,
-// plugin.Uninitialized while the name has no current module, else
-// plugin.Ready.
-func (n *Named) State() plugin.State {
-	n.r.mu.Lock()
-	defer n.r.mu.Unlock()
-	switch _, ok := n.r.current[n.name]; {
-	case n.r.closed:
-		return plugin.Stopped
-	case !ok:
-		return plugin.Uninitialized
-	}
-	return plugin.Ready
-}
-
-// OptimizeBatchSize returns 0: the runtime's controller chooses.
-func (n *Named) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
-
-// ProcessBatch runs the batch on the name's current module: the module
-// current when the batch starts runs all of it. The errors are
-// Plugin.ProcessBatch's and Registry.Plugin's.
-func (n *Named) ProcessBatch(ctx context.Context, cfg plugin.Config, recs []plugin.Record) (res *plugin.BatchResult, err error) {
-	d, err := n.digest()
-	if err != nil {
-		return nil, err
-	}
-	err = n.r.run(ctx, n.name, d, func(pl *Plugin) error {
-		res, err = pl.ProcessBatch(ctx, cfg, recs)
-		return err
-	})
-	return res, err
-}
-
-// ProcessEncoded runs the message on the name's current module. The errors
-// are Plugin.ProcessEncoded's and Registry.Plugin's.
-func (n *Named) ProcessEncoded(ctx context.Context, msg []byte, recs []plugin.Record) (res *plugin.BatchResult, err error) {
-	d, err := n.digest()
-	if err != nil {
-		return nil, err
-	}
-	err = n.r.run(ctx, n.name, d, func(pl *Plugin) error {
-		res, err = pl.ProcessEncoded(ctx, msg, recs)
-		return err
-	})
-	return res, err
+// Collect implements prometheus.Collector: the registry's Stats and the
+// runtime's CompileStats.
+func (r *Registry) Collect(ch chan<- prometheus.Metric) {
+	st := r.Stats()
+	n, took := r.rt.CompileStats()
+	ch <- prometheus.MustNewConstMetric(descModules, prometheus.GaugeValue, float64(st.Modules))
+	ch <- prometheus.MustNewConstMetric(descLoads, prometheus.CounterValue, float64(st.Loads))
+	ch <- prometheus.MustNewConstMetric(descEvicted, prometheus.CounterValue, float64(st.Evicted))
+	ch <- prometheus.MustNewConstMetric(descCompiles, prometheus.CounterValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(descCompile, prometheus.CounterValue, took.Seconds())
 }

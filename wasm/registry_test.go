@@ -53,7 +53,6 @@ type workerModules interface {
 var (
 	_ workerModules      = (*Registry)(nil)
 	_ plugin.BatchPlugin = (*Pinned)(nil)
-	_ plugin.BatchPlugin = (*Named)(nil)
 	// The worker's hot path: a plugin that takes the wire bytes.
 	_ interface {
 		ProcessEncoded(ctx context.Context, msg []byte, recs []plugin.Record) (*plugin.BatchResult, error)
@@ -204,35 +203,6 @@ func TestRegistryKeepsBusyModules(t *testing.T) {
 	}
 	if got := reg.Loaded(); len(got) != 1 || len(got["noop"]) != 1 {
 		t.Errorf("Loaded() = %v, want noop only", got)
-	}
-}
-
-func TestRegistryNamedFollowsCurrent(t *testing.T) {
-	src := &fakeSource{modules: map[string][]byte{}}
-	v1 := src.add("p", module(t, "abi_upper"))
-	v2 := src.add("p", module(t, "noop"))
-	reg, _ := newRegistry(t, src)
-	n := reg.Named("p")
-	if got := n.State(); got != plugin.Uninitialized {
-		t.Errorf("State() without a module = %s, want uninitialized", got)
-	}
-	if _, err := n.ProcessBatch(context.Background(), nil, records(1)); !errors.Is(err, plugin.ErrUnknownPlugin) {
-		t.Errorf("batch without a module: error = %v, want plugin.ErrUnknownPlugin", err)
-	}
-	reg.SetCurrent("p", v1)
-	if got := upperOf(t, n, "x"); got != "X" {
-		t.Errorf("v1 result = %q, want X", got)
-	}
-	if got := n.Info().Name; got != "abi-upper" {
-		t.Errorf("Info().Name = %q, want abi-upper", got)
-	}
-	reg.SetCurrent("p", v2)
-	if got := upperOf(t, n, "x"); got != "x" {
-		t.Errorf("v2 result = %q, want x (unchanged)", got)
-	}
-	reg.Forget("p")
-	if _, ok := reg.Current("p"); ok {
-		t.Error("Current after Forget")
 	}
 }
 

@@ -333,49 +333,6 @@ func (c *currentRecorder) get(name string) string {
 	return c.current[name]
 }
 
-func TestFollow(t *testing.T) {
-	e := newEnv(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	v1, err := e.store.Push(ctx, "p", "1", module(t, "abi_upper"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &currentRecorder{current: map[string]string{}}
-	done := make(chan error, 1)
-	// Stops when cancel ends ctx.
-	go func() { done <- e.store.Follow(ctx, rec) }()
-	poll(t, "v1 current", func() bool { return rec.get("p") == v1.Digest })
-	v2, err := e.store.Push(ctx, "p", "2", module(t, "noop"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	poll(t, "v2 current", func() bool { return rec.get("p") == v2.Digest })
-	if err := e.store.Remove(ctx, "p", "2"); err != nil {
-		t.Fatal(err)
-	}
-	poll(t, "v1 current again", func() bool { return rec.get("p") == v1.Digest })
-	if err := e.store.Remove(ctx, "p", "1"); err != nil {
-		t.Fatal(err)
-	}
-	poll(t, "p forgotten", func() bool { return rec.get("p") == "" })
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("Follow returned %v, want context.Canceled", err)
-	}
-}
-
-// poll waits until cond holds, polling with a deadline.
-func poll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // RELIABILITY row 13: a re-put of different bytes, a corrupt object, or a
 // wrong pinned digest is refused; nothing reaches the compiler.
 func TestTamperedModulesRefused(t *testing.T) {

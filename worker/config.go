@@ -22,16 +22,21 @@ import (
 // cannot use.
 var ErrInvalidConfig = errors.New("worker: invalid config")
 
-// Modules runs WebAssembly plugins. The worker asks it for the plugin of a
-// batch by name and pinned digest; it loads (and caches) modules as needed.
-// A wasm.Registry satisfies it.
+// Modules gives the worker its WebAssembly plugins: for a batch whose job
+// pinned module name@digest, the plugin that runs exactly that module. The
+// worker registers it in its Manager on first use and runs every batch of
+// the module through it (a plugin that is also a
+// plugin.EncodedBatchPlugin gets the batch message whole). A
+// *wasm.Registry satisfies it.
 type Modules interface {
-	// Plugin returns the plugin for module digest. An error matching
-	// plugin.ErrUnavailable is transient (the batch is retried later);
-	// any other error fails the batch's records.
+	// Plugin returns the plugin of module name@digest, loading it as
+	// needed; it must stay usable for as long as the worker runs. An
+	// error matching plugin.ErrUnavailable is transient (the batch is
+	// retried later); any other error fails the batch's records.
 	Plugin(ctx context.Context, name, digest string) (plugin.BatchPlugin, error)
-	// Loaded returns the digests of the modules loaded now, by plugin name.
-	Loaded() map[string][]string
+	// ReleaseResult is called with every result of these plugins once it
+	// is published, so that their values may live in pooled buffers.
+	ReleaseResult(*plugin.BatchResult)
 }
 
 // Config configures a Worker. Zero fields take their defaults.
@@ -47,9 +52,6 @@ type Config struct {
 	// ones (identity, upper, delay, fail).
 	Plugins map[string]plugin.BatchPlugin
 	// Modules runs WebAssembly plugins; nil means native plugins only.
-	// When it also has a ReleaseResult method, the worker calls it with
-	// every WebAssembly batch's result once the result is published, so
-	// that guest output can live in pooled buffers.
 	Modules Modules
 	// Pool is the memory pool for result encoding (and, shared with the
 	// WebAssembly runtime, guest output); its statistics and pressure go

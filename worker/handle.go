@@ -130,20 +130,11 @@ func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, re
 	w.metrics.observe(b.Plugin, res)
 }
 
-// resultReleaser is Modules whose plugins may return results in pooled
-// buffers (a wasm.Registry with a buffer pool).
-type resultReleaser interface {
-	ReleaseResult(*plugin.BatchResult)
-}
-
 // release gives a WebAssembly batch's result buffers back once the result
 // is encoded and published.
 func (w *Worker) release(b *batch.Batch, res *plugin.BatchResult) {
-	if b.Digest == "" {
-		return
-	}
-	if r, ok := w.cfg.Modules.(resultReleaser); ok {
-		r.ReleaseResult(res)
+	if b.Digest != "" && w.cfg.Modules != nil {
+		w.cfg.Modules.ReleaseResult(res)
 	}
 }
 
@@ -174,35 +165,59 @@ func failAll(n int, err error) *plugin.BatchResult {
 	return res
 }
 
-// run runs b's records through its plugin.
-func (w *Worker) run(ctx context.Context, b *batch.Batch, raw []byte) (*plugin.BatchResult, error) {
-	name, ctx, err := w.resolve(ctx, b, raw)
+// run runs b's records through its plugin: a native plugin by its name, a
+// WebAssembly plugin as the module its job pinned. msg is the batch message
+// b was decoded from, for a plugin that reads it whole (a WebAssembly guest
+// gets it copied into its memory); nil when b is a part of a batch.
+func (w *Worker) run(ctx context.Context, b *batch.Batch, msg []byte) (*plugin.BatchResult, error) {
+	name, err := w.entry(ctx, b)
 	if err != nil {
 		return nil, err
 	}
-	return w.mgr.ProcessBatch(ctx, name, b.Config, b.Records)
+	return w.mgr.ProcessEncoded(ctx, name, b.Config, msg, b.Records)
 }
 
-// resolve returns the Manager's name for b's plugin and the context to run
-// it with.
-func (w *Worker) resolve(ctx context.Context, b *batch.Batch, raw []byte) (string, context.Context, error) {
+// entry returns the name b's plugin has in the worker's Manager, which
+// measures, guards and judges every plugin the worker runs: a native
+// plugin's own name, or "name@digest" for the WebAssembly module b's job
+// pinned, registered on first use with the plugin Modules gives for it.
+func (w *Worker) entry(ctx context.Context, b *batch.Batch) (string, error) {
 	if b.Digest == "" {
 		if !w.native[b.Plugin] {
-			return "", ctx, &plugin.Error{Code: plugin.CodeUnknownPlugin,
+			return "", &plugin.Error{Code: plugin.CodeUnknownPlugin,
 				Message: fmt.Sprintf("worker %s has no native plugin %q", w.cfg.ID, b.Plugin)}
 		}
-		return b.Plugin, ctx, nil
+		return b.Plugin, nil
 	}
 	if w.cfg.Modules == nil {
-		return "", ctx, &plugin.Error{Code: plugin.CodeUnknownPlugin,
+		return "", &plugin.Error{Code: plugin.CodeUnknownPlugin,
 			Message: fmt.Sprintf("worker %s runs no WebAssembly plugins", w.cfg.ID)}
 	}
-	name, err := w.wasmName(b.Plugin)
-	if err != nil {
-		return "", ctx, err
+	key := b.Plugin + "@" + b.Digest
+	w.modMu.Lock()
+	_, ok := w.modules[key]
+	w.modMu.Unlock()
+	if ok {
+		return key, nil
 	}
-	return name, context.WithValue(ctx, callKey{}, &wasmCall{digest: b.Digest, raw: raw, n: len(b.Records)}), nil
+	p, err := w.cfg.Modules.Plugin(ctx, b.Plugin, b.Digest)
+	if err != nil {
+		return "", err
+	}
+	w.modMu.Lock()
+	defer w.modMu.Unlock()
+	if _, ok := w.modules[key]; ok {
+		return key, nil // another batch registered it meanwhile
+	}
+	if err := w.mgr.RegisterBatch(key, p); err != nil {
+		return "", err
+	}
+	w.modules[key] = module{name: b.Plugin, digest: b.Digest}
+	return key, nil
 }
+
+// module is a WebAssembly module registered in the worker's Manager.
+type module struct{ name, digest string }
 
 // publish stores a batch's results in DF_RESULTS under the batch's id. A
 // result set over the message size limit goes in several messages, each
@@ -266,72 +281,4 @@ func (w *Worker) publishPart(ctx context.Context, m jetstream.Msg, rs *batch.Res
 		w.metrics.duplicateResults.Inc()
 	}
 	return nil
-}
-
-// callKey carries a *wasmCall in the context of a WebAssembly batch.
-type callKey struct{}
-
-// wasmCall is what the Manager cannot pass to a WebAssembly plugin: the
-// pinned digest and the batch's raw bytes.
-type wasmCall struct {
-	digest string
-	raw    []byte // the batch message; nil when running a part of it
-	n      int    // records in raw
-}
-
-// encodedProcessor is a plugin that takes the batch message as it came:
-// a WebAssembly plugin copies it straight into guest memory.
-type encodedProcessor interface {
-	ProcessEncoded(ctx context.Context, msg []byte, recs []plugin.Record) (*plugin.BatchResult, error)
-}
-
-// wasmName returns the name a WebAssembly plugin runs under in the Manager,
-// registering its dispatcher on first use. A module named like a native
-// plugin gets the suffix "@wasm".
-func (w *Worker) wasmName(plugin string) (string, error) {
-	w.wasmMu.Lock()
-	defer w.wasmMu.Unlock()
-	if name, ok := w.wasm[plugin]; ok {
-		return name, nil
-	}
-	name := plugin
-	if w.native[plugin] {
-		name = plugin + "@wasm"
-	}
-	if err := w.mgr.RegisterBatch(name, &wasmDispatch{w: w, name: plugin}); err != nil {
-		return "", err
-	}
-	w.wasm[plugin] = name
-	return name, nil
-}
-
-// wasmDispatch stands in the Manager for every version of one WebAssembly
-// plugin: each batch runs the module its job pinned.
-type wasmDispatch struct {
-	w    *Worker
-	name string
-}
-
-func (d *wasmDispatch) Info() plugin.Info {
-	return plugin.Info{Name: d.name, Version: "wasm", Type: plugin.Transformer, APIVersion: plugin.APIVersion,
-		Description: "WebAssembly plugin " + d.name}
-}
-
-func (d *wasmDispatch) State() plugin.State { return plugin.Ready }
-
-func (d *wasmDispatch) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
-
-func (d *wasmDispatch) ProcessBatch(ctx context.Context, cfg plugin.Config, recs []plugin.Record) (*plugin.BatchResult, error) {
-	call, _ := ctx.Value(callKey{}).(*wasmCall)
-	if call == nil {
-		return nil, &plugin.Error{Code: plugin.CodeUnavailable, Message: "worker: WebAssembly plugin called without a pinned module"}
-	}
-	p, err := d.w.cfg.Modules.Plugin(ctx, d.name, call.digest)
-	if err != nil {
-		return nil, err
-	}
-	if enc, ok := p.(encodedProcessor); ok && call.raw != nil && len(recs) == call.n {
-		return enc.ProcessEncoded(ctx, call.raw, recs)
-	}
-	return p.ProcessBatch(ctx, cfg, recs)
 }

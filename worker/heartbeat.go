@@ -3,10 +3,12 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"math"
 	"os"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/dataflare/dataflare/fleet"
@@ -63,48 +65,51 @@ func (w *Worker) heartbeat(leaving bool) *proto.Heartbeat {
 		Runtime:  status.Runtime,
 	}
 	hb.Pressure = pressure(status.Pool.Pressure, status.Runtime.HeapBytes)
-	var loaded map[string][]string
-	if w.cfg.Modules != nil {
-		loaded = w.cfg.Modules.Loaded()
-	}
-	for name, m := range w.mgr.AllMetrics() {
-		beat := proto.PluginBeat{Name: name, Metrics: m}
-		if w.native[name] {
-			beat.Native = true
-		} else {
-			if d, ok := w.wasmPluginOf(name); ok {
-				beat.Name = d
-				beat.Metrics.Name = d
-			}
-			beat.Digests = loaded[beat.Name]
-		}
-		est, _ := w.mgr.Estimate(name)
-		beat.Estimate = fleet.Estimate(est)
-		hb.Plugins = append(hb.Plugins, beat)
-	}
-	slices.SortFunc(hb.Plugins, func(a, b proto.PluginBeat) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	hb.Plugins = w.pluginBeats()
 	return hb
 }
 
-// wasmPluginOf returns the plugin name a Manager name stands for when it is
-// a WebAssembly dispatcher.
-func (w *Worker) wasmPluginOf(managerName string) (string, bool) {
-	w.wasmMu.Lock()
-	defer w.wasmMu.Unlock()
-	for p, n := range w.wasm {
-		if n == managerName {
-			return p, true
+// pluginBeats returns the plugins' part of a heartbeat, sorted by name: a
+// native plugin as it is; a WebAssembly plugin with the modules of it the
+// worker ran (one Manager entry each) merged, their digests listed and the
+// cost model of the one that ran last (the one new batches pin).
+func (w *Worker) pluginBeats() []proto.PluginBeat {
+	w.modMu.Lock()
+	modules := maps.Clone(w.modules)
+	w.modMu.Unlock()
+	byName := make(map[string]*proto.PluginBeat)
+	newest := make(map[string]time.Time) // the last batch of a plugin's modules
+	for entry, m := range w.mgr.AllMetrics() {
+		est, _ := w.mgr.Estimate(entry)
+		mod, isModule := modules[entry]
+		if !isModule {
+			byName[entry] = &proto.PluginBeat{Name: entry, Native: true, Metrics: m, Estimate: fleet.Estimate(est)}
+			continue
 		}
+		m.Name = mod.name
+		beat := byName[mod.name]
+		switch {
+		case beat == nil:
+			beat = &proto.PluginBeat{Name: mod.name, Metrics: m, Estimate: fleet.Estimate(est)}
+			byName[mod.name] = beat
+		default:
+			beat.Metrics.Merge(&m)
+			if m.LastBatch.After(newest[mod.name]) {
+				beat.Estimate = fleet.Estimate(est)
+			}
+		}
+		if m.LastBatch.After(newest[mod.name]) {
+			newest[mod.name] = m.LastBatch
+		}
+		beat.Digests = append(beat.Digests, mod.digest)
 	}
-	return "", false
+	beats := make([]proto.PluginBeat, 0, len(byName))
+	for _, b := range byName {
+		slices.Sort(b.Digests)
+		beats = append(beats, *b)
+	}
+	slices.SortFunc(beats, func(a, b proto.PluginBeat) int { return strings.Compare(a.Name, b.Name) })
+	return beats
 }
 
 // pressure is the worker's memory pressure, 0..1: the pool's use of its

@@ -14,8 +14,9 @@ import (
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
-	"github.com/dataflare/dataflare/internal/fleettest"
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/local"
+	"github.com/dataflare/dataflare/local/localtest"
 	"github.com/dataflare/dataflare/pdk/pdktest"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin/twins"
@@ -48,7 +49,7 @@ func TestWASMResultsComeFromThePool(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(reg.Close)
-	f := fleettest.StartOn(t, s, s.ClientURL(), fleettest.Config{
+	f := localtest.Start(t, local.Config{URL: s.ClientURL(),
 		Workers:     1,
 		Coordinator: coordinator.Config{Modules: wasmstore.Resolver(store)},
 		Worker:      worker.Config{Modules: reg, Pool: p},
@@ -114,7 +115,7 @@ func TestMissingModuleFailsRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(reg.Close)
-	f := fleettest.StartOn(t, s, s.ClientURL(), fleettest.Config{
+	f := localtest.Start(t, local.Config{URL: s.ClientURL(),
 		Workers:     1,
 		Coordinator: coordinator.Config{Modules: wasmstore.Resolver(store)},
 		Worker:      worker.Config{Modules: reg},

@@ -39,8 +39,8 @@ type Worker struct {
 	// Run before the first batch is fetched.
 	poisonAfter int
 
-	wasmMu sync.Mutex
-	wasm   map[string]string // plugin name → name registered in the Manager
+	modMu   sync.Mutex
+	modules map[string]module // by name in the Manager ("name@digest")
 
 	runMu   sync.Mutex
 	running bool
@@ -80,13 +80,13 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 		plugins = builtin.All()
 	}
 	w := &Worker{
-		cfg:    cfg,
-		nc:     nc,
-		js:     js,
-		log:    cfg.Logger.With("worker", cfg.ID),
-		mgr:    mgr,
-		native: make(map[string]bool, len(plugins)),
-		wasm:   make(map[string]string),
+		cfg:     cfg,
+		nc:      nc,
+		js:      js,
+		log:     cfg.Logger.With("worker", cfg.ID),
+		mgr:     mgr,
+		native:  make(map[string]bool, len(plugins)),
+		modules: make(map[string]module),
 	}
 	for name, p := range plugins {
 		if err := mgr.RegisterBatch(name, p); err != nil {

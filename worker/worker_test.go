@@ -18,9 +18,10 @@ import (
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/fleet"
-	"github.com/dataflare/dataflare/internal/fleettest"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/local"
+	"github.com/dataflare/dataflare/local/localtest"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin"
 	"github.com/dataflare/dataflare/pool"
@@ -67,7 +68,7 @@ func TestNewValidates(t *testing.T) {
 // batches stops pulling, finishes them and publishes their results; the
 // batches are not delivered a second time.
 func TestDrainFinishesRunningBatches(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 1, Worker: worker.Config{Parallel: 2}})
+	f := localtest.Start(t, local.Config{Workers: 1, Worker: worker.Config{Parallel: 2}})
 	c := f.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -94,7 +95,7 @@ func TestDrainFinishesRunningBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Stop("w1"); err != nil {
+	if err := f.Stop("worker-1"); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 	f.StartWorker()
@@ -148,7 +149,7 @@ func (inflate) ProcessBatch(_ context.Context, _ plugin.Config, recs []plugin.Re
 func TestResultsOverMessageLimit(t *testing.T) {
 	plugins := builtin.All()
 	plugins["inflate"] = inflate{}
-	f := fleettest.Start(t, fleettest.Config{Workers: 1, Worker: worker.Config{Plugins: plugins}})
+	f := localtest.Start(t, local.Config{Workers: 1, Worker: worker.Config{Plugins: plugins}})
 	c := f.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -179,7 +180,7 @@ func TestResultsOverMessageLimit(t *testing.T) {
 // TestHeartbeatReportsWork: heartbeats carry the plugins, their metrics
 // and cost model, and the pool.
 func TestHeartbeatReportsWork(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	f := localtest.Start(t, local.Config{Workers: 1})
 	c := f.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -192,7 +193,7 @@ func TestHeartbeatReportsWork(t *testing.T) {
 	}
 	nc := f.Connect()
 	beats := make(chan *nats.Msg, 16)
-	sub, err := nc.ChanSubscribe(proto.HeartbeatSubject("w1"), beats)
+	sub, err := nc.ChanSubscribe(proto.HeartbeatSubject("worker-1"), beats)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +238,7 @@ func TestHeartbeatReportsWork(t *testing.T) {
 // are removed unrun; a good batch behind them runs, and only its results
 // are stored.
 func TestBadBatchesRemovedUnrun(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: 1})
+	f := localtest.Start(t, local.Config{Workers: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	nc := f.Connect()
@@ -335,7 +336,7 @@ func TestBatchThatKillsItsWorkersIsSplit(t *testing.T) {
 	plugins := builtin.All()
 	plugins["killer"] = killer{hit: hit}
 	topo := proto.Topology{AckWait: 300 * time.Millisecond, MaxDeliver: 2}
-	f := fleettest.Start(t, fleettest.Config{Workers: -1, Coordinator: coordinator.Config{Topology: topo},
+	f := localtest.Start(t, local.Config{Coordinator: coordinator.Config{Topology: topo},
 		Worker: worker.Config{Plugins: plugins, DrainTimeout: 10 * time.Millisecond}})
 	current := f.StartWorker()
 	f.WaitForWorkers(1)

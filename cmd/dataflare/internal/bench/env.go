@@ -3,14 +3,12 @@ package bench
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/dataflare/dataflare/local"
 	"github.com/dataflare/dataflare/plugin/builtin/twins"
 
 	"github.com/nats-io/nats.go"
@@ -18,11 +16,9 @@ import (
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
-	"github.com/dataflare/dataflare/internal/stack"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin"
 	"github.com/dataflare/dataflare/wasm"
-	"github.com/dataflare/dataflare/wasmstore"
 	"github.com/dataflare/dataflare/worker"
 )
 
@@ -43,11 +39,10 @@ type env struct {
 	cfg   Config
 	modes []string // the modes that run, in Modes order
 
-	st    *stack.Stack
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	cl    *client.Client
-	store *wasmstore.Store
+	st *local.Fleet
+	nc *nats.Conn
+	js jetstream.JetStream
+	cl *client.Client
 
 	in    records
 	twin  *twin
@@ -62,10 +57,6 @@ type env struct {
 	direct     plugin.BatchPlugin
 	directWASM *wasm.Plugin
 	directRT   *wasm.Runtime
-
-	// cacheDir is the compiled-module cache all runtimes of the run share,
-	// so the module compiles once.
-	cacheDir string
 
 	// tin holds, for every sampleStride-th record, when the client read
 	// it (nanoseconds since start).
@@ -108,52 +99,16 @@ func setupStack(ctx context.Context, cfg Config, workers, window int) (_ *env, e
 	e.tin = make([]atomic.Int64, cfg.Records/sampleStride+1)
 	e.check = checker(cfg.Plugin)
 	e.direct = builtin.All()[cfg.Plugin]
-	if e.twin != nil {
-		if e.cacheDir, err = os.MkdirTemp("", "dataflare-bench-wasm-"); err != nil {
-			return nil, fmt.Errorf("bench: %w", err)
-		}
-	}
 
 	// The workers of this process share one WebAssembly runtime, so each
 	// module compiles once, as in `dataflare dev`.
-	var (
-		rtOnce sync.Once
-		rt     *wasm.Runtime
-		reg    *wasm.Registry
-		rtErr  error
-	)
-	lr := &lateResolver{}
-	scfg := stack.Config{
+	lcfg := local.Config{
 		StoreDir:    cfg.StoreDir,
 		Workers:     workers,
 		Worker:      worker.Config{Parallel: cfg.Parallel},
-		Coordinator: coordinator.Config{Modules: lr.resolve, Topology: cfg.topology},
-		NewModules: func(nc *nats.Conn, _ string) (worker.Modules, func(), error) {
-			rtOnce.Do(func() {
-				opts := []wasm.Option{wasm.WithInstances(cfg.Parallel)}
-				if e.cacheDir != "" {
-					opts = append(opts, wasm.WithCacheDir(e.cacheDir))
-				}
-				rt, rtErr = wasm.NewRuntime(context.Background(), opts...)
-				if rtErr == nil {
-					reg, rtErr = wasm.NewRegistry(rt, &lazySource{e: e})
-				}
-			})
-			if rtErr != nil {
-				return nil, nil, rtErr
-			}
-			var once sync.Once
-			return reg, func() {
-				once.Do(func() {
-					reg.Close()
-					cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					defer cancel()
-					rt.Close(cctx)
-				})
-			}, nil
-		},
+		Coordinator: coordinator.Config{Topology: cfg.topology},
 	}
-	if e.st, err = stack.Start(ctx, scfg); err != nil {
+	if e.st, err = local.Start(ctx, lcfg); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	if e.nc, err = e.st.Conn("bench-client"); err != nil {
@@ -166,7 +121,7 @@ func setupStack(ctx context.Context, cfg Config, workers, window int) (_ *env, e
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	if e.twin != nil {
-		if err := e.setupWASM(ctx, lr); err != nil {
+		if err := e.setupWASM(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -175,23 +130,19 @@ func setupStack(ctx context.Context, cfg Config, workers, window int) (_ *env, e
 
 // setupWASM pushes the twin to the plugin store and loads it for
 // direct_wasm.
-func (e *env) setupWASM(ctx context.Context, lr *lateResolver) error {
-	var err error
-	e.directRT, err = wasm.NewRuntime(ctx, wasm.WithInstances(1), wasm.WithCacheDir(e.cacheDir))
-	if err != nil {
-		return fmt.Errorf("bench: %w", err)
-	}
-	if e.store, err = wasmstore.New(ctx, e.js, wasmstore.WithValidator(e.directRT)); err != nil {
-		return fmt.Errorf("bench: plugin store: %w", err)
-	}
-	if _, err := e.store.Push(ctx, e.twin.name, "", e.twin.module); err != nil {
+func (e *env) setupWASM(ctx context.Context) error {
+	if _, err := e.st.Push(ctx, e.twin.name, e.twin.module); err != nil {
 		return fmt.Errorf("bench: push %s: %w", e.twin.name, err)
 	}
-	lr.set(wasmstore.Resolver(e.store))
-	if contains(e.modes, ModeDirectWASM) {
-		if e.directWASM, err = e.directRT.Load(ctx, e.twin.module); err != nil {
-			return fmt.Errorf("bench: load %s: %w", e.twin.name, err)
-		}
+	if !contains(e.modes, ModeDirectWASM) {
+		return nil
+	}
+	var err error
+	if e.directRT, err = wasm.NewRuntime(ctx, wasm.WithInstances(1)); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if e.directWASM, err = e.directRT.Load(ctx, e.twin.module); err != nil {
+		return fmt.Errorf("bench: load %s: %w", e.twin.name, err)
 	}
 	return nil
 }
@@ -208,35 +159,6 @@ func (e *env) close() {
 		defer cancel()
 		e.directRT.Close(ctx)
 	}
-	if e.cacheDir != "" {
-		os.RemoveAll(e.cacheDir)
-	}
-}
-
-// lazySource fetches modules from the plugin store once it exists.
-type lazySource struct{ e *env }
-
-func (l *lazySource) Fetch(ctx context.Context, name, digest string) ([]byte, error) {
-	if l.e.store == nil {
-		return nil, errors.New("bench: no plugin store yet")
-	}
-	return l.e.store.Fetch(ctx, name, digest)
-}
-
-// lateResolver is the coordinator's module resolver, set once the plugin
-// store exists (it needs the server the stack starts).
-type lateResolver struct {
-	r atomic.Pointer[coordinator.ModuleResolver]
-}
-
-func (l *lateResolver) set(r coordinator.ModuleResolver) { l.r.Store(&r) }
-
-func (l *lateResolver) resolve(ctx context.Context, name, version string) (string, string, error) {
-	r := l.r.Load()
-	if r == nil {
-		return "", "", nil
-	}
-	return (*r)(ctx, name, version)
 }
 
 // records is a run's input: n records whose values cycle through a slab

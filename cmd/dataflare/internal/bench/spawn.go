@@ -162,7 +162,13 @@ func (InProcess) Start(ctx context.Context, url string, w WorkerSpec) (Worker, e
 		nc.Close()
 		return nil, fmt.Errorf("bench: worker %s: %w", w.ID, err)
 	}
-	reg, err := wasm.NewRegistry(rt, storeSource{nc: nc})
+	js, err := jetstream.New(nc)
+	if err != nil {
+		rt.Close(ctx)
+		nc.Close()
+		return nil, fmt.Errorf("bench: worker %s: %w", w.ID, err)
+	}
+	reg, err := wasm.NewRegistry(rt, wasmstore.NewLazy(js))
 	if err != nil {
 		rt.Close(ctx)
 		nc.Close()
@@ -253,21 +259,3 @@ func waitWorkers(ctx context.Context, cl *client.Client, n int, within time.Dura
 
 // discard is a logger for the stacks of Scaling, ColdStart and Failover.
 var discard = slog.New(slog.DiscardHandler)
-
-// storeSource fetches modules from the plugin store over nc, opening the
-// store on first use.
-type storeSource struct {
-	nc *nats.Conn
-}
-
-func (s storeSource) Fetch(ctx context.Context, name, digest string) ([]byte, error) {
-	js, err := jetstream.New(s.nc)
-	if err != nil {
-		return nil, err
-	}
-	st, err := wasmstore.Open(ctx, js)
-	if err != nil {
-		return nil, err
-	}
-	return st.Fetch(ctx, name, digest)
-}

@@ -16,8 +16,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dataflare/dataflare/fleet"
-	"github.com/dataflare/dataflare/internal/fleettest"
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/local"
+	"github.com/dataflare/dataflare/local/localtest"
 )
 
 // spans records every span of the test binary. The package tracers bind to
@@ -84,7 +85,7 @@ func parseOutput(t *testing.T, s string) []outLine {
 }
 
 func TestSubmit(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{})
+	f := localtest.Start(t, local.Config{Workers: 2})
 	nats := "--nats=" + f.URL
 	var numbers strings.Builder
 	for i := range 1000 {
@@ -259,7 +260,7 @@ func TestSubmit(t *testing.T) {
 }
 
 func TestNoWorkers(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{Workers: -1})
+	f := localtest.Start(t, local.Config{})
 	r := run(t, "x\n", "--nats="+f.URL, "submit", "-p", "upper")
 	if r.code != ExitRuntime || !strings.Contains(r.stderr, "no workers") || strings.Count(r.stderr, "\n") != 1 {
 		t.Errorf("exit %d, stderr %q; want 1 and one line about no workers", r.code, r.stderr)

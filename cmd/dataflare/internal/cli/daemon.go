@@ -105,7 +105,7 @@ results. SIGTERM drains it: it stops pulling, finishes the batches it runs and l
 			}
 			defer bufs.Close()
 			cfg.Pool = bufs
-			mods, closeMods, err := e.workerModules(cmd.Context(), nc, cacheDir, cfg.Parallel, bufs, reg, log)
+			mods, closeMods, err := workerModules(cmd.Context(), nc, cacheDir, cfg.Parallel, bufs, reg, log)
 			if err != nil {
 				return err
 			}

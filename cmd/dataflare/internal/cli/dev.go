@@ -15,52 +15,33 @@ import (
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/fleet"
-	"github.com/dataflare/dataflare/internal/stack"
+	"github.com/dataflare/dataflare/local"
 	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/plugin/builtin/twins"
 )
 
-// startStack starts the embedded stack with the example WebAssembly plugins
-// pushed, and returns it with the names of the plugins pushed.
-func (e *env) startStack(ctx context.Context, cfg stack.Config, log *slog.Logger) (*stack.Stack, []string, error) {
+// startFleet starts a local fleet with the WebAssembly twins of the
+// built-in plugins pushed, and returns it with the names of the plugins
+// pushed. Pushing them again (a dev fleet restarted on its store) is a
+// no-op.
+func startFleet(ctx context.Context, cfg local.Config, log *slog.Logger) (*local.Fleet, []string, error) {
 	cfg.Logger = log
-	sw, err := newStackWasm(cfg.StoreDir, cfg.Worker.Parallel, cfg.Worker.Registerer)
+	f, err := local.Start(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg.NewModules = sw.newModules
-	cfg.Worker.Pool = sw.bufs
-	// The coordinator's resolver needs the store, which needs the server:
-	// it is set once the server runs, through a late-bound resolver.
-	lr := &lateResolver{}
-	cfg.Coordinator.Modules = lr.resolve
-	s, err := stack.Start(ctx, cfg)
+	m, err := f.Push(ctx, twins.UpperName, twins.Upper)
 	if err != nil {
-		sw.close()
-		return nil, nil, err
+		f.Close()
+		return nil, nil, fmt.Errorf("example plugin %s: %w", twins.UpperName, err)
 	}
-	s.AfterClose(sw.close)
-	nc, err := s.Conn("plugins")
-	if err != nil {
-		s.Close()
-		return nil, nil, err
-	}
-	res, err := e.moduleResolver(ctx, nc, 1)
-	if err != nil {
-		s.Close()
-		return nil, nil, err
-	}
-	lr.set(res)
-	pushed, err := sw.pushExamples(ctx, nc, log)
-	if err != nil {
-		s.Close()
-		return nil, nil, err
-	}
-	return s, pushed, nil
+	log.Info("example plugin pushed", "plugin", m.Name, "version", m.Version, "digest", m.Digest)
+	return f, []string{m.Name}, nil
 }
 
 func (e *env) devCmd() *cobra.Command {
 	var (
-		cfg      stack.Config
+		cfg      local.Config
 		httpAddr string
 	)
 	cmd := &cobra.Command{
@@ -79,8 +60,8 @@ the example WebAssembly plugins pushed, and print the NATS URL to point other co
 				return err
 			}
 			reg := newRegistry()
-			cfg.Coordinator.Registerer, cfg.Worker.Registerer = reg, reg
-			s, pushed, err := e.startStack(cmd.Context(), cfg, log)
+			cfg.Registerer = reg
+			s, pushed, err := startFleet(cmd.Context(), cfg, log)
 			if err != nil {
 				return err
 			}
@@ -134,7 +115,7 @@ fleet's metrics. Nothing to install, nothing left behind.`,
 			ctx := cmd.Context()
 			fmt.Fprintln(e.stdout, "Starting nats-server with JetStream, a coordinator and 2 workers, and pushing the example")
 			fmt.Fprintln(e.stdout, "WebAssembly plugin (its first compilation takes a few seconds)…")
-			s, pushed, err := e.startStack(ctx, stack.Config{Listen: "127.0.0.1:0", Workers: 2}, log)
+			s, pushed, err := startFleet(ctx, local.Config{Listen: "127.0.0.1:0", Workers: 2}, log)
 			if err != nil {
 				return err
 			}

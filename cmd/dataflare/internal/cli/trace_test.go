@@ -10,8 +10,9 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/dataflare/dataflare/internal/fleettest"
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/local"
+	"github.com/dataflare/dataflare/local/localtest"
 )
 
 // TestSubmitIsOneTrace runs one job through the CLI on an in-process fleet
@@ -19,7 +20,7 @@ import (
 // → worker.batch → client.results, and client.job → coordinator.job for the
 // job's requests to a coordinator (create, size and state checks, seal).
 func TestSubmitIsOneTrace(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Config{})
+	f := localtest.Start(t, local.Config{Workers: 2})
 	const records, batchSize, batches = 50, 10, 5
 	var in strings.Builder
 	for i := range records {
