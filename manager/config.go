@@ -42,8 +42,9 @@ type Config struct {
 	Batch BatchConfig
 	// AutoOptimize lets the batch size follow the plugin's measured costs
 	// (package sizer, fed by every chunk the Manager runs, with the
-	// plugin's OptimizeBatchSize answer as a hint). When false the batch
-	// size stays Batch.DefaultSize. DefaultConfig sets it.
+	// plugin's OptimizeBatchSize answer, if it is a plugin.BatchSizer, as a
+	// hint). When false the batch size stays Batch.DefaultSize.
+	// DefaultConfig sets it.
 	AutoOptimize bool
 	// MonitoringInterval is how often the monitor goroutine hands the
 	// pool's memory pressure to the batch-size controllers and, with

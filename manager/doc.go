@@ -27,9 +27,10 @@
 // chunks of that size and runs up to Batch.Parallelism of them at once; the
 // results come back as one BatchResult in input order. With AutoOptimize the
 // size follows package sizer's cost model, fed with every chunk's latency
-// and record bytes; a plugin's OptimizeBatchSize answer is passed to the
-// model as a hint, which replaces the model's aim but is still damped and
-// bounded (so one plugin cannot swing the size from one call to the next).
+// and record bytes; the answer of a plugin that implements plugin.BatchSizer
+// (OptimizeBatchSize) is passed to the model as a hint, which replaces the
+// model's aim but is still damped and bounded (so one plugin cannot swing
+// the size from one call to the next). A plugin without it has no opinion.
 // The original library's min_throughput setting has no counterpart: the
 // size aims at the latency target (package sizer says why).
 //
@@ -41,7 +42,9 @@
 // of its records, or panics too often, within the recent Window is marked
 // degraded, and recovers once it behaves (see HealthConfig); a degraded
 // plugin still gets work. A plugin that reports itself failed or stopped
-// gets none (plugin.ErrUnavailable).
+// (its State, when it implements plugin.Stater; one that does not counts as
+// ready) gets none (plugin.ErrUnavailable). Register finds both optional
+// methods on a record-at-a-time Plugin through plugin.Adapt.
 //
 // # Health
 //

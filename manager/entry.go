@@ -30,6 +30,9 @@ type entry struct {
 	ctl  *sizer.Controller
 	size atomic.Int64 // the current batch size
 
+	stater plugin.Stater     // bp's State; nil when it has none (Ready)
+	hinter plugin.BatchSizer // bp's OptimizeBatchSize; nil when it has none (no opinion)
+
 	recordBytes atomic.Int64 // average record size of the last call
 	lastTune    atomic.Int64 // when the controller was last consulted, Unix ns
 
@@ -208,15 +211,32 @@ func (e *entry) healthOf(now time.Time) fleet.PluginHealth {
 	}
 }
 
-// pluginState returns the plugin's own State; a panic in it reads as
-// plugin.Failed.
+// pluginState returns the plugin's own State, plugin.Ready when it has no
+// State method; a panic in it reads as plugin.Failed.
 func (e *entry) pluginState() (s plugin.State) {
+	if e.stater == nil {
+		return plugin.Ready
+	}
 	defer func() {
 		if recover() != nil {
 			s = plugin.Failed
 		}
 	}()
-	return e.bp.State()
+	return e.stater.State()
+}
+
+// hint asks the plugin for its preferred batch size; no OptimizeBatchSize
+// method, or a panic in it, counts as no opinion (0).
+func (e *entry) hint(n int, lat time.Duration, thr float64) (h int) {
+	if e.hinter == nil {
+		return 0
+	}
+	defer func() {
+		if recover() != nil {
+			h = 0
+		}
+	}()
+	return e.hinter.OptimizeBatchSize(n, lat, thr)
 }
 
 // info returns the plugin's Info; a panic in it gives an Info with only the

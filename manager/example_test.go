@@ -28,8 +28,6 @@ func (MyPlugin) Info() plugin.Info {
 	}
 }
 
-func (MyPlugin) State() plugin.State { return plugin.Ready }
-
 func (MyPlugin) Process(_ context.Context, _ plugin.Config, r plugin.Record) (plugin.Result, error) {
 	if len(r.Value) == 0 {
 		return plugin.Result{}, plugin.Errorf(plugin.CodeInvalidInput, "my_plugin: empty value")

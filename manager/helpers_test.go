@@ -106,8 +106,7 @@ func newBatchFunc(name string, f func(context.Context, plugin.Config, []plugin.R
 // recordFunc is a record-at-a-time Plugin.
 type recordFunc func(ctx context.Context, cfg plugin.Config, r plugin.Record) (plugin.Result, error)
 
-func (recordFunc) Info() plugin.Info   { return plugin.Info{Name: "record", Version: "1.0.0"} }
-func (recordFunc) State() plugin.State { return plugin.Ready }
+func (recordFunc) Info() plugin.Info { return plugin.Info{Name: "record", Version: "1.0.0"} }
 func (f recordFunc) Process(ctx context.Context, cfg plugin.Config, r plugin.Record) (plugin.Result, error) {
 	return f(ctx, cfg, r)
 }

@@ -168,7 +168,8 @@ func checkName(name string) error {
 }
 
 // Register registers a record-at-a-time Plugin under name, running each
-// batch of it on up to Batch.Parallelism goroutines (plugin.Adapt). The
+// batch of it on up to Batch.Parallelism goroutines (plugin.Adapt, which
+// passes on p's State and OptimizeBatchSize when it has them). The
 // Manager owns p from then on: Unregister and Close call its Close method,
 // if it has one. Register returns an error wrapping ErrDuplicate when name is
 // taken, plugin.ErrInvalidInput for a nil plugin or an empty name (or one
@@ -210,6 +211,10 @@ func (m *Manager) add(name string, bp plugin.BatchPlugin, orig any) error {
 		registered: now,
 		since:      now,
 	}
+	// The optional methods, looked up once; a record-at-a-time plugin's
+	// come through its adapter.
+	e.stater, _ = bp.(plugin.Stater)
+	e.hinter, _ = bp.(plugin.BatchSizer)
 	e.recent.span = m.cfg.Window
 	e.health.span = m.cfg.Window
 	e.size.Store(int64(m.cfg.Batch.DefaultSize))
@@ -532,7 +537,7 @@ func (m *Manager) tune(e *entry, o outcome, now time.Time) {
 	if o.latency > 0 {
 		thr = float64(o.records) / o.latency.Seconds()
 	}
-	e.est.SetHint(hint(e.bp, o.records, o.latency, thr))
+	e.est.SetHint(e.hint(o.records, o.latency, thr))
 	avg := o.recordSize / o.records
 	e.recordBytes.Store(int64(avg))
 	if !m.cfg.AutoOptimize {
@@ -545,17 +550,6 @@ func (m *Manager) tune(e *entry, o outcome, now time.Time) {
 	}
 	e.ctl.Report(localSource, e.est.Estimate())
 	e.size.Store(int64(e.ctl.Size(avg)))
-}
-
-// hint asks the plugin for its preferred batch size; a panic counts as no
-// opinion.
-func hint(bp plugin.BatchPlugin, n int, lat time.Duration, thr float64) (h int) {
-	defer func() {
-		if recover() != nil {
-			h = 0
-		}
-	}()
-	return bp.OptimizeBatchSize(n, lat, thr)
 }
 
 func (m *Manager) logChange(name string, ch *change) {

@@ -814,6 +814,78 @@ func TestCancel(t *testing.T) {
 	}
 }
 
+// optional is a record-at-a-time Plugin with both optional methods: its
+// State and its wish for the batch size reach the Manager through the
+// adapter.
+type optional struct {
+	recordFunc
+	state atomic.Int32 // a plugin.State
+	want  atomic.Int64 // OptimizeBatchSize's answer
+}
+
+func (p *optional) State() plugin.State { return plugin.State(p.state.Load()) }
+func (p *optional) OptimizeBatchSize(int, time.Duration, float64) int {
+	return int(p.want.Load())
+}
+
+func TestOptionalMethods(t *testing.T) {
+	ctx := context.Background()
+	clock := newFakeClock()
+	m := newManager(t, func(c *manager.Config) {
+		c.Clock = clock.Now
+		c.Batch.DefaultSize = 10
+		c.Batch.Parallelism = 1
+	})
+	p := &optional{recordFunc: func(_ context.Context, _ plugin.Config, r plugin.Record) (plugin.Result, error) {
+		clock.Advance(time.Millisecond)
+		return plugin.Value(r.Value), nil
+	}}
+	p.state.Store(int32(plugin.Stopped))
+	if err := m.Register("opt", p); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Register("plain", recordFunc(echoRecord)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RegisterBatch("batch", builtin.Identity{}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("State", func(t *testing.T) {
+		if _, err := m.ProcessBatch(ctx, "opt", nil, numbered(1)); !errors.Is(err, plugin.ErrUnavailable) {
+			t.Errorf("ProcessBatch of a plugin reporting stopped: error = %v, want ErrUnavailable", err)
+		}
+		if pm, _ := m.Metrics("opt"); pm.State != plugin.Stopped || pm.Health != fleet.Failed {
+			t.Errorf("state %v health %v, want stopped failed", pm.State, pm.Health)
+		}
+		p.state.Store(int32(plugin.Ready))
+		if _, err := m.ProcessBatch(ctx, "opt", nil, numbered(1)); err != nil {
+			t.Errorf("ProcessBatch once the plugin is ready: %v", err)
+		}
+		for _, name := range []string{"plain", "batch"} {
+			if pm, _ := m.Metrics(name); pm.State != plugin.Ready || pm.Health != fleet.Healthy {
+				t.Errorf("%s without State: state %v health %v, want ready healthy", name, pm.State, pm.Health)
+			}
+		}
+	})
+	t.Run("OptimizeBatchSize", func(t *testing.T) {
+		p.want.Store(37)
+		for range 20 {
+			if _, err := m.ProcessBatch(ctx, "opt", nil, numbered(200)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := m.BatchSize("opt"); got != 37 {
+			t.Errorf("batch size with the record plugin asking for 37 = %d, want 37", got)
+		}
+	})
+}
+
+// echoRecord returns the record's value unchanged.
+func echoRecord(_ context.Context, _ plugin.Config, r plugin.Record) (plugin.Result, error) {
+	return plugin.Value(r.Value), nil
+}
+
 func TestAutoOptimize(t *testing.T) {
 	clock := newFakeClock()
 	m := newManager(t, func(c *manager.Config) {

@@ -25,9 +25,10 @@
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -o shout.wasm .
 //	dataflare plugin push shout shout.wasm
 //
-// The kit exports df_abi_version, df_info, df_alloc and df_process, decodes
-// each batch message with package batch (zero copy), calls the registered
-// function, and encodes one result entry per record: a record returned
+// The kit exports df_abi_version (returning batch.ABIVersion), df_info,
+// df_alloc and df_process, decodes each batch message with package batch
+// (zero copy), calls the registered function, and encodes one result entry
+// per record: a record returned
 // unchanged costs no copy, a panic becomes that record's error (code
 // panic), a value over the wire limit becomes an error (code too large).
 // OnConfig parses a job's configuration once per distinct configuration;

@@ -2,14 +2,18 @@
 
 package pdk
 
-import "unsafe"
+import (
+	"unsafe"
+
+	"github.com/dataflare/dataflare/batch"
+)
 
 // The plugin ABI's exports (docs/abi.md). Go's c-shared build mode makes
 // the module a WASI reactor: the host calls _initialize, which runs the
 // init functions that register the plugin, then these.
 
 //go:wasmexport df_abi_version
-func dfABIVersion() int32 { return ABIVersion }
+func dfABIVersion() int32 { return batch.ABIVersion }
 
 //go:wasmexport df_info
 func dfInfo() int64 { return pack(theKit.info, false) }

@@ -9,9 +9,6 @@ import (
 	"github.com/dataflare/dataflare/plugin"
 )
 
-// ABIVersion is the plugin ABI version this kit implements (docs/abi.md).
-const ABIVersion = 1
-
 // RecordFunc processes one record under the job's configuration cfg. A
 // returned error is that record's error (plugin.CodeOf classifies it: use
 // plugin.Errorf or the plugin sentinels to choose the code); the batch goes

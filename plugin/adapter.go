@@ -25,10 +25,11 @@ func WithParallelism(n int) AdapterOption {
 // Adapt turns a record-at-a-time Plugin into a BatchPlugin. A record whose
 // Process panics gets an ErrPanic error; the rest of the batch goes on. When
 // ctx ends during a batch (seen every 64 records, and whenever a record
-// fails), the batch fails with ContextError(ctx.Err()). If p also has an
-// OptimizeBatchSize method, the adapter forwards to it. Adapt
-// panics on an invalid option (a programmer error); use NewAdapter to get
-// the error instead.
+// fails), the batch fails with ContextError(ctx.Err()). The BatchPlugin
+// returned also implements Stater and BatchSizer: it forwards to p's State
+// and OptimizeBatchSize methods when p has them, and otherwise reports Ready
+// and no opinion (0). Adapt panics on an invalid option (a programmer
+// error); use NewAdapter to get the error instead.
 func Adapt(p Plugin, opts ...AdapterOption) BatchPlugin {
 	bp, err := NewAdapter(p, opts...)
 	if err != nil {
@@ -41,6 +42,8 @@ func Adapt(p Plugin, opts ...AdapterOption) BatchPlugin {
 // ErrInvalidInput.
 func NewAdapter(p Plugin, opts ...AdapterOption) (BatchPlugin, error) {
 	a := &adapter{p: p, parallel: 1}
+	a.stater, _ = p.(Stater)
+	a.sizer, _ = p.(BatchSizer)
 	for _, o := range opts {
 		if err := o(a); err != nil {
 			return nil, err
@@ -49,23 +52,36 @@ func NewAdapter(p Plugin, opts ...AdapterOption) (BatchPlugin, error) {
 	return a, nil
 }
 
-type batchSizeOptimizer interface {
-	OptimizeBatchSize(current int, latency time.Duration, throughput float64) int
-}
+// The adapter passes p's optional methods on.
+var (
+	_ Stater     = (*adapter)(nil)
+	_ BatchSizer = (*adapter)(nil)
+)
 
 type adapter struct {
 	p        Plugin
+	stater   Stater     // p, when it has a State method
+	sizer    BatchSizer // p, when it has an OptimizeBatchSize method
 	parallel int
 }
 
-func (a *adapter) Info() Info   { return a.p.Info() }
-func (a *adapter) State() State { return a.p.State() }
+func (a *adapter) Info() Info { return a.p.Info() }
 
-func (a *adapter) OptimizeBatchSize(current int, latency time.Duration, throughput float64) int {
-	if o, ok := a.p.(batchSizeOptimizer); ok {
-		return o.OptimizeBatchSize(current, latency, throughput)
+// State implements Stater: p's State, or Ready when p has none.
+func (a *adapter) State() State {
+	if a.stater == nil {
+		return Ready
 	}
-	return 0
+	return a.stater.State()
+}
+
+// OptimizeBatchSize implements BatchSizer: p's answer, or 0 (no opinion)
+// when p has no such method.
+func (a *adapter) OptimizeBatchSize(current int, latency time.Duration, throughput float64) int {
+	if a.sizer == nil {
+		return 0
+	}
+	return a.sizer.OptimizeBatchSize(current, latency, throughput)
 }
 
 // ctxCheckEvery is how many records run between two checks of the context.

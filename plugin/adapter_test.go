@@ -26,7 +26,6 @@ type upper struct{}
 func (upper) Info() plugin.Info {
 	return plugin.Info{Name: "upper", Version: "1.0.0", Type: plugin.Transformer, APIVersion: plugin.APIVersion}
 }
-func (upper) State() plugin.State { return plugin.Ready }
 func (upper) Process(_ context.Context, _ plugin.Config, r plugin.Record) (plugin.Result, error) {
 	switch string(r.Value) {
 	case "panic":
@@ -39,7 +38,7 @@ func (upper) Process(_ context.Context, _ plugin.Config, r plugin.Record) (plugi
 	return plugin.Value(bytes.ToUpper(r.Value)), nil
 }
 
-// processFunc is a Plugin made of a function.
+// processFunc is a Plugin made of a function, reporting itself Running.
 type processFunc func(ctx context.Context, cfg plugin.Config, r plugin.Record) (plugin.Result, error)
 
 func (processFunc) Info() plugin.Info   { return plugin.Info{Name: "func", Version: "0.1.0"} }
@@ -341,15 +340,30 @@ func TestAdaptPanicsOnInvalidOption(t *testing.T) {
 }
 
 func TestAdapterForwards(t *testing.T) {
-	t.Run("Info and State", func(t *testing.T) {
+	t.Run("Info", func(t *testing.T) {
 		bp := plugin.Adapt(processFunc(nil))
 		if got, want := bp.Info().String(), "func@0.1.0"; got != want {
 			t.Errorf("Info() = %s, want %s", got, want)
 		}
-		if got, want := bp.State(), plugin.Running; got != want {
-			t.Errorf("State() = %v, want %v", got, want)
-		}
 	})
+	for _, tt := range []struct {
+		name string
+		p    plugin.Plugin
+		want plugin.State
+	}{
+		{"with State", processFunc(nil), plugin.Running},
+		{"without State", upper{}, plugin.Ready},
+	} {
+		t.Run("State/"+tt.name, func(t *testing.T) {
+			st, ok := plugin.Adapt(tt.p).(plugin.Stater)
+			if !ok {
+				t.Fatal("the adapter does not implement Stater")
+			}
+			if got := st.State(); got != tt.want {
+				t.Errorf("State() = %v, want %v", got, tt.want)
+			}
+		})
+	}
 	tests := []struct {
 		name       string
 		p          plugin.Plugin
@@ -364,8 +378,11 @@ func TestAdapterForwards(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run("OptimizeBatchSize/"+tt.name, func(t *testing.T) {
-			bp := plugin.Adapt(tt.p, plugin.WithParallelism(2))
-			if got := bp.OptimizeBatchSize(tt.current, tt.latency, tt.throughput); got != tt.want {
+			bs, ok := plugin.Adapt(tt.p, plugin.WithParallelism(2)).(plugin.BatchSizer)
+			if !ok {
+				t.Fatal("the adapter does not implement BatchSizer")
+			}
+			if got := bs.OptimizeBatchSize(tt.current, tt.latency, tt.throughput); got != tt.want {
 				t.Errorf("OptimizeBatchSize(%d, %v, %v) = %d, want %d", tt.current, tt.latency, tt.throughput, got, tt.want)
 			}
 		})

@@ -16,8 +16,6 @@ func (shout) Info() plugin.Info {
 	return plugin.Info{Name: "shout", Version: "1.0.0", Type: plugin.Transformer, APIVersion: plugin.APIVersion}
 }
 
-func (shout) State() plugin.State { return plugin.Ready }
-
 func (shout) Process(_ context.Context, _ plugin.Config, r plugin.Record) (plugin.Result, error) {
 	if len(r.Value) == 0 {
 		return plugin.Result{}, plugin.Errorf(plugin.CodeInvalidInput, "shout: empty value")

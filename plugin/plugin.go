@@ -6,12 +6,11 @@ import (
 )
 
 // Plugin processes one record at a time. Implementations must be safe for
-// concurrent use: the runtime calls Process from several goroutines.
+// concurrent use: the runtime calls Process from several goroutines. A
+// Plugin may also implement Stater and BatchSizer; Adapt passes both on.
 type Plugin interface {
 	// Info describes the plugin.
 	Info() Info
-	// State reports the plugin's lifecycle state.
-	State() State
 	// Process returns what the plugin makes of r under the job's
 	// configuration cfg (nil when the job has none). A returned error is
 	// this record's error; the batch goes on. r's slices are valid only
@@ -21,21 +20,37 @@ type Plugin interface {
 
 // BatchPlugin processes a whole batch per call. Every record-at-a-time Plugin
 // becomes one through Adapt; WebAssembly plugins are BatchPlugins natively
-// (one guest call per batch).
+// (one guest call per batch). A BatchPlugin may also implement Stater and
+// BatchSizer.
 type BatchPlugin interface {
 	// Info describes the plugin.
 	Info() Info
-	// State reports the plugin's lifecycle state.
-	State() State
 	// ProcessBatch returns exactly one Result per record, in order.
 	// Per-record failures go in Result.Err; a returned error means the
 	// batch as a whole failed (a trap, a deadline, an unavailable plugin)
 	// and no result is valid.
 	ProcessBatch(ctx context.Context, cfg Config, recs []Record) (*BatchResult, error)
-	// OptimizeBatchSize is the original library's tuning hook: given the
-	// current batch size and the latency and throughput it achieved, it
-	// returns the size the plugin wants next, or 0 to leave the choice to
-	// the runtime's controller.
+}
+
+// Stater is an optional interface of a Plugin or BatchPlugin that reports
+// its own lifecycle state; the runtime finds it by type assertion, as
+// io.Copy finds io.WriterTo. It takes a plugin without a State method as
+// Ready; one reporting Failed or Stopped gets no work.
+type Stater interface {
+	// State reports the plugin's lifecycle state. It must be safe for
+	// concurrent use and cheap: the runtime asks before every batch.
+	State() State
+}
+
+// BatchSizer is an optional interface of a Plugin or BatchPlugin with an
+// opinion on its batch size: the original library's OptimizeBatchSize
+// tuning hook. The runtime takes a plugin without it as having no opinion
+// (0).
+type BatchSizer interface {
+	// OptimizeBatchSize returns the batch size the plugin wants next, given
+	// the current size and the latency and throughput (records per second)
+	// it achieved, or 0 to leave the choice to the runtime's controller. The
+	// runtime damps and bounds the answer: it is a hint, not an order.
 	OptimizeBatchSize(current int, latency time.Duration, throughput float64) int
 }
 

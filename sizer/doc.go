@@ -8,7 +8,7 @@
 //
 //	// worker, after each batch
 //	est.Observe(len(recs), batchBytes, elapsed)
-//	est.SetHint(bp.OptimizeBatchSize(len(recs), elapsed, throughput)) // 0: no opinion
+//	if bs, ok := bp.(plugin.BatchSizer); ok { est.SetHint(bs.OptimizeBatchSize(len(recs), elapsed, throughput)) }
 //	hb.Plugins[name] = est.Estimate() // JSON in the heartbeat
 //
 //	// coordinator
@@ -53,7 +53,7 @@
 //
 // # The plugin's hook
 //
-// A BatchPlugin's OptimizeBatchSize runs where the plugin runs, on the
+// A plugin's OptimizeBatchSize (plugin.BatchSizer) runs where the plugin runs, on the
 // worker, so its answer travels as Estimate.Hint rather than as a callback
 // on the Controller: a fresh non-zero hint (averaged over the workers that
 // give one) replaces the model's aim, still damped and limited. SeedRule is

@@ -6,13 +6,17 @@
 // A Runtime compiles modules (wazero's compiler engine, optionally with a
 // compiled-module cache on disk) and a Plugin runs one module's batches, one
 // guest call per batch. A Plugin is a plugin.BatchPlugin, so a
-// manager.Manager registers it like a native plugin:
+// manager.Manager registers it like a native plugin; it is also a
+// plugin.Stater, reporting Stopped once closed and Degraded while its
+// batches keep trapping or timing out:
 //
 //	rt, err := wasm.NewRuntime(ctx, wasm.WithInstances(4), wasm.WithCacheDir(dir))
 //	defer rt.Close(ctx)
 //	p, err := rt.Load(ctx, moduleBytes) // wasm.ErrForbiddenImport, wasm.ErrABI, …
 //	defer p.Close()
 //	res, err := p.ProcessBatch(ctx, cfg, records)
+//
+// The module must speak version batch.ABIVersion of the ABI.
 //
 // A worker holding the batch message as it came off the wire skips the
 // re-encoding:

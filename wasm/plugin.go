@@ -81,8 +81,8 @@ func (p *Plugin) init(ctx context.Context) error {
 	if err != nil {
 		return loadError(ErrABI, p.digest, "%s: %s", exportVersion, firstLine(err))
 	}
-	if v := uint32(ver[0]); v != ABIVersion {
-		return loadError(ErrABI, p.digest, "%s returned %d, this runtime speaks %d", exportVersion, v, ABIVersion)
+	if v := uint32(ver[0]); v != batch.ABIVersion {
+		return loadError(ErrABI, p.digest, "%s returned %d, this runtime speaks %d", exportVersion, v, batch.ABIVersion)
 	}
 	info, err := p.readInfo(ctx, in)
 	if err != nil {
@@ -186,8 +186,9 @@ func (p *Plugin) Size() int { return p.size }
 // deadline before State reports plugin.Degraded.
 const failStreakDegraded = 3
 
-// State reports plugin.Stopped after Close, plugin.Degraded while its last
-// batches all trapped or timed out, plugin.Ready otherwise.
+// State implements plugin.Stater: it reports plugin.Stopped after Close,
+// plugin.Degraded while its last batches all trapped or timed out,
+// plugin.Ready otherwise.
 func (p *Plugin) State() plugin.State {
 	p.mu.Lock()
 	closed := p.closed
@@ -200,9 +201,6 @@ func (p *Plugin) State() plugin.State {
 	}
 	return plugin.Ready
 }
-
-// OptimizeBatchSize returns 0: the runtime's controller chooses the size.
-func (p *Plugin) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
 
 // Stats are a Plugin's counters since it was loaded.
 type Stats struct {

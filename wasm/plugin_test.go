@@ -17,7 +17,10 @@ import (
 )
 
 // The Plugin is a plugin.BatchPlugin, like a native one.
-var _ plugin.BatchPlugin = (*Plugin)(nil)
+var (
+	_ plugin.BatchPlugin = (*Plugin)(nil)
+	_ plugin.Stater      = (*Plugin)(nil)
+)
 
 func TestOptionsValidate(t *testing.T) {
 	for _, tt := range []struct {

@@ -409,8 +409,8 @@ func (p *Pinned) Digest() string { return p.digest }
 // Info returns the module's info.
 func (p *Pinned) Info() plugin.Info { return p.info }
 
-// State reports plugin.Stopped once the registry is closed, else
-// plugin.Ready.
+// State implements plugin.Stater: it reports plugin.Stopped once the
+// registry is closed, else plugin.Ready.
 func (p *Pinned) State() plugin.State {
 	p.r.mu.Lock()
 	defer p.r.mu.Unlock()
@@ -419,9 +419,6 @@ func (p *Pinned) State() plugin.State {
 	}
 	return plugin.Ready
 }
-
-// OptimizeBatchSize returns 0: the runtime's controller chooses.
-func (p *Pinned) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
 
 // ProcessBatch is Plugin.ProcessBatch on the pinned module; it also
 // returns Registry.Plugin's errors when the module must be loaded again.

@@ -53,6 +53,7 @@ type workerModules interface {
 var (
 	_ workerModules      = (*Registry)(nil)
 	_ plugin.BatchPlugin = (*Pinned)(nil)
+	_ plugin.Stater      = (*Pinned)(nil)
 	// The worker's hot path: a plugin that takes the wire bytes.
 	_ interface {
 		ProcessEncoded(ctx context.Context, msg []byte, recs []plugin.Record) (*plugin.BatchResult, error)
@@ -284,7 +285,7 @@ func TestRegistryClose(t *testing.T) {
 	if _, err := p.ProcessBatch(context.Background(), nil, records(1)); !errors.Is(err, plugin.ErrUnavailable) || !errors.Is(err, ErrClosed) {
 		t.Errorf("batch after Close: error = %v, want plugin.ErrUnavailable and ErrClosed", err)
 	}
-	if got := p.State(); got != plugin.Stopped {
+	if got := p.(plugin.Stater).State(); got != plugin.Stopped {
 		t.Errorf("State() after Close = %s, want stopped", got)
 	}
 }

@@ -302,10 +302,6 @@ const (
 	exportInfo    = "df_info"
 	exportAlloc   = "df_alloc"
 	exportProcess = "df_process"
-
-	// ABIVersion is the plugin ABI version this runtime speaks: what
-	// df_abi_version must return.
-	ABIVersion = 1
 )
 
 var i32, i64 = api.ValueTypeI32, api.ValueTypeI64

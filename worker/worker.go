@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/manager"
 	"github.com/dataflare/dataflare/plugin/builtin"
@@ -66,8 +67,8 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 	// measures it, guards it against panics and judges the plugin's health.
 	mcfg := manager.DefaultConfig()
 	mcfg.AutoOptimize = false
-	mcfg.Batch.DefaultSize = maxRecords
-	mcfg.Batch.MaxSize = maxRecords
+	mcfg.Batch.DefaultSize = batch.DefaultLimits.MaxRecords
+	mcfg.Batch.MaxSize = batch.DefaultLimits.MaxRecords
 	mcfg.Batch.Parallelism = 1
 	mcfg.Logger = cfg.Logger
 	mcfg.SharedPool = cfg.Pool
@@ -98,9 +99,6 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 	w.metrics = newMetrics(cfg.Registerer, cfg.ID, mgr.Pool(), func() float64 { return float64(w.inflight.Load()) })
 	return w, nil
 }
-
-// maxRecords is the most records a batch may hold (the codec's limit).
-const maxRecords = 100_000
 
 // ID returns the worker's id.
 func (w *Worker) ID() string { return w.cfg.ID }

@@ -130,8 +130,6 @@ type inflate struct{}
 func (inflate) Info() plugin.Info {
 	return plugin.Info{Name: "inflate", Version: "1", APIVersion: plugin.APIVersion}
 }
-func (inflate) State() plugin.State                               { return plugin.Ready }
-func (inflate) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
 func (inflate) ProcessBatch(_ context.Context, _ plugin.Config, recs []plugin.Record) (*plugin.BatchResult, error) {
 	out := make([]plugin.Result, len(recs))
 	for i, r := range recs {
@@ -310,9 +308,7 @@ func TestBadBatchesRemovedUnrun(t *testing.T) {
 // hangs until the worker stops. Other records are upper-cased.
 type killer struct{ hit chan<- struct{} }
 
-func (killer) Info() plugin.Info                                 { return plugin.Info{Name: "killer", Version: "1.0.0"} }
-func (killer) State() plugin.State                               { return plugin.Ready }
-func (killer) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
+func (killer) Info() plugin.Info { return plugin.Info{Name: "killer", Version: "1.0.0"} }
 
 func (k killer) ProcessBatch(ctx context.Context, _ plugin.Config, recs []plugin.Record) (*plugin.BatchResult, error) {
 	out := make([]plugin.Result, len(recs))

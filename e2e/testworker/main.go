@@ -70,10 +70,6 @@ func (m matcher) Info() plugin.Info {
 	return plugin.Info{Name: m.name, Version: "1.0.0", Type: plugin.Transformer, APIVersion: plugin.APIVersion}
 }
 
-func (matcher) State() plugin.State { return plugin.Ready }
-
-func (matcher) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
-
 func (m matcher) ProcessBatch(_ context.Context, cfg plugin.Config, recs []plugin.Record) (*plugin.BatchResult, error) {
 	match := []byte(cfg.Get("match"))
 	out := make([]plugin.Result, len(recs))

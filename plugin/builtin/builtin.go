@@ -87,12 +87,6 @@ func (Identity) Info() plugin.Info {
 	return info(IdentityName, plugin.Transformer, "returns each value unchanged")
 }
 
-// State reports plugin.Ready.
-func (Identity) State() plugin.State { return plugin.Ready }
-
-// OptimizeBatchSize returns 0: the runtime's controller chooses.
-func (Identity) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
-
 // ProcessBatch returns one result per record whose Value is the record's
 // Value. It returns an error only when ctx is already done: one matching
 // context.DeadlineExceeded (plugin.ErrTimeout) or wrapping context.Canceled
@@ -123,12 +117,6 @@ const MaxDelayMillis = 3_600_000
 func (Delay) Info() plugin.Info {
 	return info(DelayName, plugin.Transformer, "sleeps ms milliseconds per record; values unchanged")
 }
-
-// State reports plugin.Ready.
-func (Delay) State() plugin.State { return plugin.Ready }
-
-// OptimizeBatchSize returns 0: the runtime's controller chooses.
-func (Delay) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
 
 // ProcessBatch waits ms × len(recs) milliseconds, then returns the values
 // unchanged (aliasing the input). A ms that is not an integer, is negative
@@ -184,12 +172,6 @@ type Fail struct{}
 func (Fail) Info() plugin.Info {
 	return info(FailName, plugin.Validator, "fails records whose value contains match; the others pass unchanged")
 }
-
-// State reports plugin.Ready.
-func (Fail) State() plugin.State { return plugin.Ready }
-
-// OptimizeBatchSize returns 0: the runtime's controller chooses.
-func (Fail) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
 
 // ProcessBatch gives each record whose value contains cfg["match"] a
 // per-record *plugin.Error of plugin.CodeProcessing (it matches

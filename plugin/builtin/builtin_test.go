@@ -118,12 +118,6 @@ func TestInfo(t *testing.T) {
 			if info.Name != name || info.Version != builtin.Version || info.APIVersion != plugin.APIVersion {
 				t.Errorf("Info() = %+v, want name %q version %q api %q", info, name, builtin.Version, plugin.APIVersion)
 			}
-			if got := p.State(); got != plugin.Ready {
-				t.Errorf("State() = %v, want ready", got)
-			}
-			if got := p.OptimizeBatchSize(100, time.Second, 10); got != 0 {
-				t.Errorf("OptimizeBatchSize = %d, want 0", got)
-			}
 		})
 	}
 }

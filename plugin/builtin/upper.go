@@ -17,12 +17,6 @@ func (Upper) Info() plugin.Info {
 	return info(UpperName, plugin.Transformer, "ASCII upper-case of each value")
 }
 
-// State reports plugin.Ready.
-func (Upper) State() plugin.State { return plugin.Ready }
-
-// OptimizeBatchSize returns 0: the runtime's controller chooses.
-func (Upper) OptimizeBatchSize(int, time.Duration, float64) int { return 0 }
-
 // ProcessBatch returns each record's value upper-cased. The output values of
 // a batch share one allocation the size of their total length (a result kept
 // after the batch keeps that whole allocation alive). It returns an error
