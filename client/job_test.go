@@ -9,6 +9,7 @@ import (
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/local"
 	"github.com/dataflare/dataflare/local/localtest"
@@ -98,7 +99,7 @@ func TestBackpressure(t *testing.T) {
 		read++
 		if read%5_000 == 0 && read < n {
 			// Give the submitter every chance to run ahead.
-			err := natstest.Eventually(200*time.Millisecond, func() error {
+			err := poll.Until(context.Background(), 200*time.Millisecond, func() error {
 				if job.Progress().Submitted >= n {
 					return nil
 				}
@@ -129,7 +130,7 @@ func TestAttachAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait until the submission is sealed: every batch accepted.
-	if err := natstest.Eventually(10*time.Second, func() error {
+	if err := poll.Until(context.Background(), 10*time.Second, func() error {
 		if job.Progress().Batches < 10 {
 			return errors.New("not all batches accepted")
 		}
@@ -140,7 +141,7 @@ func TestAttachAfterClose(t *testing.T) {
 	id := job.ID()
 	// The seal follows the last batch; Attach refuses an unsealed job.
 	var again *client.Job
-	if err := natstest.Eventually(10*time.Second, func() error {
+	if err := poll.Until(context.Background(), 10*time.Second, func() error {
 		var err error
 		again, err = f.Client().Attach(ctx, id)
 		return err

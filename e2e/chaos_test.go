@@ -141,8 +141,8 @@ func TestChaosNodeLoss(t *testing.T) {
 	// Stops after the kill and the restart.
 	go func() {
 		defer close(chaos)
-		for job.Progress().Results < n/5 {
-			time.Sleep(20 * time.Millisecond)
+		if !waitResults(t, job, uint64(n/5)) {
+			return
 		}
 		cl.nodes[victim].proc.kill(syscall.SIGKILL)
 		t.Logf("killed node %s at %d results", cl.nodes[victim].name, job.Progress().Results)
@@ -171,8 +171,8 @@ func TestChaosQuorumLoss(t *testing.T) {
 	outage := make(chan error, 1)
 	// Stops after the outage.
 	go func() {
-		for job.Progress().Results < n/5 {
-			time.Sleep(20 * time.Millisecond)
+		if !waitResults(t, job, uint64(n/5)) {
+			return
 		}
 		cl.nodes[1].proc.kill(syscall.SIGKILL)
 		cl.nodes[2].proc.kill(syscall.SIGKILL)
@@ -224,8 +224,8 @@ func TestChaosServerStall(t *testing.T) {
 	// Stops after the stall.
 	go func() {
 		defer close(stalled)
-		for job.Progress().Results < n/5 {
-			time.Sleep(20 * time.Millisecond)
+		if !waitResults(t, job, uint64(n/5)) {
+			return
 		}
 		cl.nodes[0].proc.kill(syscall.SIGSTOP)
 		time.Sleep(6 * time.Second) // the stall being injected: > 2 pull heartbeats

@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/dataflare/dataflare/fleet"
-	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 )
 
 // The compose tests run deploy/compose/compose.yaml for real: images built
@@ -248,7 +248,7 @@ func (s *composeStack) waitFleet(cond func(*fleet.Status) error) *fleet.Status {
 // returns the last status it read.
 func (s *composeStack) pollFleet(cond func(*fleet.Status) error) (*fleet.Status, error) {
 	var last *fleet.Status
-	err := natstest.Eventually(2*time.Minute, func() error {
+	err := poll.Until(context.Background(), 2*time.Minute, func() error {
 		st, err := s.status()
 		if err != nil {
 			return err
@@ -277,7 +277,7 @@ func (s *composeStack) dumpUnhealthyWorkers(st *fleet.Status) {
 			continue
 		}
 		exec.CommandContext(s.ctx, "docker", "kill", "-s", "QUIT", id).Run()
-		natstest.Eventually(10*time.Second, func() error {
+		poll.Until(context.Background(), 10*time.Second, func() error {
 			out, err := exec.CommandContext(s.ctx, "docker", "inspect", "-f", "{{.State.Running}}", id).Output()
 			if err != nil || strings.TrimSpace(string(out)) == "true" {
 				return fmt.Errorf("%s still running", id)
@@ -422,7 +422,7 @@ func TestComposeFaults(t *testing.T) {
 	waitProgress := func(what string, frac float64) {
 		t.Helper()
 		want := uint64(frac * n)
-		err := natstest.Eventually(3*time.Minute, func() error {
+		err := poll.Until(context.Background(), 3*time.Minute, func() error {
 			if sub.exited() {
 				return fmt.Errorf("submit exited before %s: %v: %s", what, sub.err, sub.stderr.String())
 			}

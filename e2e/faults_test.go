@@ -15,6 +15,7 @@ import (
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/plugin"
 )
 
@@ -176,10 +177,10 @@ func TestStalledWorker(t *testing.T) {
 	go func() {
 		defer close(stalled)
 		// Let the zombie take batches, then freeze it past AckWait.
-		deadline := time.Now().Add(10 * time.Second)
-		for job.Progress().Results < n/10 && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
+		// (Up to 10 s: a zombie that took nothing is frozen all the same.)
+		_ = poll.Until(context.Background(), 10*time.Second, func() error {
+			return atLeast("results", job.Progress().Results, uint64(n/10))
+		})
 		zombie.kill(syscall.SIGSTOP)
 		time.Sleep(testAckWait + 1500*time.Millisecond) // the fault being injected, not a synchronisation
 		zombie.kill(syscall.SIGCONT)
@@ -216,8 +217,11 @@ func TestCoordinatorKilledMidSubmission(t *testing.T) {
 	// Stops after the kill.
 	go func() {
 		defer close(killed)
-		for job.Progress().Batches < 200 {
-			time.Sleep(5 * time.Millisecond)
+		if err := poll.Until(context.Background(), 2*time.Minute, func() error {
+			return atLeast("batches", job.Progress().Batches, 200)
+		}); err != nil {
+			t.Error(err)
+			return
 		}
 		victim.kill(syscall.SIGKILL)
 	}()

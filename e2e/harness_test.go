@@ -22,6 +22,7 @@ import (
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/natsrv"
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/plugin"
 )
 
@@ -177,7 +178,7 @@ func (f *fleetProcs) client(opts ...client.Option) *client.Client {
 func (f *fleetProcs) waitHealthy(n int) {
 	f.t.Helper()
 	c := f.client()
-	err := natstest.Eventually(30*time.Second, func() error {
+	err := poll.Until(context.Background(), 30*time.Second, func() error {
 		st, err := c.SystemStatus(context.Background())
 		if err != nil {
 			return err
@@ -411,7 +412,7 @@ func (c *natsCluster) URL() string {
 // waitReady waits until JetStream answers through the cluster.
 func (c *natsCluster) waitReady() {
 	c.t.Helper()
-	err := natstest.Eventually(60*time.Second, func() error {
+	err := poll.Until(context.Background(), 60*time.Second, func() error {
 		nc, err := nats.Connect(c.URL(), nats.Timeout(time.Second))
 		if err != nil {
 			return err
@@ -434,4 +435,26 @@ func (c *natsCluster) waitReady() {
 // newFleetOn is newFleetProcs against an existing NATS.
 func newFleetOn(t *testing.T, url string) *fleetProcs {
 	return &fleetProcs{t: t, url: url, procs: map[string]*proc{}, hb: testHeartbeat.String(), ackArg: testAckWait.String()}
+}
+
+// waitResults waits, for up to two minutes, until job has at least min
+// results; it fails t (safely from any goroutine) and returns false when
+// they do not come.
+func waitResults(t *testing.T, job *client.Job, min uint64) bool {
+	err := poll.Until(context.Background(), 2*time.Minute, func() error {
+		return atLeast("results", job.Progress().Results, min)
+	})
+	if err != nil {
+		t.Error(err)
+		return false
+	}
+	return true
+}
+
+// atLeast returns nil when got ≥ want, else an error saying what is short.
+func atLeast(what string, got, want uint64) error {
+	if got < want {
+		return fmt.Errorf("%d %s, want %d", got, what, want)
+	}
+	return nil
 }

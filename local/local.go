@@ -23,6 +23,7 @@ import (
 	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/natsrv"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/pool"
 	"github.com/dataflare/dataflare/wasm"
@@ -289,7 +290,7 @@ func (f *Fleet) StartCoordinator(ctx context.Context) (string, error) {
 	}
 	f.run(name, false, nc, c.Run)
 	// The streams exist once a coordinator answers.
-	err = poll(ctx, 30*time.Second, func() error {
+	err = poll.Until(ctx, 30*time.Second, func() error {
 		_, err := nc.Request(proto.SubjectStatus, nil, time.Second)
 		return err
 	})
@@ -378,7 +379,7 @@ func (f *Fleet) WaitForWorkers(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	return poll(ctx, 30*time.Second, func() error {
+	return poll.Until(ctx, 30*time.Second, func() error {
 		st, err := c.SystemStatus(ctx)
 		if err != nil {
 			return err
@@ -394,26 +395,6 @@ func (f *Fleet) WaitForWorkers(ctx context.Context, n int) error {
 		}
 		return nil
 	})
-}
-
-// poll calls cond until it returns nil, ctx ends or timeout passes, and
-// returns cond's last error then.
-func poll(ctx context.Context, timeout time.Duration, cond func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-t.C:
-		}
-	}
 }
 
 // Close stops the workers (they drain), then the coordinators (senders

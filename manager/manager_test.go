@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dataflare/dataflare/fleet"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/manager"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin"
@@ -768,7 +769,7 @@ func TestMaxInstancesBlocks(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "two calls inside the plugin", func() bool { return entered.Load() == limit })
+	poll.Wait(t, 10*time.Second, "two calls inside the plugin", func() bool { return entered.Load() == limit })
 	if pm, _ := m.Metrics("b"); pm.InFlight != limit || pm.State != plugin.Running {
 		t.Errorf("in flight %d state %v, want %d running", pm.InFlight, pm.State, limit)
 	}
@@ -799,7 +800,7 @@ func TestCancel(t *testing.T) {
 		_, err := m.ProcessBatch(ctx, builtin.DelayName, plugin.Config{"ms": "3600000"}, numbered(10))
 		errc <- err
 	}()
-	waitFor(t, "the delay plugin to run", func() bool { pm, _ := m.Metrics(builtin.DelayName); return pm.InFlight > 0 })
+	poll.Wait(t, 10*time.Second, "the delay plugin to run", func() bool { pm, _ := m.Metrics(builtin.DelayName); return pm.InFlight > 0 })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("error = %v, want context.Canceled", err)
@@ -955,7 +956,7 @@ func TestClose(t *testing.T) {
 	if err := m.RegisterBatch("o", other); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "background health checks", func() bool { return checks.Load() >= 2 })
+	poll.Wait(t, 10*time.Second, "background health checks", func() bool { return checks.Load() >= 2 })
 	if err := m.Unregister("o"); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/pool"
 )
 
@@ -577,7 +578,7 @@ func TestCleanupGoroutineRuns(t *testing.T) {
 	cfg.MaxIdle = time.Millisecond
 	p := newPool(t, cfg)
 	p.Put(p.Get(100))
-	waitFor(t, "the cleanup goroutine to release the idle buffer", 5*time.Second, func() bool {
+	poll.Wait(t, 5*time.Second, "the cleanup goroutine to release the idle buffer", func() bool {
 		return p.Stats().Tiers[pool.Tiny].Released == 1
 	})
 	if s := p.Stats(); s.CleanupPasses < 2 {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin"
 )
@@ -101,7 +102,7 @@ func TestAcquireHonoursContext(t *testing.T) {
 		defer close(done)
 		_, _ = p.ProcessBatch(busy, nil, records(1))
 	}()
-	waitFor(t, "the first batch to start", func() bool { return p.Stats().Batches == 1 })
+	poll.Wait(t, 10*time.Second, "the first batch to start", func() bool { return p.Stats().Batches == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	_, err := p.ProcessBatch(ctx, nil, records(1))
@@ -125,7 +126,7 @@ func TestCloseWhileRunning(t *testing.T) {
 		done <- err
 	}()
 	<-started
-	waitFor(t, "the batch to start", func() bool { return slow.Stats().Batches == 1 })
+	poll.Wait(t, 10*time.Second, "the batch to start", func() bool { return slow.Stats().Batches == 1 })
 	slow.Close()
 	if got := slow.State(); got != plugin.Stopped {
 		t.Errorf("State() after Close = %s, want stopped", got)
@@ -161,7 +162,7 @@ func TestRuntimeCloseWaits(t *testing.T) {
 		_, err := p.ProcessBatch(context.Background(), nil, records(1))
 		done <- err
 	}()
-	waitFor(t, "the batch to start", func() bool { return p.Stats().Batches == 1 })
+	poll.Wait(t, 10*time.Second, "the batch to start", func() bool { return p.Stats().Batches == 1 })
 	if err := r.Close(context.Background()); err != nil {
 		t.Fatalf("Close: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/plugin"
 )
 
@@ -220,7 +221,7 @@ func TestCancelStopsGuest(t *testing.T) {
 		_, err := p.ProcessBatch(ctx, nil, records(1))
 		done <- err
 	}()
-	waitFor(t, "the batch to start", func() bool { return p.Stats().Batches == 1 })
+	poll.Wait(t, 10*time.Second, "the batch to start", func() bool { return p.Stats().Batches == 1 })
 	cancel()
 	select {
 	case err := <-done:

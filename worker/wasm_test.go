@@ -15,6 +15,7 @@ import (
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/local"
 	"github.com/dataflare/dataflare/local/localtest"
 	"github.com/dataflare/dataflare/pdk/pdktest"
@@ -82,7 +83,7 @@ func TestWASMResultsComeFromThePool(t *testing.T) {
 	}
 	// The last results reach the client before their worker has acked
 	// the batch and released its buffers: wait for that.
-	err = natstest.Eventually(10*time.Second, func() error {
+	err = poll.Until(context.Background(), 10*time.Second, func() error {
 		if st = p.Stats(); st.Total.InUse != 0 {
 			return fmt.Errorf("%d buffers still held", st.Total.InUse)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/local"
 	"github.com/dataflare/dataflare/local/localtest"
@@ -82,7 +83,7 @@ func TestDrainFinishesRunningBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait until the worker runs two batches, then stop it.
-	err = natstest.Eventually(10*time.Second, func() error {
+	err = poll.Until(context.Background(), 10*time.Second, func() error {
 		st, err := c.SystemStatus(ctx)
 		if err != nil {
 			return err
@@ -285,7 +286,7 @@ func TestBadBatchesRemovedUnrun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = natstest.Eventually(10*time.Second, func() error { return natstest.Drained(ctx, cons) })
+	err = poll.Until(context.Background(), 10*time.Second, func() error { return natstest.Drained(ctx, cons) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 )
 
 // bin is the dataflare binary, built once for all tests.
@@ -175,7 +176,7 @@ func startEnv(t *testing.T, env []string, args ...string) *proc {
 func (p *proc) waitFor(t *testing.T, stderr bool, re *regexp.Regexp) []string {
 	t.Helper()
 	var m []string
-	err := natstest.Eventually(30*time.Second, func() error {
+	err := poll.Until(context.Background(), 30*time.Second, func() error {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		lines := p.stdout
@@ -391,7 +392,7 @@ func TestDaemons(t *testing.T) {
 		fmt.Fprintf(&in, "line %d\n", i)
 	}
 	// The coordinator learns about the worker from its heartbeats.
-	err := natstest.Eventually(10*time.Second, func() error {
+	err := poll.Until(context.Background(), 10*time.Second, func() error {
 		r = run(t, url, in.String(), "submit", "-p", "upper", "--batch-size", "100")
 		if r.code != 0 {
 			return fmt.Errorf("submit: exit %d, stderr %q", r.code, r.stderr)
@@ -407,7 +408,7 @@ func TestDaemons(t *testing.T) {
 
 	// The worker counts a batch once it is acknowledged, just after its
 	// results are stored: poll.
-	err = natstest.Eventually(10*time.Second, func() error {
+	err = poll.Until(context.Background(), 10*time.Second, func() error {
 		got := sum(scrape(t, "http://"+workHTTP+"/metrics"), "dataflare_records_processed_total", "", "")
 		if got != n {
 			return fmt.Errorf("worker: dataflare_records_processed_total sums to %v, want %d", got, n)

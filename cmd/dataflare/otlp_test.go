@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 )
 
 // otlpSpan is a span as an OTLP collector received it.
@@ -106,7 +108,7 @@ func TestTraceAcrossProcesses(t *testing.T) {
 		fmt.Fprintf(&in, "%d\n", i)
 	}
 	var r result
-	err := natstest.Eventually(15*time.Second, func() error {
+	err := poll.Until(context.Background(), 15*time.Second, func() error {
 		r = runEnv(t, otel, in.String(), "submit", "-p", "upper", "--batch-size", "10")
 		if r.code != 0 {
 			return fmt.Errorf("submit: exit %d, stderr %q", r.code, r.stderr)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
 )
@@ -52,7 +53,7 @@ func TestBatchForAnotherJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = natstest.Eventually(10*time.Second, func() error { return natstest.Drained(ctx, cons) })
+	err = poll.Until(context.Background(), 10*time.Second, func() error { return natstest.Drained(ctx, cons) })
 	if err != nil {
 		t.Fatalf("the batch queue did not drain: %v", err)
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/dataflare/dataflare/client"
-	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/internal/proto"
 )
 
@@ -129,7 +129,7 @@ func TestForbidden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = natstest.Eventually(10*time.Second, func() error {
+	err = poll.Until(context.Background(), 10*time.Second, func() error {
 		info, err := results.Info(ctx, jetstream.WithSubjectFilter(bobSubject))
 		if err != nil {
 			return err

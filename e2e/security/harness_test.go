@@ -17,7 +17,7 @@ import (
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
-	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/wasm"
@@ -144,7 +144,7 @@ func (l *errLog) all() []error {
 // from'th, and returns it.
 func (l *errLog) waitFor(s string, from int, timeout time.Duration) (error, bool) {
 	var found error
-	err := natstest.Eventually(timeout, func() error {
+	err := poll.Until(context.Background(), timeout, func() error {
 		if found = l.find(s, from); found == nil {
 			return errors.New("not yet")
 		}
@@ -332,7 +332,7 @@ func startFleetOn(t *testing.T, url string, rs roles) *fleet {
 
 	// Ready when the coordinator sees the worker healthy.
 	c := f.client(t, rs.alice)
-	err = natstest.Eventually(15*time.Second, func() error {
+	err = poll.Until(context.Background(), 15*time.Second, func() error {
 		st, err := c.SystemStatus(context.Background())
 		if err != nil {
 			return err

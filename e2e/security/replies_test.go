@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
-	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/internal/proto"
 )
 
@@ -23,7 +23,7 @@ func waitForResults(t *testing.T, js jetstream.JetStream, subject string, n uint
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = natstest.Eventually(10*time.Second, func() error {
+	err = poll.Until(context.Background(), 10*time.Second, func() error {
 		info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
 		if err != nil {
 			return err

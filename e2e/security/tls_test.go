@@ -1,6 +1,7 @@
 package security
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/url"
@@ -14,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/dataflare/dataflare/coordinator"
-	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/internal/proto"
 )
 
@@ -66,7 +67,7 @@ func TestTLS(t *testing.T) {
 	}
 	runDaemon(t, "coordinator", co.Run)
 	anc := dial(t, natsURL, aliceRole, nats.RootCAs(p.ca.File), nats.ClientCert(p.alice.Cert, p.alice.Key))
-	err = natstest.Eventually(10*time.Second, func() error {
+	err = poll.Until(context.Background(), 10*time.Second, func() error {
 		_, err := anc.Request(proto.SubjectStatus, nil, time.Second)
 		return err
 	})

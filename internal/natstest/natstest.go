@@ -23,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dataflare/dataflare/internal/natsrv"
+	"github.com/dataflare/dataflare/internal/poll"
 )
 
 // RunServer starts a single JetStream server with its store in a temporary
@@ -128,7 +129,7 @@ func (c *Cluster) Stop(i int) {
 // current: then a replicated stream can be placed.
 func (c *Cluster) WaitForLeader(timeout time.Duration) {
 	c.tb.Helper()
-	err := Eventually(timeout, func() error {
+	err := poll.Until(context.Background(), timeout, func() error {
 		running := 0
 		for _, s := range c.Servers {
 			if s != nil {
@@ -153,25 +154,9 @@ func (c *Cluster) WaitForLeader(timeout time.Duration) {
 	}
 }
 
-// Eventually polls cond every 10 ms until it returns nil or timeout passes,
-// and returns cond's last error in the latter case.
-func Eventually(timeout time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %v: %w", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // Drained returns nil when cons has nothing pending and nothing
 // unacknowledged — every message it holds was taken and settled — and an
-// error saying what is left otherwise. Use it with Eventually.
+// error saying what is left otherwise. Use it with poll.Until.
 func Drained(ctx context.Context, cons jetstream.Consumer) error {
 	info, err := cons.Info(ctx)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -56,7 +57,7 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 	t.Logf("stream created and written in %v", time.Since(start))
 	c.Stop(0)
 	start = time.Now()
-	err = natstest.Eventually(30*time.Second, func() error {
+	err = poll.Until(context.Background(), 30*time.Second, func() error {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		_, err := js.Publish(pctx, "r.a", []byte("2"), jetstream.WithMsgID("two"))

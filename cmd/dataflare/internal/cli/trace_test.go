@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -10,7 +11,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/local"
 	"github.com/dataflare/dataflare/local/localtest"
 )
@@ -34,7 +35,7 @@ func TestSubmitIsOneTrace(t *testing.T) {
 	// Workers end their span once the batch is acknowledged, which may be
 	// after the client read its results.
 	var got tracetest.SpanStubs
-	err := natstest.Eventually(10*time.Second, func() error {
+	err := poll.Until(context.Background(), 10*time.Second, func() error {
 		got = spans.GetSpans()
 		byName := map[string]int{}
 		for _, s := range got {
