@@ -38,7 +38,58 @@ type measured struct {
 	lat    []time.Duration
 }
 
+// add records one round over n records that took elapsed, between the
+// snapshots before and after.
+func (m *measured) add(n float64, elapsed time.Duration, before, after memSnap) {
+	m.perSec = append(m.perSec, n/elapsed.Seconds())
+	m.gc = append(m.gc, float64(after.gc-before.gc))
+	m.bytes = append(m.bytes, float64(after.bytes-before.bytes)/n)
+	m.allocs = append(m.allocs, float64(after.objects-before.objects)/n)
+	m.cpu = append(m.cpu, float64(after.cpu-before.cpu)/float64(time.Microsecond)/n)
+}
+
+// run measures the throughput modes: a warm-up, the rounds, the report.
 func (e *env) run(ctx context.Context) (*Report, error) {
+	r := newBenchRun(e)
+	if err := e.warmup(ctx); err != nil {
+		return nil, err
+	}
+	r.rep.BatchSize, r.rep.FixedBatchSize, r.rep.BatchSizeWASM = e.sizerSize, e.cfg.BatchSize > 0, e.wasmSize
+	if err := r.measureRounds(ctx); err != nil {
+		return nil, err
+	}
+	r.summarise(ctx)
+	return r.rep, nil
+}
+
+// benchRun is one Run of the throughput modes: the tasks of a round, what
+// each task's rounds measured, and the report they become.
+type benchRun struct {
+	e     *env
+	tasks []task
+	got   map[task]*measured
+	rep   *Report
+}
+
+// newBenchRun lists the tasks of a round (the modes, then the sweep sizes)
+// and starts the report with what is known before anything runs.
+func newBenchRun(e *env) *benchRun {
+	r := &benchRun{e: e, rep: e.reportHeader()}
+	for _, m := range e.modes {
+		r.tasks = append(r.tasks, task{mode: m})
+	}
+	for _, n := range e.cfg.Sweep {
+		r.tasks = append(r.tasks, task{mode: ModeFleetNative, sweep: n})
+	}
+	r.got = make(map[task]*measured, len(r.tasks))
+	for _, t := range r.tasks {
+		r.got[t] = &measured{}
+	}
+	return r
+}
+
+// reportHeader is the report's description of the run and the machine.
+func (e *env) reportHeader() *Report {
 	cfg := e.cfg
 	rep := &Report{
 		Date:         e.start.UTC().Format(time.RFC3339),
@@ -55,178 +106,62 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 	if e.twin != nil && (contains(e.modes, ModeFleetWASM) || contains(e.modes, ModeDirectWASM)) {
 		rep.WASMPlugin = e.twin.name
 	}
-	if err := e.warmup(ctx); err != nil {
-		return nil, err
-	}
-	rep.BatchSize, rep.FixedBatchSize, rep.BatchSizeWASM = e.sizerSize, cfg.BatchSize > 0, e.wasmSize
-
-	var tasks []task
-	for _, m := range e.modes {
-		tasks = append(tasks, task{mode: m})
-	}
-	for _, n := range cfg.Sweep {
-		tasks = append(tasks, task{mode: ModeFleetNative, sweep: n})
-	}
-	got := make(map[task]*measured, len(tasks))
-	for _, t := range tasks {
-		got[t] = &measured{}
-	}
-	stop := func() {}
-	if cfg.OnRounds != nil {
-		if s := cfg.OnRounds(); s != nil {
-			stop = s
-		}
-	}
-	for round := range cfg.Rounds {
-		// Each round starts one task further, so that no task always
-		// runs first (on a cooler machine) or last.
-		for k := range tasks {
-			t := tasks[(round+k)%len(tasks)]
-			m := got[t]
-			runtime.GC()
-			before := readMem()
-			elapsed, lat, err := e.runTask(ctx, t, round, m.lat)
-			after := readMem()
-			if err != nil {
-				stop()
-				return nil, fmt.Errorf("%s, round %d: %w", t, round+1, err)
-			}
-			m.lat = lat
-			n := float64(cfg.Records)
-			m.perSec = append(m.perSec, n/elapsed.Seconds())
-			m.gc = append(m.gc, float64(after.gc-before.gc))
-			m.bytes = append(m.bytes, float64(after.bytes-before.bytes)/n)
-			m.allocs = append(m.allocs, float64(after.objects-before.objects)/n)
-			m.cpu = append(m.cpu, float64(after.cpu-before.cpu)/float64(time.Microsecond)/n)
-			cfg.Log.Info("round", "n", round+1, "task", t.String(), "records_per_sec", int(n/elapsed.Seconds()),
-				"elapsed", elapsed.Round(time.Millisecond), "cpu_us_per_record", round3(m.cpu[len(m.cpu)-1]),
-				"gc", after.gc-before.gc, "bytes_per_record", int(m.bytes[len(m.bytes)-1]))
-		}
-	}
-	stop()
-
-	mode := func(name string, size int) *Mode {
-		m, ok := got[task{mode: name}]
-		if !ok {
-			return nil
-		}
-		return e.modeOf(m, size)
-	}
-	rep.Raw = mode(ModeRaw, e.batchSize)
-	rep.FleetNative = mode(ModeFleetNative, e.batchSize)
-	rep.FleetWASM = mode(ModeFleetWASM, min(e.wasmSize, e.perMessage()))
-	rep.Direct = mode(ModeDirect, e.batchSize)
-	rep.DirectWASM = mode(ModeDirectWASM, e.batchSize)
-	// The sizes the sizer holds at the end, for the record.
-	if cfg.BatchSize == 0 {
-		if rep.FleetNative != nil {
-			if n, err := e.batchSizeOf(ctx, cfg.Plugin); err == nil {
-				rep.FleetNative.BatchSize = min(n, e.perMessage())
-			}
-		}
-		if rep.FleetWASM != nil {
-			if n, err := e.batchSizeOf(ctx, e.twin.name); err == nil {
-				rep.FleetWASM.BatchSize = min(n, e.perMessage())
-			}
-		}
-	}
-	rep.FleetNativeVsRaw = pairedRatio(got[task{mode: ModeFleetNative}], got[task{mode: ModeRaw}])
-	rep.FleetWASMVsNative = pairedRatio(got[task{mode: ModeFleetWASM}], got[task{mode: ModeFleetNative}])
-	if raw, fleet := got[task{mode: ModeRaw}], got[task{mode: ModeFleetNative}]; raw != nil && fleet != nil {
-		// Throughput is the inverse of CPU time per record: raw over
-		// fleet, as the throughput ratio is fleet over raw.
-		rep.FleetNativeVsRawCPU = pairedRatio(&measured{perSec: raw.cpu}, &measured{perSec: fleet.cpu})
-	}
-	if m := got[task{mode: ModeFleetNative}]; m != nil {
-		rep.GCCycles = uint32(median(m.gc))
-		rep.AllocBytesPerRecord = round2(median(m.bytes))
-		rep.AllocsPerRecord = round2(median(m.allocs))
-	}
-	if len(cfg.Sweep) > 0 {
-		best := -1.0
-		var bestM *measured
-		for _, n := range cfg.Sweep {
-			m := got[task{mode: ModeFleetNative, sweep: n}]
-			p50, p99 := percentiles(m.lat)
-			pt := SweepPoint{BatchSize: n, RecordsPerSec: round2(median(m.perSec)), RoundsPerSec: roundAll(m.perSec),
-				P50BatchMs: p50, P99BatchMs: p99}
-			rep.Sweep = append(rep.Sweep, pt)
-			if pt.RecordsPerSec > best {
-				best, bestM, rep.SweepBest = pt.RecordsPerSec, m, n
-			}
-		}
-		rep.ControllerVsBest = pairedRatio(got[task{mode: ModeFleetNative}], bestM)
-	}
-	return rep, nil
+	return rep
 }
 
-// warmup lets the sizer settle for the fleet modes (each plugin within
-// Warmup), encodes the raw mode's messages at the settled size, and runs
-// every mode once on a few records, outside the measurement.
-func (e *env) warmup(ctx context.Context) error {
-	deadline := time.Now().Add(e.cfg.Warmup)
-	e.batchSize, e.wasmSize = e.cfg.BatchSize, e.cfg.BatchSize
-	fleetNative := contains(e.modes, ModeFleetNative) || len(e.cfg.Sweep) > 0
-	if e.batchSize == 0 {
-		if !fleetNative && !contains(e.modes, ModeRaw) && !contains(e.modes, ModeDirect) && !contains(e.modes, ModeDirectWASM) {
-			e.batchSize = 0
-		} else {
-			n, err := e.settle(ctx, e.cfg.Plugin, deadline)
-			if err != nil {
-				return err
+// measureRounds runs every task once per round, between Config.OnRounds
+// and the stop function it returned.
+func (r *benchRun) measureRounds(ctx context.Context) error {
+	stop := r.startRounds()
+	defer stop()
+	for round := range r.e.cfg.Rounds {
+		// Each round starts one task further, so that no task always
+		// runs first (on a cooler machine) or last.
+		for k := range r.tasks {
+			t := r.tasks[(round+k)%len(r.tasks)]
+			if err := r.measure(ctx, t, round); err != nil {
+				return fmt.Errorf("%s, round %d: %w", t, round+1, err)
 			}
-			e.batchSize = n
-		}
-	}
-	if contains(e.modes, ModeFleetWASM) && e.wasmSize == 0 {
-		n, err := e.settle(ctx, e.twin.name, time.Now().Add(e.cfg.Warmup))
-		if err != nil {
-			return err
-		}
-		e.wasmSize = n
-	}
-	// A batch is cut at the message size limit too, as the client cuts
-	// it: the raw and direct modes run batches of the size the fleet's
-	// actually have.
-	e.sizerSize = e.batchSize
-	if e.batchSize > 0 {
-		e.batchSize = min(e.batchSize, e.perMessage())
-	}
-	if contains(e.modes, ModeRaw) {
-		var err error
-		if e.raw, err = newRawLegs(ctx, e, e.batchSize); err != nil {
-			return err
-		}
-	}
-	// One short pass of every mode: connections, consumers, instances
-	// and caches are warm before the first measured round.
-	few := min(e.in.n, max(e.batchSize, e.wasmSize, 1)*2)
-	for _, m := range e.modes {
-		var err error
-		switch m {
-		case ModeRaw:
-			_, _, err = e.raw.round(ctx, -1, nil)
-		case ModeFleetNative:
-			if e.cfg.BatchSize > 0 {
-				_, _, err = e.fleetRound(ctx, e.cfg.Plugin, few, e.cfg.BatchSize, nil)
-			}
-		case ModeFleetWASM:
-			if e.cfg.BatchSize > 0 {
-				_, _, err = e.fleetRound(ctx, e.twin.name, few, e.cfg.BatchSize, nil)
-			}
-		case ModeDirect:
-			_, _, err = e.directRound(ctx, e.direct, few, nil)
-		case ModeDirectWASM:
-			_, _, err = e.directRound(ctx, e.directWASM, few, nil)
-		}
-		if err != nil {
-			return fmt.Errorf("warm-up of %s: %w", m, err)
 		}
 	}
 	return nil
 }
 
-func (e *env) runTask(ctx context.Context, t task, round int, lat []time.Duration) (time.Duration, []time.Duration, error) {
+// startRounds calls Config.OnRounds, if set, and returns what stops it (a
+// no-op when there is nothing to stop).
+func (r *benchRun) startRounds() (stop func()) {
+	if r.e.cfg.OnRounds != nil {
+		if s := r.e.cfg.OnRounds(); s != nil {
+			return s
+		}
+	}
+	return func() {}
+}
+
+// measure runs task t in round (from 0) and records its throughput,
+// allocations and CPU time.
+func (r *benchRun) measure(ctx context.Context, t task, round int) error {
+	m := r.got[t]
+	runtime.GC()
+	before := readMem()
+	elapsed, lat, err := r.runTask(ctx, t, round, m.lat)
+	after := readMem()
+	if err != nil {
+		return err
+	}
+	m.lat = lat
+	n := float64(r.e.cfg.Records)
+	m.add(n, elapsed, before, after)
+	r.e.cfg.Log.Info("round", "n", round+1, "task", t.String(), "records_per_sec", int(n/elapsed.Seconds()),
+		"elapsed", elapsed.Round(time.Millisecond), "cpu_us_per_record", round3(m.cpu[len(m.cpu)-1]),
+		"gc", after.gc-before.gc, "bytes_per_record", int(m.bytes[len(m.bytes)-1]))
+	return nil
+}
+
+// runTask runs task t once over all the records, in round (from 0), and
+// returns how long it took and lat with its batch latencies added.
+func (r *benchRun) runTask(ctx context.Context, t task, round int, lat []time.Duration) (time.Duration, []time.Duration, error) {
+	e := r.e
 	if t.sweep > 0 {
 		return e.fleetRound(ctx, e.cfg.Plugin, e.in.n, t.sweep, lat)
 	}
@@ -243,6 +178,171 @@ func (e *env) runTask(ctx context.Context, t task, round int, lat []time.Duratio
 		return e.directRound(ctx, e.directWASM, e.in.n, lat)
 	}
 	return 0, lat, fmt.Errorf("bench: unknown mode %q", t.mode)
+}
+
+// summarise turns what the rounds measured into the report.
+func (r *benchRun) summarise(ctx context.Context) {
+	r.summariseModes()
+	r.finalSizes(ctx)
+	r.ratios()
+	r.sweep()
+}
+
+// summariseModes fills in each mode that ran.
+func (r *benchRun) summariseModes() {
+	e := r.e
+	r.rep.Raw = r.mode(ModeRaw, e.batchSize)
+	r.rep.FleetNative = r.mode(ModeFleetNative, e.batchSize)
+	r.rep.FleetWASM = r.mode(ModeFleetWASM, min(e.wasmSize, e.perMessage()))
+	r.rep.Direct = r.mode(ModeDirect, e.batchSize)
+	r.rep.DirectWASM = r.mode(ModeDirectWASM, e.batchSize)
+}
+
+// mode summarises the mode name's rounds at batch size size; nil when it
+// did not run.
+func (r *benchRun) mode(name string, size int) *Mode {
+	m, ok := r.got[task{mode: name}]
+	if !ok {
+		return nil
+	}
+	return r.e.modeOf(m, size)
+}
+
+// finalSizes records, for the fleet modes, the sizes the sizer holds at the
+// end (when the batch size was not fixed).
+func (r *benchRun) finalSizes(ctx context.Context) {
+	e := r.e
+	if e.cfg.BatchSize != 0 {
+		return
+	}
+	if r.rep.FleetNative != nil {
+		if n, err := e.batchSizeOf(ctx, e.cfg.Plugin); err == nil {
+			r.rep.FleetNative.BatchSize = min(n, e.perMessage())
+		}
+	}
+	if r.rep.FleetWASM != nil {
+		if n, err := e.batchSizeOf(ctx, e.twin.name); err == nil {
+			r.rep.FleetWASM.BatchSize = min(n, e.perMessage())
+		}
+	}
+}
+
+// ratios compares the modes round by round, and gives fleet_native's
+// allocations at the top of the report.
+func (r *benchRun) ratios() {
+	raw, native := r.got[task{mode: ModeRaw}], r.got[task{mode: ModeFleetNative}]
+	r.rep.FleetNativeVsRaw = pairedRatio(native, raw)
+	r.rep.FleetWASMVsNative = pairedRatio(r.got[task{mode: ModeFleetWASM}], native)
+	if raw != nil && native != nil {
+		// Throughput is the inverse of CPU time per record: raw over
+		// fleet, as the throughput ratio is fleet over raw.
+		r.rep.FleetNativeVsRawCPU = pairedRatio(&measured{perSec: raw.cpu}, &measured{perSec: native.cpu})
+	}
+	if native != nil {
+		r.rep.GCCycles = uint32(median(native.gc))
+		r.rep.AllocBytesPerRecord = round2(median(native.bytes))
+		r.rep.AllocsPerRecord = round2(median(native.allocs))
+	}
+}
+
+// sweep reports fleet_native at each sweep size, the best size, and the
+// sizer's throughput against the best size's.
+func (r *benchRun) sweep() {
+	if len(r.e.cfg.Sweep) == 0 {
+		return
+	}
+	best := -1.0
+	var bestM *measured
+	for _, n := range r.e.cfg.Sweep {
+		m := r.got[task{mode: ModeFleetNative, sweep: n}]
+		p50, p99 := percentiles(m.lat)
+		pt := SweepPoint{BatchSize: n, RecordsPerSec: round2(median(m.perSec)), RoundsPerSec: roundAll(m.perSec),
+			P50BatchMs: p50, P99BatchMs: p99}
+		r.rep.Sweep = append(r.rep.Sweep, pt)
+		if pt.RecordsPerSec > best {
+			best, bestM, r.rep.SweepBest = pt.RecordsPerSec, m, n
+		}
+	}
+	r.rep.ControllerVsBest = pairedRatio(r.got[task{mode: ModeFleetNative}], bestM)
+}
+
+// warmup lets the sizer settle for the fleet modes (each plugin within
+// Warmup), encodes the raw mode's messages at the settled size, and runs
+// every mode once on a few records, outside the measurement.
+func (e *env) warmup(ctx context.Context) error {
+	if err := e.settleSizes(ctx); err != nil {
+		return err
+	}
+	if contains(e.modes, ModeRaw) {
+		var err error
+		if e.raw, err = newRawLegs(ctx, e, e.batchSize); err != nil {
+			return err
+		}
+	}
+	// One short pass of every mode: connections, consumers, instances
+	// and caches are warm before the first measured round.
+	few := min(e.in.n, max(e.batchSize, e.wasmSize, 1)*2)
+	for _, m := range e.modes {
+		if err := e.warmMode(ctx, m, few); err != nil {
+			return fmt.Errorf("warm-up of %s: %w", m, err)
+		}
+	}
+	return nil
+}
+
+// settleSizes sets the batch sizes the modes run at: the fixed size, or
+// the size the sizer settles on for each plugin within Warmup.
+func (e *env) settleSizes(ctx context.Context) error {
+	deadline := time.Now().Add(e.cfg.Warmup)
+	e.batchSize, e.wasmSize = e.cfg.BatchSize, e.cfg.BatchSize
+	// Whether some mode runs at the native plugin's size.
+	native := contains(e.modes, ModeFleetNative) || len(e.cfg.Sweep) > 0 || contains(e.modes, ModeRaw) ||
+		contains(e.modes, ModeDirect) || contains(e.modes, ModeDirectWASM)
+	if e.batchSize == 0 && native {
+		n, err := e.settle(ctx, e.cfg.Plugin, deadline)
+		if err != nil {
+			return err
+		}
+		e.batchSize = n
+	}
+	if contains(e.modes, ModeFleetWASM) && e.wasmSize == 0 {
+		n, err := e.settle(ctx, e.twin.name, time.Now().Add(e.cfg.Warmup))
+		if err != nil {
+			return err
+		}
+		e.wasmSize = n
+	}
+	// A batch is cut at the message size limit too, as the client cuts
+	// it: the raw and direct modes run batches of the size the fleet's
+	// actually have.
+	e.sizerSize = e.batchSize
+	if e.batchSize > 0 {
+		e.batchSize = min(e.batchSize, e.perMessage())
+	}
+	return nil
+}
+
+// warmMode runs mode m once on few records (the fleet modes only at a
+// fixed batch size: settling the sizer warmed them).
+func (e *env) warmMode(ctx context.Context, m string, few int) error {
+	var err error
+	switch m {
+	case ModeRaw:
+		_, _, err = e.raw.round(ctx, -1, nil)
+	case ModeFleetNative:
+		if e.cfg.BatchSize > 0 {
+			_, _, err = e.fleetRound(ctx, e.cfg.Plugin, few, e.cfg.BatchSize, nil)
+		}
+	case ModeFleetWASM:
+		if e.cfg.BatchSize > 0 {
+			_, _, err = e.fleetRound(ctx, e.twin.name, few, e.cfg.BatchSize, nil)
+		}
+	case ModeDirect:
+		_, _, err = e.directRound(ctx, e.direct, few, nil)
+	case ModeDirectWASM:
+		_, _, err = e.directRound(ctx, e.directWASM, few, nil)
+	}
+	return err
 }
 
 // directRound calls p over the first n records in batches of the settled

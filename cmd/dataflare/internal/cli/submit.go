@@ -92,105 +92,206 @@ func parseConfig(args []string) (plugin.Config, error) {
 	return cfg, nil
 }
 
+// runSubmit runs 'dataflare submit': each step is a method of submission.
 func (e *env) runSubmit(ctx context.Context, f submitFlags) error {
-	if f.plugin == "" {
-		return usagef("submit needs --plugin NAME")
-	}
-	if f.format != formatLines && f.format != formatJSONL {
-		return usagef("--format %q: use lines or jsonl", f.format)
-	}
-	if f.batchSize < 0 {
-		return usagef("--batch-size %d is negative", f.batchSize)
-	}
-	if !proto.ValidName(f.owner) {
-		return usagef("--owner %q: use 1-64 of [A-Za-z0-9_-]", f.owner)
-	}
-	cfg, err := parseConfig(f.config)
+	s, err := newSubmission(e, f)
 	if err != nil {
 		return err
 	}
-	var opts []client.SubmitOption
-	opts = append(opts, client.WithConfig(cfg), client.WithVersion(f.version))
-	if f.batchSize > 0 {
-		opts = append(opts, client.WithBatchSize(f.batchSize))
+	if err := s.openInput(); err != nil {
+		return err
 	}
-
-	var in io.Reader = e.stdin
-	var inSize int64 = -1
-	if f.in != "-" {
-		file, err := os.Open(f.in)
-		if err != nil {
-			return fmt.Errorf("input: %v", err)
-		}
-		defer file.Close()
-		if st, err := file.Stat(); err == nil && st.Mode().IsRegular() {
-			inSize = st.Size()
-		}
-		in = file
-	}
+	defer s.closeInput()
 	c, closeConn, err := e.newClient("submit", client.WithOwner(f.owner))
 	if err != nil {
 		return err
 	}
 	defer closeConn()
-	input := newInputReader(in, f.format)
-	job, err := c.Submit(ctx, f.plugin, input.source(), opts...)
-	if err != nil {
-		return submitError(f.plugin, err)
+	if err := s.start(ctx, c); err != nil {
+		return err
 	}
-	defer job.Close()
+	defer s.job.Close()
+	if err := s.openOutput(); err != nil {
+		cancelJob(s.job)
+		return err
+	}
+	jobErr := s.writeResults()
+	jobErr = s.finishOutput(jobErr)
+	return s.outcome(ctx, jobErr)
+}
 
-	var out io.Writer = e.stdout
-	if f.out != "-" {
-		file, err := os.Create(f.out)
-		if err != nil {
-			cancelJob(job)
-			return fmt.Errorf("output: %v", err)
-		}
-		defer file.Close()
-		out = file
+// submission is one run of 'dataflare submit': its flags and options, its
+// input and output, the job and the tally of its results. Its methods are
+// the steps of the run, in order.
+type submission struct {
+	e    *env
+	f    submitFlags
+	opts []client.SubmitOption
+
+	inFile *os.File // nil when the input is standard input
+	inSize int64    // the input file's size, -1 when it is not a regular file
+	input  *inputReader
+
+	job *client.Job
+
+	outFile *os.File // nil when the output is standard output
+	w       *resultWriter
+	bar     *progress
+
+	failed, total uint64
+}
+
+// newSubmission checks submit's flags and builds the job's options; its
+// errors are usage errors.
+func newSubmission(e *env, f submitFlags) (*submission, error) {
+	if err := f.check(); err != nil {
+		return nil, err
 	}
-	w := newResultWriter(out)
-	bar := e.progress(inSize, input)
-	var failed, total uint64
-	var jobErr error
-	for o, err := range job.Results() {
-		if err != nil {
-			jobErr = err
-			break
-		}
-		msg, bad := input.bad.take(o.Index)
-		if bad || o.Err != nil {
-			failed++
-		}
-		total++
-		if err := w.write(o.Index, o.Result, msg, bad); err != nil {
-			jobErr = fmt.Errorf("output: %w", err)
-			break
-		}
-		bar.update(total)
+	s := &submission{e: e, f: f, inSize: -1}
+	if err := s.buildOptions(); err != nil {
+		return nil, err
 	}
-	bar.finish()
-	if err := w.flush(); err != nil && jobErr == nil {
+	return s, nil
+}
+
+// check rejects a bad command line.
+func (f submitFlags) check() error {
+	switch {
+	case f.plugin == "":
+		return usagef("submit needs --plugin NAME")
+	case f.format != formatLines && f.format != formatJSONL:
+		return usagef("--format %q: use lines or jsonl", f.format)
+	case f.batchSize < 0:
+		return usagef("--batch-size %d is negative", f.batchSize)
+	case !proto.ValidName(f.owner):
+		return usagef("--owner %q: use 1-64 of [A-Za-z0-9_-]", f.owner)
+	}
+	return nil
+}
+
+// buildOptions turns the flags into the job's submit options.
+func (s *submission) buildOptions() error {
+	cfg, err := parseConfig(s.f.config)
+	if err != nil {
+		return err
+	}
+	s.opts = append(s.opts, client.WithConfig(cfg), client.WithVersion(s.f.version))
+	if s.f.batchSize > 0 {
+		s.opts = append(s.opts, client.WithBatchSize(s.f.batchSize))
+	}
+	return nil
+}
+
+// openInput opens --in (standard input for "-") and notes the size of a
+// regular file, which the progress bar follows.
+func (s *submission) openInput() error {
+	var in io.Reader = s.e.stdin
+	if s.f.in != "-" {
+		file, err := os.Open(s.f.in)
+		if err != nil {
+			return fmt.Errorf("input: %w", err)
+		}
+		if st, err := file.Stat(); err == nil && st.Mode().IsRegular() {
+			s.inSize = st.Size()
+		}
+		s.inFile, in = file, file
+	}
+	s.input = newInputReader(in, s.f.format)
+	return nil
+}
+
+// closeInput closes the input file, if there is one.
+func (s *submission) closeInput() {
+	if s.inFile != nil {
+		s.inFile.Close()
+	}
+}
+
+// start submits the job, its records read from the input as it asks.
+func (s *submission) start(ctx context.Context, c *client.Client) error {
+	job, err := c.Submit(ctx, s.f.plugin, s.input.source(), s.opts...)
+	if err != nil {
+		return submitError(s.f.plugin, err)
+	}
+	s.job = job
+	return nil
+}
+
+// openOutput creates --out (standard output for "-") and the progress bar.
+func (s *submission) openOutput() error {
+	var out io.Writer = s.e.stdout
+	if s.f.out != "-" {
+		file, err := os.Create(s.f.out)
+		if err != nil {
+			return fmt.Errorf("output: %w", err)
+		}
+		s.outFile, out = file, file
+	}
+	s.w = newResultWriter(out)
+	s.bar = s.e.progress(s.inSize, s.input)
+	return nil
+}
+
+// writeResults writes the job's results as they come, in input order, and
+// returns the error that ended the job early, if any.
+func (s *submission) writeResults() error {
+	for o, err := range s.job.Results() {
+		if err != nil {
+			return err
+		}
+		if err := s.write(o); err != nil {
+			return fmt.Errorf("output: %w", err)
+		}
+	}
+	return nil
+}
+
+// write writes the line of one result, the input line's error in its place
+// when the line could not be read as a record, and counts it.
+func (s *submission) write(o client.Output) error {
+	msg, bad := s.input.bad.take(o.Index)
+	if bad || o.Err != nil {
+		s.failed++
+	}
+	s.total++
+	if err := s.w.write(o.Index, o.Result, msg, bad); err != nil {
+		return err
+	}
+	s.bar.update(s.total)
+	return nil
+}
+
+// finishOutput clears the progress bar, flushes and closes the output, and
+// returns jobErr, or else the output's error.
+func (s *submission) finishOutput(jobErr error) error {
+	s.bar.finish()
+	if err := s.w.flush(); err != nil && jobErr == nil {
 		jobErr = fmt.Errorf("output: %w", err)
 	}
-	if file, ok := out.(*os.File); ok && f.out != "-" {
-		if err := file.Close(); err != nil && jobErr == nil {
+	if s.outFile != nil {
+		if err := s.outFile.Close(); err != nil && jobErr == nil {
 			jobErr = fmt.Errorf("output: %w", err)
 		}
 	}
+	return jobErr
+}
+
+// outcome reports how the job ended: the error that stopped it (the job
+// then cancelled), exit status ExitRecordErrors when some records got
+// errors, else nil and, on a terminal, a summary line.
+func (s *submission) outcome(ctx context.Context, jobErr error) error {
 	switch {
 	case jobErr != nil && ctx.Err() != nil:
-		cancelJob(job)
-		return fmt.Errorf("interrupted after %d results; job %s cancelled", total, job.ID())
+		cancelJob(s.job)
+		return fmt.Errorf("interrupted after %d results; job %s cancelled", s.total, s.job.ID())
 	case jobErr != nil:
-		cancelJob(job)
-		return fmt.Errorf("after %d results: %w", total, jobErr)
-	case failed > 0:
-		return exitError{code: ExitRecordErrors, err: fmt.Errorf("%d of %d records got errors", failed, total)}
+		cancelJob(s.job)
+		return fmt.Errorf("after %d results: %w", s.total, jobErr)
+	case s.failed > 0:
+		return exitError{code: ExitRecordErrors, err: fmt.Errorf("%d of %d records got errors", s.failed, s.total)}
 	}
-	if bar.on {
-		fmt.Fprintf(e.stderr, "dataflare: %d records, all processed (job %s)\n", total, job.ID())
+	if s.bar.on {
+		fmt.Fprintf(s.e.stderr, "dataflare: %d records, all processed (job %s)\n", s.total, s.job.ID())
 	}
 	return nil
 }
