@@ -21,6 +21,7 @@ import (
 
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/internal/tracing"
+	"github.com/dataflare/dataflare/plugin"
 )
 
 // Coordinator accepts jobs and keeps the fleet view. Create one
@@ -129,6 +130,37 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	// connection's dispatch. Subscriptions are drained on the way out: what
 	// was received is handled before Run returns.
 	control := make(chan *nats.Msg, 256)
+	subs, err := c.subscribe(control)
+	if err != nil {
+		return err
+	}
+	if err := c.nc.Flush(); err != nil {
+		unsubscribe(subs)
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	c.ready.Store(true)
+	defer c.ready.Store(false)
+	c.log.Info("coordinator started", "max_batch_bytes", c.cfg.MaxBatchBytes, "replicas", c.cfg.Topology.Replicas)
+
+	g, gctx := errgroup.WithContext(context.WithoutCancel(ctx))
+	// Stops when control is closed after the subscriptions drained.
+	g.Go(func() error {
+		for m := range control {
+			c.handleControl(gctx, m)
+		}
+		return nil
+	})
+
+	<-ctx.Done()
+	c.log.Info("coordinator stopping")
+	unsubscribe(subs)
+	close(control)
+	return g.Wait()
+}
+
+// subscribe queues the requests on control and observes the heartbeats.
+// On an error it leaves no subscription behind.
+func (c *Coordinator) subscribe(control chan *nats.Msg) ([]*nats.Subscription, error) {
 	var subs []*nats.Subscription
 	sub := func(s *nats.Subscription, err error) error {
 		if err != nil {
@@ -147,34 +179,17 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		// fleet view.
 		sub(c.nc.Subscribe(proto.SubjectHeartbeatPrefix+"*", c.onHeartbeat)),
 	); err != nil {
-		for _, s := range subs {
-			s.Unsubscribe()
-		}
-		return err
+		unsubscribe(subs)
+		return nil, err
 	}
-	if err := c.nc.Flush(); err != nil {
-		return fmt.Errorf("coordinator: %w", err)
-	}
-	c.ready.Store(true)
-	defer c.ready.Store(false)
-	c.log.Info("coordinator started", "max_batch_bytes", c.cfg.MaxBatchBytes, "replicas", c.cfg.Topology.Replicas)
+	return subs, nil
+}
 
-	g, gctx := errgroup.WithContext(context.WithoutCancel(ctx))
-	// Stops when control is closed after the subscriptions drained.
-	g.Go(func() error {
-		for m := range control {
-			c.handleControl(gctx, m)
-		}
-		return nil
-	})
-
-	<-ctx.Done()
-	c.log.Info("coordinator stopping")
+// unsubscribe ends subs.
+func unsubscribe(subs []*nats.Subscription) {
 	for _, s := range subs {
 		s.Unsubscribe()
 	}
-	close(control)
-	return g.Wait()
 }
 
 // Ready reports whether the coordinator runs: streams and bucket in place,
@@ -228,33 +243,78 @@ func (c *Coordinator) setup(ctx context.Context) (jetstream.KeyValue, error) {
 // tracer names the coordinator's spans.
 var tracer = tracing.Tracer("github.com/dataflare/dataflare/coordinator")
 
-// handleControl routes every request.
+// requestTimeout bounds the handling of one request.
+const requestTimeout = 10 * time.Second
+
+// handleControl routes every request: the fleet's status and report, or a
+// request on a job.
 func (c *Coordinator) handleControl(ctx context.Context, m *nats.Msg) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	switch subj := m.Subject; {
-	case strings.HasPrefix(subj, proto.SubjectJobCreatePrefix):
-		ctx, span := c.jobSpan(ctx, m, "create")
-		job, err := c.createJob(ctx, proto.LastToken(subj), m.Data)
-		endSpan(span, err)
-		respond(c, m, job, err)
-	case subj == proto.SubjectStatus:
+	switch m.Subject {
+	case proto.SubjectStatus:
 		st, err := c.status(ctx)
 		respond(c, m, st, err)
-	case subj == proto.SubjectReport:
+	case proto.SubjectReport:
 		r, err := c.report(ctx)
 		respond(c, m, r, err)
 	default:
-		verb, _, _ := strings.Cut(strings.TrimPrefix(subj, proto.SubjectJobPrefix), ".")
-		ctx, span := c.jobSpan(ctx, m, verb)
-		job, err := c.jobRequest(ctx, subj, m.Data)
-		endSpan(span, err)
+		job, err := c.handleJob(ctx, m)
 		respond(c, m, job, err)
 	}
 }
 
-// jobSpan starts the span of a job request, in the trace the request
+// jobVerbs holds the method that answers each job request verb: called
+// with the owner for create (df.job.create.<owner>), with the job id for
+// the others (df.job.<verb>.<owner>.<id>), and with the request's body.
+var jobVerbs = map[string]func(c *Coordinator, ctx context.Context, target string, body []byte) (*proto.Job, error){
+	"create": (*Coordinator).createJob,
+	"get":    (*Coordinator).getJob,
+	"seal":   (*Coordinator).sealJob,
+	"done":   (*Coordinator).finishJob,
+	"reject": (*Coordinator).rejectRecord,
+	"cancel": (*Coordinator).cancelJob,
+}
+
+// handleJob answers a request on a job, in a span of the trace the request
 // carries (a client's job: creation, size and state checks, seal).
+func (c *Coordinator) handleJob(ctx context.Context, m *nats.Msg) (*proto.Job, error) {
+	verb, target, err := parseJobSubject(m.Subject)
+	ctx, span := c.jobSpan(ctx, m, verb)
+	var job *proto.Job
+	if err == nil {
+		job, err = c.answerJob(ctx, verb, target, m.Data)
+	}
+	endSpan(span, err)
+	return job, err
+}
+
+// answerJob calls the method of verb in jobVerbs.
+func (c *Coordinator) answerJob(ctx context.Context, verb, target string, body []byte) (*proto.Job, error) {
+	answer, ok := jobVerbs[verb]
+	if !ok {
+		return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: unknown job request %q", verb)
+	}
+	return answer(c, ctx, target, body)
+}
+
+// parseJobSubject splits df.job.create.<owner> into "create" and the
+// owner, and df.job.<verb>.<owner>.<id> into the verb and the job id. A
+// subject without a valid job id is invalid input; its verb is still
+// returned, to name the span.
+func parseJobSubject(subject string) (verb, target string, err error) {
+	if strings.HasPrefix(subject, proto.SubjectJobCreatePrefix) {
+		return "create", proto.LastToken(subject), nil
+	}
+	verb, id, _ := strings.Cut(strings.TrimPrefix(subject, proto.SubjectJobPrefix), ".")
+	if !proto.ValidJobID(id) {
+		return verb, "", proto.Errorf(plugin.CodeInvalidInput, "coordinator: bad job subject %q", subject)
+	}
+	return verb, id, nil
+}
+
+// jobSpan starts the span of a job request, in the trace the request
+// carries.
 func (c *Coordinator) jobSpan(ctx context.Context, m *nats.Msg, verb string) (context.Context, trace.Span) {
 	return tracer.Start(tracing.Extract(ctx, m.Header), "coordinator.job",
 		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attribute.String("dataflare.request", verb)))

@@ -21,16 +21,10 @@ import (
 
 // createJob handles df.job.create.<owner>: it resolves the plugin, pins a
 // WebAssembly plugin's digest, and records the job.
-func (c *Coordinator) createJob(ctx context.Context, owner string, data []byte) (*proto.Job, error) {
-	var req proto.JobCreate
-	if err := json.Unmarshal(data, &req); err != nil {
-		return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: malformed job request: %v", err)
-	}
-	if !proto.ValidName(owner) {
-		return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: invalid owner %q: use 1-64 of [A-Za-z0-9_-]", owner)
-	}
-	if !proto.ValidName(req.Plugin) {
-		return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: invalid plugin name %q: use 1-64 of [A-Za-z0-9_-]", req.Plugin)
+func (c *Coordinator) createJob(ctx context.Context, owner string, body []byte) (*proto.Job, error) {
+	req, err := parseJobCreate(owner, body)
+	if err != nil {
+		return nil, err
 	}
 	if err := c.view.waitForWorkers(ctx, c.started); err != nil {
 		return nil, err
@@ -45,32 +39,64 @@ func (c *Coordinator) createJob(ctx context.Context, owner string, data []byte) 
 		Updated:       now,
 		MaxBatchBytes: c.cfg.MaxBatchBytes,
 	}
-	switch {
-	case c.view.hasNative(req.Plugin) && req.Version == "":
-	case c.cfg.Modules != nil:
-		digest, version, err := c.cfg.Modules(ctx, req.Plugin, req.Version)
-		if err != nil {
-			return nil, proto.Errorf(plugin.CodeUnknown, "coordinator: resolve plugin %s: %v", req.Plugin, err)
-		}
-		if digest == "" {
-			return nil, unknownPlugin(req.Plugin, req.Version)
-		}
-		job.Digest, job.Version = digest, version
-	default:
-		return nil, unknownPlugin(req.Plugin, req.Version)
+	if job.Digest, job.Version, err = c.pinPlugin(ctx, req); err != nil {
+		return nil, err
 	}
 	job.BatchSize = c.view.batchSize(req.Plugin, 0)
-	b, _ := json.Marshal(job)
-	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
-	_, err := c.kv.Create(kctx, job.ID, b)
-	cancel()
-	if err != nil {
-		return nil, kvError("record job", err)
+	if err := c.recordJob(ctx, job); err != nil {
+		return nil, err
 	}
 	c.jobs.put(job, now)
 	c.metrics.jobs.Inc()
 	c.log.Info("job created", "job", job.ID, "plugin", job.Plugin, "digest", job.Digest)
 	return job, nil
+}
+
+// parseJobCreate decodes a job request and checks its owner and plugin
+// names.
+func parseJobCreate(owner string, body []byte) (proto.JobCreate, error) {
+	req, err := decodeRequest[proto.JobCreate](body, "job")
+	if err != nil {
+		return req, err
+	}
+	if !proto.ValidName(owner) {
+		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: invalid owner %q: use 1-64 of [A-Za-z0-9_-]", owner)
+	}
+	if !proto.ValidName(req.Plugin) {
+		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: invalid plugin name %q: use 1-64 of [A-Za-z0-9_-]", req.Plugin)
+	}
+	return req, nil
+}
+
+// pinPlugin returns the module digest and version a new job runs: none for
+// a native plugin that a live worker has, when no version is asked;
+// otherwise the module Config.Modules resolves.
+func (c *Coordinator) pinPlugin(ctx context.Context, req proto.JobCreate) (digest, version string, err error) {
+	switch {
+	case c.view.hasNative(req.Plugin) && req.Version == "":
+		return "", "", nil
+	case c.cfg.Modules == nil:
+		return "", "", unknownPlugin(req.Plugin, req.Version)
+	}
+	digest, version, err = c.cfg.Modules(ctx, req.Plugin, req.Version)
+	if err != nil {
+		return "", "", proto.Errorf(plugin.CodeUnknown, "coordinator: resolve plugin %s: %v", req.Plugin, err)
+	}
+	if digest == "" {
+		return "", "", unknownPlugin(req.Plugin, req.Version)
+	}
+	return digest, version, nil
+}
+
+// recordJob creates a new job's entry in the bucket.
+func (c *Coordinator) recordJob(ctx context.Context, job *proto.Job) error {
+	b, _ := json.Marshal(job)
+	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	if _, err := c.kv.Create(kctx, job.ID, b); err != nil {
+		return kvError("record job", err)
+	}
+	return nil
 }
 
 func unknownPlugin(name, version string) *proto.Error {
@@ -80,100 +106,119 @@ func unknownPlugin(name, version string) *proto.Error {
 	return proto.Errorf(plugin.CodeUnknownPlugin, "unknown plugin %s: no worker has it and no module of that name was pushed", name)
 }
 
-// jobRequest handles df.job.<verb>.<owner>.<id>.
-func (c *Coordinator) jobRequest(ctx context.Context, subject string, data []byte) (*proto.Job, error) {
-	rest := strings.TrimPrefix(subject, proto.SubjectJobPrefix)
-	verb, id, ok := strings.Cut(rest, ".")
-	if !ok || !proto.ValidJobID(id) {
-		return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: bad job subject %q", subject)
+// decodeRequest decodes a request's JSON body; a malformed one is invalid
+// input. what names the request in the error.
+func decodeRequest[T any](body []byte, what string) (T, error) {
+	var req T
+	if err := json.Unmarshal(body, &req); err != nil {
+		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: malformed %s request: %v", what, err)
 	}
-	switch verb {
-	case "get":
-		// Submitting clients and readers ask every second or less: from
-		// the cache, with the batch size the sizer wants now.
-		cached, err := c.job(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		job := *cached
-		job.BatchSize = c.view.batchSize(job.Plugin, 0)
-		return &job, nil
-	case "seal":
-		var req proto.JobSeal
-		if err := json.Unmarshal(data, &req); err != nil {
-			return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: malformed seal request: %v", err)
-		}
-		sealed := false
-		job, err := c.updateJob(ctx, id, func(j *proto.Job) error {
-			switch j.State {
-			case proto.JobOpen:
-			case proto.JobSealed:
-				if j.Batches == req.Batches && j.Records == req.Records {
-					return nil // a retried seal
-				}
-				fallthrough
-			default:
-				return proto.Errorf(plugin.CodeJobClosed, "job %s is %s", id, j.State)
-			}
-			j.State, j.Batches, j.Records = proto.JobSealed, req.Batches, req.Records
-			sealed = true
-			return nil
-		})
-		if err == nil && sealed {
-			c.metrics.sealedBatches.Add(float64(req.Batches))
-			c.metrics.sealedRecords.Add(float64(req.Records))
-		}
-		return job, err
-	case "done":
-		var req proto.JobFinish
-		if err := json.Unmarshal(data, &req); err != nil {
-			return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: malformed done request: %v", err)
-		}
-		job, err := c.updateJob(ctx, id, func(j *proto.Job) error {
-			if j.State == proto.JobCancelled {
-				return nil
-			}
-			j.State, j.Progress = proto.JobDone, req.Progress
-			return nil
-		})
-		if err == nil {
-			// The client has read every result: they need not wait for
-			// their retention to pass.
-			c.purge(ctx, proto.StreamResults, proto.ResultSubject(id))
-		}
-		return job, err
-	case "reject":
-		var req proto.JobReject
-		if err := json.Unmarshal(data, &req); err != nil {
-			return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: malformed reject request: %v", err)
-		}
-		job, err := c.job(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if job.State != proto.JobOpen {
-			return nil, proto.Errorf(plugin.CodeJobClosed, "job %s is %s", id, job.State)
-		}
-		return job, c.reject(ctx, id, req)
-	case "cancel":
-		job, err := c.updateJob(ctx, id, func(j *proto.Job) error {
-			if j.State == proto.JobDone {
-				return proto.Errorf(plugin.CodeJobClosed, "job %s is done", id)
-			}
-			j.State = proto.JobCancelled
-			return nil
-		})
-		if err == nil {
-			c.purge(ctx, proto.StreamBatches, proto.BatchSubject(job.Plugin, id))
-			c.purge(ctx, proto.StreamResults, proto.ResultSubject(id))
-		}
-		return job, err
-	}
-	return nil, proto.Errorf(plugin.CodeInvalidInput, "coordinator: unknown job request %q", verb)
+	return req, nil
 }
 
-// reject stores a record's error as its result in DF_RESULTS.
-func (c *Coordinator) reject(ctx context.Context, job string, req proto.JobReject) error {
+// getJob handles df.job.get.<owner>.<id>. Submitting clients and readers
+// ask every second or less: it answers from the cache, with the batch size
+// the sizer wants now.
+func (c *Coordinator) getJob(ctx context.Context, id string, _ []byte) (*proto.Job, error) {
+	cached, err := c.job(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	job := *cached
+	job.BatchSize = c.view.batchSize(job.Plugin, 0)
+	return &job, nil
+}
+
+// sealJob handles df.job.seal.<owner>.<id>: the client has published all
+// of an open job's batches, and their counts go to the metrics. A retried
+// seal (same counts) succeeds again, and is not counted again.
+func (c *Coordinator) sealJob(ctx context.Context, id string, body []byte) (*proto.Job, error) {
+	req, err := decodeRequest[proto.JobSeal](body, "seal")
+	if err != nil {
+		return nil, err
+	}
+	sealed := false
+	job, err := c.updateJob(ctx, id, func(j *proto.Job) error {
+		sealed = false // updateJob may call this again after a conflict
+		switch j.State {
+		case proto.JobOpen:
+		case proto.JobSealed:
+			if j.Batches == req.Batches && j.Records == req.Records {
+				return nil // a retried seal
+			}
+			fallthrough
+		default:
+			return proto.Errorf(plugin.CodeJobClosed, "job %s is %s", id, j.State)
+		}
+		j.State, j.Batches, j.Records = proto.JobSealed, req.Batches, req.Records
+		sealed = true
+		return nil
+	})
+	if err == nil && sealed {
+		c.metrics.sealedBatches.Add(float64(req.Batches))
+		c.metrics.sealedRecords.Add(float64(req.Records))
+	}
+	return job, err
+}
+
+// finishJob handles df.job.done.<owner>.<id>: the client has read every
+// result. The job is done, unless it was cancelled, and its results are
+// purged: they need not wait for their retention to pass.
+func (c *Coordinator) finishJob(ctx context.Context, id string, body []byte) (*proto.Job, error) {
+	req, err := decodeRequest[proto.JobFinish](body, "done")
+	if err != nil {
+		return nil, err
+	}
+	job, err := c.updateJob(ctx, id, func(j *proto.Job) error {
+		if j.State == proto.JobCancelled {
+			return nil
+		}
+		j.State, j.Progress = proto.JobDone, req.Progress
+		return nil
+	})
+	if err == nil {
+		c.purge(ctx, proto.StreamResults, proto.ResultSubject(id))
+	}
+	return job, err
+}
+
+// rejectRecord handles df.job.reject.<owner>.<id>: the client could not
+// send a record of an open job (too large), and its error is stored as the
+// record's result.
+func (c *Coordinator) rejectRecord(ctx context.Context, id string, body []byte) (*proto.Job, error) {
+	req, err := decodeRequest[proto.JobReject](body, "reject")
+	if err != nil {
+		return nil, err
+	}
+	job, err := c.job(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if job.State != proto.JobOpen {
+		return nil, proto.Errorf(plugin.CodeJobClosed, "job %s is %s", id, job.State)
+	}
+	return job, c.publishRejection(ctx, id, req)
+}
+
+// cancelJob handles df.job.cancel.<owner>.<id>: a job not done is
+// cancelled, and its batches and results are purged.
+func (c *Coordinator) cancelJob(ctx context.Context, id string, _ []byte) (*proto.Job, error) {
+	job, err := c.updateJob(ctx, id, func(j *proto.Job) error {
+		if j.State == proto.JobDone {
+			return proto.Errorf(plugin.CodeJobClosed, "job %s is done", id)
+		}
+		j.State = proto.JobCancelled
+		return nil
+	})
+	if err == nil {
+		c.purge(ctx, proto.StreamBatches, proto.BatchSubject(job.Plugin, id))
+		c.purge(ctx, proto.StreamResults, proto.ResultSubject(id))
+	}
+	return job, err
+}
+
+// publishRejection stores a record's error as its result in DF_RESULTS.
+func (c *Coordinator) publishRejection(ctx context.Context, job string, req proto.JobReject) error {
 	perr := &plugin.Error{Code: plugin.CodeTooLarge, Message: req.Message}
 	rs := batch.ResultSet{Job: job, Worker: c.cfg.ID, Base: req.Index, Results: []plugin.Result{plugin.Fail(perr)}}
 	data, err := batch.AppendResults(nil, &rs)
