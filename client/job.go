@@ -1,16 +1,13 @@
 package client
 
 import (
-	"container/heap"
 	"context"
-	"errors"
 	"fmt"
 	"iter"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -92,22 +89,23 @@ type Progress struct {
 }
 
 // Job is a running job. Its results are read with Results (or Wait).
+//
+// Its goroutines (the submission, the results' receiver, the watcher) get
+// the job's context as a parameter when they start; the Job keeps only the
+// means to end it (cancel) and to learn that it ended (ended, endErr).
 type Job struct {
 	c      *Client
 	info   proto.Job
-	ctx    context.Context
-	cancel context.CancelFunc
+	cancel context.CancelFunc // ends the job's context: stops its goroutines
+	ended  chan struct{}      // closed by the watcher once the job's context ended
+	endErr error              // why it ended; set before ended is closed
+	check  chan struct{}      // the reader asks the watcher for the job's state
 	span   trace.Span
 	start  time.Time
 	events chan event
 	wg     sync.WaitGroup
 
-	batchSize atomic.Int64
-	fixedSize bool
-	refreshed atomic.Int64 // when send last asked for the job (UnixNano)
-
 	mu   sync.Mutex
-	next uint64   // results handed out so far = the next index to hand out
 	ends []uint64 // ends of batches in flight, in submission order
 	room chan struct{}
 
@@ -121,6 +119,7 @@ type event struct {
 	sealed bool
 	total  uint64
 	err    error // with sealed: the input error to report after the last result; else fatal
+	gone   bool  // err: the job was cancelled by another process, no failure of this one
 }
 
 // segment is the results of the records [base, base+len(results)).
@@ -154,20 +153,17 @@ func (c *Client) Submit(ctx context.Context, name string, src Source, opts ...Su
 		return nil, err
 	}
 	span.SetAttributes(attribute.String("dataflare.job", info.ID))
-	j := c.newJob(ctx, *info, span)
-	if so.batchSize > 0 {
-		j.batchSize.Store(int64(so.batchSize))
-		j.fixedSize = true
-	}
-	if err := j.receive(); err != nil {
+	j, ctx := c.newJob(ctx, *info, span)
+	if err := j.receive(ctx); err != nil {
 		j.stop()
 		return nil, err
 	}
+	b := newBatcher(j, so.batchSize)
 	j.wg.Add(1)
 	// Stops when src is exhausted, the job fails, or the job's context ends.
 	go func() {
 		defer j.wg.Done()
-		j.submit(src)
+		b.submit(ctx, src)
 	}()
 	return j, nil
 }
@@ -194,10 +190,10 @@ func (c *Client) Attach(ctx context.Context, id string) (*Job, error) {
 		return nil, &Error{Code: plugin.CodeJobClosed, Message: fmt.Sprintf("job %s is %s: its results are gone", id, info.State)}
 	}
 	ctx, span := tracer.Start(ctx, "client.attach", trace.WithAttributes(attribute.String("dataflare.job", id)))
-	j := c.newJob(ctx, *info, span)
+	j, ctx := c.newJob(ctx, *info, span)
 	j.submitted.Store(info.Records)
 	j.batches.Store(info.Batches)
-	if err := j.receive(); err != nil {
+	if err := j.receive(ctx); err != nil {
 		j.stop()
 		return nil, err
 	}
@@ -205,15 +201,54 @@ func (c *Client) Attach(ctx context.Context, id string) (*Job, error) {
 	return j, nil
 }
 
-func (c *Client) newJob(ctx context.Context, info proto.Job, span trace.Span) *Job {
+// newJob returns a job and its context, derived from ctx: the job's
+// goroutines take it as a parameter, and stop (Close, Cancel, the end of
+// Results) ends it. It starts the job's watcher.
+func (c *Client) newJob(ctx context.Context, info proto.Job, span trace.Span) (*Job, context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	j := &Job{
-		c: c, info: info, ctx: ctx, cancel: cancel, span: span, start: time.Now(),
+		c: c, info: info, cancel: cancel, span: span, start: time.Now(),
+		ended:  make(chan struct{}),
+		check:  make(chan struct{}, 1),
 		events: make(chan event, 2*c.opts.window+16),
 		room:   make(chan struct{}, 1),
 	}
-	j.batchSize.Store(int64(max(info.BatchSize, 1)))
-	return j
+	j.wg.Add(1)
+	// Stops when the job's context ends: stop cancels it, or the caller's
+	// ctx ends.
+	go func() {
+		defer j.wg.Done()
+		j.watch(ctx)
+	}()
+	return j, ctx
+}
+
+// watch runs for the job's reader with the job's context, which the reader
+// does not hold: when the reader, hearing nothing, asks (askState), it asks
+// a coordinator whether the job was cancelled elsewhere and, if so, tells
+// the reader; when the context ends, it records why and closes ended.
+func (j *Job) watch(ctx context.Context) {
+	for {
+		select {
+		case <-j.check:
+			if err := j.cancelled(ctx); err != nil {
+				j.emit(ctx, event{err: fmt.Errorf("client: job %s: %w", j.info.ID, err), gone: true})
+			}
+		case <-ctx.Done():
+			j.endErr = context.Cause(ctx)
+			close(j.ended)
+			return
+		}
+	}
+}
+
+// askState has the watcher ask whether the job was cancelled elsewhere,
+// unless it is asking already.
+func (j *Job) askState() {
+	select {
+	case j.check <- struct{}{}:
+	default:
+	}
 }
 
 // ID returns the job's id, for Attach.
@@ -269,105 +304,10 @@ func (j *Job) Wait() (Summary, error) {
 	return Summary{Progress: j.Progress(), Duration: time.Since(j.start)}, err
 }
 
-// stateCheckEvery is how long a reader waits without news before it asks
-// whether its job was cancelled elsewhere.
-const stateCheckEvery = time.Second
-
-// Results yields one Output per input record, in input order, as the fleet
-// produces them. If the job fails — the fleet refuses it, the Source
-// errs, the context ends, another process cancels it (ErrJobClosed) — the
-// last pair carries the error; every Output
-// before it stands. Stopping the iteration early stops the job's goroutines
-// in this process (the fleet job runs on; Cancel it to stop it). Results
-// can be ranged over once.
-func (j *Job) Results() iter.Seq2[Output, error] {
-	return func(yield func(Output, error) bool) {
-		if !j.taken.CompareAndSwap(false, true) {
-			yield(Output{}, errors.New("client: Results can be read only once per job"))
-			return
-		}
-		defer j.stop()
-		var (
-			pending segments
-			total   = ^uint64(0)
-			endErr  error
-			next    uint64
-		)
-		// A job cancelled elsewhere sends nothing more: after a quiet
-		// stateCheckEvery, ask.
-		check := time.NewTicker(stateCheckEvery)
-		defer check.Stop()
-		heard := false
-		for {
-			if next == total {
-				j.finish()
-				if endErr != nil {
-					yield(Output{}, endErr)
-				}
-				return
-			}
-			var ev event
-			select {
-			case ev = <-j.events:
-				heard = true
-			case <-check.C:
-				if heard {
-					heard = false
-					continue
-				}
-				if err := j.cancelled(); err != nil {
-					yield(Output{}, fmt.Errorf("client: job %s: %w", j.info.ID, err))
-					return
-				}
-				continue
-			case <-j.ctx.Done():
-				yield(Output{}, fmt.Errorf("client: job %s: %w", j.info.ID, context.Cause(j.ctx)))
-				return
-			}
-			switch {
-			case ev.sealed:
-				total, endErr = ev.total, ev.err
-				continue
-			case ev.err != nil:
-				j.span.SetStatus(codes.Error, ev.err.Error())
-				yield(Output{}, ev.err)
-				return
-			}
-			heap.Push(&pending, ev.seg)
-			for pending.Len() > 0 && pending[0].base <= next {
-				s := heap.Pop(&pending).(*segment)
-				for i := next - s.base; i < uint64(len(s.results)); i++ {
-					r := s.results[i]
-					j.count(r)
-					next++
-					if !yield(Output{Index: s.base + i, Result: r}, nil) {
-						return
-					}
-				}
-				putResults(s.results)
-				j.advance(next)
-			}
-		}
-	}
-}
-
-func (j *Job) count(r plugin.Result) {
-	j.results.Add(1)
-	switch {
-	case r.Err != nil:
-		j.failed.Add(1)
-	case r.Dropped:
-		j.dropped.Add(1)
-	default:
-		j.succeeded.Add(1)
-	}
-}
-
 // advance records that the results up to next were handed out, freeing the
 // window slots of the batches they complete.
 func (j *Job) advance(next uint64) {
 	j.mu.Lock()
-	j.next = next
 	n := 0
 	for n < len(j.ends) && j.ends[n] <= next {
 		n++
@@ -383,7 +323,7 @@ func (j *Job) advance(next uint64) {
 }
 
 // reserve waits for a window slot for a batch ending at end.
-func (j *Job) reserve(end uint64) error {
+func (j *Job) reserve(ctx context.Context, end uint64) error {
 	for {
 		j.mu.Lock()
 		if len(j.ends) < j.c.opts.window {
@@ -394,115 +334,24 @@ func (j *Job) reserve(end uint64) error {
 		j.mu.Unlock()
 		select {
 		case <-j.room:
-		case <-j.ctx.Done():
-			return context.Cause(j.ctx)
+		case <-ctx.Done():
+			return context.Cause(ctx)
 		}
 	}
 }
 
-// finish tells the fleet the results were read, so it can drop them.
-func (j *Job) finish() {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(j.ctx), j.c.opts.timeout)
-	defer cancel()
-	p := j.Progress()
-	_, err := request[proto.Job](ctx, j.c, proto.JobSubject("done", j.info.ID), proto.JobFinish{Progress: proto.Progress{
-		Results: p.Results, Succeeded: p.Succeeded, Failed: p.Failed, Dropped: p.Dropped}})
-	if err != nil {
-		j.c.opts.log.Warn("job done but not recorded", "job", j.info.ID, "err", err)
-	}
-}
-
-// emit passes an event to the reader unless the job has ended.
-func (j *Job) emit(ev event) bool {
+// emit passes an event to the reader unless the job's context, ctx, has
+// ended.
+func (j *Job) emit(ctx context.Context, ev event) bool {
 	select {
 	case j.events <- ev:
 		return true
-	case <-j.ctx.Done():
+	case <-ctx.Done():
 		return false
 	}
 }
 
 // fail reports a fatal error and stops the submission.
-func (j *Job) fail(err error) {
-	j.emit(event{err: err})
-}
-
-// receive starts reading the job's results from DF_RESULTS.
-func (j *Job) receive() error {
-	cons, err := j.c.js.OrderedConsumer(j.ctx, proto.StreamResults, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{proto.ResultSubject(j.info.ID)},
-	})
-	if err != nil {
-		return fmt.Errorf("client: read results: %w", err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("client: read results: %w", err)
-	}
-	stop := context.AfterFunc(j.ctx, it.Stop)
-	j.wg.Add(1)
-	// Stops when the job's context ends (which stops the iterator).
-	go func() {
-		defer j.wg.Done()
-		defer stop()
-		for {
-			m, err := it.Next()
-			if err != nil {
-				if j.ctx.Err() == nil {
-					j.fail(fmt.Errorf("client: read results: %w", err))
-				}
-				return
-			}
-			rs := batch.ResultSet{Results: getResults()}
-			if err := batch.DecodeResults(m.Data(), &rs); err != nil {
-				j.fail(fmt.Errorf("client: malformed result message: %w", err))
-				return
-			}
-			if rs.Job != j.info.ID {
-				continue
-			}
-			_, span := tracer.Start(tracing.Extract(j.ctx, m.Headers()), "client.results", trace.WithAttributes(
-				attribute.Int64("dataflare.seq", int64(rs.Seq)), attribute.Int("dataflare.records", len(rs.Results))))
-			span.End()
-			if !j.emit(event{seg: &segment{base: rs.Base, results: rs.Results}}) {
-				return
-			}
-		}
-	}()
-	return nil
-}
-
-// resultSlices recycles the result slices of segments: once a segment's
-// results are handed out (each Output is a copy), its slice decodes the
-// next result message.
-var resultSlices sync.Pool // of *[]plugin.Result
-
-func getResults() []plugin.Result {
-	if p, ok := resultSlices.Get().(*[]plugin.Result); ok {
-		return (*p)[:0]
-	}
-	return nil
-}
-
-// putResults gives rs back, cleared so that it keeps no message alive.
-func putResults(rs []plugin.Result) {
-	if cap(rs) == 0 {
-		return
-	}
-	clear(rs)
-	resultSlices.Put(&rs)
-}
-
-// segments is a min-heap of segments by base.
-type segments []*segment
-
-func (s segments) Len() int           { return len(s) }
-func (s segments) Less(a, b int) bool { return s[a].base < s[b].base }
-func (s segments) Swap(a, b int)      { s[a], s[b] = s[b], s[a] }
-func (s *segments) Push(x any)        { *s = append(*s, x.(*segment)) }
-func (s *segments) Pop() any {
-	old := *s
-	x := old[len(old)-1]
-	*s = old[:len(old)-1]
-	return x
+func (j *Job) fail(ctx context.Context, err error) {
+	j.emit(ctx, event{err: err})
 }

@@ -47,168 +47,255 @@ func encodeBuf(size int) *[]byte {
 	return &b
 }
 
-// submit reads src, cuts it into batches and sends them; then seals the
-// job. It runs on its own goroutine.
-func (j *Job) submit(src Source) {
-	sendq := make(chan *outBatch)
-	var senders sync.WaitGroup
-	var failed atomic.Bool
-	sendErr := func(err error) {
-		if failed.CompareAndSwap(false, true) {
-			j.fail(err)
-		}
-	}
-	for range j.c.opts.senders {
-		senders.Add(1)
-		// Stops when sendq is closed, or at the first failure.
-		go func() {
-			defer senders.Done()
-			for ob := range sendq {
-				err := j.send(ob)
-				encodeBufs.Put(ob.buf)
-				if err != nil {
-					sendErr(err)
-					// Keep draining sendq so the submitter never blocks.
-					for ob := range sendq {
-						encodeBufs.Put(ob.buf)
-					}
-					return
-				}
-			}
-		}()
-	}
+// batcher is a job's submission: it cuts the records of a Source into
+// batches, hands them to the job's senders, gives a record too large to
+// travel its error in its place, and seals the job once the Source ends. Its
+// cutting side runs on the submission goroutine; the senders and their
+// shared state (failed, batchSize, refreshed) run beside it.
+type batcher struct {
+	j        *Job
+	maxBytes int         // the most a batch's records may take
+	hdr      batch.Batch // the header of every batch, Seq and Base set per batch
 
+	// The cutting side.
+	w        batch.Writer
+	buf      *[]byte // the message being written, nil between batches
+	n        int     // records in it
+	recBytes int     // their size
+	lastLen  int     // the last message's size, to size the next buffer
+	index    uint64  // records read = the index of the next
+	seq      uint64  // batches cut = the seq of the next
+	inputErr error   // the Source's error, reported after the last result
+
+	// The sending side.
+	sendq     chan *outBatch
+	senders   sync.WaitGroup
+	failed    atomic.Bool  // a sender failed: the job was told, stop cutting
+	batchSize atomic.Int64 // records per batch, as the sizer last said
+	fixedSize bool         // WithBatchSize: the sizer is not asked
+	refreshed atomic.Int64 // when a sender last asked for the job (UnixNano)
+}
+
+// newBatcher returns the submission of j; fixed > 0 fixes the batch size
+// (WithBatchSize).
+func newBatcher(j *Job, fixed int) *batcher {
 	maxBytes := j.info.MaxBatchBytes - headerRoom
 	if maxBytes <= 0 {
 		maxBytes = 1<<20 - headerRoom
 	}
-	// Each record is copied once, straight into the batch message being
-	// written (the Source may reuse its buffers once it has yielded).
-	hdr := batch.Batch{Job: j.info.ID, Plugin: j.info.Plugin, Digest: j.info.Digest, Config: j.info.Config}
-	var (
-		w        batch.Writer
-		buf      *[]byte // the message being written, nil between batches
-		n        int     // records in it
-		lastLen  int     // the last message's size, to size the next buffer
-		recBytes int
-		index    uint64
-		seq      uint64
-		inputErr error
-	)
-	// drop discards a message started but holding no record.
-	drop := func() {
-		if buf != nil && n == 0 {
-			encodeBufs.Put(buf)
-			buf = nil
-		}
+	b := &batcher{
+		j: j, maxBytes: maxBytes,
+		hdr:   batch.Batch{Job: j.info.ID, Plugin: j.info.Plugin, Digest: j.info.Digest, Config: j.info.Config},
+		sendq: make(chan *outBatch),
 	}
-	flush := func() bool {
-		if n == 0 {
-			return true
-		}
-		base := index - uint64(n)
-		if err := j.reserve(index); err != nil {
-			return false
-		}
-		data := w.Bytes()
-		*buf = data
-		select {
-		case sendq <- &outBatch{seq: seq, base: base, n: n, data: data, buf: buf}:
-		case <-j.ctx.Done():
-			encodeBufs.Put(buf)
-			buf = nil
-			return false
-		}
-		seq++
-		lastLen = len(data)
-		buf, n, recBytes = nil, 0, 0
-		return true
+	b.batchSize.Store(int64(max(j.info.BatchSize, 1)))
+	if fixed > 0 {
+		b.batchSize.Store(int64(fixed))
+		b.fixedSize = true
 	}
-	ok := true
-	for rec, err := range src {
-		if j.ctx.Err() != nil {
-			ok = false
-			break
-		}
-		if err != nil {
-			inputErr = fmt.Errorf("%w: after record %d: %v", ErrInput, index, err)
-			break
-		}
-		size := batch.RecordSize(&rec)
-		fits := size <= maxBytes
-		if fits {
-			if n > 0 && (n >= int(j.batchSize.Load()) || recBytes+size > maxBytes) {
-				if ok = flush(); !ok {
-					break
-				}
-			}
-			if buf == nil {
-				buf = encodeBuf(max(lastLen, 4<<10))
-				hdr.Seq, hdr.Base = seq, index
-				if err := w.Reset((*buf)[:0], &hdr); err != nil {
-					sendErr(fmt.Errorf("client: encode batch: %w", err))
-					ok = false
-					break
-				}
-			}
-			fits = w.Add(&rec) == nil
-		}
-		if !fits {
-			// The record cannot travel: it gets its error here, in its
-			// place, and the rest of the job goes on.
-			if ok = flush(); !ok {
-				break
-			}
-			drop()
-			err := batch.DefaultLimits.CheckRecord(&rec)
-			if err == nil {
-				err = fmt.Errorf("record of %d bytes is over the batch limit of %d", size, maxBytes)
-			}
-			j.submitted.Add(1)
-			if err := j.reject(index, fmt.Sprintf("record %d: %v", index, err)); err != nil {
-				if j.ctx.Err() == nil {
-					sendErr(fmt.Errorf("client: store the error of record %d: %w", index, err))
-				}
-				ok = false
-				break
-			}
-			index++
-			continue
-		}
-		n++
-		recBytes += size
-		index++
-		j.submitted.Add(1)
-	}
-	if ok {
-		ok = flush()
-	}
-	drop()
-	close(sendq)
-	senders.Wait()
-	if !ok || failed.Load() || j.ctx.Err() != nil {
-		return
-	}
-	if _, err := retry(j, func(ctx context.Context) (*proto.Job, error) {
-		return request[proto.Job](ctx, j.c, proto.JobSubject("seal", j.info.ID), proto.JobSeal{Batches: seq, Records: index})
-	}); err != nil {
-		j.fail(fmt.Errorf("client: seal job %s: %w", j.info.ID, err))
-		return
-	}
-	j.emit(event{sealed: true, total: index, err: inputErr})
+	return b
 }
 
-// reject has a coordinator store the error of record index, which cannot
-// be sent, as its result: it takes its place among the job's results like
-// any other, for this reader and for one that attaches later.
-func (j *Job) reject(index uint64, msg string) error {
-	if err := j.reserve(index + 1); err != nil {
+// submit reads src, cuts it into batches and sends them; then seals the
+// job. It runs on its own goroutine, with the job's context.
+func (b *batcher) submit(ctx context.Context, src Source) {
+	b.startSenders(ctx)
+	ok := b.cut(ctx, src)
+	b.stopSenders()
+	if !ok || b.failed.Load() || ctx.Err() != nil {
+		return
+	}
+	b.seal(ctx)
+}
+
+// startSenders starts the job's senders.
+func (b *batcher) startSenders(ctx context.Context) {
+	for range b.j.c.opts.senders {
+		b.senders.Add(1)
+		// Stops when sendq is closed (stopSenders), or at the first failure.
+		go func() {
+			defer b.senders.Done()
+			b.sendAll(ctx)
+		}()
+	}
+}
+
+// stopSenders lets the senders send what was handed to them, and waits for
+// them.
+func (b *batcher) stopSenders() {
+	b.dropEmpty()
+	close(b.sendq)
+	b.senders.Wait()
+}
+
+// sendAll is one sender: it sends the batches of sendq until it is closed
+// or a send fails.
+func (b *batcher) sendAll(ctx context.Context) {
+	for ob := range b.sendq {
+		err := b.send(ctx, ob)
+		encodeBufs.Put(ob.buf)
+		if err != nil {
+			b.fail(ctx, err)
+			// Keep draining sendq so the submitter never blocks.
+			for ob := range b.sendq {
+				encodeBufs.Put(ob.buf)
+			}
+			return
+		}
+	}
+}
+
+// fail reports the submission's first failure to the reader.
+func (b *batcher) fail(ctx context.Context, err error) {
+	if b.failed.CompareAndSwap(false, true) {
+		b.j.fail(ctx, err)
+	}
+}
+
+// cut reads src to its end (or its error, kept for the seal) and cuts it
+// into batches. It returns false when the submission stopped short: the job
+// failed or its context ended.
+func (b *batcher) cut(ctx context.Context, src Source) bool {
+	for rec, err := range src {
+		if ctx.Err() != nil {
+			return false
+		}
+		if err != nil {
+			b.inputErr = fmt.Errorf("%w: after record %d: %v", ErrInput, b.index, err)
+			break
+		}
+		if !b.add(ctx, &rec) {
+			return false
+		}
+	}
+	return b.flush(ctx)
+}
+
+// add copies rec, once, straight into the batch message being written (the
+// Source may reuse its buffers once it has yielded), first handing that
+// batch to the senders if rec would overflow it. A record that cannot
+// travel is rejected in its place. It returns false when the submission
+// must stop.
+func (b *batcher) add(ctx context.Context, rec *plugin.Record) bool {
+	size := batch.RecordSize(rec)
+	if size > b.maxBytes {
+		return b.reject(ctx, rec, size)
+	}
+	if b.full(size) && !b.flush(ctx) {
+		return false
+	}
+	if b.buf == nil && !b.begin(ctx) {
+		return false
+	}
+	if b.w.Add(rec) != nil {
+		return b.reject(ctx, rec, size)
+	}
+	b.n++
+	b.recBytes += size
+	b.index++
+	b.j.submitted.Add(1)
+	return true
+}
+
+// full reports whether the batch being written has no room for a record of
+// size bytes.
+func (b *batcher) full(size int) bool {
+	return b.n > 0 && (b.n >= int(b.batchSize.Load()) || b.recBytes+size > b.maxBytes)
+}
+
+// begin starts a batch message, at the next seq and index.
+func (b *batcher) begin(ctx context.Context) bool {
+	b.buf = encodeBuf(max(b.lastLen, 4<<10))
+	b.hdr.Seq, b.hdr.Base = b.seq, b.index
+	if err := b.w.Reset((*b.buf)[:0], &b.hdr); err != nil {
+		b.fail(ctx, fmt.Errorf("client: encode batch: %w", err))
+		return false
+	}
+	return true
+}
+
+// flush hands the batch being written, if it holds records, to the senders
+// once the window has room for it. It returns false when the job's context
+// ended meanwhile.
+func (b *batcher) flush(ctx context.Context) bool {
+	if b.n == 0 {
+		return true
+	}
+	if err := b.j.reserve(ctx, b.index); err != nil {
+		return false
+	}
+	data := b.w.Bytes()
+	*b.buf = data
+	select {
+	case b.sendq <- &outBatch{seq: b.seq, base: b.index - uint64(b.n), n: b.n, data: data, buf: b.buf}:
+	case <-ctx.Done():
+		encodeBufs.Put(b.buf)
+		b.buf = nil
+		return false
+	}
+	b.seq++
+	b.lastLen = len(data)
+	b.buf, b.n, b.recBytes = nil, 0, 0
+	return true
+}
+
+// dropEmpty discards a message started but holding no record.
+func (b *batcher) dropEmpty() {
+	if b.buf != nil && b.n == 0 {
+		encodeBufs.Put(b.buf)
+		b.buf = nil
+	}
+}
+
+// reject handles a record that cannot travel (size bytes, over the batch
+// limit): after the batch before it is sent, it gets its error here, in its
+// place, and the rest of the job goes on. It returns false when the
+// submission must stop.
+func (b *batcher) reject(ctx context.Context, rec *plugin.Record, size int) bool {
+	if !b.flush(ctx) {
+		return false
+	}
+	b.dropEmpty()
+	err := batch.DefaultLimits.CheckRecord(rec)
+	if err == nil {
+		err = fmt.Errorf("record of %d bytes is over the batch limit of %d", size, b.maxBytes)
+	}
+	b.j.submitted.Add(1)
+	if err := b.storeError(ctx, b.index, fmt.Sprintf("record %d: %v", b.index, err)); err != nil {
+		if ctx.Err() == nil {
+			b.fail(ctx, fmt.Errorf("client: store the error of record %d: %w", b.index, err))
+		}
+		return false
+	}
+	b.index++
+	return true
+}
+
+// storeError has a coordinator store the error of record index, which
+// cannot be sent, as its result: it takes its place among the job's results
+// like any other, for this reader and for one that attaches later.
+func (b *batcher) storeError(ctx context.Context, index uint64, msg string) error {
+	j := b.j
+	if err := j.reserve(ctx, index+1); err != nil {
 		return err
 	}
-	_, err := retry(j, func(ctx context.Context) (*proto.Job, error) {
+	_, err := retry(ctx, j, func(ctx context.Context) (*proto.Job, error) {
 		return request[proto.Job](ctx, j.c, proto.JobSubject("reject", j.info.ID), proto.JobReject{Index: index, Message: msg})
 	})
 	return err
+}
+
+// seal tells a coordinator the job has all its records, then the reader
+// how many (and the Source's error, if it ended with one).
+func (b *batcher) seal(ctx context.Context) {
+	j := b.j
+	if _, err := retry(ctx, j, func(ctx context.Context) (*proto.Job, error) {
+		return request[proto.Job](ctx, j.c, proto.JobSubject("seal", j.info.ID), proto.JobSeal{Batches: b.seq, Records: b.index})
+	}); err != nil {
+		j.fail(ctx, fmt.Errorf("client: seal job %s: %w", j.info.ID, err))
+		return
+	}
+	j.emit(ctx, event{sealed: true, total: b.index, err: b.inputErr})
 }
 
 // send publishes one batch to the batch stream itself, under the job's
@@ -218,17 +305,18 @@ func (j *Job) reject(index uint64, msg string) error {
 // did land is dropped as a duplicate). Every so often it asks a coordinator
 // for the job: the batch size the sizer wants now, and whether the job was
 // cancelled meanwhile.
-func (j *Job) send(ob *outBatch) error {
-	ctx, span := tracer.Start(j.ctx, "client.batch")
+func (b *batcher) send(ctx context.Context, ob *outBatch) error {
+	j := b.j
+	sctx, span := tracer.Start(ctx, "client.batch")
 	span.SetAttributes(attribute.Int64("dataflare.seq", int64(ob.seq)), attribute.Int("dataflare.records", ob.n))
 	defer span.End()
-	_, err := retry(j, func(_ context.Context) (*jetstream.PubAck, error) {
+	_, err := retry(ctx, j, func(_ context.Context) (*jetstream.PubAck, error) {
 		m := &nats.Msg{Subject: proto.BatchSubject(j.info.Plugin, j.info.ID), Data: ob.data, Header: nats.Header{}}
 		m.Header.Set(proto.HeaderMsgID, proto.MsgID(j.info.ID, ob.seq))
-		tracing.Inject(ctx, m.Header)
+		tracing.Inject(sctx, m.Header)
 		// Each attempt gets the request timeout, whatever the job's
 		// deadline.
-		rctx, cancel := context.WithTimeout(ctx, j.c.opts.timeout)
+		rctx, cancel := context.WithTimeout(sctx, j.c.opts.timeout)
 		defer cancel()
 		ack, err := j.c.js.PublishMsg(rctx, m, jetstream.WithExpectStream(proto.StreamBatches))
 		if err != nil {
@@ -240,7 +328,7 @@ func (j *Job) send(ob *outBatch) error {
 		return fmt.Errorf("client: batch %d of job %s: %w", ob.seq, j.info.ID, err)
 	}
 	j.batches.Add(1)
-	if err := j.refresh(); err != nil {
+	if err := b.refresh(ctx); err != nil {
 		return fmt.Errorf("client: job %s: %w", j.info.ID, err)
 	}
 	return nil
@@ -255,28 +343,28 @@ const refreshEvery = 250 * time.Millisecond
 // job cancelled meanwhile (by another process: this one stops sending when
 // it cancels) fails with ErrJobClosed. A coordinator that does not answer
 // changes nothing: the batches go on at the size they had.
-func (j *Job) refresh() error {
+func (b *batcher) refresh(ctx context.Context) error {
 	now := time.Now().UnixNano()
-	last := j.refreshed.Load()
-	if now-last < int64(refreshEvery) || !j.refreshed.CompareAndSwap(last, now) {
+	last := b.refreshed.Load()
+	if now-last < int64(refreshEvery) || !b.refreshed.CompareAndSwap(last, now) {
 		return nil
 	}
-	info, err := j.get()
+	info, err := b.j.get(ctx)
 	switch {
 	case err != nil:
 		return nil
 	case info.State != proto.JobOpen:
-		return &Error{Code: plugin.CodeJobClosed, Message: fmt.Sprintf("job %s is %s", j.info.ID, info.State)}
+		return &Error{Code: plugin.CodeJobClosed, Message: fmt.Sprintf("job %s is %s", b.j.info.ID, info.State)}
 	}
-	if !j.fixedSize && info.BatchSize > 0 {
-		j.batchSize.Store(int64(info.BatchSize))
+	if !b.fixedSize && info.BatchSize > 0 {
+		b.batchSize.Store(int64(info.BatchSize))
 	}
 	return nil
 }
 
 // get asks a coordinator for the job, briefly: the caller waits.
-func (j *Job) get() (*proto.Job, error) {
-	ctx, cancel := context.WithTimeout(j.ctx, min(j.c.opts.timeout, time.Second))
+func (j *Job) get(ctx context.Context) (*proto.Job, error) {
+	ctx, cancel := context.WithTimeout(ctx, min(j.c.opts.timeout, time.Second))
 	defer cancel()
 	return request[proto.Job](ctx, j.c, proto.JobSubject("get", j.info.ID), nil)
 }
@@ -284,8 +372,8 @@ func (j *Job) get() (*proto.Job, error) {
 // cancelled returns ErrJobClosed when the job was cancelled (by another
 // process: its batches and results are gone, so none will come), nil
 // otherwise — and when no coordinator answers.
-func (j *Job) cancelled() error {
-	if info, err := j.get(); err == nil && info.State == proto.JobCancelled {
+func (j *Job) cancelled(ctx context.Context) error {
+	if info, err := j.get(ctx); err == nil && info.State == proto.JobCancelled {
 		return &Error{Code: plugin.CodeJobClosed, Message: fmt.Sprintf("job %s was cancelled", j.info.ID)}
 	}
 	return nil
@@ -306,14 +394,15 @@ func publishError(err error) error {
 	return fmt.Errorf("client: publish batch: %w", err)
 }
 
-// retry calls f until it succeeds, fails for good, or the retry budget is
-// spent, backing off from 50 ms to 2 s between attempts.
-func retry[T any](j *Job, f func(context.Context) (*T, error)) (*T, error) {
+// retry calls f with ctx until it succeeds, fails for good, the retry
+// budget of j's client is spent or ctx ends, backing off from 50 ms to 2 s
+// between attempts.
+func retry[T any](ctx context.Context, j *Job, f func(context.Context) (*T, error)) (*T, error) {
 	deadline := time.Now().Add(j.c.opts.retry)
 	backoff := 50 * time.Millisecond
 	for {
-		out, err := f(j.ctx)
-		if err == nil || !retryable(err) || j.ctx.Err() != nil {
+		out, err := f(ctx)
+		if err == nil || !retryable(err) || ctx.Err() != nil {
 			return out, err
 		}
 		if time.Now().After(deadline) {
@@ -326,9 +415,9 @@ func retry[T any](j *Job, f func(context.Context) (*T, error)) (*T, error) {
 		t := time.NewTimer(backoff)
 		select {
 		case <-t.C:
-		case <-j.ctx.Done():
+		case <-ctx.Done():
 			t.Stop()
-			return nil, context.Cause(j.ctx)
+			return nil, context.Cause(ctx)
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}

@@ -1,0 +1,242 @@
+package client
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/internal/tracing"
+	"github.com/dataflare/dataflare/plugin"
+)
+
+// stateCheckEvery is how long a reader waits without news before it asks
+// whether its job was cancelled elsewhere.
+const stateCheckEvery = time.Second
+
+// Results yields one Output per input record, in input order, as the fleet
+// produces them. If the job fails — the fleet refuses it, the Source
+// errs, the context ends, another process cancels it (ErrJobClosed) — the
+// last pair carries the error; every Output
+// before it stands. Stopping the iteration early stops the job's goroutines
+// in this process (the fleet job runs on; Cancel it to stop it). Results
+// can be ranged over once.
+func (j *Job) Results() iter.Seq2[Output, error] {
+	return func(yield func(Output, error) bool) {
+		if !j.taken.CompareAndSwap(false, true) {
+			yield(Output{}, errors.New("client: Results can be read only once per job"))
+			return
+		}
+		defer j.stop()
+		r := reader{j: j, total: ^uint64(0)}
+		r.run(yield)
+	}
+}
+
+// reader hands out a job's results in input order. It lives in Results, on
+// the caller's goroutine.
+type reader struct {
+	j       *Job
+	pending segments // segments received ahead of their turn
+	next    uint64   // results handed out = the index of the next
+	total   uint64   // the job's records once sealed, ^0 before
+	endErr  error    // the input error to give after the last result
+	heard   bool     // an event came since the last state tick
+}
+
+// run yields the job's results to the last, then the input error if any;
+// or up to the job's failure, then that.
+func (r *reader) run(yield func(Output, error) bool) {
+	// A job cancelled elsewhere sends nothing more: after a quiet
+	// stateCheckEvery, ask.
+	check := time.NewTicker(stateCheckEvery)
+	defer check.Stop()
+	for r.next != r.total {
+		ev, err := r.wait(check.C)
+		switch {
+		case err != nil:
+			yield(Output{}, err)
+			return
+		case ev.sealed:
+			r.total, r.endErr = ev.total, ev.err
+		case ev.err != nil:
+			if !ev.gone {
+				r.j.span.SetStatus(codes.Error, ev.err.Error())
+			}
+			yield(Output{}, ev.err)
+			return
+		default:
+			heap.Push(&r.pending, ev.seg)
+			if !r.handOut(yield) {
+				return
+			}
+		}
+	}
+	r.j.finish()
+	if r.endErr != nil {
+		yield(Output{}, r.endErr)
+	}
+}
+
+// wait returns the next event. When a tick finds that none came since the
+// last, it has the watcher ask whether the job was cancelled elsewhere. The
+// error says why the job's context ended.
+func (r *reader) wait(tick <-chan time.Time) (event, error) {
+	for {
+		select {
+		case ev := <-r.j.events:
+			r.heard = true
+			return ev, nil
+		case <-tick:
+			if !r.heard {
+				r.j.askState()
+			}
+			r.heard = false
+		case <-r.j.ended:
+			return event{}, fmt.Errorf("client: job %s: %w", r.j.info.ID, r.j.endErr)
+		}
+	}
+}
+
+// handOut yields the results whose turn has come, freeing the window slots
+// of the batches they complete. It returns false when yield does.
+func (r *reader) handOut(yield func(Output, error) bool) bool {
+	for r.pending.Len() > 0 && r.pending[0].base <= r.next {
+		s := heap.Pop(&r.pending).(*segment)
+		for i := r.next - s.base; i < uint64(len(s.results)); i++ {
+			res := s.results[i]
+			r.j.count(res)
+			r.next++
+			if !yield(Output{Index: s.base + i, Result: res}, nil) {
+				return false
+			}
+		}
+		putResults(s.results)
+		r.j.advance(r.next)
+	}
+	return true
+}
+
+func (j *Job) count(r plugin.Result) {
+	j.results.Add(1)
+	switch {
+	case r.Err != nil:
+		j.failed.Add(1)
+	case r.Dropped:
+		j.dropped.Add(1)
+	default:
+		j.succeeded.Add(1)
+	}
+}
+
+// finish tells the fleet the results were read, so it can drop them. It
+// runs whether or not the job's context ended: the request carries the
+// job's span and the request timeout only.
+func (j *Job) finish() {
+	ctx, cancel := context.WithTimeout(trace.ContextWithSpan(context.Background(), j.span), j.c.opts.timeout)
+	defer cancel()
+	p := j.Progress()
+	_, err := request[proto.Job](ctx, j.c, proto.JobSubject("done", j.info.ID), proto.JobFinish{Progress: proto.Progress{
+		Results: p.Results, Succeeded: p.Succeeded, Failed: p.Failed, Dropped: p.Dropped}})
+	if err != nil {
+		j.c.opts.log.Warn("job done but not recorded", "job", j.info.ID, "err", err)
+	}
+}
+
+// receive starts reading the job's results from DF_RESULTS, until ctx, the
+// job's context, ends.
+func (j *Job) receive(ctx context.Context) error {
+	cons, err := j.c.js.OrderedConsumer(ctx, proto.StreamResults, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{proto.ResultSubject(j.info.ID)},
+	})
+	if err != nil {
+		return fmt.Errorf("client: read results: %w", err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("client: read results: %w", err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	j.wg.Add(1)
+	// Stops when the job's context ends (which stops the iterator), or at
+	// the first failure.
+	go func() {
+		defer j.wg.Done()
+		defer stop()
+		j.deliver(ctx, it)
+	}()
+	return nil
+}
+
+// deliver decodes the job's result messages from it and passes them to the
+// reader, until it stops or fails.
+func (j *Job) deliver(ctx context.Context, it jetstream.MessagesContext) {
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() == nil {
+				j.fail(ctx, fmt.Errorf("client: read results: %w", err))
+			}
+			return
+		}
+		rs := batch.ResultSet{Results: getResults()}
+		if err := batch.DecodeResults(m.Data(), &rs); err != nil {
+			j.fail(ctx, fmt.Errorf("client: malformed result message: %w", err))
+			return
+		}
+		if rs.Job != j.info.ID {
+			continue
+		}
+		_, span := tracer.Start(tracing.Extract(ctx, m.Headers()), "client.results", trace.WithAttributes(
+			attribute.Int64("dataflare.seq", int64(rs.Seq)), attribute.Int("dataflare.records", len(rs.Results))))
+		span.End()
+		if !j.emit(ctx, event{seg: &segment{base: rs.Base, results: rs.Results}}) {
+			return
+		}
+	}
+}
+
+// resultSlices recycles the result slices of segments: once a segment's
+// results are handed out (each Output is a copy), its slice decodes the
+// next result message.
+var resultSlices sync.Pool // of *[]plugin.Result
+
+func getResults() []plugin.Result {
+	if p, ok := resultSlices.Get().(*[]plugin.Result); ok {
+		return (*p)[:0]
+	}
+	return nil
+}
+
+// putResults gives rs back, cleared so that it keeps no message alive.
+func putResults(rs []plugin.Result) {
+	if cap(rs) == 0 {
+		return
+	}
+	clear(rs)
+	resultSlices.Put(&rs)
+}
+
+// segments is a min-heap of segments by base.
+type segments []*segment
+
+func (s segments) Len() int           { return len(s) }
+func (s segments) Less(a, b int) bool { return s[a].base < s[b].base }
+func (s segments) Swap(a, b int)      { s[a], s[b] = s[b], s[a] }
+func (s *segments) Push(x any)        { *s = append(*s, x.(*segment)) }
+func (s *segments) Pop() any {
+	old := *s
+	x := old[len(old)-1]
+	*s = old[:len(old)-1]
+	return x
+}
