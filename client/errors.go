@@ -37,6 +37,10 @@ var (
 	ErrInput = errors.New("client: input error")
 	// ErrInvalid: the fleet refused a malformed request.
 	ErrInvalid = errors.New("client: invalid request")
+	// ErrDuplicate: JetStream took a batch's first publication for a
+	// duplicate of another message: the batch would never have run, so
+	// the job fails instead.
+	ErrDuplicate = errors.New("client: batch taken for a duplicate")
 )
 
 // Error is an error reported by the fleet.

@@ -14,6 +14,7 @@ import (
 	"github.com/dataflare/dataflare/local"
 	"github.com/dataflare/dataflare/local/localtest"
 	"github.com/dataflare/dataflare/plugin"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func TestInputErrorAfterGoodRecords(t *testing.T) {
@@ -285,5 +286,45 @@ func TestCancelledElsewhere(t *testing.T) {
 	}
 	if !errors.Is(last, client.ErrJobClosed) {
 		t.Fatalf("after %d results: got %v, want ErrJobClosed", n, last)
+	}
+}
+
+// A batch whose first publication JetStream takes for a duplicate would
+// never run: the job fails with ErrDuplicate instead of waiting forever.
+func TestDuplicateOnFirstAttempt(t *testing.T) {
+	f := localtest.Start(t, local.Config{Workers: 1})
+	defer client.SetBatchKey("fixed")()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	release := make(chan struct{})
+	src := func(yield func(plugin.Record, error) bool) {
+		<-release
+		yield(plugin.Record{Value: []byte("x")}, nil)
+	}
+	job, err := f.Client().Submit(ctx, "upper", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer job.Close()
+	js, err := jetstream.New(f.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another message takes the first batch's id (it is not a batch: the
+	// worker removes it).
+	if _, err := js.Publish(ctx, proto.BatchSubject("upper", job.ID()), []byte("squatter"),
+		jetstream.WithMsgID(proto.BatchMsgID(job.ID(), "fixed", 0))); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	var got error
+	for _, err := range job.Results() {
+		if err != nil {
+			got = err
+			break
+		}
+	}
+	if !errors.Is(got, client.ErrDuplicate) {
+		t.Errorf("job error = %v, want ErrDuplicate", got)
 	}
 }

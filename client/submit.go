@@ -54,6 +54,7 @@ func encodeBuf(size int) *[]byte {
 // shared state (failed, batchSize, refreshed) run beside it.
 type batcher struct {
 	j        *Job
+	key      string      // the secret in the batches' message ids (proto.BatchMsgID)
 	maxBytes int         // the most a batch's records may take
 	hdr      batch.Batch // the header of every batch, Seq and Base set per batch
 
@@ -76,6 +77,9 @@ type batcher struct {
 	refreshed atomic.Int64 // when a sender last asked for the job (UnixNano)
 }
 
+// newBatchKey makes the secret of a job's batch ids (tests fix it).
+var newBatchKey = proto.NewToken
+
 // newBatcher returns the submission of j; fixed > 0 fixes the batch size
 // (WithBatchSize).
 func newBatcher(j *Job, fixed int) *batcher {
@@ -84,7 +88,8 @@ func newBatcher(j *Job, fixed int) *batcher {
 		maxBytes = 1<<20 - headerRoom
 	}
 	b := &batcher{
-		j: j, maxBytes: maxBytes,
+		key: newBatchKey(),
+		j:   j, maxBytes: maxBytes,
 		hdr:   batch.Batch{Job: j.info.ID, Plugin: j.info.Plugin, Digest: j.info.Digest, Config: j.info.Config},
 		sendq: make(chan *outBatch),
 	}
@@ -310,17 +315,25 @@ func (b *batcher) send(ctx context.Context, ob *outBatch) error {
 	sctx, span := tracer.Start(ctx, "client.batch")
 	span.SetAttributes(attribute.Int64("dataflare.seq", int64(ob.seq)), attribute.Int("dataflare.records", ob.n))
 	defer span.End()
+	attempts := 0
 	_, err := retry(ctx, j, func(_ context.Context) (*jetstream.PubAck, error) {
+		attempts++
 		m := &nats.Msg{Subject: proto.BatchSubject(j.info.Plugin, j.info.ID), Data: ob.data, Header: nats.Header{}}
-		m.Header.Set(proto.HeaderMsgID, proto.MsgID(j.info.ID, ob.seq))
+		m.Header.Set(proto.HeaderMsgID, proto.BatchMsgID(j.info.ID, b.key, ob.seq))
 		tracing.Inject(sctx, m.Header)
 		// Each attempt gets the request timeout, whatever the job's
 		// deadline.
 		rctx, cancel := context.WithTimeout(sctx, j.c.opts.timeout)
 		defer cancel()
 		ack, err := j.c.js.PublishMsg(rctx, m, jetstream.WithExpectStream(proto.StreamBatches))
-		if err != nil {
+		switch {
+		case err != nil:
 			return nil, publishError(err)
+		case ack.Duplicate && attempts == 1:
+			// Only a retry (after an attempt that may have landed) can
+			// meet its own batch: on a first attempt, another message
+			// holds the id, and the batch would silently never run.
+			return nil, fmt.Errorf("%w: batch %d of job %s: JetStream holds another message with its id", ErrDuplicate, ob.seq, j.info.ID)
 		}
 		return ack, nil
 	})

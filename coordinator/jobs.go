@@ -12,7 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/internal/proto"
@@ -31,7 +30,7 @@ func (c *Coordinator) createJob(ctx context.Context, owner string, body []byte) 
 	}
 	now := c.cfg.Clock()
 	job := &proto.Job{
-		ID:            proto.JobID(owner, nuid.Next()),
+		ID:            proto.JobID(owner, proto.NewToken()),
 		Plugin:        req.Plugin,
 		Config:        req.Config,
 		State:         proto.JobOpen,

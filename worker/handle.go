@@ -267,9 +267,9 @@ func (w *Worker) publishPart(ctx context.Context, m jetstream.Msg, rs *batch.Res
 		return err
 	}
 	out := &nats.Msg{Subject: proto.ResultSubject(rs.Job), Data: data, Header: nats.Header{}}
-	id := proto.MsgID(rs.Job, rs.Seq)
+	id := proto.ResultMsgID(rs.Job, rs.Seq)
 	if !whole {
-		id = proto.SplitMsgID(rs.Job, rs.Seq, rs.Base, len(rs.Results))
+		id = proto.PartMsgID(id, rs.Base, len(rs.Results))
 	}
 	out.Header.Set(proto.HeaderMsgID, id)
 	tracing.Inject(ctx, out.Header)

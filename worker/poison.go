@@ -128,6 +128,12 @@ func (w *Worker) splitDead(ctx context.Context, m jetstream.Msg, b *batch.Batch,
 // publishHalves publishes b's two halves as new batches on m's subject.
 func (w *Worker) publishHalves(ctx context.Context, m jetstream.Msg, b *batch.Batch) error {
 	depth, _ := strconv.Atoi(m.Headers().Get(proto.HeaderSplit))
+	// The halves' ids derive from the batch's own, which only its
+	// submitter (and the workers) know: nobody can publish them first.
+	parent := m.Headers().Get(proto.HeaderMsgID)
+	if parent == "" {
+		parent = proto.ResultMsgID(b.Job, b.Seq) + ".unnamed"
+	}
 	half := len(b.Records) / 2
 	for _, part := range []struct {
 		base uint64
@@ -140,7 +146,7 @@ func (w *Worker) publishHalves(ctx context.Context, m jetstream.Msg, b *batch.Ba
 			return err
 		}
 		out := &nats.Msg{Subject: m.Subject(), Data: data, Header: nats.Header{}}
-		out.Header.Set(proto.HeaderMsgID, proto.SplitMsgID(b.Job, b.Seq, part.base, len(part.recs)))
+		out.Header.Set(proto.HeaderMsgID, proto.PartMsgID(parent, part.base, len(part.recs)))
 		out.Header.Set(proto.HeaderSplit, strconv.Itoa(depth+1))
 		if tp := m.Headers().Get("traceparent"); tp != "" {
 			out.Header.Set("traceparent", tp)

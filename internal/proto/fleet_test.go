@@ -156,7 +156,7 @@ func TestDeadLetterMsg(t *testing.T) {
 	if a, b := proto.DeadLetterMsg(dl).Header.Get(proto.HeaderMsgID), proto.DeadLetterMsg(&fleet.DeadLetter{Job: "acme.j1", Index: 1235}).Header.Get(proto.HeaderMsgID); a == b {
 		t.Errorf("two records share the id %q", a)
 	}
-	if id := proto.DeadLetterMsg(&fleet.DeadLetter{Job: "acme.j1", Index: 3}).Header.Get(proto.HeaderMsgID); id == proto.MsgID("acme.j1", 3) {
+	if id := proto.DeadLetterMsg(&fleet.DeadLetter{Job: "acme.j1", Index: 3}).Header.Get(proto.HeaderMsgID); id == proto.ResultMsgID("acme.j1", 3) {
 		t.Errorf("a dead letter's id %q is a batch's", id)
 	}
 }

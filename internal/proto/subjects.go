@@ -5,6 +5,8 @@
 package proto
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"strconv"
 	"strings"
@@ -82,14 +84,33 @@ func HeartbeatSubject(worker string) string { return SubjectHeartbeatPrefix + wo
 // "cancel", "get", "done" or "reject".
 func JobSubject(verb, job string) string { return SubjectJobPrefix + verb + "." + job }
 
-// MsgID returns the de-duplication id of batch seq of job ("<job>.<seq>"),
-// used for the batch in DF_BATCHES and for its result in DF_RESULTS.
-func MsgID(job string, seq uint64) string { return job + "." + strconv.FormatUint(seq, 10) }
+// BatchMsgID returns the de-duplication id of batch seq of job in
+// DF_BATCHES: "<job>.<key>.<seq>", where key is a secret of the job's
+// submitter (NewToken). De-duplication is stream-wide: an id that anyone
+// who learns the job id could compute would let another owner publish it
+// first and have the real batch dropped as a duplicate.
+func BatchMsgID(job, key string, seq uint64) string {
+	return job + "." + key + "." + strconv.FormatUint(seq, 10)
+}
 
-// SplitMsgID returns the id of a part of a split batch: the parent's id,
-// then ".s<base>-<count>", unique for every range of records.
-func SplitMsgID(job string, seq, base uint64, count int) string {
-	return fmt.Sprintf("%s.%d.s%d-%d", job, seq, base, count)
+// ResultMsgID returns the de-duplication id of the results of batch seq of
+// job in DF_RESULTS ("<job>.<seq>"; only workers publish there).
+func ResultMsgID(job string, seq uint64) string { return job + "." + strconv.FormatUint(seq, 10) }
+
+// PartMsgID returns the id of a part of a batch or of its results: the
+// parent's id, then ".s<base>-<count>", unique for every range of records.
+// A batch split by a worker gets parts of its own (unguessable) id.
+func PartMsgID(parent string, base uint64, count int) string {
+	return fmt.Sprintf("%s.s%d-%d", parent, base, count)
+}
+
+// NewToken returns a new random token of 128 bits, 22 characters of
+// [A-Za-z0-9_-] (one subject token): what job ids and batch keys are made
+// of, so that nobody can guess one from their own.
+func NewToken() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand)
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // ValidName reports whether s can be a plugin name, owner or worker id: 1

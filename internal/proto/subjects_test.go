@@ -56,10 +56,11 @@ func TestSubjects(t *testing.T) {
 		{proto.DeadSubject("acme.j1"), "df.dead.acme.j1"},
 		{proto.HeartbeatSubject("w-7"), "df.hb.w-7"},
 		{proto.JobSubject("seal", "acme.j1"), "df.job.seal.acme.j1"},
-		{proto.MsgID("acme.j1", 0), "acme.j1.0"},
-		{proto.MsgID("acme.j1", 18446744073709551615), "acme.j1.18446744073709551615"},
-		{proto.SplitMsgID("acme.j1", 3, 0, 10), "acme.j1.3.s0-10"},
-		{proto.SplitMsgID("acme.j1", 3, 5, 5), "acme.j1.3.s5-5"},
+		{proto.ResultMsgID("acme.j1", 0), "acme.j1.0"},
+		{proto.ResultMsgID("acme.j1", 18446744073709551615), "acme.j1.18446744073709551615"},
+		{proto.BatchMsgID("acme.j1", "k3y", 7), "acme.j1.k3y.7"},
+		{proto.PartMsgID("acme.j1.3", 0, 10), "acme.j1.3.s0-10"},
+		{proto.PartMsgID("acme.j1.k3y.3", 5, 5), "acme.j1.k3y.3.s5-5"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -146,12 +147,12 @@ func TestMsgIDsUnique(t *testing.T) {
 	}
 	for _, job := range jobs {
 		for seq := range uint64(30) {
-			add(proto.MsgID(job, seq), fmt.Sprintf("batch %s/%d", job, seq))
+			add(proto.ResultMsgID(job, seq), fmt.Sprintf("batch %s/%d", job, seq))
 			// Every range of a batch of 12 records, as repeated
 			// halving could cut them.
 			for base := range uint64(12) {
 				for count := 1; int(base)+count <= 12; count++ {
-					add(proto.SplitMsgID(job, seq, base, count), fmt.Sprintf("part %s/%d[%d:+%d]", job, seq, base, count))
+					add(proto.PartMsgID(proto.ResultMsgID(job, seq), base, count), fmt.Sprintf("part %s/%d[%d:+%d]", job, seq, base, count))
 				}
 			}
 		}
@@ -160,7 +161,23 @@ func TestMsgIDsUnique(t *testing.T) {
 		t.Errorf("%d ids, want %d", got, want)
 	}
 	// A part's id starts with its batch's id.
-	if id, parent := proto.SplitMsgID("j", 4, 2, 3), proto.MsgID("j", 4); !strings.HasPrefix(id, parent+".") {
-		t.Errorf("SplitMsgID = %q, want it to start with %q", id, parent+".")
+	if id, parent := proto.PartMsgID(proto.ResultMsgID("j", 4), 2, 3), proto.ResultMsgID("j", 4); !strings.HasPrefix(id, parent+".") {
+		t.Errorf("PartMsgID = %q, want it to start with %q", id, parent+".")
+	}
+}
+
+// TestNewToken: tokens are one subject token, 128 bits of randomness, and
+// do not repeat.
+func TestNewToken(t *testing.T) {
+	seen := map[string]bool{}
+	for range 10000 {
+		tok := proto.NewToken()
+		if len(tok) != 22 || !proto.ValidName(tok) {
+			t.Fatalf("token %q: want 22 characters of [A-Za-z0-9_-]", tok)
+		}
+		if seen[tok] {
+			t.Fatalf("token %q repeated", tok)
+		}
+		seen[tok] = true
 	}
 }
