@@ -50,6 +50,7 @@ type submitOptions struct {
 	config    plugin.Config
 	version   string
 	batchSize int
+	timeout   time.Duration
 }
 
 // WithConfig hands cfg to the plugin with every batch of the job.
@@ -61,6 +62,21 @@ func WithConfig(cfg plugin.Config) SubmitOption {
 // newest when the job starts; the job keeps that one to its end).
 func WithVersion(v string) SubmitOption {
 	return func(o *submitOptions) error { o.version = v; return nil }
+}
+
+// WithBatchTimeout bounds how long one batch of the job may run on a
+// worker (default, and upper bound: the worker's own, 1 min unless set).
+// A batch that runs longer fails; the records of it that do not finish
+// within one more timeout of isolating the culprits get that error. d must
+// be in (0, 1h].
+func WithBatchTimeout(d time.Duration) SubmitOption {
+	return func(o *submitOptions) error {
+		if d <= 0 || d > time.Hour {
+			return invalidOption("batch timeout %v not in (0, 1h]", d)
+		}
+		o.timeout = d
+		return nil
+	}
 }
 
 // WithBatchSize fixes the batch size instead of following the fleet's
@@ -146,7 +162,7 @@ func (c *Client) Submit(ctx context.Context, name string, src Source, opts ...Su
 		return nil, fmt.Errorf("%w: plugin name %q: use 1-64 of [A-Za-z0-9_-]", ErrInvalid, name)
 	}
 	ctx, span := tracer.Start(ctx, "client.job", trace.WithAttributes(attribute.String("dataflare.plugin", name)))
-	info, err := request[proto.Job](ctx, c, proto.JobCreateSubject(c.opts.owner), proto.JobCreate{Plugin: name, Version: so.version, Config: so.config})
+	info, err := request[proto.Job](ctx, c, proto.JobCreateSubject(c.opts.owner), proto.JobCreate{Plugin: name, Version: so.version, Config: so.config, Timeout: so.timeout})
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		span.End()

@@ -33,6 +33,7 @@ func (c *Coordinator) createJob(ctx context.Context, owner string, body []byte) 
 		ID:            proto.JobID(owner, proto.NewToken()),
 		Plugin:        req.Plugin,
 		Config:        req.Config,
+		Timeout:       req.Timeout,
 		State:         proto.JobOpen,
 		Created:       now,
 		Updated:       now,
@@ -64,8 +65,27 @@ func parseJobCreate(owner string, body []byte) (proto.JobCreate, error) {
 	if !proto.ValidName(req.Plugin) {
 		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: invalid plugin name %q: use 1-64 of [A-Za-z0-9_-]", req.Plugin)
 	}
+	if req.Timeout < 0 || req.Timeout > MaxJobTimeout {
+		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: batch timeout %v is outside [0, %v]", req.Timeout, MaxJobTimeout)
+	}
+	size := 0
+	for k, v := range req.Config {
+		size += len(k) + len(v)
+	}
+	if len(req.Config) > MaxConfigEntries || size > MaxConfigBytes {
+		return req, proto.Errorf(plugin.CodeTooLarge, "coordinator: configuration of %d entries and %d bytes: at most %d entries and %d bytes",
+			len(req.Config), size, MaxConfigEntries, MaxConfigBytes)
+	}
 	return req, nil
 }
+
+// Limits of a job request: its configuration travels with every batch
+// and in the job's record, and its batch timeout holds a worker's slot.
+const (
+	MaxConfigEntries = 64
+	MaxConfigBytes   = 8 << 10
+	MaxJobTimeout    = time.Hour
+)
 
 // pinPlugin returns the module digest and version a new job runs: none for
 // a native plugin that a live worker has, when no version is asked;

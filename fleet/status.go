@@ -78,6 +78,12 @@ type DeadLetter struct {
 	Error    string    `json:"error"`
 	Key      []byte    `json:"key,omitempty"`
 	Value    []byte    `json:"value"`
+	// ValueBytes is the size of the record's value and ValueSHA256 its
+	// digest ("sha256:<hex>"). Truncated says that Key or Value was cut
+	// to fit the dead-letter store: they hold their first bytes only.
+	ValueBytes  int    `json:"value_bytes"`
+	ValueSHA256 string `json:"value_sha256,omitempty"`
+	Truncated   bool   `json:"truncated,omitempty"`
 	Worker   string    `json:"worker,omitempty"`
 	Attempts int       `json:"attempts"`
 	At       time.Time `json:"at"`

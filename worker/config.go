@@ -39,6 +39,11 @@ type Modules interface {
 	ReleaseResult(*plugin.BatchResult)
 }
 
+// DefaultBatchTimeout is a worker's default BatchTimeout: long for a
+// batch the sizer aims at 100 ms, short enough that a stuck plugin does
+// not hold a slot for long.
+const DefaultBatchTimeout = time.Minute
+
 // Config configures a Worker. Zero fields take their defaults.
 type Config struct {
 	// ID names the worker in heartbeats, results and logs: 1-64 of
@@ -57,7 +62,8 @@ type Config struct {
 	// WebAssembly runtime, guest output); its statistics and pressure go
 	// in the heartbeats. Default: a pool of the worker's own.
 	Pool *pool.Pool
-	// BatchTimeout bounds one batch's run. Default 10 min.
+	// BatchTimeout bounds one batch's run, and caps the timeout a job
+	// asks for. Default DefaultBatchTimeout.
 	BatchTimeout time.Duration
 	// DrainTimeout bounds how long a stopping worker waits for its running
 	// batches; batches still running then are released for redelivery.
@@ -84,7 +90,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Heartbeat = proto.DefaultHeartbeat
 	}
 	if c.BatchTimeout == 0 {
-		c.BatchTimeout = 10 * time.Minute
+		c.BatchTimeout = DefaultBatchTimeout
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 30 * time.Second

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -46,51 +47,124 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	if err := batch.DecodeBatch(m.Data(), b); err != nil {
 		// Clients publish batches with the codec, which checks every
 		// limit: this one cannot be run anywhere, so it is removed.
-		w.log.Error("undecodable batch terminated", "subject", m.Subject(), "err", err)
+		w.remove(m, "malformed", "undecodable batch", "err", err)
 		span.SetStatus(codes.Error, err.Error())
-		w.metrics.naks.WithLabelValues("malformed").Inc()
-		m.Term()
-		return
-	}
-	if want := proto.BatchSubject(b.Plugin, b.Job); m.Subject() != want || len(b.Records) == 0 {
-		// NATS lets an owner publish only under its own jobs' subjects:
-		// a batch that names another job (its results would go to that
-		// job's owner) or no records is not run.
-		w.log.Error("batch terminated: its subject does not match its job, or it is empty", "subject", m.Subject(), "job", b.Job, "plugin", b.Plugin)
-		span.SetStatus(codes.Error, "batch subject mismatch")
-		w.metrics.naks.WithLabelValues("malformed").Inc()
-		m.Term()
 		return
 	}
 	span.SetAttributes(attribute.String("dataflare.job", b.Job), attribute.Int64("dataflare.seq", int64(b.Seq)),
 		attribute.Int("dataflare.records", len(b.Records)), attribute.String("dataflare.plugin", b.Plugin),
 		attribute.Int64("dataflare.delivery", int64(delivered)))
+	job := w.admit(ctx, m, b, delivered)
+	if job == nil {
+		span.SetStatus(codes.Error, "batch not admitted")
+		return
+	}
 	if delivered > uint64(w.poisonAfter) {
 		// Its workers died or stalled on every delivery: run it no more.
 		w.splitDead(ctx, m, b, delivered)
 		return
 	}
 
-	rctx, cancel := context.WithTimeout(ctx, w.cfg.BatchTimeout)
+	// The batch runs on a context its job's cancel ends, within the
+	// job's timeout (or the worker's, when shorter).
+	jctx, done := w.jobs.start(ctx, b.Job)
+	defer done()
+	timeout := w.cfg.BatchTimeout
+	if job.timeout > 0 && job.timeout < timeout {
+		timeout = job.timeout
+	}
+	rctx, cancel := context.WithTimeout(jctx, timeout)
 	res, err := w.run(rctx, b, m.Data())
 	cancel()
 	if err != nil {
 		span.RecordError(err)
 	}
-	w.settle(ctx, m, b, res, err, delivered)
+	w.settle(jctx, m, b, res, err, delivered, timeout)
+}
+
+// admit checks a batch against its job before anything of it runs or is
+// remembered: its names and digest are well formed, its subject is its
+// job's, its job exists, is neither cancelled nor done, and pinned the
+// plugin and module the batch names. It returns the job, or settles the
+// message itself and returns nil: a batch that can never run is removed
+// unrun, one whose job cannot be read now is released to try again.
+func (w *Worker) admit(ctx context.Context, m jetstream.Msg, b *batch.Batch, delivered uint64) *jobEntry {
+	switch {
+	case !proto.ValidJobID(b.Job) || !proto.ValidName(b.Plugin) || (b.Digest != "" && !validDigest(b.Digest)):
+		w.remove(m, "malformed", "batch with a malformed job, plugin or digest", "job", b.Job, "plugin", b.Plugin)
+		return nil
+	case m.Subject() != proto.BatchSubject(b.Plugin, b.Job) || len(b.Records) == 0:
+		// NATS lets an owner publish only under its own jobs' subjects:
+		// a batch that names another job (its results would go to that
+		// job's owner) or no records is not run.
+		w.remove(m, "malformed", "batch whose subject does not match its job, or empty", "subject", m.Subject(), "job", b.Job)
+		return nil
+	}
+	job, err := w.jobs.lookup(ctx, b.Job)
+	switch {
+	case err != nil:
+		w.nak(m, "unavailable", delivered, fmt.Errorf("read job %s: %w", b.Job, err))
+	case job == nil && delivered < unknownJobDeliveries:
+		// The job's record is stored before its client learns its id,
+		// so a batch of it finds it; a replica behind the leader may not
+		// have it yet: look again shortly.
+		w.nak(m, "unknown_job", delivered, fmt.Errorf("no job %s", b.Job))
+	case job == nil:
+		w.remove(m, "unknown_job", "batch of a job that does not exist", "job", b.Job)
+	case job.state == proto.JobCancelled || job.state == proto.JobDone:
+		w.remove(m, "job_closed", "batch of a job that is "+string(job.state), "job", b.Job)
+	case job.plugin != b.Plugin || job.digest != b.Digest:
+		w.remove(m, "malformed", "batch naming another plugin or module than its job pinned", "job", b.Job, "plugin", b.Plugin, "digest", b.Digest)
+	default:
+		return job
+	}
+	return nil
+}
+
+// unknownJobDeliveries is how many deliveries a batch of a job the worker
+// cannot find gets before it is removed.
+const unknownJobDeliveries = 3
+
+// validDigest reports whether d is "sha256:" and 64 lower-case hex digits.
+func validDigest(d string) bool {
+	const prefix = "sha256:"
+	if len(d) != len(prefix)+64 || d[:len(prefix)] != prefix {
+		return false
+	}
+	for i := len(prefix); i < len(d); i++ {
+		if c := d[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// remove terminates a batch that must not run, counting why.
+func (w *Worker) remove(m jetstream.Msg, reason, what string, attrs ...any) {
+	w.log.Warn(what+": removed unrun", append(attrs, "subject", m.Subject(), "reason", reason)...)
+	w.metrics.naks.WithLabelValues(reason).Inc()
+	if err := m.Term(); err != nil {
+		w.log.Debug("term failed", "err", err)
+	}
 }
 
 // settle maps a batch's outcome to JetStream, in one place:
-//   - success: publish the results, then double-ack;
+//   - success: publish the results (retrying while JetStream cannot store
+//     them, the lease kept meanwhile), then double-ack;
+//   - its job was cancelled: remove it, with no results;
 //   - a transient failure (the plugin is unavailable here, the worker is
 //     stopping and gave up on the batch): nak with a delay, so the batch
 //     runs later, maybe elsewhere;
 //   - the plugin failed the whole batch: isolate the records at fault by
-//     halving, then publish and double-ack as on success;
+//     halving, within a budget of one batch timeout, then publish and
+//     double-ack as on success;
 //   - a long batch: kept alive by the lease keeper while it runs.
-func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, res *plugin.BatchResult, err error, delivered uint64) {
+func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, res *plugin.BatchResult, err error, delivered uint64, timeout time.Duration) {
 	if err != nil {
 		switch {
+		case cancelled(ctx):
+			w.remove(m, "job_closed", "batch of a job cancelled while it ran", "job", b.Job)
+			return
 		case ctx.Err() != nil:
 			// The worker stops and gave up waiting for the batch: its
 			// failure says nothing of its records.
@@ -108,26 +182,68 @@ func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, re
 			// A bad configuration fails every record alike.
 			res = failAll(len(b.Records), err)
 		default:
-			res, err = w.isolate(ctx, b, err)
-			if err != nil {
+			res, err = w.isolate(ctx, b, err, timeout)
+			switch {
+			case cancelled(ctx):
+				w.remove(m, "job_closed", "batch of a job cancelled while it ran", "job", b.Job)
+				return
+			case err != nil:
 				w.nak(m, "unavailable", delivered, err)
 				return
 			}
 		}
 	}
-	sctx, cancel := context.WithTimeout(ctx, settleTimeout)
-	defer cancel()
 	defer w.release(b, res)
-	if err := w.publish(sctx, m, b, res); err != nil {
-		w.nak(m, "publish", delivered, err)
+	if err := w.store(ctx, m, b, res); err != nil {
+		if cancelled(ctx) {
+			w.remove(m, "job_closed", "batch of a job cancelled while its results waited", "job", b.Job)
+			return
+		}
+		w.nak(m, "stopping", delivered, err)
 		return
 	}
-	if err := m.DoubleAck(sctx); err != nil {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	if err := m.DoubleAck(actx); err != nil {
 		// The results are stored; a redelivery only repeats them, and the
 		// duplicate is dropped.
 		w.log.Warn("ack failed after the results were stored", "job", b.Job, "seq", b.Seq, "err", err)
 	}
 	w.metrics.observe(b.Plugin, res)
+}
+
+// cancelled reports whether ctx ended because its batch's job was
+// cancelled.
+func cancelled(ctx context.Context) bool { return errors.Is(context.Cause(ctx), errJobCancelled) }
+
+// store publishes a batch's results, and keeps trying while JetStream
+// cannot store them (a results stream full, a cluster without quorum):
+// the batch keeps its lease meanwhile, so a storage failure never counts
+// as a failed delivery, and never turns good results into poison. It gives
+// up only when ctx ends (the worker stops, or the job is cancelled).
+func (w *Worker) store(ctx context.Context, m jetstream.Msg, b *batch.Batch, res *plugin.BatchResult) error {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		sctx, cancel := context.WithTimeout(ctx, settleTimeout)
+		err := w.publish(sctx, m, b, res)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		w.metrics.storeRetries.Inc()
+		if attempt == 1 || attempt%20 == 0 {
+			w.log.Warn("results not stored; retrying, the batch keeps its lease", "job", b.Job, "seq", b.Seq, "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 // release gives a WebAssembly batch's result buffers back once the result

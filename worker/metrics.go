@@ -21,6 +21,7 @@ type metrics struct {
 	splits           prometheus.Counter
 	duplicateResults prometheus.Counter
 	fetchErrors      prometheus.Counter
+	storeRetries     prometheus.Counter
 	heartbeats       prometheus.Counter
 }
 
@@ -49,13 +50,15 @@ func newMetrics(reg prometheus.Registerer, id string, p *pool.Pool, inFlight fun
 			Name: "dataflare_duplicate_results_total", Help: "Results JetStream already had (a redelivered batch done twice)."}),
 		fetchErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dataflare_fetch_errors_total", Help: "Failed pull requests (server away)."}),
+		storeRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dataflare_result_store_retries_total", Help: "Publications of results JetStream could not store, retried with the batch's lease kept."}),
 		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dataflare_heartbeats_sent_total", Help: "Heartbeats sent."}),
 	}
 	if reg != nil {
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"worker": id}, reg)
 		reg.MustRegister(m.records, m.batches, m.batchSeconds, m.batchRecords, m.redeliveries, m.naks,
-			m.deadLettered, m.splits, m.duplicateResults, m.fetchErrors, m.heartbeats, newPoolCollector(p),
+			m.deadLettered, m.splits, m.duplicateResults, m.fetchErrors, m.storeRetries, m.heartbeats, newPoolCollector(p),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "dataflare_batches_in_flight", Help: "Batches running now."}, inFlight))
 	}

@@ -26,24 +26,42 @@ import (
 
 // isolate runs the records of a batch that failed as a whole in halves,
 // recursively, until each failing part is a single record: that record gets
-// a poison error and a dead-letter entry; the others get their results. It
-// returns an error only when the plugin became unavailable meanwhile.
-func (w *Worker) isolate(ctx context.Context, b *batch.Batch, cause error) (*plugin.BatchResult, error) {
+// a poison error and a dead-letter entry; the others get their results.
+//
+// The whole isolation has a budget (one batch timeout): the records of the
+// parts not yet run when it is spent get the batch's error — a record
+// error, not poison, since nothing proved them bad — so that a batch that
+// times out holds its slot for two timeouts at most, not for hours of
+// halving. It returns ctx's error when ctx ends (the batch's job was
+// cancelled, or the worker stops), and an error when the plugin became
+// unavailable meanwhile.
+func (w *Worker) isolate(ctx context.Context, b *batch.Batch, cause error, budget time.Duration) (*plugin.BatchResult, error) {
 	start := time.Now()
+	deadline := start.Add(budget)
 	out := make([]plugin.Result, len(b.Records))
 	var split func(lo, hi int, cause error) error
 	split = func(lo, hi int, cause error) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if hi-lo == 1 {
 			return w.poison(ctx, b, lo, cause, 1, out)
 		}
 		mid := (lo + hi) / 2
 		for _, r := range [2][2]int{{lo, mid}, {mid, hi}} {
+			left := time.Until(deadline)
+			if left <= 0 {
+				copy(out[r[0]:r[1]], failAll(r[1]-r[0], overBudget(budget, cause)).Results)
+				continue
+			}
 			sub := *b
 			sub.Records = b.Records[r[0]:r[1]]
-			rctx, cancel := context.WithTimeout(ctx, w.cfg.BatchTimeout)
+			rctx, cancel := context.WithTimeout(ctx, left)
 			res, err := w.run(rctx, &sub, nil)
 			cancel()
 			switch {
+			case ctx.Err() != nil:
+				return ctx.Err()
 			case err == nil:
 				for i, x := range res.Results {
 					// Results may alias the plugin's buffers, which the
@@ -68,6 +86,16 @@ func (w *Worker) isolate(ctx context.Context, b *batch.Batch, cause error) (*plu
 		return nil, err
 	}
 	return &plugin.BatchResult{Results: out, Duration: time.Since(start)}, nil
+}
+
+// overBudget is the error of records not isolated within budget, after
+// their batch failed with cause.
+func overBudget(budget time.Duration, cause error) error {
+	code := plugin.CodeOf(cause)
+	if code == plugin.CodeUnknown {
+		code = plugin.CodeProcessing
+	}
+	return &plugin.Error{Code: code, Message: fmt.Sprintf("not isolated within %v after its batch failed: %v", budget, cause), Err: cause}
 }
 
 // poison gives record i of b its poison error and stores it as a dead

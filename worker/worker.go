@@ -30,6 +30,7 @@ type Worker struct {
 	native  map[string]bool
 	metrics *metrics
 	started time.Time
+	jobs    *jobs // set by Run before the first batch is fetched
 
 	inflight atomic.Int64
 	draining atomic.Bool
@@ -143,6 +144,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 
 	cons, err := w.consumer(ctx)
+	if err == nil {
+		w.jobs, err = openJobs(ctx, w.js, w.log)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -168,6 +172,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	g.Go(func() error { w.heartbeats(bg); return nil })
 	// Stops when bg is cancelled, after the drain.
 	g.Go(func() error { w.lease.keep(bg, max(ackWait/3, 10*time.Millisecond), w.log); return nil })
+	// Stops when bg is cancelled, after the drain.
+	g.Go(func() error { w.jobs.watch(bg); return nil })
 
 	var batches sync.WaitGroup
 	w.pull(ctx, work, cons, &batches)

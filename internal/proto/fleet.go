@@ -1,6 +1,8 @@
 package proto
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"strconv"
 	"time"
@@ -51,10 +53,35 @@ type PluginBeat struct {
 	Metrics fleet.PluginMetrics `json:"metrics"`
 }
 
+// What of a record a dead letter keeps: base64 makes the value and key a
+// third larger in the entry's JSON, which stays under MaxDeadLetterBytes.
+const (
+	deadValueBytes = 128 << 10
+	deadKeyBytes   = 16 << 10
+	deadErrorBytes = 4 << 10
+)
+
 // DeadLetterMsg returns the message that stores dl in DF_DEAD, with a
 // de-duplication id unique to the record.
+//
+// An entry fits MaxDeadLetterBytes: a value over deadValueBytes (a key
+// over deadKeyBytes, an error over deadErrorBytes) is cut, and the entry
+// says so; ValueBytes and ValueSHA256 always describe the whole value.
 func DeadLetterMsg(dl *fleet.DeadLetter) *nats.Msg {
-	b, _ := json.Marshal(dl) // cannot fail: plain data
+	e := *dl
+	e.ValueBytes = len(dl.Value)
+	sum := sha256.Sum256(dl.Value)
+	e.ValueSHA256 = "sha256:" + hex.EncodeToString(sum[:])
+	if len(e.Value) > deadValueBytes {
+		e.Value, e.Truncated = e.Value[:deadValueBytes], true
+	}
+	if len(e.Key) > deadKeyBytes {
+		e.Key, e.Truncated = e.Key[:deadKeyBytes], true
+	}
+	if len(e.Error) > deadErrorBytes {
+		e.Error = e.Error[:deadErrorBytes] + "…"
+	}
+	b, _ := json.Marshal(&e) // cannot fail: plain data
 	m := &nats.Msg{Subject: DeadSubject(dl.Job), Data: b, Header: nats.Header{}}
 	m.Header.Set(HeaderMsgID, dl.Job+".dead."+strconv.FormatUint(dl.Index, 10))
 	return m

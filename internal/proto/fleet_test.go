@@ -1,7 +1,11 @@
 package proto_test
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,7 +152,9 @@ func TestDeadLetterMsg(t *testing.T) {
 	if err := json.Unmarshal(m.Data, &back); err != nil {
 		t.Fatalf("Unmarshal: %v", err)
 	}
-	if diff := cmp.Diff(*dl, back); diff != "" {
+	want := *dl
+	want.ValueBytes, want.ValueSHA256 = 3, "sha256:ae4b3280e56e2faf83f414a6e3dabe9d5fbe18976544c05fed121accb85b53fc"
+	if diff := cmp.Diff(want, back); diff != "" {
 		t.Errorf("data (-want +got):\n%s", diff)
 	}
 	// Another record of the job has another id; a batch id is never a
@@ -158,5 +164,31 @@ func TestDeadLetterMsg(t *testing.T) {
 	}
 	if id := proto.DeadLetterMsg(&fleet.DeadLetter{Job: "acme.j1", Index: 3}).Header.Get(proto.HeaderMsgID); id == proto.ResultMsgID("acme.j1", 3) {
 		t.Errorf("a dead letter's id %q is a batch's", id)
+	}
+}
+
+// RELIABILITY row 23: the dead letter of a record of several MB is cut to
+// fit the dead-letter store and says so, with the whole value's size and
+// digest.
+func TestDeadLetterOfAHugeRecord(t *testing.T) {
+	value := bytes.Repeat([]byte("poison "), 1<<20) // 7 MiB
+	key := bytes.Repeat([]byte("k"), 100<<10)
+	m := proto.DeadLetterMsg(&fleet.DeadLetter{Job: "acme.j1", Index: 7, Key: key, Value: value, Error: strings.Repeat("e", 1<<20)})
+	if len(m.Data) > proto.MaxDeadLetterBytes {
+		t.Fatalf("entry of %d bytes, over MaxDeadLetterBytes %d", len(m.Data), proto.MaxDeadLetterBytes)
+	}
+	var got fleet.DeadLetter
+	if err := json.Unmarshal(m.Data, &got); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(value)
+	if !got.Truncated || got.ValueBytes != len(value) || got.ValueSHA256 != "sha256:"+hex.EncodeToString(sum[:]) ||
+		!bytes.HasPrefix(value, got.Value) || !bytes.HasPrefix(key, got.Key) {
+		t.Errorf("entry: truncated %v, value_bytes %d, sha %s, %d value bytes kept", got.Truncated, got.ValueBytes, got.ValueSHA256, len(got.Value))
+	}
+	small := proto.DeadLetterMsg(&fleet.DeadLetter{Job: "acme.j1", Index: 8, Value: []byte("x")})
+	var s fleet.DeadLetter
+	if err := json.Unmarshal(small.Data, &s); err != nil || s.Truncated || string(s.Value) != "x" || s.ValueBytes != 1 {
+		t.Errorf("a small record's entry: %+v, %v", s, err)
 	}
 }

@@ -28,6 +28,9 @@ type JobCreate struct {
 	Version string `json:"version,omitempty"`
 	// Config is the plugin configuration handed over with every batch.
 	Config map[string]string `json:"config,omitempty"`
+	// Timeout bounds one batch's run (0: the workers' own, which also
+	// caps it).
+	Timeout time.Duration `json:"timeout_ns,omitempty"`
 }
 
 // Job is a job's record in the DF_JOBS bucket, and the reply to JobCreate
@@ -38,9 +41,12 @@ type Job struct {
 	Version string            `json:"version,omitempty"`
 	Digest  string            `json:"digest,omitempty"` // pinned module digest; empty for native plugins
 	Config  map[string]string `json:"config,omitempty"`
-	State   JobState          `json:"state"`
-	Created time.Time         `json:"created"`
-	Updated time.Time         `json:"updated"`
+	// Timeout bounds one batch's run on a worker (0: the worker's own
+	// BatchTimeout, which also caps it).
+	Timeout time.Duration `json:"timeout_ns,omitempty"`
+	State   JobState      `json:"state"`
+	Created time.Time     `json:"created"`
+	Updated time.Time     `json:"updated"`
 	// Batches and Records are the job's totals, known once sealed.
 	Batches uint64 `json:"batches,omitempty"`
 	Records uint64 `json:"records,omitempty"`

@@ -41,6 +41,14 @@ type Topology struct {
 	MaxPendingBytes int64
 	// MaxResultBytes bounds DF_RESULTS the same way. Default 4 GiB.
 	MaxResultBytes int64
+	// MaxResultReaders bounds the consumers reading DF_RESULTS at once
+	// (one per job being read). Default 10,000.
+	MaxResultReaders int
+	// MaxDeadBytes bounds DF_DEAD; when it is full the oldest dead
+	// letters go first. Default 1 GiB.
+	MaxDeadBytes int64
+	// MaxJobBytes bounds the DF_JOBS bucket. Default 256 MiB.
+	MaxJobBytes int64
 	// Memory keeps streams in memory instead of files (tests and bench
 	// only: nothing survives a server restart). Default false.
 	Memory bool
@@ -48,13 +56,21 @@ type Topology struct {
 
 // Defaults of Topology.
 const (
-	DefaultAckWait         = 5 * time.Second
-	DefaultMaxDeliver      = 4
-	DefaultMaxAckPending   = 1024
-	DefaultDuplicates      = 10 * time.Minute
-	DefaultRetention       = 24 * time.Hour
-	DefaultMaxPendingBytes = 1 << 30
-	DefaultMaxResultBytes  = 4 << 30
+	DefaultAckWait          = 5 * time.Second
+	DefaultMaxDeliver       = 4
+	DefaultMaxAckPending    = 1024
+	DefaultDuplicates       = 10 * time.Minute
+	DefaultRetention        = 24 * time.Hour
+	DefaultMaxPendingBytes  = 1 << 30
+	DefaultMaxResultBytes   = 4 << 30
+	DefaultMaxResultReaders = 10_000
+	DefaultMaxDeadBytes     = 1 << 30
+	DefaultMaxJobBytes      = 256 << 20
+	// MaxJobRecordBytes is the largest job record DF_JOBS takes.
+	MaxJobRecordBytes = 64 << 10
+	// MaxDeadLetterBytes is the largest dead-letter entry DF_DEAD takes:
+	// a record's key and value are cut to fit (DeadLetterMsg).
+	MaxDeadLetterBytes = 256 << 10
 )
 
 // ErrInvalidTopology is wrapped by errors about a Topology that cannot work.
@@ -86,6 +102,15 @@ func (t Topology) WithDefaults() (Topology, error) {
 	}
 	if t.MaxResultBytes == 0 {
 		t.MaxResultBytes = DefaultMaxResultBytes
+	}
+	if t.MaxResultReaders == 0 {
+		t.MaxResultReaders = DefaultMaxResultReaders
+	}
+	if t.MaxDeadBytes == 0 {
+		t.MaxDeadBytes = DefaultMaxDeadBytes
+	}
+	if t.MaxJobBytes == 0 {
+		t.MaxJobBytes = DefaultMaxJobBytes
 	}
 	switch {
 	case t.Replicas < 1 || t.Replicas > 5:
@@ -132,16 +157,17 @@ func (t Topology) BatchStream() jetstream.StreamConfig {
 // subject) or Retention passes.
 func (t Topology) ResultStream() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:        StreamResults,
-		Description: "DataFlare results waiting for their client",
-		Subjects:    []string{SubjectResultPrefix + ">"},
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardNew,
-		MaxBytes:    t.MaxResultBytes,
-		MaxAge:      t.Retention,
-		Storage:     t.storage(),
-		Replicas:    t.Replicas,
-		Duplicates:  t.Duplicates,
+		Name:         StreamResults,
+		Description:  "DataFlare results waiting for their client",
+		Subjects:     []string{SubjectResultPrefix + ">"},
+		Retention:    jetstream.LimitsPolicy,
+		Discard:      jetstream.DiscardNew,
+		MaxBytes:     t.MaxResultBytes,
+		MaxConsumers: t.MaxResultReaders,
+		MaxAge:       t.Retention,
+		Storage:      t.storage(),
+		Replicas:     t.Replicas,
+		Duplicates:   t.Duplicates,
 	}
 }
 
@@ -153,6 +179,9 @@ func (t Topology) DeadStream() jetstream.StreamConfig {
 		Description: "DataFlare dead letters: records that failed on every delivery",
 		Subjects:    []string{SubjectDeadPrefix + ">"},
 		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxBytes:    t.MaxDeadBytes,
+		MaxMsgSize:  MaxDeadLetterBytes,
 		MaxAge:      t.Retention,
 		Storage:     t.storage(),
 		Replicas:    t.Replicas,
@@ -194,12 +223,14 @@ func PoisonAfter(cfg jetstream.ConsumerConfig) int {
 // JobBucket returns the configuration of the DF_JOBS key-value bucket.
 func (t Topology) JobBucket() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
-		Bucket:      BucketJobs,
-		Description: "DataFlare jobs",
-		TTL:         t.Retention,
-		Storage:     t.storage(),
-		Replicas:    t.Replicas,
-		History:     1,
+		Bucket:       BucketJobs,
+		Description:  "DataFlare jobs",
+		TTL:          t.Retention,
+		MaxBytes:     t.MaxJobBytes,
+		MaxValueSize: MaxJobRecordBytes,
+		Storage:      t.storage(),
+		Replicas:     t.Replicas,
+		History:      1,
 	}
 }
 

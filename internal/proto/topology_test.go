@@ -21,14 +21,17 @@ func TestTopologyDefaults(t *testing.T) {
 	}
 	// The values docs/operations.md promises.
 	want := proto.Topology{
-		Replicas:        1,
-		AckWait:         5 * time.Second,
-		MaxDeliver:      4,
-		MaxAckPending:   1024,
-		Duplicates:      10 * time.Minute,
-		Retention:       24 * time.Hour,
-		MaxPendingBytes: 1 << 30,
-		MaxResultBytes:  4 << 30,
+		Replicas:         1,
+		AckWait:          5 * time.Second,
+		MaxDeliver:       4,
+		MaxAckPending:    1024,
+		Duplicates:       10 * time.Minute,
+		Retention:        24 * time.Hour,
+		MaxPendingBytes:  1 << 30,
+		MaxResultBytes:   4 << 30,
+		MaxResultReaders: 10_000,
+		MaxDeadBytes:     1 << 30,
+		MaxJobBytes:      256 << 20,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("WithDefaults (-want +got):\n%s", diff)
@@ -36,7 +39,8 @@ func TestTopologyDefaults(t *testing.T) {
 
 	set := proto.Topology{
 		Replicas: 3, AckWait: time.Minute, MaxDeliver: 9, MaxAckPending: 7, Duplicates: time.Minute,
-		Retention: time.Hour, MaxPendingBytes: 100, MaxResultBytes: 200, Memory: true,
+		Retention: time.Hour, MaxPendingBytes: 100, MaxResultBytes: 200, MaxResultReaders: 5, MaxDeadBytes: 300,
+		MaxJobBytes: 400, Memory: true,
 	}
 	got, err = set.WithDefaults()
 	if err != nil {
@@ -117,22 +121,26 @@ func TestStreamConfigs(t *testing.T) {
 			Duplicates:  10 * time.Minute,
 		}},
 		{"DF_RESULTS", top.ResultStream(), jetstream.StreamConfig{
-			Name:        "DF_RESULTS",
-			Description: top.ResultStream().Description,
-			Subjects:    []string{"df.result.>"},
-			Retention:   jetstream.LimitsPolicy,
-			Discard:     jetstream.DiscardNew,
-			MaxBytes:    4 << 30,
-			MaxAge:      24 * time.Hour,
-			Storage:     jetstream.FileStorage,
-			Replicas:    1,
-			Duplicates:  10 * time.Minute,
+			Name:         "DF_RESULTS",
+			Description:  top.ResultStream().Description,
+			Subjects:     []string{"df.result.>"},
+			Retention:    jetstream.LimitsPolicy,
+			Discard:      jetstream.DiscardNew,
+			MaxBytes:     4 << 30,
+			MaxConsumers: 10_000,
+			MaxAge:       24 * time.Hour,
+			Storage:      jetstream.FileStorage,
+			Replicas:     1,
+			Duplicates:   10 * time.Minute,
 		}},
 		{"DF_DEAD", top.DeadStream(), jetstream.StreamConfig{
 			Name:        "DF_DEAD",
 			Description: top.DeadStream().Description,
 			Subjects:    []string{"df.dead.>"},
 			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxBytes:    1 << 30,
+			MaxMsgSize:  256 << 10,
 			MaxAge:      24 * time.Hour,
 			Storage:     jetstream.FileStorage,
 			Replicas:    1,
@@ -151,12 +159,14 @@ func TestStreamConfigs(t *testing.T) {
 			Replicas:      1,
 		}},
 		{"DF_JOBS", top.JobBucket(), jetstream.KeyValueConfig{
-			Bucket:      "DF_JOBS",
-			Description: top.JobBucket().Description,
-			TTL:         24 * time.Hour,
-			Storage:     jetstream.FileStorage,
-			Replicas:    1,
-			History:     1,
+			Bucket:       "DF_JOBS",
+			Description:  top.JobBucket().Description,
+			TTL:          24 * time.Hour,
+			MaxBytes:     256 << 20,
+			MaxValueSize: 64 << 10,
+			Storage:      jetstream.FileStorage,
+			Replicas:     1,
+			History:      1,
 		}},
 	}
 	for _, tt := range tests {

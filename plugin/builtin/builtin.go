@@ -110,8 +110,9 @@ func (Identity) ProcessBatch(ctx context.Context, _ plugin.Config, recs []plugin
 // (the batch-size tests do). The batch sleeps the sum in one wait.
 type Delay struct{}
 
-// MaxDelayMillis is the largest ms the delay plugin accepts (one hour).
-const MaxDelayMillis = 3_600_000
+// MaxDelayMillis is the largest ms the delay plugin accepts (one minute,
+// a worker's default batch timeout).
+const MaxDelayMillis = 60_000
 
 // Info describes the plugin.
 func (Delay) Info() plugin.Info {

@@ -129,6 +129,7 @@ results. SIGTERM drains it: it stops pulling, finishes the batches it runs and l
 	f.StringVar(&httpAddr, "http", "", "serve /metrics and /healthz on HOST:PORT")
 	f.StringVar(&cacheDir, "cache-dir", "", "directory for compiled WebAssembly modules (default: none, compile on every start)")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long a stopping worker waits for its running batches")
+	f.DurationVar(&cfg.BatchTimeout, "batch-timeout", worker.DefaultBatchTimeout, "how long one batch may run (a job may ask for less)")
 	f.DurationVar(&cfg.Heartbeat, "heartbeat", proto.DefaultHeartbeat, "the interval between heartbeats")
 	return cmd
 }

@@ -30,6 +30,7 @@ type submitFlags struct {
 	in, out   string
 	format    string
 	batchSize int
+	timeout   time.Duration
 	owner     string
 }
 
@@ -69,6 +70,7 @@ got errors, 1 when the job could not run (the results written until then stay wr
 	fl.StringVarP(&f.out, "out", "o", "-", "output FILE, or - for standard output")
 	fl.StringVar(&f.format, "format", formatLines, "input format: lines (a line is a value) or jsonl (a line is a JSON record)")
 	fl.IntVar(&f.batchSize, "batch-size", 0, "records per batch (default: the size the fleet chooses)")
+	fl.DurationVar(&f.timeout, "batch-timeout", 0, "how long one batch may run on a worker (default and upper bound: the worker's, 1m unless set; at most 1h)")
 	fl.StringVar(&f.owner, "owner", proto.DefaultOwner, "owner of the job: its id and results are under this name (NATS permissions may require yours)")
 	return cmd
 }
@@ -163,6 +165,8 @@ func (f submitFlags) check() error {
 		return usagef("--format %q: use lines or jsonl", f.format)
 	case f.batchSize < 0:
 		return usagef("--batch-size %d is negative", f.batchSize)
+	case f.timeout < 0 || f.timeout > time.Hour:
+		return usagef("--batch-timeout %v: use a duration up to 1h", f.timeout)
 	case !proto.ValidName(f.owner):
 		return usagef("--owner %q: use 1-64 of [A-Za-z0-9_-]", f.owner)
 	}
@@ -178,6 +182,9 @@ func (s *submission) buildOptions() error {
 	s.opts = append(s.opts, client.WithConfig(cfg), client.WithVersion(s.f.version))
 	if s.f.batchSize > 0 {
 		s.opts = append(s.opts, client.WithBatchSize(s.f.batchSize))
+	}
+	if s.f.timeout > 0 {
+		s.opts = append(s.opts, client.WithBatchTimeout(s.f.timeout))
 	}
 	return nil
 }
