@@ -71,20 +71,20 @@ type WorkerReport struct {
 // DeadLetter is an entry in DF_DEAD: a record that failed on every
 // delivery, kept with its error so it can be inspected and replayed.
 type DeadLetter struct {
-	Job      string    `json:"job"`
-	Index    uint64    `json:"index"`
-	Plugin   string    `json:"plugin"`
-	Digest   string    `json:"digest,omitempty"`
-	Error    string    `json:"error"`
-	Key      []byte    `json:"key,omitempty"`
-	Value    []byte    `json:"value"`
+	Job    string `json:"job"`
+	Index  uint64 `json:"index"`
+	Plugin string `json:"plugin"`
+	Digest string `json:"digest,omitempty"`
+	Error  string `json:"error"`
+	Key    []byte `json:"key,omitempty"`
+	Value  []byte `json:"value"`
 	// ValueBytes is the size of the record's value and ValueSHA256 its
 	// digest ("sha256:<hex>"). Truncated says that Key or Value was cut
 	// to fit the dead-letter store: they hold their first bytes only.
-	ValueBytes  int    `json:"value_bytes"`
-	ValueSHA256 string `json:"value_sha256,omitempty"`
-	Truncated   bool   `json:"truncated,omitempty"`
-	Worker   string    `json:"worker,omitempty"`
-	Attempts int       `json:"attempts"`
-	At       time.Time `json:"at"`
+	ValueBytes  int       `json:"value_bytes"`
+	ValueSHA256 string    `json:"value_sha256,omitempty"`
+	Truncated   bool      `json:"truncated,omitempty"`
+	Worker      string    `json:"worker,omitempty"`
+	Attempts    int       `json:"attempts"`
+	At          time.Time `json:"at"`
 }

@@ -25,7 +25,11 @@
 //
 // Sandbox: guests get no filesystem, network, environment or arguments, a
 // fake clock and a fixed random source unless granted (WithGrants); a module
-// importing anything else is refused at load. Guest memory is capped
+// importing anything else is refused at load. Before wazero reads a module, a
+// preflight checks its bytes against limits on what it may make the host
+// allocate — its size, tables, locals, counts — and gives every table a
+// maximum, so that table.grow past the table bound fails (ErrLimit,
+// docs/security.md). Guest memory is capped
 // (WithMemoryLimitPages), every batch has a deadline (the context's, else
 // WithTimeout) after which the guest is stopped, and an instance that
 // trapped, exited or timed out is discarded and replaced. A batch failure is

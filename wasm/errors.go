@@ -14,8 +14,14 @@ var (
 	// range.
 	ErrInvalidOption = errors.New("wasm: invalid option")
 	// ErrInvalidModule: the bytes are not a valid WebAssembly module, or it
-	// does not fit the runtime's limits (a memory above the page limit).
+	// does not fit the runtime's limits (see ErrLimit).
 	ErrInvalidModule = errors.New("wasm: invalid module")
+	// ErrLimit: the module is over one of the sandbox's limits on what it
+	// may make the host allocate (docs/security.md): its size, a memory
+	// above the page limit, tables above the table bound, too many locals
+	// in a function, too many functions, globals, segments or names. It
+	// also matches ErrInvalidModule.
+	ErrLimit error = &aliasError{"wasm: module over a sandbox limit", ErrInvalidModule}
 	// ErrForbiddenImport: the module imports a function the sandbox does not
 	// provide (a filesystem or network call, or an unknown host module).
 	ErrForbiddenImport = errors.New("wasm: forbidden import")
@@ -29,9 +35,23 @@ var (
 	// ErrDigestMismatch: module bytes do not hash to the digest they were
 	// asked for under.
 	ErrDigestMismatch = errors.New("wasm: digest mismatch")
+	// ErrUnsafeCacheDir: the compiled-module cache directory (WithCacheDir)
+	// is not private to this process's user: it belongs to another user, or
+	// group or others may write to it. The cache holds machine code the
+	// runtime executes.
+	ErrUnsafeCacheDir = errors.New("wasm: cache directory is not private")
 	// ErrClosed: the Runtime, Plugin or Registry is closed.
 	ErrClosed = errors.New("wasm: closed")
 )
+
+// aliasError is a sentinel that also matches another sentinel.
+type aliasError struct {
+	msg   string
+	alias error
+}
+
+func (e *aliasError) Error() string        { return e.msg }
+func (e *aliasError) Is(target error) bool { return target == e.alias }
 
 // unavailable is the batch error of a closed plugin: it matches both
 // plugin.ErrUnavailable and ErrClosed.

@@ -42,6 +42,8 @@ type Option func(*config) error
 
 type config struct {
 	memoryLimitPages uint32
+	maxModuleSize    int
+	maxTableEntries  uint32
 	timeout          time.Duration
 	instances        int
 	cacheDir         string
@@ -53,6 +55,8 @@ type config struct {
 func defaultConfig() config {
 	return config{
 		memoryLimitPages: DefaultMemoryLimitPages,
+		maxModuleSize:    DefaultMaxModuleSize,
+		maxTableEntries:  DefaultMaxTableEntries,
 		timeout:          DefaultTimeout,
 		instances:        runtime.GOMAXPROCS(0),
 	}
@@ -68,6 +72,35 @@ func WithMemoryLimitPages(pages uint32) Option {
 			return invalidOption("memory limit %d pages is outside [1, %d]", pages, MaxMemoryLimitPages)
 		}
 		c.memoryLimitPages = pages
+		return nil
+	}
+}
+
+// WithMaxModuleSize sets the largest module the runtime loads or validates
+// (default DefaultMaxModuleSize); a larger one is refused before anything
+// is done with it, with an error wrapping ErrLimit. 8 ≤ n ≤ 1 GiB.
+func WithMaxModuleSize(n int) Option {
+	return func(c *config) error {
+		if n < 8 || n > 1<<30 {
+			return invalidOption("max module size %d is outside [8, %d]", n, 1<<30)
+		}
+		c.maxModuleSize = n
+		return nil
+	}
+}
+
+// WithMaxTableEntries bounds the entries of all the tables of one instance
+// together (default DefaultMaxTableEntries; 8 bytes of host memory each). A
+// module whose tables' declared minimums add up to more is refused with an
+// error wrapping ErrLimit, and each table is given a declared maximum
+// within the bound, so that the guest's table.grow past it returns -1.
+// 1 ≤ n ≤ MaxTableEntriesLimit.
+func WithMaxTableEntries(n uint32) Option {
+	return func(c *config) error {
+		if n < 1 || n > MaxTableEntriesLimit {
+			return invalidOption("max table entries %d is outside [1, %d]", n, MaxTableEntriesLimit)
+		}
+		c.maxTableEntries = n
 		return nil
 	}
 }
@@ -97,9 +130,13 @@ func WithInstances(n int) Option {
 	}
 }
 
-// WithCacheDir keeps compiled modules in dir (created if missing), keyed by
-// the module's sha256 and the wazero version, so a restarted worker does not
-// compile a module again. dir must not be empty.
+// WithCacheDir keeps compiled modules in dir, keyed by the sha256 of the
+// bytes compiled (after the preflight bounds the tables) and the wazero
+// version, so a restarted worker does not compile a module again. The
+// cache holds machine code the worker runs, so the directory must be the
+// worker's alone: NewRuntime creates it with mode 0700 if missing, and
+// refuses one that exists but belongs to another user or is writable by
+// group or others. dir must not be empty.
 func WithCacheDir(dir string) Option {
 	return func(c *config) error {
 		if dir == "" {

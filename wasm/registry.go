@@ -16,8 +16,9 @@ import (
 
 // ModuleSource fetches module bytes by plugin name and digest. A
 // *wasmstore.Store satisfies it. An error matching plugin.ErrUnknownPlugin
-// means the module is not there (or not as pinned) and asking again will
-// not help; any other error is taken as transient.
+// means the module is not there (or not as pinned), one matching
+// plugin.ErrTooLarge that it is over the source's size limit: asking again
+// will not help; any other error is taken as transient.
 type ModuleSource interface {
 	Fetch(ctx context.Context, name, digest string) ([]byte, error)
 }
@@ -300,7 +301,8 @@ func (r *Registry) load(name, digest string) (*entry, error) {
 // loadFailed classifies a failed load and remembers the failures that are
 // the module's own.
 func (r *Registry) loadFailed(name, digest string, err error) error {
-	permanent := errors.Is(err, plugin.ErrUnknownPlugin)
+	// A module over the source's size limit stays over it.
+	permanent := errors.Is(err, plugin.ErrUnknownPlugin) || errors.Is(err, plugin.ErrTooLarge)
 	for _, s := range []error{ErrDigestMismatch, ErrInvalidModule, ErrForbiddenImport, ErrABI, ErrInstantiate} {
 		permanent = permanent || errors.Is(err, s)
 	}

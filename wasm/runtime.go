@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,7 +40,8 @@ type Runtime struct {
 }
 
 // NewRuntime returns a Runtime configured by opts. The error wraps
-// ErrInvalidOption for a bad option, or is the error of creating the cache
+// ErrInvalidOption for a bad option, ErrUnsafeCacheDir for a cache
+// directory others may write to, or is the error of creating the cache
 // directory or of instantiating the WASI host functions.
 func NewRuntime(ctx context.Context, opts ...Option) (*Runtime, error) {
 	cfg := defaultConfig()
@@ -55,8 +55,8 @@ func NewRuntime(ctx context.Context, opts ...Option) (*Runtime, error) {
 		WithMemoryLimitPages(cfg.memoryLimitPages)
 	r := &Runtime{cfg: cfg, plugins: make(map[*Plugin]struct{})}
 	if cfg.cacheDir != "" {
-		if err := os.MkdirAll(cfg.cacheDir, 0o755); err != nil {
-			return nil, fmt.Errorf("wasm: cache directory: %w", err)
+		if err := privateDir(cfg.cacheDir); err != nil {
+			return nil, err
 		}
 		cache, err := wazero.NewCompilationCacheWithDir(cfg.cacheDir)
 		if err != nil {
@@ -92,14 +92,21 @@ func Digest(module []byte) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// Load compiles module, checks it against the sandbox and the ABI,
-// instantiates it once (running its start function and _initialize), reads
-// its info, and returns it as a Plugin ready to run batches. ctx bounds the
-// compilation; the first instantiation is bounded by ctx and by the
-// runtime's timeout, whichever ends first.
+// Load checks module against the sandbox's limits and imports (the
+// preflight: before wazero reads it), compiles it, checks it against the
+// ABI, instantiates it once (running its start function and _initialize),
+// reads its info, and returns it as a Plugin ready to run batches. ctx
+// bounds the compilation; the first instantiation is bounded by ctx and by
+// the runtime's timeout, whichever ends first.
 //
-// The error wraps ErrInvalidModule (not a valid module, or a memory above
-// the page limit), ErrForbiddenImport (an import outside the sandbox),
+// The preflight gives every table a declared maximum within the table
+// bound (WithMaxTableEntries): what wazero compiles is the module with its
+// table section so rewritten, the rest of its bytes unchanged. The Plugin's
+// digest and size are the module's as given.
+//
+// The error wraps ErrInvalidModule (not a valid module), ErrLimit (over a
+// sandbox limit: size, memory, tables, locals, counts; it also matches
+// ErrInvalidModule), ErrForbiddenImport (an import outside the sandbox),
 // ErrABI (a missing or mistyped export, another ABI version, bad info),
 // ErrInstantiate (the start function or _initialize trapped or timed out,
 // or a data segment does not fit) or ErrClosed.
@@ -108,8 +115,9 @@ func (r *Runtime) Load(ctx context.Context, module []byte) (*Plugin, error) {
 }
 
 // LoadVerified is Load for a module that must hash to digest
-// ("sha256:<hex>"). A module that does not is refused before it is compiled,
-// with an error wrapping ErrDigestMismatch.
+// ("sha256:<hex>"). A module that does not is refused before anything else
+// is done with it, with an error wrapping ErrDigestMismatch: the digest is
+// checked on the bytes as given, the preflight's rewrite comes after.
 func (r *Runtime) LoadVerified(ctx context.Context, module []byte, digest string) (*Plugin, error) {
 	if got := Digest(module); got != digest {
 		return nil, fmt.Errorf("%w: module is %s, want %s", ErrDigestMismatch, got, digest)
@@ -139,8 +147,20 @@ func (r *Runtime) load(ctx context.Context, module []byte, digest string) (*Plug
 	r.loads.Add(1)
 	r.mu.Unlock()
 	defer r.loads.Done()
+	bounded, err := preflight(module, digest, limits{
+		maxSize:          r.cfg.maxModuleSize,
+		memoryLimitPages: r.cfg.memoryLimitPages,
+		maxTableEntries:  r.cfg.maxTableEntries,
+	})
+	if err != nil {
+		return nil, err
+	}
 	t0 := time.Now()
-	compiled, err := r.rt.CompileModule(ctx, module)
+	// The compiled-module cache keys on the bytes compiled, and wazero
+	// decodes the tables from them on every compilation (the cache holds
+	// machine code only): a module is never instantiated with the tables of
+	// its original bytes, even from a cache an older runtime filled.
+	compiled, err := r.rt.CompileModule(ctx, bounded)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("wasm: compile %s: %w", short(digest), ctx.Err())
@@ -278,14 +298,25 @@ var allowedImports = map[string]bool{
 
 const wasiModule = wasi_snapshot_preview1.ModuleName
 
+// importAllowed returns nil when the sandbox provides the function mod.name,
+// else why not.
+func importAllowed(mod, name string) error {
+	if mod != wasiModule {
+		return fmt.Errorf("%s.%s: the sandbox provides no host module %q", mod, name, mod)
+	}
+	if !allowedImports[name] {
+		return fmt.Errorf("%s.%s: the sandbox has no filesystem or network (see docs/abi.md)", mod, name)
+	}
+	return nil
+}
+
+// checkImports checks the compiled module's imports as the preflight did the
+// bytes': a second look, through wazero's decoding.
 func checkImports(m wazero.CompiledModule, digest string) error {
 	for _, f := range m.ImportedFunctions() {
 		mod, name, _ := f.Import()
-		if mod != wasiModule {
-			return loadError(ErrForbiddenImport, digest, "%s.%s: the sandbox provides no host module %q", mod, name, mod)
-		}
-		if !allowedImports[name] {
-			return loadError(ErrForbiddenImport, digest, "%s.%s: the sandbox has no filesystem or network (see docs/abi.md)", mod, name)
+		if err := importAllowed(mod, name); err != nil {
+			return loadError(ErrForbiddenImport, digest, "%v", err)
 		}
 	}
 	for _, mem := range m.ImportedMemories() {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -264,7 +262,7 @@ func TestSandboxHidesEnvironment(t *testing.T) {
 // whose peak RSS is not inflated by other tests.
 func TestMemoryBombBoundsRSS(t *testing.T) {
 	const pages = 1024 // 64 MiB
-	if os.Getenv("DF_WASM_BOMB_CHILD") == "1" {
+	if childRun() {
 		r := newRuntime(t, WithMemoryLimitPages(pages), WithInstances(1))
 		p := load(t, r, "grow")
 		before := peakRSS(t)
@@ -274,24 +272,10 @@ func TestMemoryBombBoundsRSS(t *testing.T) {
 				t.Fatalf("error = %v, want a trap at the page limit", err)
 			}
 		}
-		fmt.Printf("PEAK-RSS-GROWTH %d\n", peakRSS(t)-before)
+		reportGrowth(peakRSS(t) - before)
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestMemoryBombBoundsRSS$", "-test.v")
-	cmd.Env = append(os.Environ(), "DF_WASM_BOMB_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("child: %v\n%s", err, out)
-	}
-	var grown int64 = -1
-	for _, line := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(line, "PEAK-RSS-GROWTH "); ok {
-			grown, _ = strconv.ParseInt(v, 10, 64)
-		}
-	}
-	if grown < 0 {
-		t.Fatalf("child reported no peak RSS:\n%s", out)
-	}
+	grown := childPeakRSSGrowth(t, "TestMemoryBombBoundsRSS")
 	t.Logf("peak RSS grew by %d MiB for a %d MiB page limit (3 bombs)", grown>>20, pages>>4)
 	if limit := int64(2 * pages * 65536); grown > limit {
 		t.Errorf("peak RSS grew by %d MiB, want ≤ %d MiB (2 × the page limit)", grown>>20, limit>>20)

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"time"
@@ -24,7 +25,8 @@ const Latest = "latest"
 
 // Defaults.
 const (
-	// DefaultMaxModuleSize is the largest module Push accepts: 64 MiB.
+	// DefaultMaxModuleSize is the largest module Push accepts and Get
+	// fetches: 64 MiB, as wasm.DefaultMaxModuleSize.
 	DefaultMaxModuleSize = 64 << 20
 	// DefaultTimeout bounds an operation whose context has no deadline.
 	DefaultTimeout = 30 * time.Second
@@ -95,8 +97,8 @@ func WithValidator(v Validator) Option {
 	}
 }
 
-// WithMaxModuleSize sets the largest module Push accepts (default
-// DefaultMaxModuleSize). n ≥ 8.
+// WithMaxModuleSize sets the largest module Push accepts and Get fetches
+// (default DefaultMaxModuleSize). n ≥ 8.
 func WithMaxModuleSize(n int) Option {
 	return func(o *options) error {
 		if n < 8 {
@@ -410,9 +412,12 @@ func Resolver(s *Store) func(ctx context.Context, name, version string) (digest,
 // Get returns the module of name whose digest is digest, with its
 // manifest, after checking that the bytes hash to digest and to what the
 // object store recorded. A mismatch is refused — nothing is returned to
-// compile — with an error wrapping ErrDigestMismatch. The error wraps
-// ErrNotFound when no version of name has that digest, or is a JetStream
-// error.
+// compile — with an error wrapping ErrDigestMismatch. A module larger than
+// the store's size limit (WithMaxModuleSize) is refused with an error
+// wrapping ErrTooLarge: by the size the object store recorded, before any
+// byte is fetched, and while fetching, should the object hold more than
+// it says. The error wraps ErrNotFound when no version of name has that
+// digest, or is a JetStream error.
 func (s *Store) Get(ctx context.Context, name, digest string) ([]byte, Manifest, error) {
 	if !ValidDigest(digest) {
 		return nil, Manifest{}, fmt.Errorf("%w: digest %q", ErrInvalidName, digest)
@@ -428,8 +433,13 @@ func (s *Store) Get(ctx context.Context, name, digest string) ([]byte, Manifest,
 		return nil, Manifest{}, fmt.Errorf("%w: %s %s", ErrNotFound, name, digest)
 	}
 	obj, m := objs[i], ms[i]
-	data, err := s.os.GetBytes(ctx, obj.Name)
+	if obj.Size > uint64(s.opt.maxSize) {
+		return nil, Manifest{}, fmt.Errorf("%w: %s: %d bytes, limit %d; not fetched", ErrTooLarge, m, obj.Size, s.opt.maxSize)
+	}
+	data, err := s.fetch(ctx, obj.Name)
 	switch {
+	case errors.Is(err, ErrTooLarge):
+		return nil, Manifest{}, fmt.Errorf("%w: %s: holds more than the %d bytes recorded; abandoned at the limit of %d", ErrTooLarge, m, obj.Size, s.opt.maxSize)
 	case errors.Is(err, jetstream.ErrDigestMismatch):
 		return nil, Manifest{}, fmt.Errorf("%w: %s: the object's chunks do not match its recorded digest", ErrDigestMismatch, m)
 	case errors.Is(err, jetstream.ErrObjectNotFound):
@@ -448,6 +458,25 @@ func (s *Store) Get(ctx context.Context, name, digest string) ([]byte, Manifest,
 		return nil, Manifest{}, fmt.Errorf("%w: %s: %d bytes, recorded %d", ErrDigestMismatch, m, len(data), m.Size)
 	}
 	return data, m, nil
+}
+
+// fetch reads the object name, at most the store's size limit of it: an
+// object holding more is abandoned there, with ErrTooLarge.
+func (s *Store) fetch(ctx context.Context, name string) ([]byte, error) {
+	res, err := s.os.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	// Reading to the end checks the chunks against the recorded digest.
+	data, err := io.ReadAll(io.LimitReader(res, int64(s.opt.maxSize)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > s.opt.maxSize {
+		return nil, ErrTooLarge
+	}
+	return data, nil
 }
 
 // Fetch returns the module of name with digest, verified as by Get. It

@@ -3,6 +3,8 @@ package wasmstore_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -456,4 +458,71 @@ func TestOpen(t *testing.T) {
 	if _, err := wasmstore.Open(ctx, js, wasmstore.WithBucket("a.b")); !errors.Is(err, wasmstore.ErrInvalidOption) {
 		t.Errorf("Open with a bad option: error = %v, want ErrInvalidOption", err)
 	}
+}
+
+// A reader refuses a module over its size limit by the size the object
+// store recorded, without fetching it; and one holding more than its
+// recorded size (forged metadata) while fetching, at the limit.
+func TestGetRefusesOversize(t *testing.T) {
+	s := natstest.RunServer(t)
+	nc := natstest.Connect(t, s.ClientURL())
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	admin, err := wasmstore.New(ctx, js) // no validator: bytes with the magic number
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := append([]byte("\x00asm\x01\x00\x00\x00"), make([]byte, 256<<10)...)
+	m, err := admin.Push(ctx, "big", "1", big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const limit = 64 << 10
+	reader, err := wasmstore.Open(ctx, js, wasmstore.WithMaxModuleSize(limit))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("by its recorded size", func(t *testing.T) {
+		in := nc.Stats().InBytes
+		data, _, err := reader.Get(ctx, "big", m.Digest)
+		if !errors.Is(err, wasmstore.ErrTooLarge) || !errors.Is(err, plugin.ErrTooLarge) || !strings.Contains(err.Error(), "not fetched") {
+			t.Errorf("Get error = %v, want ErrTooLarge before fetching", err)
+		}
+		if data != nil {
+			t.Error("Get returned bytes with its error")
+		}
+		if got := nc.Stats().InBytes - in; got > 16<<10 {
+			t.Errorf("Get received %d bytes for a refused %d-byte module, want only its metadata (≤ 16 KiB)", got, len(big))
+		}
+		if _, err := admin.Fetch(ctx, "big", m.Digest); err != nil {
+			t.Errorf("Fetch within the admin's limit: %v", err)
+		}
+	})
+
+	t.Run("holding more than recorded", func(t *testing.T) {
+		raw, err := js.ObjectStore(ctx, "DF_PLUGINS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := raw.GetInfo(ctx, "big/1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info.Size = 1000 // the chunks still hold 256 KiB
+		meta, err := json.Marshal(info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := nats.NewMsg("$O.DF_PLUGINS.M." + base64.URLEncoding.EncodeToString([]byte("big/1")))
+		msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		msg.Data = meta
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = reader.Get(ctx, "big", m.Digest)
+		if !errors.Is(err, wasmstore.ErrTooLarge) || !strings.Contains(err.Error(), "more than the 1000 bytes recorded") {
+			t.Errorf("Get error = %v, want ErrTooLarge while fetching", err)
+		}
+	})
 }
