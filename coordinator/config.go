@@ -44,6 +44,14 @@ type Config struct {
 	MaxBatchBytes int
 	// Modules resolves WebAssembly plugins; nil means native plugins only.
 	Modules ModuleResolver
+	// RequestWorkers is how many requests are handled at once. Default 8.
+	RequestWorkers int
+	// RequestRate is how many requests per second each owner may make
+	// (all requests without an owner, status and report, share one
+	// rate); beyond it, and beyond RequestQueue waiting requests of one
+	// owner, requests are answered "busy" at once. Defaults 1000 and 256.
+	RequestRate  float64
+	RequestQueue int
 	// StartupGrace is how long after its start a coordinator waits for
 	// heartbeats before it answers "no workers". Default 2 heartbeats.
 	StartupGrace time.Duration
@@ -76,6 +84,15 @@ func (c Config) withDefaults(maxPayload int64) (Config, error) {
 	if c.Sizer.Interval == 0 {
 		c.Sizer.Interval = c.Heartbeat
 	}
+	if c.RequestWorkers == 0 {
+		c.RequestWorkers = 8
+	}
+	if c.RequestRate == 0 {
+		c.RequestRate = 1000
+	}
+	if c.RequestQueue == 0 {
+		c.RequestQueue = 256
+	}
 	if c.StartupGrace == 0 {
 		c.StartupGrace = 2 * c.Heartbeat
 	}
@@ -89,6 +106,8 @@ func (c Config) withDefaults(maxPayload int64) (Config, error) {
 		c.Sizer.Clock = c.Clock
 	}
 	switch {
+	case c.RequestWorkers < 1 || c.RequestRate <= 0 || c.RequestQueue < 1:
+		return c, fmt.Errorf("%w: request workers %d, rate %v and queue %d must be positive", ErrInvalidConfig, c.RequestWorkers, c.RequestRate, c.RequestQueue)
 	case c.Heartbeat < 10*time.Millisecond:
 		return c, fmt.Errorf("%w: heartbeat %v below 10ms", ErrInvalidConfig, c.Heartbeat)
 	case c.MaxBatchBytes < 4096:

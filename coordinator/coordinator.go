@@ -34,9 +34,11 @@ type Coordinator struct {
 	metrics *metrics
 	started time.Time
 
-	jobs *jobCache
-	view *view
-	kv   jetstream.KeyValue // set by Run
+	jobs   *jobCache
+	view   *view
+	reqs   *requests
+	counts streamCounts
+	kv     jetstream.KeyValue // set by Run
 
 	mu      sync.Mutex
 	running bool
@@ -125,12 +127,13 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	c.kv = kv
 	c.started = c.cfg.Clock()
 
-	// Requests are queued on a channel and handled, in order, by a
-	// goroutine of the errgroup, so a slow JetStream call never blocks the
-	// connection's dispatch. Subscriptions are drained on the way out: what
-	// was received is handled before Run returns.
-	control := make(chan *nats.Msg, 256)
-	subs, err := c.subscribe(control)
+	// Requests are queued per owner and handled by RequestWorkers
+	// goroutines of the errgroup, so a slow JetStream call never blocks
+	// the connection's dispatch, and one owner's flood never delays the
+	// others. Subscriptions are drained on the way out: what was received
+	// is handled before Run returns.
+	c.reqs = newRequests(c.cfg.RequestQueue, c.cfg.RequestRate, c.cfg.Clock)
+	subs, err := c.subscribe()
 	if err != nil {
 		return err
 	}
@@ -143,24 +146,21 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	c.log.Info("coordinator started", "max_batch_bytes", c.cfg.MaxBatchBytes, "replicas", c.cfg.Topology.Replicas)
 
 	g, gctx := errgroup.WithContext(context.WithoutCancel(ctx))
-	// Stops when control is closed after the subscriptions drained.
-	g.Go(func() error {
-		for m := range control {
-			c.handleControl(gctx, m)
-		}
-		return nil
-	})
+	for range c.cfg.RequestWorkers {
+		// Stops when the requests are closed and drained.
+		g.Go(func() error { c.serve(gctx); return nil })
+	}
 
 	<-ctx.Done()
 	c.log.Info("coordinator stopping")
 	unsubscribe(subs)
-	close(control)
+	c.reqs.close()
 	return g.Wait()
 }
 
-// subscribe queues the requests on control and observes the heartbeats.
-// On an error it leaves no subscription behind.
-func (c *Coordinator) subscribe(control chan *nats.Msg) ([]*nats.Subscription, error) {
+// subscribe queues the requests and observes the heartbeats. On an error
+// it leaves no subscription behind.
+func (c *Coordinator) subscribe() ([]*nats.Subscription, error) {
 	var subs []*nats.Subscription
 	sub := func(s *nats.Subscription, err error) error {
 		if err != nil {
@@ -171,10 +171,10 @@ func (c *Coordinator) subscribe(control chan *nats.Msg) ([]*nats.Subscription, e
 	}
 	q := proto.QueueCoordinators
 	if err := errors.Join(
-		sub(c.nc.ChanQueueSubscribe(proto.SubjectJobCreatePrefix+"*", q, control)),
-		sub(c.nc.ChanQueueSubscribe(proto.SubjectJobPrefix+"*.*.*", q, control)),
-		sub(c.nc.ChanQueueSubscribe(proto.SubjectStatus, q, control)),
-		sub(c.nc.ChanQueueSubscribe(proto.SubjectReport, q, control)),
+		sub(c.nc.QueueSubscribe(proto.SubjectJobCreatePrefix+"*", q, c.take)),
+		sub(c.nc.QueueSubscribe(proto.SubjectJobPrefix+"*.*.*", q, c.take)),
+		sub(c.nc.QueueSubscribe(proto.SubjectStatus, q, c.take)),
+		sub(c.nc.QueueSubscribe(proto.SubjectReport, q, c.take)),
 		// Every coordinator sees every heartbeat: each keeps the whole
 		// fleet view.
 		sub(c.nc.Subscribe(proto.SubjectHeartbeatPrefix+"*", c.onHeartbeat)),
