@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -47,15 +48,44 @@ func newView(cfg Config, m *metrics) *view {
 }
 
 // onHeartbeat records a worker's heartbeat.
+//
+// A heartbeat speaks for the worker its subject names (df.hb.<worker>: the
+// subject is what NATS permissions govern), not for whatever its body
+// says; one whose body names another worker, or that lists more plugins
+// than a worker can have or plugins with malformed names, is ignored.
 func (c *Coordinator) onHeartbeat(m *nats.Msg) {
 	var hb proto.Heartbeat
-	if err := json.Unmarshal(m.Data, &hb); err != nil || !proto.ValidName(hb.Worker) {
+	err := json.Unmarshal(m.Data, &hb)
+	if err == nil {
+		err = checkHeartbeat(&hb, proto.LastToken(m.Subject))
+	}
+	if err != nil {
 		c.metrics.badHeartbeats.Inc()
 		c.log.Warn("malformed heartbeat ignored", "subject", m.Subject, "err", err)
 		return
 	}
 	c.metrics.heartbeats.Inc()
 	c.view.observe(hb, c.cfg.Clock())
+}
+
+// maxBeatPlugins bounds the plugins one heartbeat may list.
+const maxBeatPlugins = 1024
+
+// checkHeartbeat returns why hb, received on the subject of worker, is not
+// to be believed.
+func checkHeartbeat(hb *proto.Heartbeat, worker string) error {
+	switch {
+	case !proto.ValidName(worker) || hb.Worker != worker:
+		return fmt.Errorf("heartbeat of worker %q on the subject of %q", hb.Worker, worker)
+	case len(hb.Plugins) > maxBeatPlugins:
+		return fmt.Errorf("heartbeat lists %d plugins, more than %d", len(hb.Plugins), maxBeatPlugins)
+	}
+	for _, p := range hb.Plugins {
+		if !proto.ValidName(p.Name) {
+			return fmt.Errorf("heartbeat lists plugin %q", p.Name)
+		}
+	}
+	return nil
 }
 
 func (f *view) observe(hb proto.Heartbeat, now time.Time) {

@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -127,5 +129,37 @@ func FuzzHeartbeat(f *testing.F) {
 }
 
 func natsMsg(data []byte) *nats.Msg {
-	return &nats.Msg{Subject: proto.HeartbeatSubject("x"), Data: data}
+	return &nats.Msg{Subject: proto.HeartbeatSubject("w1"), Data: data}
+}
+
+// A heartbeat speaks for the worker of its subject: one whose body names
+// another worker, lists too many plugins or malformed names is ignored.
+func TestHeartbeatIdentity(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	cfg, err := Config{Clock: func() time.Time { return now }}.withDefaults(8 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Coordinator{cfg: cfg, log: cfg.Logger, metrics: newMetrics(nil)}
+	c.view = newView(cfg, c.metrics)
+	many := make([]proto.PluginBeat, maxBeatPlugins+1)
+	for i := range many {
+		many[i].Name = fmt.Sprintf("p%d", i)
+	}
+	for _, hb := range []proto.Heartbeat{
+		{Worker: "w2", Seq: 1},
+		{Worker: "w1", Seq: 1, Plugins: many},
+		{Worker: "w1", Seq: 1, Plugins: []proto.PluginBeat{{Name: "bad name"}}},
+	} {
+		b, _ := json.Marshal(hb)
+		c.onHeartbeat(&nats.Msg{Subject: proto.HeartbeatSubject("w1"), Data: b})
+	}
+	if ws, ps, _ := c.view.snapshot(now); len(ws) != 0 || len(ps) != 0 {
+		t.Errorf("forged heartbeats were believed: workers %v, plugins %v", ws, ps)
+	}
+	b, _ := json.Marshal(proto.Heartbeat{Worker: "w1", Seq: 1, Interval: time.Second})
+	c.onHeartbeat(&nats.Msg{Subject: proto.HeartbeatSubject("w1"), Data: b})
+	if ws, _, _ := c.view.snapshot(now); len(ws) != 1 || ws[0].ID != "w1" {
+		t.Errorf("the worker's own heartbeat: workers %v", ws)
+	}
 }
