@@ -102,6 +102,9 @@ type Progress struct {
 	Dropped   uint64 `json:"dropped"`
 	// Batches counts the batches accepted by the fleet.
 	Batches uint64 `json:"batches"`
+	// Skipped counts messages on the job's result subject that were not
+	// results (undecodable): they are skipped, and the job goes on.
+	Skipped uint64 `json:"skipped,omitempty"`
 }
 
 // Job is a running job. Its results are read with Results (or Wait).
@@ -125,7 +128,7 @@ type Job struct {
 	ends []uint64 // ends of batches in flight, in submission order
 	room chan struct{}
 
-	submitted, results, succeeded, failed, dropped, batches atomic.Uint64
+	submitted, results, succeeded, failed, dropped, batches, skipped atomic.Uint64
 	taken                                                   atomic.Bool
 }
 
@@ -277,7 +280,7 @@ func (j *Job) Digest() string { return j.info.Digest }
 func (j *Job) Progress() Progress {
 	return Progress{
 		Submitted: j.submitted.Load(), Results: j.results.Load(), Succeeded: j.succeeded.Load(),
-		Failed: j.failed.Load(), Dropped: j.dropped.Load(), Batches: j.batches.Load(),
+		Failed: j.failed.Load(), Dropped: j.dropped.Load(), Batches: j.batches.Load(), Skipped: j.skipped.Load(),
 	}
 }
 

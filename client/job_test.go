@@ -328,3 +328,46 @@ func TestDuplicateOnFirstAttempt(t *testing.T) {
 		t.Errorf("job error = %v, want ErrDuplicate", got)
 	}
 }
+
+// RELIABILITY row 25: a message on a job's result subject that is not a
+// result is skipped and counted; the job completes with all its results.
+func TestBadMessageOnResultSubject(t *testing.T) {
+	f := localtest.Start(t, local.Config{Workers: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	recs := []plugin.Record{{Value: []byte("a")}, {Value: []byte("b")}}
+	release := make(chan struct{})
+	src := func(yield func(plugin.Record, error) bool) {
+		<-release
+		for _, r := range recs {
+			if !yield(r, nil) {
+				return
+			}
+		}
+	}
+	job, err := f.Client().Submit(ctx, "upper", src, client.WithBatchSize(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer job.Close()
+	js, err := jetstream.New(f.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, junk := range [][]byte{[]byte("not a result"), nil} {
+		if _, err := js.Publish(ctx, proto.ResultSubject(job.ID()), junk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	var got []string
+	for o, err := range job.Results() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(o.Value))
+	}
+	if strings.Join(got, ",") != "A,B" || job.Progress().Skipped != 2 {
+		t.Errorf("results %v, skipped %d; want A, B and 2 skipped", got, job.Progress().Skipped)
+	}
+}

@@ -190,11 +190,14 @@ func (j *Job) deliver(ctx context.Context, it jetstream.MessagesContext) {
 			return
 		}
 		rs := batch.ResultSet{Results: getResults()}
-		if err := batch.DecodeResults(m.Data(), &rs); err != nil {
-			j.fail(ctx, fmt.Errorf("client: malformed result message: %w", err))
-			return
-		}
-		if rs.Job != j.info.ID {
+		if err := batch.DecodeResults(m.Data(), &rs); err != nil || rs.Job != j.info.ID {
+			// Not a result of this job (only workers and coordinators
+			// publish here, but one bad message must not end a job):
+			// skipped and counted; a record's missing result still
+			// comes from its batch.
+			j.skipped.Add(1)
+			j.c.opts.log.Warn("message on the job's result subject skipped", "job", j.info.ID, "err", err)
+			putResults(rs.Results)
 			continue
 		}
 		_, span := tracer.Start(tracing.Extract(ctx, m.Headers()), "client.results", trace.WithAttributes(

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"text/tabwriter"
 	"time"
 
@@ -41,8 +42,9 @@ func startFleet(ctx context.Context, cfg local.Config, log *slog.Logger) (*local
 
 func (e *env) devCmd() *cobra.Command {
 	var (
-		cfg      local.Config
-		httpAddr string
+		cfg         local.Config
+		httpAddr    string
+		allowRemote bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -54,6 +56,9 @@ the example WebAssembly plugins pushed, and print the NATS URL to point other co
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.Workers < 0 {
 				return usagef("--workers %d is negative", cfg.Workers)
+			}
+			if !allowRemote && !loopback(cfg.Listen) {
+				return usagef("--listen %s is not a loopback address: the dev stack has no authentication, so anyone who reaches it could run jobs, push plugins and read results; use 127.0.0.1, or add --allow-remote if that is what you want", cfg.Listen)
 			}
 			log, err := e.logger(slog.LevelInfo)
 			if err != nil {
@@ -89,9 +94,24 @@ the example WebAssembly plugins pushed, and print the NATS URL to point other co
 	f := cmd.Flags()
 	f.IntVar(&cfg.Workers, "workers", 2, "embedded workers (0: none)")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:4222", "HOST:PORT for the NATS server")
+	f.BoolVar(&allowRemote, "allow-remote", false, "allow --listen on a non-loopback address (the dev stack has no authentication)")
 	f.StringVar(&cfg.StoreDir, "store", "", "directory for JetStream's files (default: a temporary one, removed on exit)")
 	f.StringVar(&httpAddr, "http", "", "serve /metrics and /healthz on HOST:PORT")
 	return cmd
+}
+
+// loopback reports whether the HOST of a HOST:PORT address is a loopback
+// address (or localhost).
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (e *env) demoCmd() *cobra.Command {
