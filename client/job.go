@@ -129,7 +129,7 @@ type Job struct {
 	room chan struct{}
 
 	submitted, results, succeeded, failed, dropped, batches, skipped atomic.Uint64
-	taken                                                   atomic.Bool
+	taken                                                            atomic.Bool
 }
 
 // event is what the job's goroutines tell its reader.

@@ -84,6 +84,9 @@ func checkHeartbeat(hb *proto.Heartbeat, worker string) error {
 		if !proto.ValidName(p.Name) {
 			return fmt.Errorf("heartbeat lists plugin %q", p.Name)
 		}
+		if p.Breaker != nil && !p.Breaker.State.Valid() {
+			return fmt.Errorf("heartbeat gives plugin %s a circuit breaker %q", p.Name, p.Breaker.State)
+		}
 	}
 	return nil
 }
@@ -231,6 +234,9 @@ func (f *view) snapshot(now time.Time) ([]fleet.Worker, []fleet.Plugin, []fleet.
 		for _, p := range e.hb.Plugins {
 			ws.Plugins = append(ws.Plugins, p.Name)
 			ws.Processed += p.Metrics.TotalProcessed
+			if p.Breaker != nil {
+				ws.Breakers = append(ws.Breakers, fleet.PluginBreaker{Plugin: p.Name, Breaker: *p.Breaker})
+			}
 			wr.Plugins = append(wr.Plugins, p.Metrics)
 			if h == fleet.Dead {
 				continue
@@ -249,6 +255,15 @@ func (f *view) snapshot(now time.Time) ([]fleet.Worker, []fleet.Plugin, []fleet.
 			fp.Workers++
 			m := p.Metrics
 			fp.Metrics.Merge(&m)
+			if br := p.Breaker; br != nil {
+				if fp.Breaker == nil {
+					fp.Breaker = &fleet.Breaker{}
+				}
+				fp.Breaker.Merge(br)
+				if br.State != fleet.BreakerClosed {
+					fp.OutOfService++
+				}
+			}
 		}
 		slices.Sort(ws.Plugins)
 		workers = append(workers, ws)

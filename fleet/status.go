@@ -17,6 +17,9 @@ type Worker struct {
 	Processed     uint64        `json:"processed"`
 	Goroutines    int           `json:"goroutines"`
 	HeapBytes     uint64        `json:"heap_bytes"`
+	// Breakers are the circuit breakers of the worker's plugins that
+	// have opened at least once, by plugin name.
+	Breakers []PluginBreaker `json:"breakers,omitempty"`
 }
 
 // Plugin is one plugin in a Status.
@@ -31,6 +34,11 @@ type Plugin struct {
 	Sizer     SizerStatus `json:"sizer"`
 	// Metrics merges the live workers' metrics of the plugin.
 	Metrics PluginMetrics `json:"metrics"`
+	// Breaker merges the plugin's circuit breakers on the live workers
+	// (nil when none ever opened); OutOfService counts the live workers
+	// where it is open or half-open.
+	Breaker      *Breaker `json:"breaker,omitempty"`
+	OutOfService int      `json:"out_of_service,omitempty"`
 }
 
 // Status is the reply to SubjectStatus.

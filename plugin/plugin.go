@@ -20,8 +20,8 @@ type Plugin interface {
 
 // BatchPlugin processes a whole batch per call. Every record-at-a-time Plugin
 // becomes one through Adapt; WebAssembly plugins are BatchPlugins natively
-// (one guest call per batch). A BatchPlugin may also implement Stater and
-// BatchSizer.
+// (one guest call per batch). A BatchPlugin may also implement Stater,
+// BatchSizer and Resetter.
 type BatchPlugin interface {
 	// Info describes the plugin.
 	Info() Info
@@ -52,6 +52,23 @@ type BatchSizer interface {
 	// it achieved, or 0 to leave the choice to the runtime's controller. The
 	// runtime damps and bounds the answer: it is a hint, not an order.
 	OptimizeBatchSize(current int, latency time.Duration, throughput float64) int
+}
+
+// Resetter is an optional interface of a BatchPlugin that can re-initialise
+// itself: drop what it holds (connections, caches, loaded code) and start
+// afresh. A worker calls it when the plugin, having failed batch after
+// batch, was taken out of service by its circuit breaker and is about to be
+// tried again (docs/operations.md, "Circuit breakers"); a plugin without it
+// is tried again as it is. A WebAssembly module (wasm.Pinned) implements it
+// by closing the module's instances and loading the module again.
+type Resetter interface {
+	// Reset re-initialises the plugin under ctx. It must be safe to call
+	// while batches run: they may finish on what the plugin held before,
+	// the batches after it must get the fresh state. An error means the
+	// plugin could not be re-initialised; the runtime tries again later
+	// (an error matching ErrUnavailable says that the failure may pass
+	// by itself and is not held against the plugin).
+	Reset(ctx context.Context) error
 }
 
 // EncodedBatchPlugin is a BatchPlugin that can also take a batch as it

@@ -113,10 +113,12 @@ func TestPreflightRefusesBeforeCompile(t *testing.T) {
 			if n, _ := r.CompileStats(); n != n0 {
 				t.Errorf("compiles = %d, want %d: refused after compiling", n, n0)
 			}
-			// The error message and a few small slices; nothing
-			// proportional to what the module declares.
-			if grew > 64<<10 {
-				t.Errorf("the refused load allocated %d bytes, want ≤ 64 KiB", grew)
+			// The error message and a few small slices (under 16 KiB
+			// measured alone; the process-wide counter also sees other
+			// goroutines): nothing proportional to what the module
+			// declares, which is gigabytes.
+			if grew > 16<<20 {
+				t.Errorf("the refused load allocated %d bytes, want well under what the module declares (≤ 16 MiB)", grew)
 			}
 			if _, err := r.Validate(context.Background(), tt.module); !errors.Is(err, tt.want) {
 				t.Errorf("Validate error = %v, want one matching %v", err, tt.want)

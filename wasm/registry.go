@@ -115,8 +115,10 @@ type entry struct {
 	name, digest string
 	p            *Plugin
 	refs         int
-	elem         *list.Element // nil once evicted
-	closed       bool          // evicted with no reference: p is closed
+	elem         *list.Element // nil once evicted or dropped
+	// closed: evicted with no reference, p is closed; or dropped by
+	// Pinned.Reset, p is closed once its last reference is released.
+	closed bool
 }
 
 type failure struct {
@@ -354,11 +356,15 @@ func closeAll(ps []*Plugin) {
 	}
 }
 
-// release drops a reference taken by acquire.
+// release drops a reference taken by acquire, and closes the plugin of an
+// entry Pinned.Reset dropped once its last batch is done.
 func (r *Registry) release(e *entry) {
 	r.mu.Lock()
 	e.refs--
 	victims := r.evictLocked()
+	if e.closed && e.refs == 0 {
+		victims = append(victims, e.p)
+	}
 	r.mu.Unlock()
 	closeAll(victims)
 }
@@ -420,6 +426,37 @@ func (p *Pinned) State() plugin.State {
 		return plugin.Stopped
 	}
 	return plugin.Ready
+}
+
+// Reset implements plugin.Resetter: the loaded module is dropped from the
+// registry — its instances and compiled code are closed once the batches
+// running on it end, which Reset does not wait for — and loaded again, so
+// that the next batch runs on fresh instances. It returns Registry.Plugin's
+// errors when the module cannot be loaded again.
+func (p *Pinned) Reset(ctx context.Context) error {
+	k := key(p.name, p.digest)
+	r := p.r
+	r.mu.Lock()
+	e, ok := r.entries[k]
+	if ok {
+		delete(r.entries, k)
+		if e.elem != nil {
+			r.lru.Remove(e.elem)
+			e.elem = nil
+		}
+		e.closed = true
+	}
+	idle := ok && e.refs == 0
+	r.mu.Unlock()
+	if idle {
+		e.p.Close()
+	}
+	e, err := r.acquire(ctx, p.name, p.digest)
+	if err != nil {
+		return err
+	}
+	r.release(e)
+	return nil
 }
 
 // ProcessBatch is Plugin.ProcessBatch on the pinned module; it also

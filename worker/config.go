@@ -71,6 +71,11 @@ type Config struct {
 	DrainTimeout time.Duration
 	// FetchWait is how long one pull request waits for batches. Default 1 s.
 	FetchWait time.Duration
+	// Breaker configures the circuit breakers that take a plugin failing
+	// batch after batch out of service on this worker. Default: open
+	// after 5 failed batches in a row, try again after 1 s, doubling up
+	// to 1 min.
+	Breaker BreakerConfig
 	// Registerer receives the worker's Prometheus metrics, labelled with
 	// the worker id; nil keeps them unregistered.
 	Registerer prometheus.Registerer
@@ -100,6 +105,10 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	var err error
+	if c.Breaker, err = c.Breaker.withDefaults(); err != nil {
+		return c, err
 	}
 	switch {
 	case !proto.ValidName(c.ID):

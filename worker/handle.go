@@ -65,13 +65,28 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 
+	timeout := w.cfg.BatchTimeout
+	if job.timeout > 0 && job.timeout < timeout {
+		timeout = job.timeout
+	}
+	// A plugin out of service here (its circuit breaker is open) does not
+	// take the slot: its batch is released for other workers or for later,
+	// unless this is its last delivery before it would be split unrun.
+	tk := w.breakers.admit(entryKey(b), b.Plugin, delivered >= uint64(w.poisonAfter), timeout == w.cfg.BatchTimeout)
+	defer tk.finish()
+	if !tk.run {
+		w.holdOff(m, b, tk.retryIn)
+		span.SetStatus(codes.Error, "plugin out of service on this worker")
+		return
+	}
+
 	// The batch runs on a context its job's cancel ends, within the
 	// job's timeout (or the worker's, when shorter).
 	jctx, done := w.jobs.start(ctx, b.Job)
 	defer done()
-	timeout := w.cfg.BatchTimeout
-	if job.timeout > 0 && job.timeout < timeout {
-		timeout = job.timeout
+	if tk.reset && !w.reset(jctx, m, b, tk, timeout) {
+		span.SetStatus(codes.Error, "plugin out of service on this worker")
+		return
 	}
 	rctx, cancel := context.WithTimeout(jctx, timeout)
 	res, err := w.run(rctx, b, m.Data())
@@ -79,7 +94,7 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	if err != nil {
 		span.RecordError(err)
 	}
-	w.settle(jctx, m, b, res, err, delivered, timeout)
+	w.settle(jctx, m, b, res, err, delivered, timeout, tk)
 }
 
 // admit checks a batch against its job before anything of it runs or is
@@ -157,10 +172,18 @@ func (w *Worker) remove(m jetstream.Msg, reason, what string, attrs ...any) {
 //     runs later, maybe elsewhere;
 //   - the plugin failed the whole batch: isolate the records at fault by
 //     halving, within a budget of one batch timeout, then publish and
-//     double-ack as on success;
+//     double-ack as on success — unless the plugin is out of service
+//     (its circuit breaker is open, or this failure opens it): then the
+//     batch is not bisected but released for a retry, or failed whole on
+//     its last delivery before it would be split unrun;
 //   - a long batch: kept alive by the lease keeper while it runs.
-func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, res *plugin.BatchResult, err error, delivered uint64, timeout time.Duration) {
-	if err != nil {
+//
+// It books what the batch says of its plugin with tk, its passage through
+// the plugin's circuit breaker.
+func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, res *plugin.BatchResult, err error, delivered uint64, timeout time.Duration, tk *ticket) {
+	if err == nil {
+		tk.succeeded()
+	} else {
 		switch {
 		case cancelled(ctx):
 			w.remove(m, "job_closed", "batch of a job cancelled while it ran", "job", b.Job)
@@ -182,7 +205,19 @@ func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, re
 			// A bad configuration fails every record alike.
 			res = failAll(len(b.Records), err)
 		default:
-			res, err = w.isolate(ctx, b, err, timeout)
+			cause, own := err, tk.own(err)
+			if own {
+				if out, retryIn := tk.failedWhole(cause); out {
+					// Out of service: no bisection into many runs.
+					if delivered < uint64(w.poisonAfter) {
+						w.holdOff(m, b, retryIn)
+						return
+					}
+					res = failAll(len(b.Records), w.outOfService(b, cause))
+					break
+				}
+			}
+			res, err = w.isolate(ctx, b, cause, timeout)
 			switch {
 			case cancelled(ctx):
 				w.remove(m, "job_closed", "batch of a job cancelled while it ran", "job", b.Job)
@@ -190,6 +225,10 @@ func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, re
 			case err != nil:
 				w.nak(m, "unavailable", delivered, err)
 				return
+			case anySucceeded(res):
+				tk.succeeded() // the batch holds poison; the plugin works
+			case own:
+				tk.failed(cause)
 			}
 		}
 	}
@@ -230,8 +269,8 @@ func (w *Worker) store(ctx context.Context, m jetstream.Msg, b *batch.Batch, res
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil {
-			return err
+		if ctx.Err() != nil || w.nc.IsClosed() {
+			return err // the worker stops, the job was cancelled, or the connection is gone for good
 		}
 		w.metrics.storeRetries.Inc()
 		if attempt == 1 || attempt%20 == 0 {
@@ -273,6 +312,16 @@ func (w *Worker) nak(m jetstream.Msg, reason string, delivered uint64, err error
 	}
 }
 
+// anySucceeded reports whether a record of res has a result.
+func anySucceeded(res *plugin.BatchResult) bool {
+	for i := range res.Results {
+		if res.Results[i].Err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 func failAll(n int, err error) *plugin.BatchResult {
 	res := &plugin.BatchResult{Results: make([]plugin.Result, n)}
 	for i := range res.Results {
@@ -309,7 +358,7 @@ func (w *Worker) entry(ctx context.Context, b *batch.Batch) (string, error) {
 		return "", &plugin.Error{Code: plugin.CodeUnknownPlugin,
 			Message: fmt.Sprintf("worker %s runs no WebAssembly plugins", w.cfg.ID)}
 	}
-	key := b.Plugin + "@" + b.Digest
+	key := entryKey(b)
 	w.modMu.Lock()
 	_, ok := w.modules[key]
 	w.modMu.Unlock()
@@ -328,12 +377,17 @@ func (w *Worker) entry(ctx context.Context, b *batch.Batch) (string, error) {
 	if err := w.mgr.RegisterBatch(key, p); err != nil {
 		return "", err
 	}
-	w.modules[key] = module{name: b.Plugin, digest: b.Digest}
+	reset, _ := p.(plugin.Resetter)
+	w.modules[key] = module{name: b.Plugin, digest: b.Digest, reset: reset}
 	return key, nil
 }
 
-// module is a WebAssembly module registered in the worker's Manager.
-type module struct{ name, digest string }
+// module is a WebAssembly module registered in the worker's Manager, with
+// the way to re-initialise it (nil when its plugin has none).
+type module struct {
+	name, digest string
+	reset        plugin.Resetter
+}
 
 // publish stores a batch's results in DF_RESULTS under the batch's id. A
 // result set over the message size limit goes in several messages, each

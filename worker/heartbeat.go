@@ -72,18 +72,25 @@ func (w *Worker) heartbeat(leaving bool) *proto.Heartbeat {
 // pluginBeats returns the plugins' part of a heartbeat, sorted by name: a
 // native plugin as it is; a WebAssembly plugin with the modules of it the
 // worker ran (one Manager entry each) merged, their digests listed and the
-// cost model of the one that ran last (the one new batches pin).
+// cost model of the one that ran last (the one new batches pin). A plugin
+// whose circuit breaker has opened carries it (its modules' merged).
 func (w *Worker) pluginBeats() []proto.PluginBeat {
 	w.modMu.Lock()
 	modules := maps.Clone(w.modules)
 	w.modMu.Unlock()
+	breakers := w.breakers.status()
 	byName := make(map[string]*proto.PluginBeat)
 	newest := make(map[string]time.Time) // the last batch of a plugin's modules
 	for entry, m := range w.mgr.AllMetrics() {
 		est, _ := w.mgr.Estimate(entry)
+		br, hasBreaker := breakers[entry]
 		mod, isModule := modules[entry]
 		if !isModule {
-			byName[entry] = &proto.PluginBeat{Name: entry, Native: true, Metrics: m, Estimate: fleet.Estimate(est)}
+			beat := &proto.PluginBeat{Name: entry, Native: true, Metrics: m, Estimate: fleet.Estimate(est)}
+			if hasBreaker {
+				beat.Breaker = &br
+			}
+			byName[entry] = beat
 			continue
 		}
 		m.Name = mod.name
@@ -102,6 +109,13 @@ func (w *Worker) pluginBeats() []proto.PluginBeat {
 			newest[mod.name] = m.LastBatch
 		}
 		beat.Digests = append(beat.Digests, mod.digest)
+		switch {
+		case !hasBreaker:
+		case beat.Breaker == nil:
+			beat.Breaker = &br
+		default:
+			beat.Breaker.Merge(&br)
+		}
 	}
 	beats := make([]proto.PluginBeat, 0, len(byName))
 	for _, b := range byName {

@@ -32,6 +32,9 @@ type Worker struct {
 	started time.Time
 	jobs    *jobs // set by Run before the first batch is fetched
 
+	// breakers take plugins failing batch after batch out of service.
+	breakers *breakers
+
 	inflight atomic.Int64
 	draining atomic.Bool
 	ready    atomic.Bool
@@ -98,6 +101,7 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 		w.native[name] = true
 	}
 	w.metrics = newMetrics(cfg.Registerer, cfg.ID, mgr.Pool(), func() float64 { return float64(w.inflight.Load()) })
+	w.breakers = newBreakers(cfg.Breaker, plugins, cfg.Registerer, cfg.ID, w.log)
 	return w, nil
 }
 

@@ -51,6 +51,9 @@ type PluginBeat struct {
 	Estimate fleet.Estimate `json:"estimate"`
 	// Metrics are the worker's cumulative metrics of the plugin.
 	Metrics fleet.PluginMetrics `json:"metrics"`
+	// Breaker is the plugin's circuit breaker on the worker (its modules'
+	// merged, for a WebAssembly plugin), once it has opened.
+	Breaker *fleet.Breaker `json:"breaker,omitempty"`
 }
 
 // What of a record a dead letter keeps: base64 makes the value and key a

@@ -136,4 +136,32 @@ func printStatus(w io.Writer, st *fleet.Status) {
 			m.BatchLatency.P99.Round(time.Microsecond), m.Health)
 	}
 	tw.Flush()
+	printBreakers(w, st)
+}
+
+// printBreakers prints the circuit breakers that have opened, by worker;
+// nothing when none has.
+func printBreakers(w io.Writer, st *fleet.Status) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	header := false
+	for _, wk := range st.Workers {
+		for _, b := range wk.Breakers {
+			if !header {
+				fmt.Fprintln(w)
+				fmt.Fprintln(tw, "WORKER\tPLUGIN\tCIRCUIT\tSINCE\tOPENS\tLAST RECOVERY")
+				header = true
+			}
+			state := string(b.State)
+			if b.State == fleet.BreakerOpen && b.Until.After(st.At) {
+				state += fmt.Sprintf(" (probe in %s)", b.Until.Sub(st.At).Round(time.Millisecond))
+			}
+			recovery := "-"
+			if !b.RecoveredAt.IsZero() {
+				recovery = fmt.Sprintf("%s (%s ago)", b.LastRecovery.Round(time.Millisecond), st.At.Sub(b.RecoveredAt).Round(time.Second))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%d\t%s\n", wk.ID, b.Plugin, state,
+				st.At.Sub(b.Since).Round(time.Millisecond), b.Opens, recovery)
+		}
+	}
+	tw.Flush()
 }
