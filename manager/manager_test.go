@@ -797,7 +797,7 @@ func TestCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := m.ProcessBatch(ctx, builtin.DelayName, plugin.Config{"ms": "3600000"}, numbered(10))
+		_, err := m.ProcessBatch(ctx, builtin.DelayName, plugin.Config{"ms": strconv.Itoa(builtin.MaxDelayMillis)}, numbered(10))
 		errc <- err
 	}()
 	poll.Wait(t, 10*time.Second, "the delay plugin to run", func() bool { pm, _ := m.Metrics(builtin.DelayName); return pm.InFlight > 0 })

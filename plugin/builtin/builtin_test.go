@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -183,7 +184,7 @@ func TestDelayHonoursContext(t *testing.T) {
 			defer cancel()
 			t0 := time.Now()
 			// One hour per record: only the context can end this.
-			_, err := builtin.Delay{}.ProcessBatch(ctx, plugin.Config{"ms": "3600000"}, recs("a", "b"))
+			_, err := builtin.Delay{}.ProcessBatch(ctx, plugin.Config{"ms": strconv.Itoa(builtin.MaxDelayMillis)}, recs("a", "b"))
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("error = %v, want one matching %v", err, tt.wantErr)
 			}
