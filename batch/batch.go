@@ -416,3 +416,13 @@ func (l Limits) headerLengths(data []byte, off, i, j int) (kl, vl int, err error
 	}
 	return int(k), int(v), nil
 }
+
+// Count returns the record_count a batch message's header states, or 0
+// when data is too short to hold one or is not a batch. It decodes nothing
+// else: for a scheduler's cost estimate, not for trust.
+func Count(data []byte) int {
+	if len(data) < 12 || string(data[:3]) != batchMagic {
+		return 0
+	}
+	return int(le.Uint32(data[8:]))
+}

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/internal/tracing"
 	"github.com/dataflare/dataflare/plugin"
@@ -51,6 +52,7 @@ type submitOptions struct {
 	version   string
 	batchSize int
 	timeout   time.Duration
+	priority  fleet.Priority
 }
 
 // WithConfig hands cfg to the plugin with every batch of the job.
@@ -62,6 +64,20 @@ func WithConfig(cfg plugin.Config) SubmitOption {
 // newest when the job starts; the job keeps that one to its end).
 func WithVersion(v string) SubmitOption {
 	return func(o *submitOptions) error { o.version = v; return nil }
+}
+
+// WithPriority orders the job among its owner's (default fleet.Normal): a
+// high-priority job's batches run before the queued normal ones of the same
+// owner, a low one's after them. Between owners the fleet shares its
+// workers by weight, whatever the priorities.
+func WithPriority(p fleet.Priority) SubmitOption {
+	return func(o *submitOptions) error {
+		if !p.Valid() {
+			return invalidOption("priority %d is not high, normal or low", p)
+		}
+		o.priority = p
+		return nil
+	}
 }
 
 // WithBatchTimeout bounds how long one batch of the job may run on a
@@ -165,7 +181,7 @@ func (c *Client) Submit(ctx context.Context, name string, src Source, opts ...Su
 		return nil, fmt.Errorf("%w: plugin name %q: use 1-64 of [A-Za-z0-9_-]", ErrInvalid, name)
 	}
 	ctx, span := tracer.Start(ctx, "client.job", trace.WithAttributes(attribute.String("dataflare.plugin", name)))
-	info, err := request[proto.Job](ctx, c, proto.JobCreateSubject(c.opts.owner), proto.JobCreate{Plugin: name, Version: so.version, Config: so.config, Timeout: so.timeout})
+	info, err := request[proto.Job](ctx, c, proto.JobCreateSubject(c.opts.owner), proto.JobCreate{Plugin: name, Version: so.version, Config: so.config, Timeout: so.timeout, Priority: so.priority})
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		span.End()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/internal/proto"
@@ -312,7 +313,7 @@ func TestDuplicateOnFirstAttempt(t *testing.T) {
 	}
 	// Another message takes the first batch's id (it is not a batch: the
 	// worker removes it).
-	if _, err := js.Publish(ctx, proto.BatchSubject("upper", job.ID()), []byte("squatter"),
+	if _, err := js.Publish(ctx, proto.BatchSubject(job.ID(), fleet.Normal, "upper"), []byte("squatter"),
 		jetstream.WithMsgID(proto.BatchMsgID(job.ID(), "fixed", 0))); err != nil {
 		t.Fatal(err)
 	}

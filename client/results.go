@@ -156,7 +156,7 @@ func (j *Job) finish() {
 // receive starts reading the job's results from DF_RESULTS, until ctx, the
 // job's context, ends.
 func (j *Job) receive(ctx context.Context) error {
-	cons, err := j.c.js.OrderedConsumer(ctx, proto.StreamResults, jetstream.OrderedConsumerConfig{
+	cons, err := j.c.js.OrderedConsumer(ctx, proto.ResultStream(proto.JobOwner(j.info.ID)), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{proto.ResultSubject(j.info.ID)},
 	})
 	if err != nil {

@@ -75,6 +75,7 @@ type batcher struct {
 	batchSize atomic.Int64 // records per batch, as the sizer last said
 	fixedSize bool         // WithBatchSize: the sizer is not asked
 	refreshed atomic.Int64 // when a sender last asked for the job (UnixNano)
+	hinted    atomic.Int64 // when a sender last hinted the workers (UnixNano)
 }
 
 // newBatchKey makes the secret of a job's batch ids (tests fix it).
@@ -304,28 +305,30 @@ func (b *batcher) seal(ctx context.Context) {
 }
 
 // send publishes one batch to the batch stream itself, under the job's
-// subject (df.batch.<plugin>.<owner>.<id>: NATS permissions let an owner
-// publish there and nowhere else) and its message id, retrying while
-// JetStream does not answer or the queue is full (a retry of a batch that
-// did land is dropped as a duplicate). Every so often it asks a coordinator
-// for the job: the batch size the sizer wants now, and whether the job was
-// cancelled meanwhile.
+// subject (df.batch.<owner>.<priority>.<plugin>.<id>: NATS permissions let
+// an owner publish there and nowhere else) and its message id, retrying
+// while JetStream does not answer (a retry of a batch that did land is
+// dropped as a duplicate), and for as long as the job lives while the
+// owner's queue is full (its quota: the submission slows down, nothing
+// fails). Then it hints the workers that the queue has work. Every so
+// often it asks a coordinator for the job: the batch size the sizer wants
+// now, and whether the job was cancelled meanwhile.
 func (b *batcher) send(ctx context.Context, ob *outBatch) error {
 	j := b.j
 	sctx, span := tracer.Start(ctx, "client.batch")
 	span.SetAttributes(attribute.Int64("dataflare.seq", int64(ob.seq)), attribute.Int("dataflare.records", ob.n))
 	defer span.End()
 	attempts := 0
-	_, err := retry(ctx, j, func(_ context.Context) (*jetstream.PubAck, error) {
+	_, err := retryFull(ctx, j, func(_ context.Context) (*jetstream.PubAck, error) {
 		attempts++
-		m := &nats.Msg{Subject: proto.BatchSubject(j.info.Plugin, j.info.ID), Data: ob.data, Header: nats.Header{}}
+		m := &nats.Msg{Subject: proto.BatchSubject(j.info.ID, j.info.Priority, j.info.Plugin), Data: ob.data, Header: nats.Header{}}
 		m.Header.Set(proto.HeaderMsgID, proto.BatchMsgID(j.info.ID, b.key, ob.seq))
 		tracing.Inject(sctx, m.Header)
 		// Each attempt gets the request timeout, whatever the job's
 		// deadline.
 		rctx, cancel := context.WithTimeout(sctx, j.c.opts.timeout)
 		defer cancel()
-		ack, err := j.c.js.PublishMsg(rctx, m, jetstream.WithExpectStream(proto.StreamBatches))
+		ack, err := j.c.js.PublishMsg(rctx, m, jetstream.WithExpectStream(j.info.BatchStream))
 		switch {
 		case err != nil:
 			return nil, publishError(err)
@@ -341,11 +344,30 @@ func (b *batcher) send(ctx context.Context, ob *outBatch) error {
 		return fmt.Errorf("client: batch %d of job %s: %w", ob.seq, j.info.ID, err)
 	}
 	j.batches.Add(1)
+	b.hint()
 	if err := b.refresh(ctx); err != nil {
 		return fmt.Errorf("client: job %s: %w", j.info.ID, err)
 	}
 	return nil
 }
+
+// hint tells the workers that the job's queue has work, at most every
+// hintEvery: an idle worker looks there at once instead of at its next
+// periodic look. A lost hint costs only that wait.
+func (b *batcher) hint() {
+	now := time.Now().UnixNano()
+	last := b.hinted.Load()
+	if now-last < int64(hintEvery) || !b.hinted.CompareAndSwap(last, now) {
+		return
+	}
+	owner := proto.JobOwner(b.j.info.ID)
+	if err := b.j.c.nc.Publish(proto.WorkSubject(owner, b.j.info.Priority), nil); err != nil {
+		b.j.c.opts.log.Debug("work hint not sent", "job", b.j.info.ID, "err", err)
+	}
+}
+
+// hintEvery is how often, at most, a job hints the workers.
+const hintEvery = 5 * time.Millisecond
 
 // refreshEvery is how often a submitting job asks for its batch size and
 // state.
@@ -405,6 +427,19 @@ func publishError(err error) error {
 		return &Error{Code: plugin.CodeBusy, Message: "JetStream cannot store the batch now (a cluster without quorum?): " + err.Error()}
 	}
 	return fmt.Errorf("client: publish batch: %w", err)
+}
+
+// retryFull is retry, except that while f fails because a queue is full
+// (ErrBusy: the owner's quota) it goes on for as long as ctx lives,
+// backing off up to 2 s: backpressure, not failure.
+func retryFull[T any](ctx context.Context, j *Job, f func(context.Context) (*T, error)) (*T, error) {
+	for {
+		out, err := retry(ctx, j, f)
+		if err == nil || !errors.Is(err, ErrBusy) || ctx.Err() != nil {
+			return out, err
+		}
+		j.c.opts.log.Info("the queue is full: waiting", "job", j.info.ID, "err", err)
+	}
 }
 
 // retry calls f with ctx until it succeeds, fails for good, the retry

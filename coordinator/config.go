@@ -44,6 +44,11 @@ type Config struct {
 	MaxBatchBytes int
 	// Modules resolves WebAssembly plugins; nil means native plugins only.
 	Modules ModuleResolver
+	// Weights are owners' shares of the workers, relative to one another:
+	// an owner not named has weight 1. With several owners' work queued,
+	// each gets workers in proportion to its weight (unless the Topology
+	// is FIFO). Every coordinator of a fleet should be given the same.
+	Weights map[string]float64
 	// RequestWorkers is how many requests are handled at once. Default 8.
 	RequestWorkers int
 	// RequestRate is how many requests per second each owner may make
@@ -106,6 +111,8 @@ func (c Config) withDefaults(maxPayload int64) (Config, error) {
 		c.Sizer.Clock = c.Clock
 	}
 	switch {
+	case badWeights(c.Weights) != "":
+		return c, fmt.Errorf("%w: weight of owner %q must be a positive number and the owner 1-64 of [A-Za-z0-9_-]", ErrInvalidConfig, badWeights(c.Weights))
 	case c.RequestWorkers < 1 || c.RequestRate <= 0 || c.RequestQueue < 1:
 		return c, fmt.Errorf("%w: request workers %d, rate %v and queue %d must be positive", ErrInvalidConfig, c.RequestWorkers, c.RequestRate, c.RequestQueue)
 	case c.Heartbeat < 10*time.Millisecond:
@@ -124,3 +131,13 @@ func (c Config) withDefaults(maxPayload int64) (Config, error) {
 // headerRoom is what a batch message needs beyond its records: the fixed
 // header, the job, plugin and digest, and a typical configuration.
 const headerRoom = 16 << 10
+
+// badWeights returns an owner whose weight cannot be, or "".
+func badWeights(w map[string]float64) string {
+	for owner, v := range w {
+		if !proto.ValidName(owner) || !(v > 0) || v > 1e6 {
+			return owner
+		}
+	}
+	return ""
+}

@@ -37,8 +37,10 @@ type Coordinator struct {
 	jobs   *jobCache
 	view   *view
 	reqs   *requests
-	counts streamCounts
-	kv     jetstream.KeyValue // set by Run
+	owners owners
+	counts queueCounts
+	kv     jetstream.KeyValue // DF_JOBS, set by Run
+	queues jetstream.KeyValue // DF_QUEUES, set by Run
 
 	mu      sync.Mutex
 	running bool
@@ -76,22 +78,25 @@ func New(nc *nats.Conn, cfg Config) (*Coordinator, error) {
 		// is, read at each scrape, is the fleet's "busy" signal.
 		cfg.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dataflare_batch_queue_fill",
-			Help: "Bytes in DF_BATCHES over its limit (0 to 1): at 1 clients are slowed down until workers catch up.",
+			Help: "Bytes in the fullest batch stream over its limit (0 to 1): at 1 its owner's clients are slowed down until workers catch up.",
 		}, c.queueFill))
 	}
 	return c, nil
 }
 
-// queueFill returns the bytes DF_BATCHES holds over its limit, 0 when the
-// stream cannot be read.
+// queueFill returns the bytes the fullest batch stream holds over its
+// limit, 0 when none can be read.
 func (c *Coordinator) queueFill() float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	info := c.streamInfo(ctx, proto.StreamBatches)
-	if info == nil || info.Config.MaxBytes <= 0 {
-		return 0
+	fill := 0.0
+	names := c.js.StreamNames(ctx, jetstream.WithStreamListSubject(proto.SubjectBatchPrefix+">"))
+	for name := range names.Name() {
+		if info := c.streamInfo(ctx, name); info != nil && info.Config.MaxBytes > 0 {
+			fill = max(fill, float64(info.State.Bytes)/float64(info.Config.MaxBytes))
+		}
 	}
-	return float64(info.State.Bytes) / float64(info.Config.MaxBytes)
+	return fill
 }
 
 // ID returns the coordinator's id.
@@ -118,13 +123,19 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}()
 
 	kv, err := c.setup(ctx)
+	if err == nil {
+		c.kv = kv
+		c.queues, err = c.js.KeyValue(ctx, proto.BucketQueues)
+	}
+	if err == nil {
+		err = c.setupQueues(ctx)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return err
+		return fmt.Errorf("coordinator: %w", err)
 	}
-	c.kv = kv
 	c.started = c.cfg.Clock()
 
 	// Requests are queued per owner and handled by RequestWorkers

@@ -316,34 +316,8 @@ func (c *Coordinator) status(ctx context.Context) (*fleet.Status, error) {
 	now := c.cfg.Clock()
 	workers, plugins, _ := c.view.snapshot(now)
 	st := &fleet.Status{Coordinator: c.cfg.ID, At: now, Workers: workers, Plugins: plugins}
-	st.PendingBatches, st.ResultMessages, st.DeadLetters = c.counts.get(ctx, c)
+	st.Queues, st.PendingBatches, st.ResultMessages, st.DeadLetters = c.counts.get(ctx, c)
 	return st, nil
-}
-
-// streamCounts caches how many messages the fleet's streams hold: a
-// status costs three JetStream requests, which a flood of status requests
-// must not multiply.
-type streamCounts struct {
-	mu                     sync.Mutex
-	at                     time.Time
-	pending, results, dead uint64
-}
-
-// countsTTL is how old the stream counts of a status may be.
-const countsTTL = 500 * time.Millisecond
-
-// get returns the counts, reading them when the cached ones are older than
-// countsTTL (a count that cannot be read is 0).
-func (s *streamCounts) get(ctx context.Context, c *Coordinator) (pending, results, dead uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if time.Since(s.at) > countsTTL {
-		s.pending = c.streamMsgs(ctx, proto.StreamBatches)
-		s.results = c.streamMsgs(ctx, proto.StreamResults)
-		s.dead = c.streamMsgs(ctx, proto.StreamDead)
-		s.at = time.Now()
-	}
-	return s.pending, s.results, s.dead
 }
 
 // streamMsgs returns how many messages stream name holds, 0 when it

@@ -34,12 +34,16 @@ func (c *Coordinator) createJob(ctx context.Context, owner string, body []byte) 
 		Plugin:        req.Plugin,
 		Config:        req.Config,
 		Timeout:       req.Timeout,
+		Priority:      req.Priority,
 		State:         proto.JobOpen,
 		Created:       now,
 		Updated:       now,
 		MaxBatchBytes: c.cfg.MaxBatchBytes,
 	}
 	if job.Digest, job.Version, err = c.pinPlugin(ctx, req); err != nil {
+		return nil, err
+	}
+	if job.BatchStream, err = c.ensureOwner(ctx, owner); err != nil {
 		return nil, err
 	}
 	job.BatchSize = c.view.batchSize(req.Plugin, 0)
@@ -64,6 +68,9 @@ func parseJobCreate(owner string, body []byte) (proto.JobCreate, error) {
 	}
 	if !proto.ValidName(req.Plugin) {
 		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: invalid plugin name %q: use 1-64 of [A-Za-z0-9_-]", req.Plugin)
+	}
+	if !req.Priority.Valid() {
+		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: priority %v: use high, normal or low", req.Priority)
 	}
 	if req.Timeout < 0 || req.Timeout > MaxJobTimeout {
 		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: batch timeout %v is outside [0, %v]", req.Timeout, MaxJobTimeout)
@@ -196,7 +203,7 @@ func (c *Coordinator) finishJob(ctx context.Context, id string, body []byte) (*p
 		return nil
 	})
 	if err == nil {
-		c.purge(ctx, proto.StreamResults, proto.ResultSubject(id))
+		c.purge(ctx, proto.ResultStream(proto.JobOwner(id)), proto.ResultSubject(id))
 	}
 	return job, err
 }
@@ -230,8 +237,8 @@ func (c *Coordinator) cancelJob(ctx context.Context, id string, _ []byte) (*prot
 		return nil
 	})
 	if err == nil {
-		c.purge(ctx, proto.StreamBatches, proto.BatchSubject(job.Plugin, id))
-		c.purge(ctx, proto.StreamResults, proto.ResultSubject(id))
+		c.purge(ctx, job.BatchStream, proto.BatchSubject(id, job.Priority, job.Plugin))
+		c.purge(ctx, proto.ResultStream(proto.JobOwner(id)), proto.ResultSubject(id))
 	}
 	return job, err
 }

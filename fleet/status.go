@@ -51,6 +51,9 @@ type Status struct {
 	// ResultMessages result messages not yet read, DeadLetters entries in
 	// DF_DEAD.
 	PendingBatches uint64 `json:"pending_batches"`
+	// Queues are the batch queues by owner and priority (those with
+	// batches pending or in flight).
+	Queues []Queue `json:"queues,omitempty"`
 	ResultMessages uint64 `json:"result_messages"`
 	DeadLetters    uint64 `json:"dead_letters"`
 }

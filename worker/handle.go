@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/internal/tracing"
 	"github.com/dataflare/dataflare/plugin"
@@ -59,7 +60,7 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 		span.SetStatus(codes.Error, "batch not admitted")
 		return
 	}
-	if delivered > uint64(w.poisonAfter) {
+	if delivered > uint64(w.poisonAfter.Load()) {
 		// Its workers died or stalled on every delivery: run it no more.
 		w.splitDead(ctx, m, b, delivered)
 		return
@@ -72,7 +73,7 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	// A plugin out of service here (its circuit breaker is open) does not
 	// take the slot: its batch is released for other workers or for later,
 	// unless this is its last delivery before it would be split unrun.
-	tk := w.breakers.admit(entryKey(b), b.Plugin, delivered >= uint64(w.poisonAfter), timeout == w.cfg.BatchTimeout)
+	tk := w.breakers.admit(entryKey(b), b.Plugin, delivered >= uint64(w.poisonAfter.Load()), timeout == w.cfg.BatchTimeout)
 	defer tk.finish()
 	if !tk.run {
 		w.holdOff(m, b, tk.retryIn)
@@ -108,7 +109,7 @@ func (w *Worker) admit(ctx context.Context, m jetstream.Msg, b *batch.Batch, del
 	case !proto.ValidJobID(b.Job) || !proto.ValidName(b.Plugin) || (b.Digest != "" && !validDigest(b.Digest)):
 		w.remove(m, "malformed", "batch with a malformed job, plugin or digest", "job", b.Job, "plugin", b.Plugin)
 		return nil
-	case m.Subject() != proto.BatchSubject(b.Plugin, b.Job) || len(b.Records) == 0:
+	case !subjectOfJob(m.Subject(), b) || len(b.Records) == 0:
 		// NATS lets an owner publish only under its own jobs' subjects:
 		// a batch that names another job (its results would go to that
 		// job's owner) or no records is not run.
@@ -128,12 +129,24 @@ func (w *Worker) admit(ctx context.Context, m jetstream.Msg, b *batch.Batch, del
 		w.remove(m, "unknown_job", "batch of a job that does not exist", "job", b.Job)
 	case job.state == proto.JobCancelled || job.state == proto.JobDone:
 		w.remove(m, "job_closed", "batch of a job that is "+string(job.state), "job", b.Job)
-	case job.plugin != b.Plugin || job.digest != b.Digest:
-		w.remove(m, "malformed", "batch naming another plugin or module than its job pinned", "job", b.Job, "plugin", b.Plugin, "digest", b.Digest)
+	case job.plugin != b.Plugin || job.digest != b.Digest || m.Subject() != proto.BatchSubject(b.Job, job.priority, b.Plugin):
+		w.remove(m, "malformed", "batch naming another plugin, module or priority than its job", "job", b.Job, "plugin", b.Plugin, "digest", b.Digest, "subject", m.Subject())
 	default:
 		return job
 	}
 	return nil
+}
+
+// subjectOfJob reports whether subject (df.batch.<owner>.<priority>.<plugin>.<id>)
+// is one of b's job, whatever its priority: NATS lets an owner publish
+// under its own owner token only.
+func subjectOfJob(subject string, b *batch.Batch) bool {
+	for _, p := range fleet.Priorities {
+		if subject == proto.BatchSubject(b.Job, p, b.Plugin) {
+			return true
+		}
+	}
+	return false
 }
 
 // unknownJobDeliveries is how many deliveries a batch of a job the worker
@@ -209,7 +222,7 @@ func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, re
 			if own {
 				if out, retryIn := tk.failedWhole(cause); out {
 					// Out of service: no bisection into many runs.
-					if delivered < uint64(w.poisonAfter) {
+					if delivered < uint64(w.poisonAfter.Load()) {
 						w.holdOff(m, b, retryIn)
 						return
 					}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
 )
 
@@ -36,6 +37,7 @@ type jobs struct {
 // jobEntry is what the worker knows of one job.
 type jobEntry struct {
 	plugin, digest string
+	priority       fleet.Priority
 	state          proto.JobState
 	timeout        time.Duration // the job's batch timeout, 0 for the worker's
 	seen           time.Time     // when the record was last read
@@ -133,7 +135,7 @@ func (j *jobs) apply(e jetstream.KeyValueEntry) {
 
 // set records a job's record, and stops its batches once it is cancelled.
 func (j *jobs) set(id string, rec *proto.Job) *jobEntry {
-	je := &jobEntry{plugin: rec.Plugin, digest: rec.Digest, state: rec.State, timeout: rec.Timeout, seen: time.Now()}
+	je := &jobEntry{plugin: rec.Plugin, digest: rec.Digest, priority: rec.Priority, state: rec.State, timeout: rec.Timeout, seen: time.Now()}
 	j.mu.Lock()
 	j.known[id] = je
 	j.mu.Unlock()

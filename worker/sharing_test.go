@@ -18,6 +18,7 @@ import (
 	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/internal/proto"
@@ -58,11 +59,7 @@ func openJob(ctx context.Context, t *testing.T, c *client.Client, name string, r
 func drained(t *testing.T, js jetstream.JetStream, within time.Duration) {
 	t.Helper()
 	ctx := context.Background()
-	cons, err := js.Consumer(ctx, proto.StreamBatches, proto.ConsumerWorker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := poll.Until(ctx, within, func() error { return natstest.Drained(ctx, cons) }); err != nil {
+	if err := poll.Until(ctx, within, func() error { return natstest.BatchesDrained(ctx, js) }); err != nil {
 		t.Fatalf("the batch queue did not drain: %v", err)
 	}
 }
@@ -90,7 +87,7 @@ func TestForgedBatchesLeaveNoState(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := js.PublishAsync(proto.BatchSubject(b.Plugin, b.Job), data); err != nil {
+		if _, err := js.PublishAsync(proto.BatchSubject(b.Job, fleet.Normal, b.Plugin), data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -134,7 +131,7 @@ func TestForgedBatchesLeaveNoState(t *testing.T) {
 	t.Logf("after %d forged batches: heartbeat %d bytes, %d plugins", 3*each, len(m.Data), len(hb.Plugins))
 
 	// Nothing was stored for them; the real job runs.
-	results, err := js.Stream(ctx, proto.StreamResults)
+	results, err := js.Stream(ctx, proto.ResultStream(proto.DefaultOwner))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,11 +257,7 @@ func TestFullResultsStreamIsNotPoison(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	results, err := js.Stream(ctx, proto.StreamResults)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A job whose results nobody reads fills DF_RESULTS.
+	// A job whose results nobody reads fills its owner's result stream.
 	big := make([]plugin.Record, 64)
 	for i := range big {
 		big[i].Value = []byte(strings.Repeat("v", 8<<10))
@@ -274,6 +267,10 @@ func TestFullResultsStreamIsNotPoison(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(hog.Close)
+	results, err := js.Stream(ctx, proto.ResultStream(proto.DefaultOwner))
+	if err != nil {
+		t.Fatal(err)
+	}
 	err = poll.Until(ctx, 30*time.Second, func() error {
 		info, err := results.Info(ctx)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/manager"
 	"github.com/dataflare/dataflare/plugin/builtin"
@@ -40,9 +41,12 @@ type Worker struct {
 	ready    atomic.Bool
 	hbSeq    atomic.Uint64
 	lease    lease
-	// poisonAfter is MaxDeliver, as the worker consumer carries it: set by
-	// Run before the first batch is fetched.
-	poisonAfter int
+	// poisonAfter is MaxDeliver and ackWait the consumers' AckWait, as the
+	// queue entries carry them (every coordinator of a fleet has the same
+	// topology): kept up to date by the pull loop.
+	poisonAfter atomic.Int64
+	ackWait     atomic.Int64
+	queues      *queues // set by Run before the first batch is fetched
 
 	modMu   sync.Mutex
 	modules map[string]module // by name in the Manager ("name@digest")
@@ -147,22 +151,31 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.mgr.Close()
 	}()
 
-	cons, err := w.consumer(ctx)
+	var err error
+	w.poisonAfter.Store(proto.DefaultMaxDeliver)
+	w.ackWait.Store(int64(proto.DefaultAckWait))
+	w.queues, err = openQueues(ctx, w.js, w.log)
 	if err == nil {
 		w.jobs, err = openJobs(ctx, w.js, w.log)
+	}
+	var hints chan string
+	if err == nil {
+		hints = make(chan string, 1024)
+		var sub *nats.Subscription
+		if sub, err = subscribeHints(w.nc, hints); err == nil {
+			defer sub.Unsubscribe()
+		}
 	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return err
+		return fmt.Errorf("worker: %w", err)
 	}
-	ackWait := cons.CachedInfo().Config.AckWait
-	w.poisonAfter = proto.PoisonAfter(cons.CachedInfo().Config)
 	w.started = time.Now()
 	w.ready.Store(true)
 	defer w.ready.Store(false)
-	w.log.Info("worker started", "parallel", w.cfg.Parallel, "ack_wait", ackWait, "max_deliver", w.poisonAfter)
+	w.log.Info("worker started", "parallel", w.cfg.Parallel)
 
 	// Batches run on a context of their own: cancelling ctx stops the
 	// pulling, not the batches running; they get DrainTimeout to finish.
@@ -175,12 +188,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	// Stops when bg is cancelled, after the drain.
 	g.Go(func() error { w.heartbeats(bg); return nil })
 	// Stops when bg is cancelled, after the drain.
-	g.Go(func() error { w.lease.keep(bg, max(ackWait/3, 10*time.Millisecond), w.log); return nil })
+	g.Go(func() error {
+		w.lease.keep(bg, func() time.Duration { return max(time.Duration(w.ackWait.Load())/3, 10*time.Millisecond) }, w.log)
+		return nil
+	})
+	// Stops when bg is cancelled, after the drain.
+	g.Go(func() error { w.queues.watch(bg); return nil })
 	// Stops when bg is cancelled, after the drain.
 	g.Go(func() error { w.jobs.watch(bg); return nil })
 
 	var batches sync.WaitGroup
-	w.pull(ctx, work, cons, &batches)
+	w.pull(ctx, work, hints, &batches)
 
 	w.draining.Store(true)
 	w.sendHeartbeat(false)
@@ -207,80 +225,35 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// consumer returns the workers' consumer, waiting for it to exist.
-func (w *Worker) consumer(ctx context.Context) (jetstream.Consumer, error) {
-	logged := false
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		cons, err := w.js.Consumer(cctx, proto.StreamBatches, proto.ConsumerWorker)
-		cancel()
-		if err == nil {
-			return cons, nil
-		}
-		if !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrConsumerNotFound) &&
-			!proto.Unavailable(err) && !errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
-			return nil, fmt.Errorf("worker: consumer: %w", err)
-		}
-		if !logged {
-			w.log.Info("waiting for a coordinator to create the streams", "err", err)
-			logged = true
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
+// lookEvery is how often an idle worker looks at every queue, in case a
+// hint of work was lost.
+const lookEvery = 250 * time.Millisecond
 
-// pull fetches batches while ctx lives and runs each on its own goroutine,
-// at most Parallel at once.
-func (w *Worker) pull(ctx, work context.Context, cons jetstream.Consumer, batches *sync.WaitGroup) {
-	slots := make(chan struct{}, w.cfg.Parallel)
+// pull takes batches while ctx lives and runs each on its own goroutine,
+// at most Parallel at once: for each free slot, from the queue the fair
+// queue puts first (the owner furthest behind its share, its highest
+// priority with work), asking only for what it can start at once — no
+// batch waits in a worker's hands, so no lease runs out unseen. When no
+// queue has work, it waits for a hint, a change of the queues, or its next
+// look.
+func (w *Worker) pull(ctx, work context.Context, hints <-chan string, batches *sync.WaitGroup) {
+	p := &puller{w: w, work: work, batches: batches, fair: newFairQueue(),
+		slots: make(chan struct{}, w.cfg.Parallel)}
+	look := time.NewTicker(lookEvery)
+	defer look.Stop()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		// Wait for at least one free slot, then ask for as many batches
-		// as there are free slots: the worker never holds a batch it
-		// cannot start, so no lease runs out while a batch waits here.
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
+		free, ok := p.acquire(ctx)
+		if !ok {
 			return
 		}
-		free := 1
-		for free < w.cfg.Parallel {
-			select {
-			case slots <- struct{}{}:
-				free++
-				continue
-			default:
-			}
-			break
+		p.sync()
+		p.drainHints(hints)
+		took, err := p.fetch(ctx, free)
+		for range free - took {
+			<-p.slots
 		}
-		fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchWait)
-		msgs, err := cons.Fetch(free, jetstream.FetchContext(fctx))
-		got := 0
-		if err == nil {
-			for m := range msgs.Messages() {
-				got++
-				batches.Add(1)
-				w.inflight.Add(1)
-				// Stops when the batch has settled (ack or nak).
-				go func() {
-					defer func() { <-slots; w.inflight.Add(-1); batches.Done() }()
-					w.handle(work, m)
-				}()
-			}
-			err = msgs.Error()
-		}
-		cancel()
-		for range free - got {
-			<-slots
-		}
-		switch {
-		case err == nil || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
-			backoff = 100 * time.Millisecond
-		default:
+		if err != nil {
 			// The server is away (a restart, a network blip): try again,
 			// more slowly each time, up to 2 s.
 			w.metrics.fetchErrors.Inc()
@@ -291,8 +264,177 @@ func (w *Worker) pull(ctx, work context.Context, cons jetstream.Consumer, batche
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if took > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case h := <-hints:
+			p.hint(h)
+		case <-w.queues.changed:
+			p.fair.hintAll()
+		case <-look.C:
+			p.fair.hintAll()
 		}
 	}
+}
+
+// puller is the pull loop's state.
+type puller struct {
+	w       *Worker
+	work    context.Context // the batches' context
+	batches *sync.WaitGroup
+	fair    *fairQueue
+	slots   chan struct{} // a token per batch running
+	known   map[string]proto.Queue
+	version uint64
+}
+
+// acquire waits for at least one free slot and takes every free one.
+func (p *puller) acquire(ctx context.Context) (int, bool) {
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return 0, false
+	}
+	free := 1
+	for free < cap(p.slots) {
+		select {
+		case p.slots <- struct{}{}:
+			free++
+			continue
+		default:
+		}
+		break
+	}
+	return free, true
+}
+
+// sync brings the fair queue up to date with the queues' entries.
+func (p *puller) sync() {
+	known, version := p.w.queues.snapshot()
+	if version == p.version && p.known != nil {
+		return
+	}
+	for name := range p.known {
+		if _, ok := known[name]; !ok {
+			p.fair.forget(name)
+		}
+	}
+	for name, q := range known {
+		p.fair.setWeight(name, q.Weight)
+		if _, ok := p.known[name]; !ok {
+			for i := range fleet.Priorities {
+				p.fair.hint(name, i) // new: look there
+			}
+		}
+		if q.MaxDeliver >= 2 {
+			p.w.poisonAfter.Store(int64(q.MaxDeliver))
+		}
+		if q.AckWait > 0 {
+			p.w.ackWait.Store(int64(q.AckWait))
+		}
+	}
+	p.known, p.version = known, version
+}
+
+// drainHints takes the hints that came meanwhile.
+func (p *puller) drainHints(hints <-chan string) {
+	for {
+		select {
+		case h := <-hints:
+			p.hint(h)
+		default:
+			return
+		}
+	}
+}
+
+// hint marks the queue a hint is about as maybe holding work.
+func (p *puller) hint(subject string) {
+	if stream, prio, ok := hintTarget(subject, p.known); ok {
+		p.fair.hint(stream, prio)
+	}
+}
+
+// fetch takes up to free batches, queue by queue in the fair queue's
+// order, and starts each; it returns how many it started. When only one
+// owner has work it takes as many as it can start from its queue at once;
+// otherwise one at a time, asking the fair queue again after each.
+func (p *puller) fetch(ctx context.Context, free int) (int, error) {
+	took := 0
+	for took < free {
+		order, alone := p.fair.next()
+		got := 0
+		for _, c := range order {
+			n := 1
+			if alone {
+				n = free - took
+			}
+			var err error
+			if got, err = p.fetchFrom(ctx, c, n); err != nil {
+				return took, err
+			}
+			if got > 0 {
+				break
+			}
+		}
+		if got == 0 {
+			return took, nil
+		}
+		took += got
+	}
+	return took, nil
+}
+
+// fetchFrom asks queue c for up to n batches without waiting, and starts
+// those it gets.
+func (p *puller) fetchFrom(ctx context.Context, c candidate, n int) (int, error) {
+	cons, err := p.w.queues.consumer(ctx, c.owner, c.priority)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			p.fair.empty(c.owner, c.priority) // not made yet, or gone
+			return 0, nil
+		}
+		return 0, err
+	}
+	msgs, err := cons.FetchNoWait(n)
+	if err != nil {
+		return 0, err
+	}
+	got := 0
+	for m := range msgs.Messages() {
+		got++
+		p.fair.started(c.owner, batch.Count(m.Data()))
+		p.start(m)
+	}
+	if err := msgs.Error(); err != nil {
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+			p.w.queues.forget(c.owner)
+			p.fair.empty(c.owner, c.priority)
+			return got, nil
+		}
+		return got, err
+	}
+	if got == 0 {
+		p.fair.empty(c.owner, c.priority)
+	}
+	return got, nil
+}
+
+// start runs a batch on its own goroutine, holding the slot acquire took.
+func (p *puller) start(m jetstream.Msg) {
+	p.batches.Add(1)
+	p.w.inflight.Add(1)
+	// Stops when the batch has settled (ack or nak).
+	go func() {
+		defer func() { <-p.slots; p.w.inflight.Add(-1); p.batches.Done() }()
+		p.w.handle(p.work, m)
+	}()
 }
 
 // lease keeps the batches in flight alive: every third of AckWait it tells
@@ -317,14 +459,12 @@ func (l *lease) remove(m jetstream.Msg) {
 	delete(l.msgs, m)
 }
 
-func (l *lease) keep(ctx context.Context, every time.Duration, log *slog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
+func (l *lease) keep(ctx context.Context, every func() time.Duration, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(every()):
 		}
 		l.mu.Lock()
 		msgs := make([]jetstream.Msg, 0, len(l.msgs))

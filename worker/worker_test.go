@@ -111,16 +111,12 @@ func TestDrainFinishesRunningBatches(t *testing.T) {
 		t.Fatalf("got %d results, want %d", n, len(recs))
 	}
 	js, _ := jetstream.New(f.Connect())
-	cons, err := js.Consumer(ctx, proto.StreamBatches, proto.ConsumerWorker)
+	redelivered, err := natstest.Redelivered(ctx, js)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.NumRedelivered != 0 {
-		t.Errorf("%d batches were redelivered: the drained worker did not finish its own", info.NumRedelivered)
+	if redelivered != 0 {
+		t.Errorf("%d batches were redelivered: the drained worker did not finish its own", redelivered)
 	}
 }
 
@@ -269,12 +265,12 @@ func TestBadBatchesRemovedUnrun(t *testing.T) {
 		name, subject string
 		data          []byte
 	}{
-		{"malformed", proto.BatchSubject("upper", job.ID), []byte("DFB\x01garbage")},
-		{"empty", proto.BatchSubject("upper", job.ID), enc(func(b *batch.Batch) { b.Records = nil })},
-		{"another job's subject", proto.BatchSubject("upper", other), enc(func(*batch.Batch) {})},
-		{"another job in the batch", proto.BatchSubject("upper", job.ID), enc(func(b *batch.Batch) { b.Job = other })},
-		{"another plugin's subject", proto.BatchSubject("identity", job.ID), enc(func(*batch.Batch) {})},
-		{"good", proto.BatchSubject("upper", job.ID), enc(func(*batch.Batch) {})},
+		{"malformed", proto.BatchSubject(job.ID, fleet.Normal, "upper"), []byte("DFB\x01garbage")},
+		{"empty", proto.BatchSubject(job.ID, fleet.Normal, "upper"), enc(func(b *batch.Batch) { b.Records = nil })},
+		{"another job's subject", proto.BatchSubject(other, fleet.Normal, "upper"), enc(func(*batch.Batch) {})},
+		{"another job in the batch", proto.BatchSubject(job.ID, fleet.Normal, "upper"), enc(func(b *batch.Batch) { b.Job = other })},
+		{"another plugin's subject", proto.BatchSubject(job.ID, fleet.Normal, "identity"), enc(func(*batch.Batch) {})},
+		{"good", proto.BatchSubject(job.ID, fleet.Normal, "upper"), enc(func(*batch.Batch) {})},
 	} {
 		msg := &nats.Msg{Subject: tc.subject, Data: tc.data, Header: nats.Header{}}
 		msg.Header.Set(proto.HeaderMsgID, fmt.Sprintf("bad-batches-%d", i))
@@ -282,15 +278,11 @@ func TestBadBatchesRemovedUnrun(t *testing.T) {
 			t.Fatalf("%s: publish: %v", tc.name, err)
 		}
 	}
-	cons, err := js.Consumer(ctx, proto.StreamBatches, proto.ConsumerWorker)
+	err = poll.Until(context.Background(), 10*time.Second, func() error { return natstest.BatchesDrained(ctx, js) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = poll.Until(context.Background(), 10*time.Second, func() error { return natstest.Drained(ctx, cons) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	results, err := js.Stream(ctx, proto.StreamResults)
+	results, err := js.Stream(ctx, proto.ResultStream(proto.JobOwner(job.ID)))
 	if err != nil {
 		t.Fatal(err)
 	}

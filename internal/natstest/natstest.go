@@ -168,6 +168,58 @@ func Drained(ctx context.Context, cons jetstream.Consumer) error {
 	return nil
 }
 
+// BatchesDrained is Drained for every consumer of every batch stream
+// (the streams capturing df.batch.>): nil when the workers have taken and
+// settled every batch.
+func BatchesDrained(ctx context.Context, js jetstream.JetStream) error {
+	return eachBatchConsumer(ctx, js, func(info *jetstream.ConsumerInfo) error {
+		if info.NumPending != 0 || info.NumAckPending != 0 {
+			return fmt.Errorf("%s/%s: %d messages pending, %d unacknowledged", info.Stream, info.Name, info.NumPending, info.NumAckPending)
+		}
+		return nil
+	})
+}
+
+// Redelivered returns how many batches the consumers of every batch
+// stream redelivered.
+func Redelivered(ctx context.Context, js jetstream.JetStream) (int, error) {
+	n := 0
+	err := eachBatchConsumer(ctx, js, func(info *jetstream.ConsumerInfo) error {
+		n += info.NumRedelivered
+		return nil
+	})
+	return n, err
+}
+
+// eachBatchConsumer calls f with the info of every consumer of every batch
+// stream, until f returns an error.
+func eachBatchConsumer(ctx context.Context, js jetstream.JetStream, f func(*jetstream.ConsumerInfo) error) error {
+	names := js.StreamNames(ctx, jetstream.WithStreamListSubject("df.batch.>"))
+	var streams []string
+	for name := range names.Name() {
+		streams = append(streams, name)
+	}
+	if err := names.Err(); err != nil {
+		return err
+	}
+	for _, name := range streams {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			return err
+		}
+		infos := s.ListConsumers(ctx)
+		for info := range infos.Info() {
+			if err := f(info); err != nil {
+				return err
+			}
+		}
+		if err := infos.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func shutdown(s *server.Server) {
 	s.Shutdown()
 	s.WaitForShutdown()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/plugin"
 )
 
@@ -31,6 +32,8 @@ type JobCreate struct {
 	// Timeout bounds one batch's run (0: the workers' own, which also
 	// caps it).
 	Timeout time.Duration `json:"timeout_ns,omitempty"`
+	// Priority orders the job among its owner's (default normal).
+	Priority fleet.Priority `json:"priority,omitempty"`
 }
 
 // Job is a job's record in the DF_JOBS bucket, and the reply to JobCreate
@@ -44,9 +47,12 @@ type Job struct {
 	// Timeout bounds one batch's run on a worker (0: the worker's own
 	// BatchTimeout, which also caps it).
 	Timeout time.Duration `json:"timeout_ns,omitempty"`
-	State   JobState      `json:"state"`
-	Created time.Time     `json:"created"`
-	Updated time.Time     `json:"updated"`
+	// Priority orders the job among its owner's: its batches are queued
+	// under it (BatchSubject).
+	Priority fleet.Priority `json:"priority,omitempty"`
+	State    JobState       `json:"state"`
+	Created  time.Time      `json:"created"`
+	Updated  time.Time      `json:"updated"`
 	// Batches and Records are the job's totals, known once sealed.
 	Batches uint64 `json:"batches,omitempty"`
 	Records uint64 `json:"records,omitempty"`
@@ -56,6 +62,9 @@ type Job struct {
 	BatchSize int `json:"batch_size,omitempty"`
 	// MaxBatchBytes is the largest batch message the coordinator accepts.
 	MaxBatchBytes int `json:"max_batch_bytes,omitempty"`
+	// BatchStream is the stream the job's batches go to: its owner's, or
+	// the shared one of a fleet without fair sharing.
+	BatchStream string `json:"batch_stream,omitempty"`
 }
 
 // Progress counts a job's results.

@@ -5,6 +5,8 @@
 package proto
 
 import (
+	"github.com/dataflare/dataflare/fleet"
+
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
@@ -21,14 +23,20 @@ const (
 	// SubjectJobPrefix: df.job.<verb>.<owner>.<id> requests on a job (seal,
 	// cancel, get, done).
 	SubjectJobPrefix = "df.job."
-	// SubjectBatchPrefix: df.batch.<plugin>.<job>: batches in DF_BATCHES,
-	// published by clients (the job id's owner token lets NATS permissions
-	// keep a client to its own jobs) and by workers' poison splits.
-	// A worker runs a batch only on its own job's subject.
+	// SubjectBatchPrefix: df.batch.<owner>.<priority>.<plugin>.<id>:
+	// batches, in their owner's batch stream (DF_BATCHES_<owner>, or the
+	// shared DF_BATCHES of a fleet without fair sharing), published by
+	// clients (the owner token lets NATS permissions keep a client to its
+	// own jobs) and by workers' poison splits. A worker runs a batch only
+	// on its own job's subject.
 	SubjectBatchPrefix = "df.batch."
+	// SubjectWorkPrefix: df.work.<owner>.<priority>: a hint (core NATS, no
+	// body) that a client published batches to that queue, so that an
+	// idle worker looks there at once.
+	SubjectWorkPrefix = "df.work."
 	// SubjectResultPrefix: df.result.<owner>.<id>: result messages in
-	// DF_RESULTS. The owner token lets NATS permissions keep a client to
-	// its own results.
+	// their owner's result stream (DF_RESULTS_<owner>). The owner token
+	// lets NATS permissions keep a client to its own results.
 	SubjectResultPrefix = "df.result."
 	// SubjectDeadPrefix: df.dead.<job>: dead-letter entries in DF_DEAD.
 	SubjectDeadPrefix = "df.dead."
@@ -43,14 +51,17 @@ const (
 	SubjectPluginsChanged = "df.plugins.changed"
 )
 
-// Stream, consumer and bucket names.
+// Stream, consumer and bucket names. Batches and results live in streams
+// of their owner (BatchStream, ResultStream); a fleet without fair sharing
+// queues every owner's batches in StreamBatches.
 const (
-	StreamBatches  = "DF_BATCHES"
-	StreamResults  = "DF_RESULTS"
-	StreamDead     = "DF_DEAD"
-	ConsumerWorker = "df-workers"
-	BucketJobs     = "DF_JOBS"
-	BucketPlugins  = "DF_PLUGINS"
+	StreamBatches = "DF_BATCHES"
+	StreamDead    = "DF_DEAD"
+	BucketJobs    = "DF_JOBS"
+	BucketPlugins = "DF_PLUGINS"
+	// BucketQueues holds one entry per batch stream (a Queues value),
+	// which workers watch to know where to take work from.
+	BucketQueues = "DF_QUEUES"
 	// QueueCoordinators is the queue group coordinators share requests in.
 	QueueCoordinators = "df-coordinators"
 )
@@ -68,8 +79,28 @@ const (
 // JobCreateSubject returns the subject a client creates jobs of owner on.
 func JobCreateSubject(owner string) string { return SubjectJobCreatePrefix + owner }
 
-// BatchSubject returns the DF_BATCHES subject of a batch of job for plugin.
-func BatchSubject(plugin, job string) string { return SubjectBatchPrefix + plugin + "." + job }
+// BatchSubject returns the subject of the batches of job, of priority p,
+// for plugin: df.batch.<owner>.<priority>.<plugin>.<id>.
+func BatchSubject(job string, p fleet.Priority, plugin string) string {
+	owner, id, _ := strings.Cut(job, ".")
+	return SubjectBatchPrefix + owner + "." + p.String() + "." + plugin + "." + id
+}
+
+// WorkSubject returns the subject of the hints of work in owner's queue
+// of priority p.
+func WorkSubject(owner string, p fleet.Priority) string {
+	return SubjectWorkPrefix + owner + "." + p.String()
+}
+
+// BatchStream returns the name of owner's batch stream.
+func BatchStream(owner string) string { return StreamBatches + "_" + owner }
+
+// ResultStream returns the name of owner's result stream.
+func ResultStream(owner string) string { return "DF_RESULTS_" + owner }
+
+// WorkerConsumer returns the name of the workers' consumer of the batches
+// of priority p, in every batch stream.
+func WorkerConsumer(p fleet.Priority) string { return "df-workers-" + p.String() }
 
 // ResultSubject returns the DF_RESULTS subject of job's results.
 func ResultSubject(job string) string { return SubjectResultPrefix + job }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -27,8 +28,9 @@ type Topology struct {
 	// stops delivering a batch: the consumer's MaxDeliver is unlimited and
 	// carries this figure in its metadata (PoisonAfter). Default 4.
 	MaxDeliver int
-	// MaxAckPending bounds the batches in flight across all workers.
-	// Default 1024.
+	// MaxAckPending bounds the batches in flight of one queue (one owner
+	// and priority, or one priority of the shared queue) across all
+	// workers: each owner's in-flight quota. Default 1024.
 	MaxAckPending int
 	// Duplicates is the de-duplication window of DF_BATCHES and
 	// DF_RESULTS. Default 10 min.
@@ -36,14 +38,22 @@ type Topology struct {
 	// Retention is how long unread results, dead letters, pending batches
 	// and job records are kept. Default 24 h.
 	Retention time.Duration
-	// MaxPendingBytes bounds DF_BATCHES; a full stream refuses new
-	// batches (DiscardNew), which slows submitters down. Default 1 GiB.
+	// MaxPendingBytes bounds each owner's batch stream (the shared one
+	// without fair sharing): a full stream refuses new batches
+	// (DiscardNew), which slows that owner's submitters down — each
+	// owner's queued-bytes quota. Default 1 GiB.
 	MaxPendingBytes int64
-	// MaxResultBytes bounds DF_RESULTS the same way. Default 4 GiB.
+	// MaxResultBytes bounds each owner's result stream the same way: an
+	// owner that does not read its results fills its own. Default 4 GiB.
 	MaxResultBytes int64
-	// MaxResultReaders bounds the consumers reading DF_RESULTS at once
-	// (one per job being read). Default 10,000.
+	// MaxResultReaders bounds the consumers reading one owner's results at
+	// once (one per job being read). Default 10,000.
 	MaxResultReaders int
+	// FIFO queues every owner's batches in one stream, served in the order
+	// they came (per priority), instead of a stream per owner shared out
+	// by weight: the fleet without fair sharing. Chosen when the streams
+	// are first created; a fleet does not switch.
+	FIFO bool
 	// MaxDeadBytes bounds DF_DEAD; when it is full the oldest dead
 	// letters go first. Default 1 GiB.
 	MaxDeadBytes int64
@@ -134,14 +144,19 @@ func (t Topology) storage() jetstream.StorageType {
 	return jetstream.FileStorage
 }
 
-// BatchStream returns the configuration of DF_BATCHES: a work queue (each
-// batch is removed once a worker acknowledges it), refusing new batches when
-// full rather than dropping old ones.
-func (t Topology) BatchStream() jetstream.StreamConfig {
+// BatchStream returns the configuration of owner's batch stream, or with
+// owner "" of the stream every owner shares (FIFO): a work queue (each batch
+// is removed once a worker acknowledges it), refusing new batches when full
+// rather than dropping old ones.
+func (t Topology) BatchStream(owner string) jetstream.StreamConfig {
+	name, subject := BatchStream(owner), SubjectBatchPrefix+owner+".>"
+	if owner == "" {
+		name, subject = StreamBatches, SubjectBatchPrefix+">"
+	}
 	return jetstream.StreamConfig{
-		Name:        StreamBatches,
+		Name:        name,
 		Description: "DataFlare batches waiting for a worker",
-		Subjects:    []string{SubjectBatchPrefix + ">"},
+		Subjects:    []string{subject},
 		Retention:   jetstream.WorkQueuePolicy,
 		Discard:     jetstream.DiscardNew,
 		MaxBytes:    t.MaxPendingBytes,
@@ -152,14 +167,14 @@ func (t Topology) BatchStream() jetstream.StreamConfig {
 	}
 }
 
-// ResultStream returns the configuration of DF_RESULTS: results wait here
-// until their client has read them (then the client purges its job's
-// subject) or Retention passes.
-func (t Topology) ResultStream() jetstream.StreamConfig {
+// ResultStream returns the configuration of owner's result stream: results
+// wait here until their client has read them (then the job's subject is
+// purged) or Retention passes.
+func (t Topology) ResultStream(owner string) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:         StreamResults,
+		Name:         ResultStream(owner),
 		Description:  "DataFlare results waiting for their client",
-		Subjects:     []string{SubjectResultPrefix + ">"},
+		Subjects:     []string{SubjectResultPrefix + owner + ".>"},
 		Retention:    jetstream.LimitsPolicy,
 		Discard:      jetstream.DiscardNew,
 		MaxBytes:     t.MaxResultBytes,
@@ -189,18 +204,23 @@ func (t Topology) DeadStream() jetstream.StreamConfig {
 	}
 }
 
-// WorkerConsumer returns the configuration of the durable pull consumer all
-// workers share.
-func (t Topology) WorkerConsumer() jetstream.ConsumerConfig {
+// WorkerConsumer returns the configuration of the durable pull consumer of
+// the batches of priority p in owner's batch stream (owner "": the shared
+// one), which all workers share.
+func (t Topology) WorkerConsumer(owner string, p fleet.Priority) jetstream.ConsumerConfig {
+	filter := SubjectBatchPrefix + owner + "." + p.String() + ".>"
+	if owner == "" {
+		filter = SubjectBatchPrefix + "*." + p.String() + ".>"
+	}
 	return jetstream.ConsumerConfig{
-		Durable:       ConsumerWorker,
+		Durable:       WorkerConsumer(p),
 		Description:   "DataFlare workers",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       t.AckWait,
 		MaxDeliver:    -1,
 		Metadata:      map[string]string{MetaMaxDeliver: strconv.Itoa(t.MaxDeliver)},
 		MaxAckPending: t.MaxAckPending,
-		FilterSubject: SubjectBatchPrefix + ">",
+		FilterSubject: filter,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		Replicas:      t.Replicas,
 	}
@@ -234,23 +254,84 @@ func (t Topology) JobBucket() jetstream.KeyValueConfig {
 	}
 }
 
-// Ensure creates or updates every stream, the worker consumer and the job
-// bucket. It is idempotent: coordinators call it when they start.
+// QueueBucket returns the configuration of the DF_QUEUES bucket.
+func (t Topology) QueueBucket() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      BucketQueues,
+		Description: "DataFlare batch queues: where workers take work from, and each owner's weight",
+		Storage:     t.storage(),
+		Replicas:    t.Replicas,
+		History:     1,
+	}
+}
+
+// Queue is an entry of DF_QUEUES, keyed by its batch stream's name: a
+// batch stream whose workers' consumers (one per priority) workers take
+// batches from.
+type Queue struct {
+	// Owner is the stream's owner, "" for the stream every owner shares.
+	Owner string `json:"owner,omitempty"`
+	// Stream is the batch stream.
+	Stream string `json:"stream"`
+	// Weight is the owner's share of the workers, relative to the
+	// others' (1 unless a coordinator is told otherwise).
+	Weight float64 `json:"weight"`
+	// AckWait and MaxDeliver are the Topology's, which the queue's
+	// consumers were made with: how often a worker renews a batch's lease,
+	// and after how many deliveries it splits a batch unrun.
+	AckWait    time.Duration `json:"ack_wait_ns"`
+	MaxDeliver int           `json:"max_deliver"`
+}
+
+// Ensure creates or updates the streams, consumers and buckets every fleet
+// has: DF_DEAD, DF_JOBS and DF_QUEUES, and with FIFO the shared batch
+// stream with its consumers. It is idempotent: coordinators call it when
+// they start. Owners' streams come with their first job (EnsureOwner).
 func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	t, err := t.WithDefaults()
 	if err != nil {
 		return err
 	}
-	for _, cfg := range []jetstream.StreamConfig{t.BatchStream(), t.ResultStream(), t.DeadStream()} {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("proto: stream %s: %w", cfg.Name, err)
+	if _, err := js.CreateOrUpdateStream(ctx, t.DeadStream()); err != nil {
+		return fmt.Errorf("proto: stream %s: %w", StreamDead, err)
+	}
+	for _, kv := range []jetstream.KeyValueConfig{t.JobBucket(), t.QueueBucket()} {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+			return fmt.Errorf("proto: bucket %s: %w", kv.Bucket, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, StreamBatches, t.WorkerConsumer()); err != nil {
-		return fmt.Errorf("proto: consumer %s: %w", ConsumerWorker, err)
+	if t.FIFO {
+		return ensureBatches(ctx, js, t, "")
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, t.JobBucket()); err != nil {
-		return fmt.Errorf("proto: bucket %s: %w", BucketJobs, err)
+	return nil
+}
+
+// EnsureOwner creates or updates owner's result stream and, unless FIFO,
+// its batch stream and consumers. It is idempotent.
+func EnsureOwner(ctx context.Context, js jetstream.JetStream, t Topology, owner string) error {
+	t, err := t.WithDefaults()
+	if err != nil {
+		return err
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, t.ResultStream(owner)); err != nil {
+		return fmt.Errorf("proto: stream %s: %w", ResultStream(owner), err)
+	}
+	if t.FIFO {
+		return nil
+	}
+	return ensureBatches(ctx, js, t, owner)
+}
+
+// ensureBatches creates or updates a batch stream and its consumers.
+func ensureBatches(ctx context.Context, js jetstream.JetStream, t Topology, owner string) error {
+	cfg := t.BatchStream(owner)
+	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("proto: stream %s: %w", cfg.Name, err)
+	}
+	for _, p := range fleet.Priorities {
+		if _, err := js.CreateOrUpdateConsumer(ctx, cfg.Name, t.WorkerConsumer(owner, p)); err != nil {
+			return fmt.Errorf("proto: consumer %s of %s: %w", WorkerConsumer(p), cfg.Name, err)
+		}
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
 )
@@ -61,7 +62,7 @@ func newRawLegs(ctx context.Context, e *env, size int) (*rawLegs, error) {
 	if err != nil {
 		return nil, err
 	}
-	in, out := t.BatchStream(), t.ResultStream()
+	in, out := t.BatchStream("bench"), t.ResultStream("bench")
 	in.Name, in.Subjects, in.Description = rawIn, []string{rawInSubject + ">"}, "bench: raw batches"
 	out.Name, out.Subjects, out.Description = rawOut, []string{rawOutSubject + ">"}, "bench: raw results"
 	for _, sc := range []jetstream.StreamConfig{in, out} {
@@ -69,7 +70,7 @@ func newRawLegs(ctx context.Context, e *env, size int) (*rawLegs, error) {
 			return nil, fmt.Errorf("bench: raw stream %s: %w", sc.Name, err)
 		}
 	}
-	cc := t.WorkerConsumer()
+	cc := t.WorkerConsumer("bench", fleet.Normal)
 	cc.Durable, cc.Description, cc.FilterSubject = rawConsumer, "bench: raw consumer", rawInSubject+">"
 	if _, err := e.js.CreateOrUpdateConsumer(ctx, rawIn, cc); err != nil {
 		return nil, fmt.Errorf("bench: raw consumer: %w", err)
