@@ -336,3 +336,61 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return sum
 }
+
+// Owners of weights 1 and 3 that both saturate a worker share its slots
+// 1:3: a quarter of the records processed for one, three quarters for the
+// other (issue 14's target: ±5 %).
+func TestWeightsShareTheWorkers(t *testing.T) {
+	f := localtest.Start(t, local.Config{Workers: 1, Worker: worker.Config{Parallel: 4},
+		Coordinator: coordinator.Config{Weights: map[string]float64{"a": 1, "b": 3}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	recs := make([]plugin.Record, 3000)
+	for i := range recs {
+		recs[i].Value = []byte("x")
+	}
+	jobs := map[string]*client.Job{}
+	for _, owner := range []string{"a", "b"} {
+		job, err := f.Client(client.WithOwner(owner)).Submit(ctx, "delay", client.Records(recs),
+			client.WithConfig(plugin.Config{"ms": "10"}), client.WithBatchSize(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(job.Close)
+		jobs[owner] = job
+		// Stops when the job is closed or cancelled.
+		go func() {
+			for _, err := range job.Results() {
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	// Once both are running, count what each gets over two seconds.
+	err := poll.Until(ctx, 30*time.Second, func() error {
+		return errors.Join(atLeast(jobs["a"].Progress().Results, 20), atLeast(jobs["b"].Progress().Results, 20))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a0, b0 := jobs["a"].Progress().Results, jobs["b"].Progress().Results
+	time.Sleep(2 * time.Second) // the measurement window, not a synchronisation
+	a, b := jobs["a"].Progress().Results-a0, jobs["b"].Progress().Results-b0
+	share := float64(a) / float64(a+b)
+	t.Logf("weights 1:3 over 2 s: a %d records, b %d: a's share %.3f", a, b, share)
+	if share < 0.20 || share > 0.30 {
+		t.Errorf("a's share %.3f of the records, want 0.25 ± 0.05 (a %d, b %d)", share, a, b)
+	}
+	for _, j := range jobs {
+		j.Cancel(ctx)
+	}
+}
+
+// atLeast returns an error when got < want.
+func atLeast(got, want uint64) error {
+	if got < want {
+		return fmt.Errorf("%d, want at least %d", got, want)
+	}
+	return nil
+}

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/internal/proto"
@@ -27,6 +30,7 @@ func (e *env) coordinatorCmd() *cobra.Command {
 		httpAddr  string
 		topo      proto.Topology
 		heartbeat time.Duration
+		weights   []string
 	)
 	cmd := &cobra.Command{
 		Use:   "coordinator",
@@ -45,8 +49,12 @@ status and report requests. Run several for availability: they share the work.`,
 				return err
 			}
 			defer nc.Close()
+			w, err := parseWeights(weights)
+			if err != nil {
+				return err
+			}
 			reg := newRegistry()
-			cfg := coordinator.Config{ID: id, Topology: topo, Heartbeat: heartbeat, Registerer: reg, Logger: log}
+			cfg := coordinator.Config{ID: id, Topology: topo, Heartbeat: heartbeat, Weights: w, Registerer: reg, Logger: log}
 			cfg.Modules, err = e.moduleResolver(cmd.Context(), nc, max(topo.Replicas, 1))
 			if err != nil {
 				return err
@@ -71,7 +79,35 @@ status and report requests. Run several for availability: they share the work.`,
 	f.IntVar(&topo.MaxDeliver, "max-deliver", proto.DefaultMaxDeliver, "deliveries of a batch before it is split as poison")
 	f.DurationVar(&topo.Retention, "retention", proto.DefaultRetention, "how long unread results and job records are kept")
 	f.DurationVar(&heartbeat, "heartbeat", proto.DefaultHeartbeat, "the interval workers send heartbeats at")
+	sharingFlags(f, &topo, &weights)
 	return cmd
+}
+
+// sharingFlags adds the flags of how owners share a fleet.
+func sharingFlags(f *pflag.FlagSet, topo *proto.Topology, weights *[]string) {
+	f.StringArrayVar(weights, "owner-weight", nil, "an owner's share of the workers, OWNER=WEIGHT (repeatable; default 1 each)")
+	f.BoolVar(&topo.FIFO, "fifo", false, "no fair sharing: every owner's batches in one queue, in the order they came (chosen when the streams are first created)")
+	f.IntVar(&topo.MaxAckPending, "owner-in-flight", proto.DefaultMaxAckPending, "the most batches of one owner and priority running at once across the fleet")
+	f.Int64Var(&topo.MaxPendingBytes, "owner-queued-bytes", proto.DefaultMaxPendingBytes, "the most bytes of batches one owner may have queued (beyond: its submitters wait)")
+	f.Int64Var(&topo.MaxResultBytes, "owner-result-bytes", proto.DefaultMaxResultBytes, "the most bytes of unread results one owner may have")
+}
+
+// parseWeights turns OWNER=WEIGHT flags into weights; a malformed one is a
+// usage error.
+func parseWeights(flags []string) (map[string]float64, error) {
+	if len(flags) == 0 {
+		return nil, nil
+	}
+	w := make(map[string]float64, len(flags))
+	for _, f := range flags {
+		owner, v, ok := strings.Cut(f, "=")
+		x, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil || !proto.ValidName(owner) || !(x > 0) || x > 1e6 {
+			return nil, usagef("--owner-weight %q: want OWNER=WEIGHT, a positive number up to 1e6", f)
+		}
+		w[owner] = x
+	}
+	return w, nil
 }
 
 func (e *env) workerCmd() *cobra.Command {

@@ -45,6 +45,7 @@ func (e *env) devCmd() *cobra.Command {
 		cfg         local.Config
 		httpAddr    string
 		allowRemote bool
+		weights     []string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -62,6 +63,9 @@ the example WebAssembly plugins pushed, and print the NATS URL to point other co
 			}
 			log, err := e.logger(slog.LevelInfo)
 			if err != nil {
+				return err
+			}
+			if cfg.Coordinator.Weights, err = parseWeights(weights); err != nil {
 				return err
 			}
 			reg := newRegistry()
@@ -94,6 +98,7 @@ the example WebAssembly plugins pushed, and print the NATS URL to point other co
 	f := cmd.Flags()
 	f.IntVar(&cfg.Workers, "workers", 2, "embedded workers (0: none)")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:4222", "HOST:PORT for the NATS server")
+	sharingFlags(f, &cfg.Coordinator.Topology, &weights)
 	f.BoolVar(&allowRemote, "allow-remote", false, "allow --listen on a non-loopback address (the dev stack has no authentication)")
 	f.StringVar(&cfg.StoreDir, "store", "", "directory for JetStream's files (default: a temporary one, removed on exit)")
 	f.StringVar(&httpAddr, "http", "", "serve /metrics and /healthz on HOST:PORT")

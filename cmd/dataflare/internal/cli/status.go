@@ -136,7 +136,27 @@ func printStatus(w io.Writer, st *fleet.Status) {
 			m.BatchLatency.P99.Round(time.Microsecond), m.Health)
 	}
 	tw.Flush()
+	printQueues(w, st)
 	printBreakers(w, st)
+}
+
+// printQueues prints the batch queues with work, by owner and priority;
+// nothing when every queue is empty.
+func printQueues(w io.Writer, st *fleet.Status) {
+	if len(st.Queues) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "OWNER\tPRIORITY\tWEIGHT\tPENDING\tIN FLIGHT")
+	for _, q := range st.Queues {
+		owner := q.Owner
+		if owner == "" {
+			owner = "(shared)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%g\t%d\t%d\n", owner, q.Priority, q.Weight, q.Pending, q.InFlight)
+	}
+	tw.Flush()
 }
 
 // printBreakers prints the circuit breakers that have opened, by worker;

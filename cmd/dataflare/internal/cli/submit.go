@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
 )
@@ -32,6 +33,7 @@ type submitFlags struct {
 	batchSize int
 	timeout   time.Duration
 	owner     string
+	priority  string
 }
 
 func (e *env) submitCmd() *cobra.Command {
@@ -71,6 +73,7 @@ got errors, 1 when the job could not run (the results written until then stay wr
 	fl.StringVar(&f.format, "format", formatLines, "input format: lines (a line is a value) or jsonl (a line is a JSON record)")
 	fl.IntVar(&f.batchSize, "batch-size", 0, "records per batch (default: the size the fleet chooses)")
 	fl.DurationVar(&f.timeout, "batch-timeout", 0, "how long one batch may run on a worker (default and upper bound: the worker's, 1m unless set; at most 1h)")
+	fl.StringVar(&f.priority, "priority", "normal", "the job's priority among its owner's: high runs before queued normal jobs, low after")
 	fl.StringVar(&f.owner, "owner", proto.DefaultOwner, "owner of the job: its id and results are under this name (NATS permissions may require yours)")
 	return cmd
 }
@@ -167,6 +170,8 @@ func (f submitFlags) check() error {
 		return usagef("--batch-size %d is negative", f.batchSize)
 	case f.timeout < 0 || f.timeout > time.Hour:
 		return usagef("--batch-timeout %v: use a duration up to 1h", f.timeout)
+	case f.priority != "high" && f.priority != "normal" && f.priority != "low":
+		return usagef("--priority %q: use high, normal or low", f.priority)
 	case !proto.ValidName(f.owner):
 		return usagef("--owner %q: use 1-64 of [A-Za-z0-9_-]", f.owner)
 	}
@@ -186,6 +191,11 @@ func (s *submission) buildOptions() error {
 	if s.f.timeout > 0 {
 		s.opts = append(s.opts, client.WithBatchTimeout(s.f.timeout))
 	}
+	prio, err := fleet.ParsePriority(s.f.priority)
+	if err != nil {
+		return usagef("--priority %q: use high, normal or low", s.f.priority)
+	}
+	s.opts = append(s.opts, client.WithPriority(prio))
 	return nil
 }
 
