@@ -79,7 +79,7 @@ func New(nc *nats.Conn, cfg Config) (*Coordinator, error) {
 		cfg.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dataflare_batch_queue_fill",
 			Help: "Bytes in the fullest batch stream over its limit (0 to 1): at 1 its owner's clients are slowed down until workers catch up.",
-		}, c.queueFill))
+		}, c.queueFill), queueCollector{c})
 	}
 	return c, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
@@ -182,4 +183,34 @@ func (c *Coordinator) streamsMsgs(ctx context.Context, subject string) uint64 {
 		n += c.streamMsgs(ctx, name)
 	}
 	return n
+}
+
+var (
+	descQueueBatches  = prometheus.NewDesc("dataflare_queue_batches", "Batches waiting for a worker, by owner and priority (owner \"\": the shared queue).", []string{"owner", "priority"}, nil)
+	descQueueInFlight = prometheus.NewDesc("dataflare_queue_in_flight_batches", "Batches running, by owner and priority.", []string{"owner", "priority"}, nil)
+)
+
+// queueCollector exports the queues of the status as gauges, read at each
+// scrape (from the counts cached for countsTTL).
+type queueCollector struct{ c *Coordinator }
+
+// Describe implements prometheus.Collector.
+func (q queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descQueueBatches
+	ch <- descQueueInFlight
+}
+
+// Collect implements prometheus.Collector: the queues with work (a queue
+// that had some keeps being reported, at 0, only while it has).
+func (q queueCollector) Collect(ch chan<- prometheus.Metric) {
+	if !q.c.Ready() {
+		return // not running yet: no queues to read
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	queues, _, _, _ := q.c.counts.get(ctx, q.c)
+	for _, qu := range queues {
+		ch <- prometheus.MustNewConstMetric(descQueueBatches, prometheus.GaugeValue, float64(qu.Pending), qu.Owner, qu.Priority.String())
+		ch <- prometheus.MustNewConstMetric(descQueueInFlight, prometheus.GaugeValue, float64(qu.InFlight), qu.Owner, qu.Priority.String())
+	}
 }

@@ -33,8 +33,9 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	w.lease.add(m)
 	defer w.lease.remove(m)
 	delivered := uint64(1)
+	var queued time.Time
 	if meta, err := m.Metadata(); err == nil {
-		delivered = meta.NumDelivered
+		delivered, queued = meta.NumDelivered, meta.Timestamp
 	}
 	if delivered > 1 {
 		w.metrics.redeliveries.Inc()
@@ -59,6 +60,9 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	if job == nil {
 		span.SetStatus(codes.Error, "batch not admitted")
 		return
+	}
+	if delivered == 1 && !queued.IsZero() {
+		w.metrics.queueWait.WithLabelValues(proto.JobOwner(b.Job), job.priority.String()).Observe(time.Since(queued).Seconds())
 	}
 	if delivered > uint64(w.poisonAfter.Load()) {
 		// Its workers died or stalled on every delivery: run it no more.

@@ -23,6 +23,7 @@ type metrics struct {
 	fetchErrors      prometheus.Counter
 	storeRetries     prometheus.Counter
 	heartbeats       prometheus.Counter
+	queueWait        *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer, id string, p *pool.Pool, inFlight func() float64) *metrics {
@@ -54,11 +55,14 @@ func newMetrics(reg prometheus.Registerer, id string, p *pool.Pool, inFlight fun
 			Name: "dataflare_result_store_retries_total", Help: "Publications of results JetStream could not store, retried with the batch's lease kept."}),
 		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dataflare_heartbeats_sent_total", Help: "Heartbeats sent."}),
+		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "dataflare_queue_wait_seconds", Help: "Time a batch waited in its queue before a worker started it, by owner and priority.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18)}, []string{"owner", "priority"}),
 	}
 	if reg != nil {
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"worker": id}, reg)
 		reg.MustRegister(m.records, m.batches, m.batchSeconds, m.batchRecords, m.redeliveries, m.naks,
-			m.deadLettered, m.splits, m.duplicateResults, m.fetchErrors, m.storeRetries, m.heartbeats, newPoolCollector(p),
+			m.deadLettered, m.splits, m.duplicateResults, m.fetchErrors, m.storeRetries, m.heartbeats, m.queueWait, newPoolCollector(p),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "dataflare_batches_in_flight", Help: "Batches running now."}, inFlight))
 	}
