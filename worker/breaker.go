@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -396,6 +397,18 @@ func (bs *breakers) apply(t *ticket, ch *change, cause error) {
 
 // status returns the breakers that have opened at least once, by Manager
 // entry.
+// forget drops the breaker of an entry the worker no longer has.
+func (bs *breakers) forget(key string) {
+	bs.mu.Lock()
+	b := bs.m[key]
+	delete(bs.m, key)
+	bs.mu.Unlock()
+	if b != nil && b.state != fleet.BreakerClosed {
+		name, _, _ := strings.Cut(key, "@")
+		bs.open.WithLabelValues(name).Dec() // it counted as out of service
+	}
+}
+
 func (bs *breakers) status() map[string]fleet.Breaker {
 	bs.mu.Lock()
 	defer bs.mu.Unlock()
@@ -481,7 +494,10 @@ func (w *Worker) resetter(b *batch.Batch) plugin.Resetter {
 	}
 	w.modMu.Lock()
 	defer w.modMu.Unlock()
-	return w.modules[entryKey(b)].reset
+	if m := w.modules[entryKey(b)]; m != nil {
+		return m.reset
+	}
+	return nil
 }
 
 // callReset calls r.Reset, turning a panic into an ErrPanic error.

@@ -352,10 +352,11 @@ func failAll(n int, err error) *plugin.BatchResult {
 // b was decoded from, for a plugin that reads it whole (a WebAssembly guest
 // gets it copied into its memory); nil when b is a part of a batch.
 func (w *Worker) run(ctx context.Context, b *batch.Batch, msg []byte) (*plugin.BatchResult, error) {
-	name, err := w.entry(ctx, b)
+	name, done, err := w.entry(ctx, b)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	return w.mgr.ProcessEncoded(ctx, name, b.Config, msg, b.Records)
 }
 
@@ -363,47 +364,107 @@ func (w *Worker) run(ctx context.Context, b *batch.Batch, msg []byte) (*plugin.B
 // measures, guards and judges every plugin the worker runs: a native
 // plugin's own name, or "name@digest" for the WebAssembly module b's job
 // pinned, registered on first use with the plugin Modules gives for it.
-func (w *Worker) entry(ctx context.Context, b *batch.Batch) (string, error) {
+// done releases a module's entry: while a batch holds it, it is not
+// evicted (see evictModules).
+func (w *Worker) entry(ctx context.Context, b *batch.Batch) (name string, done func(), err error) {
 	if b.Digest == "" {
 		if !w.native[b.Plugin] {
-			return "", &plugin.Error{Code: plugin.CodeUnknownPlugin,
+			return "", nil, &plugin.Error{Code: plugin.CodeUnknownPlugin,
 				Message: fmt.Sprintf("worker %s has no native plugin %q", w.cfg.ID, b.Plugin)}
 		}
-		return b.Plugin, nil
+		return b.Plugin, func() {}, nil
 	}
 	if w.cfg.Modules == nil {
-		return "", &plugin.Error{Code: plugin.CodeUnknownPlugin,
+		return "", nil, &plugin.Error{Code: plugin.CodeUnknownPlugin,
 			Message: fmt.Sprintf("worker %s runs no WebAssembly plugins", w.cfg.ID)}
 	}
 	key := entryKey(b)
-	w.modMu.Lock()
-	_, ok := w.modules[key]
-	w.modMu.Unlock()
-	if ok {
-		return key, nil
+	if m := w.holdModule(key); m != nil {
+		return key, func() { w.releaseModule(m) }, nil
 	}
 	p, err := w.cfg.Modules.Plugin(ctx, b.Plugin, b.Digest)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	w.modMu.Lock()
+	m := w.modules[key]
+	if m == nil { // not registered meanwhile by another batch
+		if err := w.mgr.RegisterBatch(key, p); err != nil {
+			w.modMu.Unlock()
+			return "", nil, err
+		}
+		reset, _ := p.(plugin.Resetter)
+		m = &module{name: b.Plugin, digest: b.Digest, reset: reset}
+		w.modules[key] = m
+	}
+	m.refs++
+	m.used = time.Now()
+	victims := w.evictModulesLocked()
+	w.modMu.Unlock()
+	for _, v := range victims {
+		if err := w.mgr.Unregister(v); err != nil {
+			w.log.Debug("module entry not unregistered", "entry", v, "err", err)
+		}
+	}
+	return key, func() { w.releaseModule(m) }, nil
+}
+
+// holdModule takes a hold on the entry key when it is registered.
+func (w *Worker) holdModule(key string) *module {
+	w.modMu.Lock()
 	defer w.modMu.Unlock()
-	if _, ok := w.modules[key]; ok {
-		return key, nil // another batch registered it meanwhile
+	m := w.modules[key]
+	if m != nil {
+		m.refs++
+		m.used = time.Now()
 	}
-	if err := w.mgr.RegisterBatch(key, p); err != nil {
-		return "", err
+	return m
+}
+
+// releaseModule drops a hold holdModule or entry took.
+func (w *Worker) releaseModule(m *module) {
+	w.modMu.Lock()
+	m.refs--
+	w.modMu.Unlock()
+}
+
+// maxModuleEntries bounds the WebAssembly modules registered in a
+// worker's Manager (each version of each plugin is one): beyond it, the
+// least recently used that no batch holds are unregistered, their metrics
+// and circuit breakers forgotten. The Registry keeps its own bound on the
+// modules loaded.
+const maxModuleEntries = 64
+
+// evictModulesLocked removes the least recently used idle module entries
+// beyond maxModuleEntries from the map and returns their names, to
+// unregister outside the lock; modMu is held.
+func (w *Worker) evictModulesLocked() []string {
+	var victims []string
+	for len(w.modules) > maxModuleEntries {
+		oldest := ""
+		for key, m := range w.modules {
+			if m.refs == 0 && (oldest == "" || m.used.Before(w.modules[oldest].used)) {
+				oldest = key
+			}
+		}
+		if oldest == "" {
+			break // every entry is in use
+		}
+		delete(w.modules, oldest)
+		w.breakers.forget(oldest)
+		victims = append(victims, oldest)
 	}
-	reset, _ := p.(plugin.Resetter)
-	w.modules[key] = module{name: b.Plugin, digest: b.Digest, reset: reset}
-	return key, nil
+	return victims
 }
 
 // module is a WebAssembly module registered in the worker's Manager, with
-// the way to re-initialise it (nil when its plugin has none).
+// the way to re-initialise it (nil when its plugin has none), the batches
+// holding it and when one last did.
 type module struct {
 	name, digest string
 	reset        plugin.Resetter
+	refs         int
+	used         time.Time
 }
 
 // publish stores a batch's results in DF_RESULTS under the batch's id. A

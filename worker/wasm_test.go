@@ -3,6 +3,7 @@ package worker_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,12 +11,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/poll"
+	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/local"
 	"github.com/dataflare/dataflare/local/localtest"
 	"github.com/dataflare/dataflare/pdk/pdktest"
@@ -154,4 +157,49 @@ func storeWithUpper(ctx context.Context, t *testing.T, rt *wasm.Runtime) (*serve
 		t.Fatal(err)
 	}
 	return s, js, store
+}
+
+// A worker keeps at most 64 WebAssembly module versions registered: the
+// least recently used are unregistered (their metrics and breakers
+// forgotten), so a plugin pushed version after version does not grow the
+// worker's state or its heartbeats without bound.
+func TestModuleEntriesBounded(t *testing.T) {
+	f := localtest.Start(t, local.Config{Workers: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	c := f.Client()
+	for i := range 70 {
+		// The same module with a custom section that differs: another
+		// digest each time.
+		module := append(append([]byte(nil), twins.Upper...), 0x00, 0x04, 0x01, 'v', byte(i), byte(i>>8))
+		m, err := f.Store().Push(ctx, "versions", fmt.Sprintf("1.0.%d", i), module)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := c.ProcessBatch(ctx, "versions", nil, []plugin.Record{{Value: []byte("x")}})
+		if err != nil || string(res.Results[0].Value) != "X" {
+			t.Fatalf("version %d (%s): %v, %v", i, m.Digest, res, err)
+		}
+	}
+	nc := f.Connect()
+	beats := make(chan *nats.Msg, 4)
+	sub, err := nc.ChanSubscribe(proto.HeartbeatSubject("worker-1"), beats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	var hb proto.Heartbeat
+	if err := json.Unmarshal((<-beats).Data, &hb); err != nil {
+		t.Fatal(err)
+	}
+	versions := -1
+	for _, p := range hb.Plugins {
+		if p.Name == "versions" {
+			versions = len(p.Digests)
+		}
+	}
+	if versions > 64 || versions < 60 {
+		t.Errorf("the heartbeat lists %d versions of the plugin, want at most 64 (and most of them)", versions)
+	}
+	t.Logf("70 versions run: the heartbeat lists %d", versions)
 }

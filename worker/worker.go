@@ -49,7 +49,7 @@ type Worker struct {
 	queues      *queues // set by Run before the first batch is fetched
 
 	modMu   sync.Mutex
-	modules map[string]module // by name in the Manager ("name@digest")
+	modules map[string]*module // by name in the Manager ("name@digest")
 
 	runMu   sync.Mutex
 	running bool
@@ -95,7 +95,7 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 		log:     cfg.Logger.With("worker", cfg.ID),
 		mgr:     mgr,
 		native:  make(map[string]bool, len(plugins)),
-		modules: make(map[string]module),
+		modules: make(map[string]*module),
 	}
 	for name, p := range plugins {
 		if err := mgr.RegisterBatch(name, p); err != nil {
