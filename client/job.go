@@ -53,6 +53,54 @@ type submitOptions struct {
 	batchSize int
 	timeout   time.Duration
 	priority  fleet.Priority
+	steps     []Step
+}
+
+// request returns the job request of a Submit of plugin name with these
+// options: a chain when WithSteps was given (then name must be "").
+func (so *submitOptions) request(name string) (proto.JobCreate, error) {
+	req := proto.JobCreate{Plugin: name, Version: so.version, Config: so.config, Timeout: so.timeout, Priority: so.priority}
+	if len(so.steps) == 0 {
+		if !proto.ValidName(name) {
+			return req, fmt.Errorf("%w: plugin name %q: use 1-64 of [A-Za-z0-9_-]", ErrInvalid, name)
+		}
+		return req, nil
+	}
+	if name != "" || so.version != "" || so.config != nil {
+		return req, fmt.Errorf("%w: a job has a plugin or steps, not both (give \"\" as the name with WithSteps)", ErrInvalid)
+	}
+	req.Plugin = ""
+	for i, st := range so.steps {
+		if !proto.ValidName(st.Plugin) {
+			return req, fmt.Errorf("%w: step %d: plugin name %q: use 1-64 of [A-Za-z0-9_-]", ErrInvalid, i+1, st.Plugin)
+		}
+		req.Steps = append(req.Steps, proto.Step{Plugin: st.Plugin, Version: st.Version, Config: st.Config})
+	}
+	return req, nil
+}
+
+// Step is one plugin of a chain (WithSteps).
+type Step struct {
+	// Plugin is the plugin's name, Version a WebAssembly plugin's version
+	// ("" for the newest when the job starts).
+	Plugin, Version string
+	// Config is handed to the plugin with every batch.
+	Config plugin.Config
+}
+
+// WithSteps makes the job a chain: every record runs through the steps in
+// turn, in one pass on a worker (no round trip between steps). A record
+// dropped by a step leaves the chain; one failed by a step gets an error
+// naming it ("step 2 (redact): …"). Submit's name must then be "". At most
+// 16 steps.
+func WithSteps(steps ...Step) SubmitOption {
+	return func(o *submitOptions) error {
+		if len(steps) == 0 || len(steps) > proto.MaxSteps {
+			return invalidOption("%d steps: give 1 to %d", len(steps), proto.MaxSteps)
+		}
+		o.steps = steps
+		return nil
+	}
 }
 
 // WithConfig hands cfg to the plugin with every batch of the job.
@@ -177,11 +225,12 @@ func (c *Client) Submit(ctx context.Context, name string, src Source, opts ...Su
 			return nil, err
 		}
 	}
-	if !proto.ValidName(name) {
-		return nil, fmt.Errorf("%w: plugin name %q: use 1-64 of [A-Za-z0-9_-]", ErrInvalid, name)
+	req, err := so.request(name)
+	if err != nil {
+		return nil, err
 	}
-	ctx, span := tracer.Start(ctx, "client.job", trace.WithAttributes(attribute.String("dataflare.plugin", name)))
-	info, err := request[proto.Job](ctx, c, proto.JobCreateSubject(c.opts.owner), proto.JobCreate{Plugin: name, Version: so.version, Config: so.config, Timeout: so.timeout, Priority: so.priority})
+	ctx, span := tracer.Start(ctx, "client.job", trace.WithAttributes(attribute.String("dataflare.plugin", req.Plugin)))
+	info, err := request[proto.Job](ctx, c, proto.JobCreateSubject(c.opts.owner), req)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		span.End()

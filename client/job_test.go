@@ -15,6 +15,8 @@ import (
 	"github.com/dataflare/dataflare/local"
 	"github.com/dataflare/dataflare/local/localtest"
 	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/plugin/builtin/twins"
+	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -370,5 +372,49 @@ func TestBadMessageOnResultSubject(t *testing.T) {
 	}
 	if strings.Join(got, ",") != "A,B" || job.Progress().Skipped != 2 {
 		t.Errorf("results %v, skipped %d; want A, B and 2 skipped", got, job.Progress().Skipped)
+	}
+}
+
+// A chain of native and WebAssembly plugins runs each record through every
+// step in one pass: values flow, a failure names its step, and the job
+// still gives exactly one result per record, in order.
+func TestChain(t *testing.T) {
+	f := localtest.Start(t, local.Config{Workers: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := f.Push(ctx, twins.UpperName, twins.Upper); err != nil {
+		t.Fatal(err)
+	}
+	recs := []plugin.Record{{Value: []byte("one")}, {Value: []byte("bad two")}, {Value: []byte("three")}}
+	job, err := f.Client().Submit(ctx, "", client.Records(recs), client.WithSteps(
+		client.Step{Plugin: "fail", Config: plugin.Config{"match": "bad"}},
+		client.Step{Plugin: twins.UpperName},
+		client.Step{Plugin: "identity"},
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer job.Close()
+	var got []string
+	for o, err := range job.Results() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Err != nil {
+			got = append(got, "error: "+o.Err.Error())
+			continue
+		}
+		got = append(got, string(o.Value))
+	}
+	want := []string{"ONE", `error: step 1 (fail): fail: value contains "bad"`, "THREE"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("chain results (-want +got):\n%s", diff)
+	}
+	// A chain names no plugin of its own; steps are checked like plugins.
+	if _, err := f.Client().Submit(ctx, "upper", client.Records(recs), client.WithSteps(client.Step{Plugin: "upper"})); !errors.Is(err, client.ErrInvalid) {
+		t.Errorf("plugin and steps: err = %v, want ErrInvalid", err)
+	}
+	if _, err := f.Client().Submit(ctx, "", client.Records(recs), client.WithSteps(client.Step{Plugin: "nope"})); !errors.Is(err, client.ErrUnknownPlugin) || !strings.Contains(err.Error(), "step 1") {
+		t.Errorf("unknown step: err = %v, want ErrUnknownPlugin naming step 1", err)
 	}
 }

@@ -40,13 +40,18 @@ func (c *Coordinator) createJob(ctx context.Context, owner string, body []byte) 
 		Updated:       now,
 		MaxBatchBytes: c.cfg.MaxBatchBytes,
 	}
-	if job.Digest, job.Version, err = c.pinPlugin(ctx, req); err != nil {
+	if len(req.Steps) > 0 {
+		job.Plugin = proto.ChainPlugin
+		if job.Steps, err = c.pinSteps(ctx, req.Steps); err != nil {
+			return nil, err
+		}
+	} else if job.Digest, job.Version, err = c.pinPlugin(ctx, req.Plugin, req.Version); err != nil {
 		return nil, err
 	}
 	if job.BatchStream, err = c.ensureOwner(ctx, owner); err != nil {
 		return nil, err
 	}
-	job.BatchSize = c.view.batchSize(req.Plugin, 0)
+	job.BatchSize = c.jobBatchSize(job)
 	if err := c.recordJob(ctx, job); err != nil {
 		return nil, err
 	}
@@ -66,8 +71,8 @@ func parseJobCreate(owner string, body []byte) (proto.JobCreate, error) {
 	if !proto.ValidName(owner) {
 		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: invalid owner %q: use 1-64 of [A-Za-z0-9_-]", owner)
 	}
-	if !proto.ValidName(req.Plugin) {
-		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: invalid plugin name %q: use 1-64 of [A-Za-z0-9_-]", req.Plugin)
+	if err := checkPlugins(req); err != nil {
+		return req, err
 	}
 	if !req.Priority.Valid() {
 		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: priority %v: use high, normal or low", req.Priority)
@@ -75,15 +80,44 @@ func parseJobCreate(owner string, body []byte) (proto.JobCreate, error) {
 	if req.Timeout < 0 || req.Timeout > MaxJobTimeout {
 		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: batch timeout %v is outside [0, %v]", req.Timeout, MaxJobTimeout)
 	}
-	size := 0
-	for k, v := range req.Config {
-		size += len(k) + len(v)
+	entries, size := configSize(req.Config)
+	for _, st := range req.Steps {
+		e, n := configSize(st.Config)
+		entries, size = entries+e, size+n
 	}
-	if len(req.Config) > MaxConfigEntries || size > MaxConfigBytes {
+	if entries > MaxConfigEntries || size > MaxConfigBytes {
 		return req, proto.Errorf(plugin.CodeTooLarge, "coordinator: configuration of %d entries and %d bytes: at most %d entries and %d bytes",
-			len(req.Config), size, MaxConfigEntries, MaxConfigBytes)
+			entries, size, MaxConfigEntries, MaxConfigBytes)
 	}
 	return req, nil
+}
+
+// checkPlugins checks the plugin names of a job request: one plugin, or
+// steps (at most proto.MaxSteps) and no plugin.
+func checkPlugins(req proto.JobCreate) error {
+	if len(req.Steps) == 0 {
+		if !proto.ValidName(req.Plugin) || req.Plugin == proto.ChainPlugin {
+			return proto.Errorf(plugin.CodeInvalidInput, "coordinator: invalid plugin name %q: use 1-64 of [A-Za-z0-9_-]", req.Plugin)
+		}
+		return nil
+	}
+	if req.Plugin != "" || len(req.Steps) > proto.MaxSteps {
+		return proto.Errorf(plugin.CodeInvalidInput, "coordinator: a job has a plugin or 1 to %d steps, not both", proto.MaxSteps)
+	}
+	for i, st := range req.Steps {
+		if !proto.ValidName(st.Plugin) || st.Plugin == proto.ChainPlugin {
+			return proto.Errorf(plugin.CodeInvalidInput, "coordinator: step %d: invalid plugin name %q: use 1-64 of [A-Za-z0-9_-]", i+1, st.Plugin)
+		}
+	}
+	return nil
+}
+
+// configSize returns a configuration's entries and bytes.
+func configSize(cfg map[string]string) (entries, size int) {
+	for k, v := range cfg {
+		size += len(k) + len(v)
+	}
+	return len(cfg), size
 }
 
 // Limits of a job request: its configuration travels with every batch
@@ -97,21 +131,53 @@ const (
 // pinPlugin returns the module digest and version a new job runs: none for
 // a native plugin that a live worker has, when no version is asked;
 // otherwise the module Config.Modules resolves.
-func (c *Coordinator) pinPlugin(ctx context.Context, req proto.JobCreate) (digest, version string, err error) {
+func (c *Coordinator) pinPlugin(ctx context.Context, name, version string) (digest, resolved string, err error) {
 	switch {
-	case c.view.hasNative(req.Plugin) && req.Version == "":
+	case c.view.hasNative(name) && version == "":
 		return "", "", nil
 	case c.cfg.Modules == nil:
-		return "", "", unknownPlugin(req.Plugin, req.Version)
+		return "", "", unknownPlugin(name, version)
 	}
-	digest, version, err = c.cfg.Modules(ctx, req.Plugin, req.Version)
+	digest, resolved, err = c.cfg.Modules(ctx, name, version)
 	if err != nil {
-		return "", "", proto.Errorf(plugin.CodeUnknown, "coordinator: resolve plugin %s: %v", req.Plugin, err)
+		return "", "", proto.Errorf(plugin.CodeUnknown, "coordinator: resolve plugin %s: %v", name, err)
 	}
 	if digest == "" {
-		return "", "", unknownPlugin(req.Plugin, req.Version)
+		return "", "", unknownPlugin(name, version)
 	}
-	return digest, version, nil
+	return digest, resolved, nil
+}
+
+// pinSteps returns a chain's steps with each plugin resolved and pinned as
+// pinPlugin does.
+func (c *Coordinator) pinSteps(ctx context.Context, steps []proto.Step) ([]proto.Step, error) {
+	out := make([]proto.Step, len(steps))
+	for i, st := range steps {
+		digest, version, err := c.pinPlugin(ctx, st.Plugin, st.Version)
+		var pe *proto.Error
+		if errors.As(err, &pe) {
+			return nil, proto.Errorf(pe.Code, "step %d: %s", i+1, pe.Message)
+		} else if err != nil {
+			return nil, err
+		}
+		out[i] = proto.Step{Plugin: st.Plugin, Version: version, Digest: digest, Config: st.Config}
+	}
+	return out, nil
+}
+
+// jobBatchSize is the size job's batches are cut at now: its plugin's, or
+// for a chain the smallest of its steps' (the slowest step sets the pace).
+func (c *Coordinator) jobBatchSize(job *proto.Job) int {
+	if len(job.Steps) == 0 {
+		return c.view.batchSize(job.Plugin, 0)
+	}
+	size := 0
+	for _, st := range job.Steps {
+		if n := c.view.batchSize(st.Plugin, 0); size == 0 || n < size {
+			size = n
+		}
+	}
+	return size
 }
 
 // recordJob creates a new job's entry in the bucket.
@@ -151,7 +217,7 @@ func (c *Coordinator) getJob(ctx context.Context, id string, _ []byte) (*proto.J
 		return nil, err
 	}
 	job := *cached
-	job.BatchSize = c.view.batchSize(job.Plugin, 0)
+	job.BatchSize = c.jobBatchSize(&job)
 	return &job, nil
 }
 
@@ -310,7 +376,7 @@ func (c *Coordinator) loadJob(ctx context.Context, id string) (*proto.Job, uint6
 	if err := json.Unmarshal(e.Value(), &job); err != nil {
 		return nil, 0, proto.Errorf(plugin.CodeUnknown, "coordinator: job %s is corrupt: %v", id, err)
 	}
-	job.BatchSize = c.view.batchSize(job.Plugin, 0)
+	job.BatchSize = c.jobBatchSize(&job)
 	// The cache shares its jobs with readers: it gets a copy, since
 	// the caller may change this one (updateJob does).
 	cached := job

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/fleet"
+	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
 )
 
@@ -296,7 +297,9 @@ type ticket struct {
 func (bs *breakers) admit(key, name string, last, ownTimeouts bool) *ticket {
 	t := &ticket{key: key, plugin: name, last: last, ownTimeouts: ownTimeouts}
 	t.run = true
-	if bs.cfg.Threshold < 0 {
+	if bs.cfg.Threshold < 0 || name == proto.ChainPlugin {
+		// A chain's batches have no breaker: the whole-batch failure of
+		// one chain says nothing of the others (docs/operations.md).
 		return t
 	}
 	t.bs = bs

@@ -17,6 +17,7 @@ import (
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/internal/tracing"
+	"github.com/dataflare/dataflare/manager"
 	"github.com/dataflare/dataflare/plugin"
 )
 
@@ -352,12 +353,39 @@ func failAll(n int, err error) *plugin.BatchResult {
 // b was decoded from, for a plugin that reads it whole (a WebAssembly guest
 // gets it copied into its memory); nil when b is a part of a batch.
 func (w *Worker) run(ctx context.Context, b *batch.Batch, msg []byte) (*plugin.BatchResult, error) {
-	name, done, err := w.entry(ctx, b)
+	if b.Plugin == proto.ChainPlugin {
+		return w.runChain(ctx, b)
+	}
+	name, done, err := w.entry(ctx, b.Plugin, b.Digest)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
 	return w.mgr.ProcessEncoded(ctx, name, b.Config, msg, b.Records)
+}
+
+// runChain runs b's records through its job's steps, in one pass
+// (Manager.ProcessChain): each step's plugin is an entry of the Manager
+// like any other, and a record's error names the step that failed it.
+func (w *Worker) runChain(ctx context.Context, b *batch.Batch) (*plugin.BatchResult, error) {
+	job, err := w.jobs.lookup(ctx, b.Job)
+	if err != nil || job == nil || len(job.steps) == 0 {
+		return nil, &plugin.Error{Code: plugin.CodeUnavailable, Message: fmt.Sprintf("worker: the steps of job %s cannot be read: %v", b.Job, err)}
+	}
+	steps := make([]manager.ChainStep, len(job.steps))
+	for i, st := range job.steps {
+		name, done, err := w.entry(ctx, st.Plugin, st.Digest)
+		if err != nil {
+			return nil, &manager.StepError{Step: i + 1, Plugin: st.Plugin, Err: err}
+		}
+		defer done()
+		steps[i] = manager.ChainStep{Name: name, Config: st.Config, Label: st.Plugin}
+	}
+	release := func(*plugin.BatchResult) {}
+	if w.cfg.Modules != nil {
+		release = w.cfg.Modules.ReleaseResult
+	}
+	return w.mgr.ProcessChain(ctx, steps, b.Records, release)
 }
 
 // entry returns the name b's plugin has in the worker's Manager, which
@@ -366,23 +394,23 @@ func (w *Worker) run(ctx context.Context, b *batch.Batch, msg []byte) (*plugin.B
 // pinned, registered on first use with the plugin Modules gives for it.
 // done releases a module's entry: while a batch holds it, it is not
 // evicted (see evictModules).
-func (w *Worker) entry(ctx context.Context, b *batch.Batch) (name string, done func(), err error) {
-	if b.Digest == "" {
-		if !w.native[b.Plugin] {
+func (w *Worker) entry(ctx context.Context, pluginName, digest string) (name string, done func(), err error) {
+	if digest == "" {
+		if !w.native[pluginName] {
 			return "", nil, &plugin.Error{Code: plugin.CodeUnknownPlugin,
-				Message: fmt.Sprintf("worker %s has no native plugin %q", w.cfg.ID, b.Plugin)}
+				Message: fmt.Sprintf("worker %s has no native plugin %q", w.cfg.ID, pluginName)}
 		}
-		return b.Plugin, func() {}, nil
+		return pluginName, func() {}, nil
 	}
 	if w.cfg.Modules == nil {
 		return "", nil, &plugin.Error{Code: plugin.CodeUnknownPlugin,
 			Message: fmt.Sprintf("worker %s runs no WebAssembly plugins", w.cfg.ID)}
 	}
-	key := entryKey(b)
+	key := pluginName + "@" + digest
 	if m := w.holdModule(key); m != nil {
 		return key, func() { w.releaseModule(m) }, nil
 	}
-	p, err := w.cfg.Modules.Plugin(ctx, b.Plugin, b.Digest)
+	p, err := w.cfg.Modules.Plugin(ctx, pluginName, digest)
 	if err != nil {
 		return "", nil, err
 	}
@@ -394,7 +422,7 @@ func (w *Worker) entry(ctx context.Context, b *batch.Batch) (name string, done f
 			return "", nil, err
 		}
 		reset, _ := p.(plugin.Resetter)
-		m = &module{name: b.Plugin, digest: b.Digest, reset: reset}
+		m = &module{name: pluginName, digest: digest, reset: reset}
 		w.modules[key] = m
 	}
 	m.refs++

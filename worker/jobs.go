@@ -37,6 +37,7 @@ type jobs struct {
 // jobEntry is what the worker knows of one job.
 type jobEntry struct {
 	plugin, digest string
+	steps          []proto.Step // a chain's (plugin is then proto.ChainPlugin)
 	priority       fleet.Priority
 	state          proto.JobState
 	timeout        time.Duration // the job's batch timeout, 0 for the worker's
@@ -135,7 +136,8 @@ func (j *jobs) apply(e jetstream.KeyValueEntry) {
 
 // set records a job's record, and stops its batches once it is cancelled.
 func (j *jobs) set(id string, rec *proto.Job) *jobEntry {
-	je := &jobEntry{plugin: rec.Plugin, digest: rec.Digest, priority: rec.Priority, state: rec.State, timeout: rec.Timeout, seen: time.Now()}
+	je := &jobEntry{plugin: rec.Plugin, digest: rec.Digest, steps: rec.Steps, priority: rec.Priority, state: rec.State,
+		timeout: rec.Timeout, seen: time.Now()}
 	j.mu.Lock()
 	j.known[id] = je
 	j.mu.Unlock()

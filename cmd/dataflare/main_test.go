@@ -247,7 +247,7 @@ func TestUsageErrors(t *testing.T) {
 		{"dev on every address", []string{"dev", "--listen", "0.0.0.0:4222"}, "is not a loopback address"},
 		{"dev on a public address", []string{"dev", "--listen", "192.0.2.7:4222"}, "--allow-remote"},
 		{"batch timeout too long", []string{"submit", "-p", "upper", "--batch-timeout", "2h"}, "--batch-timeout 2h0m0s"},
-		{"no plugin", []string{"submit"}, "submit needs --plugin NAME"},
+		{"no plugin", []string{"submit"}, "submit needs --plugin NAME (or --step PLUGIN...)"},
 		{"bad format", []string{"submit", "-p", "upper", "--format", "xml"}, `--format "xml"`},
 		{"bad config", []string{"submit", "-p", "upper", "--config", "k"}, "want KEY=VALUE"},
 		{"extra argument", []string{"status", "now"}, "takes no arguments"},

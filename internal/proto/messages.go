@@ -21,6 +21,24 @@ const (
 	JobCancelled JobState = "cancelled" // stopped; remaining batches are dropped
 )
 
+// Step is one plugin of a chain: a job (or a pipeline) with steps runs
+// them over each record in turn, in one pass on a worker.
+type Step struct {
+	Plugin string `json:"plugin"`
+	// Version selects a WebAssembly plugin's version ("" = newest);
+	// Digest is the module the job pinned (empty for native plugins).
+	Version string            `json:"version,omitempty"`
+	Digest  string            `json:"digest,omitempty"`
+	Config  map[string]string `json:"config,omitempty"`
+}
+
+// ChainPlugin is the plugin name a job with steps has, and its batches'
+// subject carries: the worker runs the job's steps.
+const ChainPlugin = "_chain"
+
+// MaxSteps bounds the steps of a chain.
+const MaxSteps = 16
+
 // JobCreate is the request on df.job.create.<owner>.
 type JobCreate struct {
 	// Plugin is the plugin's name.
@@ -34,6 +52,8 @@ type JobCreate struct {
 	Timeout time.Duration `json:"timeout_ns,omitempty"`
 	// Priority orders the job among its owner's (default normal).
 	Priority fleet.Priority `json:"priority,omitempty"`
+	// Steps, instead of Plugin, Version and Config, makes a chain.
+	Steps []Step `json:"steps,omitempty"`
 }
 
 // Job is a job's record in the DF_JOBS bucket, and the reply to JobCreate
@@ -50,9 +70,12 @@ type Job struct {
 	// Priority orders the job among its owner's: its batches are queued
 	// under it (BatchSubject).
 	Priority fleet.Priority `json:"priority,omitempty"`
-	State    JobState       `json:"state"`
-	Created  time.Time      `json:"created"`
-	Updated  time.Time      `json:"updated"`
+	// Steps are a chain's plugins, with their pinned digests (Plugin is
+	// then ChainPlugin).
+	Steps   []Step    `json:"steps,omitempty"`
+	State   JobState  `json:"state"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
 	// Batches and Records are the job's totals, known once sealed.
 	Batches uint64 `json:"batches,omitempty"`
 	Records uint64 `json:"records,omitempty"`

@@ -119,6 +119,18 @@ func TestSubmit(t *testing.T) {
 		}
 	})
 
+	t.Run("a chain of steps", func(t *testing.T) {
+		r := run(t, "a\nboom\nc\n", nats, "submit", "--step", "fail:match=boom", "--step", "upper", "--priority", "high")
+		if r.code != ExitRecordErrors {
+			t.Fatalf("exit %d, want %d; stderr %q", r.code, ExitRecordErrors, r.stderr)
+		}
+		lines := parseOutput(t, r.stdout)
+		if len(lines) != 3 || lines[0].Value == nil || *lines[0].Value != "A" || lines[1].Error == nil ||
+			!strings.HasPrefix(*lines[1].Error, "step 1 (fail): ") || lines[2].Value == nil || *lines[2].Value != "C" {
+			t.Fatalf("output %q: want A, step 1's error, C", r.stdout)
+		}
+	})
+
 	t.Run("record errors exit 3", func(t *testing.T) {
 		r := run(t, "a\nboom\nc\nboom too\n", nats, "submit", "-p", "fail", "--config", "match=boom")
 		if r.code != ExitRecordErrors {
@@ -193,7 +205,7 @@ func TestSubmit(t *testing.T) {
 	}{
 		{"unknown plugin", []string{"submit", "-p", "nope"}, ExitRuntime, "unknown plugin nope"},
 		{"missing input file", []string{"submit", "-p", "upper", "--in", "/nonexistent/in.txt"}, ExitRuntime, "input: open /nonexistent/in.txt"},
-		{"no plugin", []string{"submit"}, ExitUsage, "submit needs --plugin NAME"},
+		{"no plugin", []string{"submit"}, ExitUsage, "submit needs --plugin NAME (or --step PLUGIN...)"},
 		{"bad format", []string{"submit", "-p", "upper", "--format", "csv"}, ExitUsage, `--format "csv"`},
 		{"bad config", []string{"submit", "-p", "upper", "--config", "novalue"}, ExitUsage, `--config "novalue": want KEY=VALUE`},
 		{"duplicate config", []string{"submit", "-p", "upper", "-c", "a=1", "-c", "a=2"}, ExitUsage, `key "a" given twice`},

@@ -34,6 +34,7 @@ type submitFlags struct {
 	timeout   time.Duration
 	owner     string
 	priority  string
+	steps     []string
 }
 
 func (e *env) submitCmd() *cobra.Command {
@@ -65,7 +66,8 @@ got errors, 1 when the job could not run (the results written until then stay wr
 		RunE: func(cmd *cobra.Command, _ []string) error { return e.runSubmit(cmd.Context(), f) },
 	}
 	fl := cmd.Flags()
-	fl.StringVarP(&f.plugin, "plugin", "p", "", "the plugin to run (required)")
+	fl.StringVarP(&f.plugin, "plugin", "p", "", "the plugin to run (this or --step)")
+	fl.StringArrayVar(&f.steps, "step", nil, "a step of a chain, PLUGIN[@VERSION][:k=v[,k=v]...] (repeatable, instead of --plugin): each record runs through the steps in turn")
 	fl.StringVar(&f.version, "version", "", "version of a WebAssembly plugin (default: the newest)")
 	fl.StringArrayVarP(&f.config, "config", "c", nil, "plugin configuration KEY=VALUE (repeatable)")
 	fl.StringVarP(&f.in, "in", "i", "-", "input FILE, or - for standard input")
@@ -97,7 +99,29 @@ func parseConfig(args []string) (plugin.Config, error) {
 	return cfg, nil
 }
 
-// runSubmit runs 'dataflare submit': each step is a method of submission.
+// parseSteps parses --step flags: PLUGIN[@VERSION][:k=v[,k=v]...].
+func parseSteps(args []string) ([]client.Step, error) {
+	steps := make([]client.Step, 0, len(args))
+	for _, a := range args {
+		spec, cfgs, _ := strings.Cut(a, ":")
+		name, version, _ := strings.Cut(spec, "@")
+		if !proto.ValidName(name) {
+			return nil, usagef("--step %q: want PLUGIN[@VERSION][:k=v[,k=v]...]", a)
+		}
+		st := client.Step{Plugin: name, Version: version}
+		if cfgs != "" {
+			cfg, err := parseConfig(strings.Split(cfgs, ","))
+			if err != nil {
+				return nil, usagef("--step %q: want PLUGIN[@VERSION][:k=v[,k=v]...]", a)
+			}
+			st.Config = cfg
+		}
+		steps = append(steps, st)
+	}
+	return steps, nil
+}
+
+// runSubmit runs 'dataflare submit: each step is a method of submission.
 func (e *env) runSubmit(ctx context.Context, f submitFlags) error {
 	s, err := newSubmission(e, f)
 	if err != nil {
@@ -162,8 +186,12 @@ func newSubmission(e *env, f submitFlags) (*submission, error) {
 // check rejects a bad command line.
 func (f submitFlags) check() error {
 	switch {
-	case f.plugin == "":
-		return usagef("submit needs --plugin NAME")
+	case f.plugin == "" && len(f.steps) == 0:
+		return usagef("submit needs --plugin NAME (or --step PLUGIN...)")
+	case f.plugin != "" && len(f.steps) > 0:
+		return usagef("give --plugin or --step, not both")
+	case len(f.steps) > 0 && (f.version != "" || len(f.config) > 0):
+		return usagef("--version and --config go with --plugin; a step carries its own: --step PLUGIN@VERSION:k=v")
 	case f.format != formatLines && f.format != formatJSONL:
 		return usagef("--format %q: use lines or jsonl", f.format)
 	case f.batchSize < 0:
@@ -184,7 +212,15 @@ func (s *submission) buildOptions() error {
 	if err != nil {
 		return err
 	}
-	s.opts = append(s.opts, client.WithConfig(cfg), client.WithVersion(s.f.version))
+	if len(s.f.steps) > 0 {
+		steps, err := parseSteps(s.f.steps)
+		if err != nil {
+			return err
+		}
+		s.opts = append(s.opts, client.WithSteps(steps...))
+	} else {
+		s.opts = append(s.opts, client.WithConfig(cfg), client.WithVersion(s.f.version))
+	}
 	if s.f.batchSize > 0 {
 		s.opts = append(s.opts, client.WithBatchSize(s.f.batchSize))
 	}
@@ -228,7 +264,11 @@ func (s *submission) closeInput() {
 func (s *submission) start(ctx context.Context, c *client.Client) error {
 	job, err := c.Submit(ctx, s.f.plugin, s.input.source(), s.opts...)
 	if err != nil {
-		return submitError(s.f.plugin, err)
+		what := s.f.plugin
+		if what == "" {
+			what = "the chain"
+		}
+		return submitError(what, err)
 	}
 	s.job = job
 	return nil
