@@ -10,6 +10,7 @@ type metrics struct {
 	heartbeats    prometheus.Counter
 	badHeartbeats prometheus.Counter
 	refused       prometheus.Counter
+	badRequests   prometheus.Counter
 	workers       *prometheus.GaugeVec
 	batchSize     *prometheus.GaugeVec
 }
@@ -28,6 +29,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "dataflare_coordinator_bad_heartbeats_total", Help: "Malformed heartbeats ignored."}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dataflare_coordinator_requests_refused_total", Help: "Requests answered busy because their owner asked too much (rate or queue)."}),
+		badRequests: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dataflare_coordinator_requests_ignored_total", Help: "Messages on request subjects without an inbox to answer: ignored unread."}),
 		workers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dataflare_workers", Help: "Workers by health, as this coordinator sees them."}, []string{"health"}),
 		batchSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -35,7 +38,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.jobs, m.sealedBatches, m.sealedRecords,
-			m.heartbeats, m.badHeartbeats, m.refused, m.workers, m.batchSize)
+			m.heartbeats, m.badHeartbeats, m.refused, m.badRequests, m.workers, m.batchSize)
 	}
 	return m
 }

@@ -135,7 +135,18 @@ func (c *Coordinator) serve(ctx context.Context) {
 
 // take is the subscriptions' handler: it queues a request, or answers
 // "busy" when its owner asks too much.
+//
+// A request whose reply subject is not an inbox is dropped unread, before
+// anything of it is done: NATS lets anyone make the server publish on a
+// subject of their choosing (a JetStream API answer sent to a reply
+// subject they name), so a message on a request subject that nobody can
+// be answered on is no one's request (docs/security.md).
 func (c *Coordinator) take(m *nats.Msg) {
+	if !strings.HasPrefix(m.Reply, inboxPrefix) {
+		c.metrics.badRequests.Inc()
+		c.log.Warn("request without an inbox to answer ignored", "subject", m.Subject, "reply", m.Reply)
+		return
+	}
 	if c.reqs.add(m) {
 		return
 	}

@@ -38,14 +38,13 @@ type batchQueue struct {
 }
 
 // openQueues binds to DF_QUEUES, waiting for a coordinator to have created
-// it, and reads its entries.
+// it. Its entries come from watch, which starts with every entry there is.
 func openQueues(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*queues, error) {
 	logged := false
 	for {
 		kv, err := js.KeyValue(ctx, proto.BucketQueues)
 		if err == nil {
-			q := &queues{js: js, kv: kv, log: log, byName: make(map[string]*batchQueue), changed: make(chan struct{}, 1)}
-			return q, q.load(ctx)
+			return &queues{js: js, kv: kv, log: log, byName: make(map[string]*batchQueue), changed: make(chan struct{}, 1)}, nil
 		}
 		if !errors.Is(err, jetstream.ErrBucketNotFound) && !proto.Unavailable(err) && !errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
 			return nil, err
@@ -62,27 +61,12 @@ func openQueues(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (
 	}
 }
 
-// load reads every entry of the bucket.
-func (q *queues) load(ctx context.Context) error {
-	lister, err := q.kv.ListKeys(ctx)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	for k := range lister.Keys() {
-		if e, err := q.kv.Get(ctx, k); err == nil {
-			q.apply(e)
-		}
-	}
-	return nil
-}
-
-// watch applies the bucket's changes until ctx ends.
+// watch applies every entry of the bucket, then its changes, until ctx
+// ends; a watch that breaks is started again, with every entry again (so
+// nothing written meanwhile is missed).
 func (q *queues) watch(ctx context.Context) {
 	for ctx.Err() == nil {
-		w, err := q.kv.WatchAll(ctx, jetstream.UpdatesOnly())
+		w, err := q.kv.WatchAll(ctx)
 		if err != nil {
 			q.log.Warn("watching the queues failed; retrying", "err", err)
 			select {

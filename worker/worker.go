@@ -274,7 +274,16 @@ func (w *Worker) pull(ctx, work context.Context, hints <-chan string, batches *s
 		case <-ctx.Done():
 			return
 		case h := <-hints:
-			p.hint(h)
+			if d := p.hint(h); d > 0 {
+				// The queue was found empty a moment ago: a flood of
+				// hints (anyone may send them) costs at most one look
+				// per hintCooldown.
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(d):
+				}
+			}
 		case <-w.queues.changed:
 			p.fair.hintAll()
 		case <-look.C:
@@ -292,7 +301,12 @@ type puller struct {
 	slots   chan struct{} // a token per batch running
 	known   map[string]proto.Queue
 	version uint64
+	emptyAt map[candidate]time.Time // when a fetch last found the queue empty
 }
+
+// hintCooldown is how soon after finding a queue empty a hint of it makes
+// the worker look again.
+const hintCooldown = 2 * time.Millisecond
 
 // acquire waits for at least one free slot and takes every free one.
 func (p *puller) acquire(ctx context.Context) (int, bool) {
@@ -354,11 +368,16 @@ func (p *puller) drainHints(hints <-chan string) {
 	}
 }
 
-// hint marks the queue a hint is about as maybe holding work.
-func (p *puller) hint(subject string) {
-	if stream, prio, ok := hintTarget(subject, p.known); ok {
-		p.fair.hint(stream, prio)
+// hint marks the queue a hint is about as maybe holding work, and returns
+// how long to wait before looking there: what is left of hintCooldown
+// since it was last found empty.
+func (p *puller) hint(subject string) time.Duration {
+	stream, prio, ok := hintTarget(subject, p.known)
+	if !ok {
+		return 0
 	}
+	p.fair.hint(stream, prio)
+	return hintCooldown - time.Since(p.emptyAt[candidate{stream, prio}])
 }
 
 // fetch takes up to free batches, queue by queue in the fair queue's
@@ -422,6 +441,10 @@ func (p *puller) fetchFrom(ctx context.Context, c candidate, n int) (int, error)
 	}
 	if got == 0 {
 		p.fair.empty(c.owner, c.priority)
+		if p.emptyAt == nil {
+			p.emptyAt = make(map[candidate]time.Time)
+		}
+		p.emptyAt[c] = time.Now()
 	}
 	return got, nil
 }

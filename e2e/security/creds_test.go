@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	"github.com/dataflare/dataflare/internal/proto"
 )
 
 // operator is a nats-server in operator mode — accounts and users are JWTs
@@ -198,7 +200,7 @@ func TestCreds(t *testing.T) {
 		worker:      o.credsRole(t, workerRole),
 		alice:       o.credsRole(t, aliceRole),
 	}
-	f := startFleetOn(t, o.url, rs)
+	f := startFleetOn(t, o.url, rs, proto.Topology{})
 	alice := rs.alice
 	global := []string{"--nats", f.url, "--creds", alice.creds, "--inbox-prefix", alice.inbox}
 

@@ -237,25 +237,47 @@ func (k *canary) leaks() []string {
 	return append([]string(nil), k.seen...)
 }
 
-// fleet is a server from deploy/nats/server.conf, the plugin store with
-// one WebAssembly module pushed by the admin, a coordinator and a worker
-// each on its role's connection.
-type fleet struct {
+// testFleet is a server from deploy/nats/server.conf, the plugin store
+// with one WebAssembly module pushed by the admin, a coordinator and a
+// worker each on its role's connection.
+type testFleet struct {
 	url    string
 	admin  *conn
 	digest string
 }
 
-func startFleet(t *testing.T) *fleet {
+// startFleet starts a fleet with a batch stream per owner (fair sharing).
+func startFleet(t *testing.T) *testFleet {
 	t.Helper()
-	return startFleetOn(t, startServer(t, serverConf).ClientURL(), passwordRoles)
+	return startFleetWith(t, proto.Topology{})
 }
 
-// startFleetOn is startFleet on the server at url, each component
-// connecting as its role in rs.
-func startFleetOn(t *testing.T, url string, rs roles) *fleet {
+// startFleetWith starts a fleet whose coordinator makes the streams of
+// topo (its AckWait 2 s unless set; in memory).
+func startFleetWith(t *testing.T, topo proto.Topology) *testFleet {
 	t.Helper()
-	f := &fleet{url: url}
+	return startFleetOn(t, startServer(t, serverConf).ClientURL(), passwordRoles, topo)
+}
+
+// topologies are the two shapes a fleet's batch queues take: a stream per
+// owner, and the shared FIFO stream. Both must work with the same roles.
+var topologies = []struct {
+	name string
+	topo proto.Topology
+}{
+	{"per owner", proto.Topology{}},
+	{"fifo", proto.Topology{FIFO: true}},
+}
+
+// startFleetOn is startFleetWith on the server at url, each component
+// connecting as its role in rs.
+func startFleetOn(t *testing.T, url string, rs roles, topo proto.Topology) *testFleet {
+	t.Helper()
+	if topo.AckWait == 0 {
+		topo.AckWait = 2 * time.Second
+	}
+	topo.Memory = true
+	f := &testFleet{url: url}
 	f.admin = dial(t, f.url, rs.admin)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -291,12 +313,29 @@ func startFleetOn(t *testing.T, url string, rs roles) *fleet {
 		ID:        "c1",
 		Heartbeat: 100 * time.Millisecond,
 		Modules:   wasmstore.Resolver(cstore),
-		Topology:  proto.Topology{AckWait: 2 * time.Second, Memory: true},
+		Topology:  topo,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	runDaemon(t, "coordinator", co.Run)
+	if topo.FIFO {
+		// The worker reads DF_QUEUES once, then watches it for updates
+		// only, a moment later (worker/queues.go): an entry written in
+		// between is never seen. The shared queue's entry is written as
+		// the coordinator starts, so the worker starts after it.
+		err := poll.Until(ctx, 10*time.Second, func() error {
+			kv, err := f.admin.js(t).KeyValue(ctx, proto.BucketQueues)
+			if err != nil {
+				return err
+			}
+			_, err = kv.Get(ctx, proto.StreamBatches)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("the coordinator did not record the shared queue: %v", err)
+		}
+	}
 
 	// The worker, as `dataflare worker` runs it: it opens the plugin store
 	// read-only (wasmstore.Open).
@@ -375,13 +414,13 @@ func runDaemon(t *testing.T, name string, run func(context.Context) error) {
 
 // client returns a client of owner r.user on its own connection, and checks
 // at the end that it hit no permission error.
-func (f *fleet) client(t *testing.T, r role, opts ...client.Option) *client.Client {
+func (f *testFleet) client(t *testing.T, r role, opts ...client.Option) *client.Client {
 	t.Helper()
 	c, _ := f.clientConn(t, r, opts...)
 	return c
 }
 
-func (f *fleet) clientConn(t *testing.T, r role, opts ...client.Option) (*client.Client, *conn) {
+func (f *testFleet) clientConn(t *testing.T, r role, opts ...client.Option) (*client.Client, *conn) {
 	t.Helper()
 	nc := dial(t, f.url, r)
 	c, err := client.New(nc.Conn, append([]client.Option{client.WithOwner(r.user), client.WithTimeout(3 * time.Second)}, opts...)...)
@@ -394,7 +433,7 @@ func (f *fleet) clientConn(t *testing.T, r role, opts ...client.Option) (*client
 // bobsJob submits 30 records for bob, 10 per batch, through the upper
 // plugin: a job whose results the other tests try to reach. It returns the
 // job, closed when the test ends, and its records.
-func (f *fleet) bobsJob(ctx context.Context, t *testing.T) (*client.Job, []plugin.Record) {
+func (f *testFleet) bobsJob(ctx context.Context, t *testing.T) (*client.Job, []plugin.Record) {
 	t.Helper()
 	recs := records("bob-secret", 30)
 	job, err := f.client(t, bobRole).Submit(ctx, "upper", client.Records(recs), client.WithBatchSize(10))
@@ -422,4 +461,41 @@ func readsAllHisResults(t *testing.T, job *client.Job, recs []plugin.Record) {
 	if n != len(recs) {
 		t.Errorf("bob read %d results, want %d", n, len(recs))
 	}
+}
+
+// batchesDrained returns nil when the workers have taken and settled every
+// batch: every consumer of every batch stream has nothing pending and
+// nothing unacknowledged. It is natstest.BatchesDrained reading each
+// consumer list to its end: that one returns at the first consumer not
+// drained, which leaves nats.go's lister goroutine blocked for ever on its
+// next send (goleak reports it).
+func batchesDrained(ctx context.Context, js jetstream.JetStream) error {
+	names := js.StreamNames(ctx, jetstream.WithStreamListSubject(proto.SubjectBatchPrefix+">"))
+	var streams []string
+	for name := range names.Name() {
+		streams = append(streams, name)
+	}
+	if err := names.Err(); err != nil {
+		return err
+	}
+	var left []string
+	for _, name := range streams {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			return err
+		}
+		infos := s.ListConsumers(ctx)
+		for info := range infos.Info() {
+			if info.NumPending != 0 || info.NumAckPending != 0 {
+				left = append(left, fmt.Sprintf("%s/%s: %d pending, %d unacknowledged", name, info.Name, info.NumPending, info.NumAckPending))
+			}
+		}
+		if err := infos.Err(); err != nil {
+			return err
+		}
+	}
+	if len(left) > 0 {
+		return errors.New(strings.Join(left, "; "))
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/plugin"
 )
 
@@ -20,11 +21,11 @@ func records(prefix string, n int) []plugin.Record {
 }
 
 // runJob runs plugin over recs as c and checks every result.
-func runJob(t *testing.T, c *client.Client, plugin string, recs []plugin.Record, want func(i int) string) {
+func runJob(t *testing.T, c *client.Client, plugin string, recs []plugin.Record, want func(i int) string, opts ...client.SubmitOption) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	j, err := c.Submit(ctx, plugin, client.Records(recs), client.WithBatchSize(10))
+	j, err := c.Submit(ctx, plugin, client.Records(recs), append([]client.SubmitOption{client.WithBatchSize(10)}, opts...)...)
 	if err != nil {
 		t.Fatalf("submit %s: %v", plugin, err)
 	}
@@ -46,26 +47,36 @@ func runJob(t *testing.T, c *client.Client, plugin string, recs []plugin.Record,
 	}
 }
 
-// TestRolesDoTheirJobs runs the fleet with least-privilege roles: a native
-// and a WebAssembly job of client alice complete, and no component hits a
+// TestRolesDoTheirJobs runs the fleet with least-privilege roles, with a
+// batch stream per owner and with the shared FIFO stream: native jobs of
+// client alice at every priority (each priority has its own consumer, its
+// own work hints) and a WebAssembly job complete, and no component hits a
 // permission error on the way.
 func TestRolesDoTheirJobs(t *testing.T) {
-	f := startFleet(t)
-	c, nc := f.clientConn(t, aliceRole)
-	for _, tc := range []struct{ plugin string }{{"upper"}, {wasmPlugin}} {
-		t.Run(tc.plugin, func(t *testing.T) {
-			recs := records("alice-"+tc.plugin, 35)
-			runJob(t, c, tc.plugin, recs, func(i int) string { return fmt.Sprintf("ALICE-%s-%d", toUpper(tc.plugin), i) })
+	for _, tp := range topologies {
+		t.Run(tp.name, func(t *testing.T) {
+			f := startFleetWith(t, tp.topo)
+			c, nc := f.clientConn(t, aliceRole)
+			for _, tc := range []struct {
+				plugin   string
+				priority fleet.Priority
+			}{{"upper", fleet.High}, {"upper", fleet.Normal}, {"upper", fleet.Low}, {wasmPlugin, fleet.Normal}} {
+				t.Run(tc.plugin+"/"+tc.priority.String(), func(t *testing.T) {
+					recs := records("alice-"+tc.plugin, 35)
+					runJob(t, c, tc.plugin, recs, func(i int) string { return fmt.Sprintf("ALICE-%s-%d", toUpper(tc.plugin), i) },
+						client.WithPriority(tc.priority))
+				})
+			}
+			if _, err := c.SystemStatus(context.Background()); err != nil {
+				t.Errorf("status: %v", err)
+			}
+			if _, err := c.Report(context.Background()); err != nil {
+				t.Errorf("report: %v", err)
+			}
+			for _, err := range nc.permissionViolations() {
+				t.Errorf("alice, running her jobs: %v", err)
+			}
 		})
-	}
-	if _, err := c.SystemStatus(context.Background()); err != nil {
-		t.Errorf("status: %v", err)
-	}
-	if _, err := c.Report(context.Background()); err != nil {
-		t.Errorf("report: %v", err)
-	}
-	for _, err := range nc.permissionViolations() {
-		t.Errorf("alice, running her jobs: %v", err)
 	}
 }
 

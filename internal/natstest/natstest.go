@@ -207,14 +207,19 @@ func eachBatchConsumer(ctx context.Context, js jetstream.JetStream, f func(*jets
 		if err != nil {
 			return err
 		}
+		// Read each list to its end: one left unread keeps its goroutine.
 		infos := s.ListConsumers(ctx)
+		var list []*jetstream.ConsumerInfo
 		for info := range infos.Info() {
-			if err := f(info); err != nil {
-				return err
-			}
+			list = append(list, info)
 		}
 		if err := infos.Err(); err != nil {
 			return err
+		}
+		for _, info := range list {
+			if err := f(info); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -148,15 +148,23 @@ func (t Topology) storage() jetstream.StorageType {
 // owner "" of the stream every owner shares (FIFO): a work queue (each batch
 // is removed once a worker acknowledges it), refusing new batches when full
 // rather than dropping old ones.
+//
+// Its subjects are exactly its consumers' filters, one per priority, so
+// that nothing lands in it that no worker would take (a JetStream API
+// answer aimed at one of its subjects, a subject with no priority).
 func (t Topology) BatchStream(owner string) jetstream.StreamConfig {
-	name, subject := BatchStream(owner), SubjectBatchPrefix+owner+".>"
+	name := BatchStream(owner)
 	if owner == "" {
-		name, subject = StreamBatches, SubjectBatchPrefix+">"
+		name = StreamBatches
+	}
+	subjects := make([]string, 0, len(fleet.Priorities))
+	for _, p := range fleet.Priorities {
+		subjects = append(subjects, t.WorkerConsumer(owner, p).FilterSubject)
 	}
 	return jetstream.StreamConfig{
 		Name:        name,
 		Description: "DataFlare batches waiting for a worker",
-		Subjects:    []string{subject},
+		Subjects:    subjects,
 		Retention:   jetstream.WorkQueuePolicy,
 		Discard:     jetstream.DiscardNew,
 		MaxBytes:    t.MaxPendingBytes,
