@@ -53,9 +53,9 @@ type Status struct {
 	PendingBatches uint64 `json:"pending_batches"`
 	// Queues are the batch queues by owner and priority (those with
 	// batches pending or in flight).
-	Queues []Queue `json:"queues,omitempty"`
-	ResultMessages uint64 `json:"result_messages"`
-	DeadLetters    uint64 `json:"dead_letters"`
+	Queues         []Queue `json:"queues,omitempty"`
+	ResultMessages uint64  `json:"result_messages"`
+	DeadLetters    uint64  `json:"dead_letters"`
 }
 
 // Report is the reply to SubjectReport: the original library's
