@@ -54,6 +54,7 @@ type submitOptions struct {
 	timeout   time.Duration
 	priority  fleet.Priority
 	steps     []Step
+	linger    time.Duration
 }
 
 // request returns the job request of a Submit of plugin name with these
@@ -77,6 +78,20 @@ func (so *submitOptions) request(name string) (proto.JobCreate, error) {
 		req.Steps = append(req.Steps, proto.Step{Plugin: st.Plugin, Version: st.Version, Config: st.Config})
 	}
 	return req, nil
+}
+
+// WithLinger sends a batch that is not full once no record came from the
+// Source for d, instead of waiting for the batch to fill or the Source to
+// end: for a Source that is a stream, whose records trickle in. d must be
+// in (0, 1 min].
+func WithLinger(d time.Duration) SubmitOption {
+	return func(o *submitOptions) error {
+		if d <= 0 || d > time.Minute {
+			return invalidOption("linger %v not in (0, 1m]", d)
+		}
+		o.linger = d
+		return nil
+	}
 }
 
 // Step is one plugin of a chain (WithSteps).
@@ -243,6 +258,7 @@ func (c *Client) Submit(ctx context.Context, name string, src Source, opts ...Su
 		return nil, err
 	}
 	b := newBatcher(j, so.batchSize)
+	b.linger = so.linger
 	j.wg.Add(1)
 	// Stops when src is exhausted, the job fails, or the job's context ends.
 	go func() {

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"iter"
 	"strings"
 	"testing"
 	"time"
@@ -416,5 +417,40 @@ func TestChain(t *testing.T) {
 	}
 	if _, err := f.Client().Submit(ctx, "", client.Records(recs), client.WithSteps(client.Step{Plugin: "nope"})); !errors.Is(err, client.ErrUnknownPlugin) || !strings.Contains(err.Error(), "step 1") {
 		t.Errorf("unknown step: err = %v, want ErrUnknownPlugin naming step 1", err)
+	}
+}
+
+// With a linger, a batch that is not full is sent once the Source has
+// given nothing for that long: the results of records that trickle in come
+// back while the Source is still open.
+func TestLinger(t *testing.T) {
+	f := localtest.Start(t, local.Config{Workers: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	more := make(chan plugin.Record)
+	src := func(yield func(plugin.Record, error) bool) {
+		for r := range more {
+			if !yield(r, nil) {
+				return
+			}
+		}
+	}
+	job, err := f.Client().Submit(ctx, "upper", src, client.WithBatchSize(100), client.WithLinger(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer job.Close()
+	next, stop := iter.Pull2(job.Results())
+	defer stop()
+	for i, v := range []string{"a", "b", "c"} {
+		more <- plugin.Record{Value: []byte(v)}
+		o, err, ok := next()
+		if !ok || err != nil || o.Index != uint64(i) || string(o.Value) != strings.ToUpper(v) {
+			t.Fatalf("result %d while the source is open: %+v, %v, %v", i, o, err, ok)
+		}
+	}
+	close(more)
+	if _, _, ok := next(); ok {
+		t.Error("a result after the last record")
 	}
 }

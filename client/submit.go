@@ -60,13 +60,14 @@ type batcher struct {
 
 	// The cutting side.
 	w        batch.Writer
-	buf      *[]byte // the message being written, nil between batches
-	n        int     // records in it
-	recBytes int     // their size
-	lastLen  int     // the last message's size, to size the next buffer
-	index    uint64  // records read = the index of the next
-	seq      uint64  // batches cut = the seq of the next
-	inputErr error   // the Source's error, reported after the last result
+	buf      *[]byte       // the message being written, nil between batches
+	n        int           // records in it
+	recBytes int           // their size
+	lastLen  int           // the last message's size, to size the next buffer
+	index    uint64        // records read = the index of the next
+	seq      uint64        // batches cut = the seq of the next
+	inputErr error         // the Source's error, reported after the last result
+	linger   time.Duration // WithLinger: send a partial batch after this long without a record
 
 	// The sending side.
 	sendq     chan *outBatch
@@ -162,6 +163,9 @@ func (b *batcher) fail(ctx context.Context, err error) {
 // into batches. It returns false when the submission stopped short: the job
 // failed or its context ended.
 func (b *batcher) cut(ctx context.Context, src Source) bool {
+	if b.linger > 0 {
+		return b.cutLingering(ctx, src)
+	}
 	for rec, err := range src {
 		if ctx.Err() != nil {
 			return false
@@ -175,6 +179,69 @@ func (b *batcher) cut(ctx context.Context, src Source) bool {
 		}
 	}
 	return b.flush(ctx)
+}
+
+// cutLingering is cut for a Source that may pause between records: a
+// goroutine reads it, handing over one record at a time (the Source may
+// reuse a record's buffers once its yield returns, so it returns only once
+// the record is copied), and a batch that waited linger for its next
+// record is sent as it is.
+func (b *batcher) cutLingering(ctx context.Context, src Source) bool {
+	type item struct {
+		rec plugin.Record
+		err error
+	}
+	items := make(chan item)
+	taken := make(chan struct{})
+	stop := make(chan struct{})
+	defer close(stop)
+	// Stops when the Source ends or fails, or when cut returns (stop).
+	go func() {
+		defer close(items)
+		for rec, err := range src {
+			select {
+			case items <- item{rec, err}:
+			case <-stop:
+				return
+			}
+			select {
+			case <-taken:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	idle := time.NewTimer(b.linger)
+	defer idle.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-idle.C:
+			if b.n > 0 && !b.flush(ctx) {
+				return false
+			}
+			idle.Reset(b.linger)
+		case it, ok := <-items:
+			if !ok {
+				return b.flush(ctx)
+			}
+			if it.err != nil {
+				b.inputErr = fmt.Errorf("%w: after record %d: %v", ErrInput, b.index, it.err)
+				taken <- struct{}{}
+				return b.flush(ctx)
+			}
+			added := b.add(ctx, &it.rec)
+			taken <- struct{}{}
+			if !added {
+				return false
+			}
+			idle.Reset(b.linger)
+		}
+	}
 }
 
 // add copies rec, once, straight into the batch message being written (the

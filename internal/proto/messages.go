@@ -176,3 +176,71 @@ func EncodeReply[T any](data *T, err error) []byte {
 	b, _ := json.Marshal(r) // cannot fail: plain data
 	return b
 }
+
+// PipelineState is whether a pipeline runs.
+type PipelineState string
+
+// Pipeline states.
+const (
+	PipelineRunning PipelineState = "running"
+	PipelinePaused  PipelineState = "paused"
+)
+
+// Pipeline is a pipeline's definition, in DF_PIPELINES under
+// "def.<owner>.<name>", and the body of create and update requests.
+type Pipeline struct {
+	Name  string `json:"name"`
+	Owner string `json:"owner"`
+	// Source is the stream read from its first message (or where the
+	// pipeline stopped), Filter a subject filter on it ("": all).
+	Source string `json:"source"`
+	Filter string `json:"filter,omitempty"`
+	// Steps run over each message; Sink is the subject every result
+	// value is published on.
+	Steps []Step        `json:"steps"`
+	Sink  string        `json:"sink"`
+	State PipelineState `json:"state"`
+	// Revision counts the definition's changes: a runner that sees a new
+	// one finishes its batches on the old steps and starts the new ones.
+	Revision uint64    `json:"revision"`
+	Created  time.Time `json:"created"`
+	Updated  time.Time `json:"updated"`
+}
+
+// PipelineStatus is what the coordinator running a pipeline reports, in
+// DF_PIPELINES under "status.<owner>.<name>", every second.
+type PipelineStatus struct {
+	Coordinator string    `json:"coordinator"`
+	Job         string    `json:"job,omitempty"` // the job its batches run as now
+	Revision    uint64    `json:"revision"`
+	State       string    `json:"state"` // running, paused, or why it cannot run
+	At          time.Time `json:"at"`
+	// Processed counts source messages done (published, dropped or
+	// dead-lettered), of which Errors went to dead letters and Dropped
+	// were filtered out.
+	Processed uint64 `json:"processed"`
+	Errors    uint64 `json:"errors"`
+	Dropped   uint64 `json:"dropped"`
+	// Rate is messages per second over the last seconds; Lag the source
+	// messages not yet in the sink.
+	Rate float64 `json:"rate"`
+	Lag  uint64  `json:"lag"`
+	// LatencyP50 and LatencyP99 are from a message's arrival in the
+	// source to its result's in the sink, over the last minute.
+	LatencyP50 time.Duration `json:"latency_p50_ns"`
+	LatencyP99 time.Duration `json:"latency_p99_ns"`
+	// LastSeq is the last source sequence whose result is in the sink.
+	LastSeq uint64 `json:"last_seq"`
+}
+
+// PipelineInfo is the reply to a pipeline request: its definition and,
+// when a coordinator runs it, its status.
+type PipelineInfo struct {
+	Pipeline Pipeline        `json:"pipeline"`
+	Status   *PipelineStatus `json:"status,omitempty"`
+}
+
+// PipelineList is the reply to df.pipeline.list.<owner>.
+type PipelineList struct {
+	Pipelines []PipelineInfo `json:"pipelines"`
+}

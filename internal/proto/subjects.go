@@ -42,6 +42,10 @@ const (
 	SubjectDeadPrefix = "df.dead."
 	// SubjectHeartbeatPrefix: df.hb.<worker>: worker heartbeats (core NATS).
 	SubjectHeartbeatPrefix = "df.hb."
+	// SubjectPipelinePrefix: df.pipeline.<verb>.<owner>.<name> requests on
+	// a pipeline (create, get, pause, resume, update, rm), and
+	// df.pipeline.list.<owner>.
+	SubjectPipelinePrefix = "df.pipeline."
 	// SubjectStatus: request, the fleet's status (→ FleetStatus).
 	SubjectStatus = "df.status"
 	// SubjectReport: request, the fleet's performance report.
@@ -59,6 +63,10 @@ const (
 	StreamDead    = "DF_DEAD"
 	BucketJobs    = "DF_JOBS"
 	BucketPlugins = "DF_PLUGINS"
+	// BucketPipelines holds pipelines: "def.<owner>.<name>" their
+	// definitions, "lease.<owner>.<name>" which coordinator runs each,
+	// "status.<owner>.<name>" how it goes.
+	BucketPipelines = "DF_PIPELINES"
 	// BucketQueues holds one entry per batch stream (a Queues value),
 	// which workers watch to know where to take work from.
 	BucketQueues = "DF_QUEUES"
@@ -110,6 +118,16 @@ func DeadSubject(job string) string { return SubjectDeadPrefix + job }
 
 // HeartbeatSubject returns the subject worker sends heartbeats on.
 func HeartbeatSubject(worker string) string { return SubjectHeartbeatPrefix + worker }
+
+// PipelineSubject returns the subject of a request on pipeline name of
+// owner: verb is "create", "get", "pause", "resume", "update" or "rm".
+func PipelineSubject(verb, owner, name string) string {
+	return SubjectPipelinePrefix + verb + "." + owner + "." + name
+}
+
+// PipelineListSubject returns the subject of the list of owner's
+// pipelines.
+func PipelineListSubject(owner string) string { return SubjectPipelinePrefix + "list." + owner }
 
 // JobSubject returns the subject of a job request: verb is "seal",
 // "cancel", "get", "done" or "reject".

@@ -262,6 +262,18 @@ func (t Topology) JobBucket() jetstream.KeyValueConfig {
 	}
 }
 
+// PipelineBucket returns the configuration of the DF_PIPELINES bucket.
+func (t Topology) PipelineBucket() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:       BucketPipelines,
+		Description:  "DataFlare pipelines: definitions, leases, status",
+		MaxValueSize: MaxJobRecordBytes,
+		Storage:      t.storage(),
+		Replicas:     t.Replicas,
+		History:      1,
+	}
+}
+
 // QueueBucket returns the configuration of the DF_QUEUES bucket.
 func (t Topology) QueueBucket() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
@@ -292,7 +304,7 @@ type Queue struct {
 }
 
 // Ensure creates or updates the streams, consumers and buckets every fleet
-// has: DF_DEAD, DF_JOBS and DF_QUEUES, and with FIFO the shared batch
+// has: DF_DEAD, DF_JOBS, DF_QUEUES and DF_PIPELINES, and with FIFO the shared batch
 // stream with its consumers. It is idempotent: coordinators call it when
 // they start. Owners' streams come with their first job (EnsureOwner).
 func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
@@ -303,7 +315,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	if _, err := js.CreateOrUpdateStream(ctx, t.DeadStream()); err != nil {
 		return fmt.Errorf("proto: stream %s: %w", StreamDead, err)
 	}
-	for _, kv := range []jetstream.KeyValueConfig{t.JobBucket(), t.QueueBucket()} {
+	for _, kv := range []jetstream.KeyValueConfig{t.JobBucket(), t.QueueBucket(), t.PipelineBucket()} {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
 			return fmt.Errorf("proto: bucket %s: %w", kv.Bucket, err)
 		}
