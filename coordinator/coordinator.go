@@ -34,13 +34,14 @@ type Coordinator struct {
 	metrics *metrics
 	started time.Time
 
-	jobs   *jobCache
-	view   *view
-	reqs   *requests
-	owners owners
-	counts queueCounts
-	kv     jetstream.KeyValue // DF_JOBS, set by Run
-	queues jetstream.KeyValue // DF_QUEUES, set by Run
+	jobs      *jobCache
+	view      *view
+	reqs      *requests
+	owners    owners
+	counts    queueCounts
+	kv        jetstream.KeyValue // DF_JOBS, set by Run
+	queues    jetstream.KeyValue // DF_QUEUES, set by Run
+	pipelines jetstream.KeyValue // DF_PIPELINES, set by Run
 
 	mu      sync.Mutex
 	running bool
@@ -128,6 +129,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		c.queues, err = c.js.KeyValue(ctx, proto.BucketQueues)
 	}
 	if err == nil {
+		c.pipelines, err = c.js.KeyValue(ctx, proto.BucketPipelines)
+	}
+	if err == nil {
 		err = c.setupQueues(ctx)
 	}
 	if err != nil {
@@ -161,8 +165,14 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		// Stops when the requests are closed and drained.
 		g.Go(func() error { c.serve(gctx); return nil })
 	}
+	pipes, stopPipes := context.WithCancel(ctx)
+	defer stopPipes()
+	pipesDone := make(chan struct{})
+	// Stops when ctx ends: the pipelines it runs stop, their leases lapse.
+	go func() { defer close(pipesDone); c.runPipelines(pipes) }()
 
 	<-ctx.Done()
+	<-pipesDone
 	c.log.Info("coordinator stopping")
 	unsubscribe(subs)
 	c.reqs.close()
@@ -186,6 +196,7 @@ func (c *Coordinator) subscribe() ([]*nats.Subscription, error) {
 		sub(c.nc.QueueSubscribe(proto.SubjectJobPrefix+"*.*.*", q, c.take)),
 		sub(c.nc.QueueSubscribe(proto.SubjectStatus, q, c.take)),
 		sub(c.nc.QueueSubscribe(proto.SubjectReport, q, c.take)),
+		sub(c.nc.QueueSubscribe(proto.SubjectPipelinePrefix+">", q, c.take)),
 		// Every coordinator sees every heartbeat: each keeps the whole
 		// fleet view.
 		sub(c.nc.Subscribe(proto.SubjectHeartbeatPrefix+"*", c.onHeartbeat)),
@@ -262,13 +273,15 @@ const requestTimeout = 10 * time.Second
 func (c *Coordinator) handleControl(ctx context.Context, m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	switch m.Subject {
-	case proto.SubjectStatus:
+	switch {
+	case m.Subject == proto.SubjectStatus:
 		st, err := c.status(ctx)
 		respond(c, m, st, err)
-	case proto.SubjectReport:
+	case m.Subject == proto.SubjectReport:
 		r, err := c.report(ctx)
 		respond(c, m, r, err)
+	case strings.HasPrefix(m.Subject, proto.SubjectPipelinePrefix):
+		c.handlePipeline(ctx, m)
 	default:
 		job, err := c.handleJob(ctx, m)
 		respond(c, m, job, err)

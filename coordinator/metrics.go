@@ -11,8 +11,11 @@ type metrics struct {
 	badHeartbeats prometheus.Counter
 	refused       prometheus.Counter
 	badRequests   prometheus.Counter
-	workers       *prometheus.GaugeVec
-	batchSize     *prometheus.GaugeVec
+	// pipelines
+	pipelineMessages *prometheus.CounterVec
+	pipelineLag      *prometheus.GaugeVec
+	workers          *prometheus.GaugeVec
+	batchSize        *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,6 +34,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "dataflare_coordinator_requests_refused_total", Help: "Requests answered busy because their owner asked too much (rate or queue)."}),
 		badRequests: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dataflare_coordinator_requests_ignored_total", Help: "Messages on request subjects without an inbox to answer: ignored unread."}),
+		pipelineMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dataflare_pipeline_messages_total", Help: "Source messages a pipeline finished, by outcome (published, dropped, failed: dead-lettered)."},
+			[]string{"pipeline", "outcome"}),
+		pipelineLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dataflare_pipeline_lag_messages", Help: "Source messages of a pipeline not yet in its sink (pending and in flight)."},
+			[]string{"pipeline"}),
 		workers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dataflare_workers", Help: "Workers by health, as this coordinator sees them."}, []string{"health"}),
 		batchSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -38,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.jobs, m.sealedBatches, m.sealedRecords,
-			m.heartbeats, m.badHeartbeats, m.refused, m.badRequests, m.workers, m.batchSize)
+			m.heartbeats, m.badHeartbeats, m.refused, m.badRequests, m.pipelineMessages, m.pipelineLag, m.workers, m.batchSize)
 	}
 	return m
 }

@@ -52,9 +52,12 @@ func newRequests(perOwner int, rate float64, clock func() time.Time) *requests {
 func ownerOf(subject string) string {
 	rest, ok := strings.CutPrefix(subject, proto.SubjectJobPrefix)
 	if !ok {
+		rest, ok = strings.CutPrefix(subject, proto.SubjectPipelinePrefix)
+	}
+	if !ok {
 		return fleetKey
 	}
-	// create.<owner> or <verb>.<owner>.<id>
+	// create.<owner>, <verb>.<owner>.<id>, list.<owner>, <verb>.<owner>.<name>
 	_, rest, _ = strings.Cut(rest, ".")
 	owner, _, _ := strings.Cut(rest, ".")
 	if !proto.ValidName(owner) {

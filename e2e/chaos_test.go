@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
@@ -289,10 +290,6 @@ func TestChaosLoadHeld(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cons, err := js.Consumer(ctx, proto.StreamBatches, proto.ConsumerWorker)
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 1_000_000
 	if s := os.Getenv("DF_LOAD_RECORDS"); s != "" {
 		n, _ = strconv.Atoi(s)
@@ -307,6 +304,12 @@ func TestChaosLoadHeld(t *testing.T) {
 		}
 	}
 	job, err := c.Submit(ctx, "identity", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The job's queue: its owner's batch stream (made with the job), the
+	// consumer of its priority.
+	cons, err := js.Consumer(ctx, proto.BatchStream(proto.JobOwner(job.ID())), proto.WorkerConsumer(fleet.Normal))
 	if err != nil {
 		t.Fatal(err)
 	}

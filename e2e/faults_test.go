@@ -16,12 +16,13 @@ import (
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/internal/natstest"
 	"github.com/dataflare/dataflare/internal/poll"
+	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
 )
 
 // ackWatch records the acknowledgements workers send for batches, straight
-// off the wire ($JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...), to
-// see redeliveries and when they complete.
+// off the wire ($JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...,
+// for every batch stream), to see redeliveries and when they complete.
 type ackWatch struct {
 	mu     sync.Mutex
 	events []ackEvent
@@ -39,7 +40,11 @@ func watchAcks(t *testing.T, url string) *ackWatch {
 	w := &ackWatch{}
 	_, err := nc.Subscribe("$JS.ACK.>", func(m *nats.Msg) {
 		toks := strings.Split(m.Subject, ".")
-		i := slices.Index(toks, "DF_BATCHES")
+		// Any batch stream: an owner's DF_BATCHES_<owner>, or the
+		// shared DF_BATCHES.
+		i := slices.IndexFunc(toks, func(tok string) bool {
+			return tok == proto.StreamBatches || strings.HasPrefix(tok, proto.StreamBatches+"_")
+		})
 		if i < 0 || len(toks) < i+5 {
 			return
 		}

@@ -223,12 +223,14 @@ func inputs(n int, headers func(i int) []plugin.Header) client.Source {
 }
 
 // tally is the oracle's verdict on a job: every record index must be in
-// exactly one of {result, per-record error}.
+// exactly one of {result, per-record error}, and the results must come in
+// input order.
 type tally struct {
 	n                      int
 	ok, failed, dropped    int
 	lost, dup, unexpected  int
 	wrong                  int
+	disorder               int // results whose index is not the one after the last
 	failedIdx              []uint64
 	firstWrong, firstError string
 }
@@ -237,12 +239,27 @@ type tally struct {
 // value). It fails the test on a job-level error.
 func collect(t *testing.T, job *client.Job, n int, want func(i int) []byte) tally {
 	t.Helper()
+	tl, err := tallyJob(job, n, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tl
+}
+
+// tallyJob is collect for any goroutine: it returns the job-level error
+// instead of failing the test.
+func tallyJob(job *client.Job, n int, want func(i int) []byte) (tally, error) {
 	seen := make([]uint8, n)
 	tl := tally{n: n}
+	next := uint64(0)
 	for out, err := range job.Results() {
 		if err != nil {
-			t.Fatalf("job %s failed after %d results: %v", job.ID(), tl.ok+tl.failed+tl.dropped, err)
+			return tl, fmt.Errorf("job %s failed after %d results: %w", job.ID(), tl.ok+tl.failed+tl.dropped, err)
 		}
+		if out.Index != next {
+			tl.disorder++
+		}
+		next = out.Index + 1
 		if out.Index >= uint64(n) {
 			tl.unexpected++
 			continue
@@ -276,12 +293,12 @@ func collect(t *testing.T, job *client.Job, n int, want func(i int) []byte) tall
 			tl.lost++
 		}
 	}
-	return tl
+	return tl, nil
 }
 
 func (tl tally) String() string {
-	return fmt.Sprintf("n=%d ok=%d failed=%d dropped=%d lost=%d duplicated=%d unexpected=%d wrong=%d",
-		tl.n, tl.ok, tl.failed, tl.dropped, tl.lost, tl.dup, tl.unexpected, tl.wrong)
+	return fmt.Sprintf("n=%d ok=%d failed=%d dropped=%d lost=%d duplicated=%d unexpected=%d wrong=%d out-of-order=%d",
+		tl.n, tl.ok, tl.failed, tl.dropped, tl.lost, tl.dup, tl.unexpected, tl.wrong, tl.disorder)
 }
 
 // marked returns a Source of n records where those for which bad says so
@@ -303,11 +320,11 @@ func marked(n int, bad func(i int) bool, marker string) (client.Source, func(i i
 }
 
 // requireOracle fails the test unless every record got exactly one good
-// result.
+// result, in input order.
 func requireOracle(t *testing.T, tl tally, n int) {
 	t.Helper()
 	t.Logf("oracle: %v", tl)
-	if tl.ok != n || tl.lost+tl.dup+tl.unexpected+tl.wrong+tl.failed != 0 {
+	if tl.ok != n || tl.lost+tl.dup+tl.unexpected+tl.wrong+tl.failed+tl.disorder != 0 {
 		t.Fatalf("oracle: %v (first wrong: %s, first error: %s)", tl, tl.firstWrong, tl.firstError)
 	}
 }

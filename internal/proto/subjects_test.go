@@ -5,8 +5,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/goleak"
 
+	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
 )
 
@@ -51,7 +54,18 @@ func TestSubjects(t *testing.T) {
 		got, want string
 	}{
 		{proto.JobID("acme", "j1"), "acme.j1"},
-		{proto.BatchSubject("upper", "acme.j1"), "df.batch.upper.acme.j1"},
+		{proto.BatchSubject("acme.j1", fleet.Normal, "upper"), "df.batch.acme.normal.upper.j1"},
+		{proto.BatchSubject("acme.j1", fleet.High, "upper"), "df.batch.acme.high.upper.j1"},
+		{proto.BatchSubject("acme.j1", fleet.Low, "geo-ip"), "df.batch.acme.low.geo-ip.j1"},
+		{proto.WorkSubject("acme", fleet.High), "df.work.acme.high"},
+		{proto.WorkSubject("acme", fleet.Normal), "df.work.acme.normal"},
+		{proto.BatchStream("acme"), "DF_BATCHES_acme"},
+		{proto.BatchStream("a-b_9"), "DF_BATCHES_a-b_9"},
+		{proto.ResultStream("acme"), "DF_RESULTS_acme"},
+		{proto.WorkerConsumer(fleet.High), "df-workers-high"},
+		{proto.WorkerConsumer(fleet.Normal), "df-workers-normal"},
+		{proto.WorkerConsumer(fleet.Low), "df-workers-low"},
+		{proto.JobCreateSubject("acme"), "df.job.create.acme"},
 		{proto.ResultSubject("acme.j1"), "df.result.acme.j1"},
 		{proto.DeadSubject("acme.j1"), "df.dead.acme.j1"},
 		{proto.HeartbeatSubject("w-7"), "df.hb.w-7"},
@@ -69,6 +83,41 @@ func TestSubjects(t *testing.T) {
 	}
 }
 
+// TestBatchSubjectTokens: a batch subject is one literal subject of six
+// tokens — df.batch.<owner>.<priority>.<plugin>.<id> — so that a client's
+// permission on df.batch.<owner>.> and the per-priority consumers select it
+// by token; work hints name the same owner and priority.
+func TestBatchSubjectTokens(t *testing.T) {
+	for _, owner := range []string{"acme", proto.DefaultOwner, "a-b_9"} {
+		for _, p := range fleet.Priorities {
+			for _, plugin := range []string{"upper", "geo-ip", "x"} {
+				job := proto.JobID(owner, "job-1")
+				subject := proto.BatchSubject(job, p, plugin)
+				if !server.IsValidLiteralSubject(subject) {
+					t.Errorf("%q is not a literal subject", subject)
+				}
+				want := []string{"df", "batch", owner, p.String(), plugin, "job-1"}
+				if diff := cmp.Diff(want, strings.Split(subject, ".")); diff != "" {
+					t.Errorf("BatchSubject(%q, %v, %q) tokens (-want +got):\n%s", job, p, plugin, diff)
+				}
+				if got, err := fleet.ParsePriority(strings.Split(subject, ".")[3]); err != nil || got != p {
+					t.Errorf("%s: priority token parses as %v, %v; want %v", subject, got, err, p)
+				}
+				if !server.SubjectMatchesFilter(subject, proto.SubjectBatchPrefix+owner+".>") {
+					t.Errorf("%s is outside its owner's df.batch.%s.>", subject, owner)
+				}
+				if server.SubjectMatchesFilter(subject, proto.SubjectBatchPrefix+"other.>") {
+					t.Errorf("%s is inside another owner's df.batch.other.>", subject)
+				}
+			}
+			hint := proto.WorkSubject(owner, p)
+			if !server.IsValidLiteralSubject(hint) || !server.SubjectMatchesFilter(hint, proto.SubjectWorkPrefix+owner+".>") {
+				t.Errorf("work hint %q is not a literal subject under df.work.%s.>", hint, owner)
+			}
+		}
+	}
+}
+
 func TestLastToken(t *testing.T) {
 	tests := []struct {
 		subject, want string
@@ -80,10 +129,10 @@ func TestLastToken(t *testing.T) {
 		{"trailing.", ""},
 		{".lead", "lead"},
 		{proto.HeartbeatSubject("worker_1"), "worker_1"},
-		{proto.BatchSubject("geo-ip", proto.JobID("acme", "job-0")), "job-0"},
+		{proto.BatchSubject(proto.JobID("acme", "job-0"), fleet.Low, "geo-ip"), "job-0"},
 		// A job's subjects end in its id, without its owner.
 		{proto.ResultSubject(proto.JobID("acme", "job-1")), "job-1"},
-		{proto.BatchSubject("upper", proto.JobID("acme", "job-2")), "job-2"},
+		{proto.BatchSubject(proto.JobID("acme", "job-2"), fleet.High, "upper"), "job-2"},
 		{proto.JobSubject("cancel", proto.JobID("acme", "job-3")), "job-3"},
 	}
 	for _, tt := range tests {

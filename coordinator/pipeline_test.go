@@ -1,0 +1,292 @@
+package coordinator_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/coordinator"
+	"github.com/dataflare/dataflare/internal/poll"
+	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/local"
+	"github.com/dataflare/dataflare/local/localtest"
+	"github.com/dataflare/dataflare/plugin"
+)
+
+// pipelineFixture is a fleet with a source stream "orders" (orders.>) and
+// a sink stream "enriched" (enriched.out).
+type pipelineFixture struct {
+	f  *localtest.Fleet
+	js jetstream.JetStream
+	c  *client.Client
+}
+
+func newPipelineFixture(t *testing.T, workers int) *pipelineFixture {
+	t.Helper()
+	f := localtest.Start(t, local.Config{Workers: workers})
+	js, err := jetstream.New(f.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: "orders", Subjects: []string{"orders.>"}, Storage: jetstream.MemoryStorage},
+		{Name: "enriched", Subjects: []string{"enriched.out"}, Storage: jetstream.MemoryStorage, Duplicates: 10 * time.Minute},
+	} {
+		if _, err := js.CreateStream(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &pipelineFixture{f: f, js: js, c: f.Client()}
+}
+
+// publish puts messages [from, to) on the source: "order-<i>", every
+// tenth one "bad", on orders.<i%3>, with a header.
+func (p *pipelineFixture) publish(t *testing.T, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		v := "order-" + strconv.Itoa(i)
+		if i%10 == 7 {
+			v = "bad-" + strconv.Itoa(i)
+		}
+		m := jetstreamMsg("orders."+strconv.Itoa(i%3), v, strconv.Itoa(i))
+		if _, err := p.js.PublishMsgAsync(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-p.js.PublishAsyncComplete():
+	case <-time.After(10 * time.Second):
+		t.Fatal("source messages not published")
+	}
+}
+
+// sink returns the sink's messages, in order.
+func (p *pipelineFixture) sink(t *testing.T, want int) []sinkMsg {
+	t.Helper()
+	ctx := context.Background()
+	s, err := p.js.Stream(ctx, "enriched")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = poll.Until(ctx, 60*time.Second, func() error {
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if int(info.State.Msgs) < want {
+			return fmt.Errorf("the sink holds %d messages, want %d", info.State.Msgs, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []sinkMsg
+	for {
+		m, err := cons.Next(jetstream.FetchMaxWait(500 * time.Millisecond))
+		if err != nil {
+			break
+		}
+		out = append(out, sinkMsg{value: string(m.Data()), seq: m.Headers().Get(coordinator.HeaderSourceSeq), order: m.Headers().Get("Order")})
+	}
+	return out
+}
+
+type sinkMsg struct{ value, seq, order string }
+
+// check holds the sink to the source: for every source message i < n, in
+// order, exactly one sink message (upper-cased, or shout's "!" appended
+// from messages from on), except the bad ones.
+func check(t *testing.T, got []sinkMsg, n, from int) {
+	t.Helper()
+	j := 0
+	for i := 0; i < n; i++ {
+		if i%10 == 7 {
+			continue
+		}
+		want := "ORDER-" + strconv.Itoa(i)
+		if i >= from {
+			want = "order-" + strconv.Itoa(i)
+		}
+		if j >= len(got) {
+			t.Fatalf("the sink ends at message %d; source message %d (%q) is missing", j, i, want)
+		}
+		if got[j].value != want || got[j].order != strconv.Itoa(i) || got[j].seq != strconv.Itoa(i+1) {
+			t.Fatalf("sink message %d = %+v, want %q from source message %d (seq %d)", j, got[j], want, i, i+1)
+		}
+		j++
+	}
+	if j != len(got) {
+		t.Fatalf("the sink holds %d messages, want %d: %d unexpected", len(got), j, len(got)-j)
+	}
+}
+
+// A pipeline reads its source from the start, runs its steps, and puts
+// exactly one message per surviving source message in the sink, in
+// source order, with the source's headers; errors become dead letters
+// naming their step. An update switches steps without losing or
+// repeating a message; pause stops it, resume goes on where it stopped.
+func TestPipeline(t *testing.T) {
+	p := newPipelineFixture(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	p.publish(t, 0, 500) // before the pipeline: it reads from the start
+	spec := client.PipelineSpec{Source: "orders", Sink: "enriched.out", Steps: []client.Step{
+		{Plugin: "fail", Config: plugin.Config{"match": "bad"}},
+		{Plugin: "upper"},
+	}}
+	if _, err := p.c.CreatePipeline(ctx, "enrich", spec); err != nil {
+		t.Fatal(err)
+	}
+	p.publish(t, 500, 1000) // while it runs
+	check(t, p.sink(t, 900), 1000, 1000)
+
+	// The errors are dead letters that name the failing step.
+	dead, err := p.js.Stream(ctx, proto.StreamDead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := dead.Info(ctx)
+	if err != nil || info.State.Msgs != 100 {
+		t.Errorf("DF_DEAD holds %v entries (%v), want 100", info.State.Msgs, err)
+	}
+
+	// Update: new steps for the messages after the batches in flight.
+	if _, err := p.c.UpdatePipeline(ctx, "enrich", []client.Step{{Plugin: "fail", Config: plugin.Config{"match": "bad"}}, {Plugin: "identity"}}); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the update to take: a message after it comes out as is.
+	err = poll.Until(ctx, 30*time.Second, func() error {
+		pl, err := p.c.PipelineInfo(ctx, "enrich")
+		if err != nil || pl.Status == nil || pl.Status.Revision != 2 {
+			return fmt.Errorf("revision not running yet: %+v, %v", pl, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.publish(t, 1000, 1200)
+	check(t, p.sink(t, 1080), 1200, 1000)
+
+	// Pause, publish, resume: nothing moves while paused.
+	if _, err := p.c.PausePipeline(ctx, "enrich"); err != nil {
+		t.Fatal(err)
+	}
+	err = poll.Until(ctx, 30*time.Second, func() error {
+		pl, err := p.c.PipelineInfo(ctx, "enrich")
+		if err != nil || pl.Status == nil || pl.Status.State != "paused" {
+			return fmt.Errorf("not paused yet: %+v, %v", pl, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.publish(t, 1200, 1300)
+	pl, err := p.c.PipelineInfo(ctx, "enrich")
+	if err != nil || !pl.Paused {
+		t.Fatalf("info of the paused pipeline: %+v, %v", pl, err)
+	}
+	if _, err := p.c.ResumePipeline(ctx, "enrich"); err != nil {
+		t.Fatal(err)
+	}
+	check(t, p.sink(t, 1170), 1300, 1000)
+
+	list, err := p.c.Pipelines(ctx)
+	if err != nil || len(list) != 1 || list[0].Name != "enrich" {
+		t.Errorf("Pipelines = %+v, %v", list, err)
+	}
+	if err := p.c.RemovePipeline(ctx, "enrich"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.c.PipelineInfo(ctx, "enrich"); !errors.Is(err, client.ErrJobNotFound) {
+		t.Errorf("info after rm: %v, want not found", err)
+	}
+}
+
+// Definitions that cannot work are refused with a clear error.
+func TestPipelineRefused(t *testing.T) {
+	p := newPipelineFixture(t, 1)
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name string
+		spec client.PipelineSpec
+		want string
+	}{
+		{"no source stream", client.PipelineSpec{Source: "nope", Sink: "out", Steps: []client.Step{{Plugin: "upper"}}}, "no stream nope"},
+		{"unknown plugin", client.PipelineSpec{Source: "orders", Sink: "out", Steps: []client.Step{{Plugin: "nope"}}}, "step 1"},
+		{"no step", client.PipelineSpec{Source: "orders", Sink: "out"}, "no step"},
+		{"wildcard sink", client.PipelineSpec{Source: "orders", Sink: "out.*", Steps: []client.Step{{Plugin: "upper"}}}, "not a subject"},
+		{"sink feeds the source", client.PipelineSpec{Source: "orders", Sink: "orders.x", Steps: []client.Step{{Plugin: "upper"}}}, "feed itself"},
+		{"fleet namespace", client.PipelineSpec{Source: "orders", Sink: "df.result.x", Steps: []client.Step{{Plugin: "upper"}}}, "namespace"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := p.c.CreatePipeline(ctx, "p", tt.spec)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("CreatePipeline = %v, want an error mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// jetstreamMsg returns a message on subject with value and an "Order"
+// header.
+func jetstreamMsg(subject, value, order string) *nats.Msg {
+	m := nats.NewMsg(subject)
+	m.Data = []byte(value)
+	m.Header.Set("Order", order)
+	return m
+}
+
+// The coordinator running a pipeline dies: another takes the pipeline over
+// within seconds, and the sink still holds exactly one message per source
+// message, in order.
+func TestPipelineTakeover(t *testing.T) {
+	p := newPipelineFixture(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	p.f.StartCoordinator() // a second one, to take over
+	spec := client.PipelineSpec{Source: "orders", Sink: "enriched.out", Steps: []client.Step{
+		{Plugin: "fail", Config: plugin.Config{"match": "bad"}}, {Plugin: "upper"}}}
+	if _, err := p.c.CreatePipeline(ctx, "enrich", spec); err != nil {
+		t.Fatal(err)
+	}
+	p.publish(t, 0, 2000)
+	var holder string
+	err := poll.Until(ctx, 30*time.Second, func() error {
+		pl, err := p.c.PipelineInfo(ctx, "enrich")
+		if err != nil || pl.Status == nil || pl.Status.Processed < 300 {
+			return fmt.Errorf("not running yet: %v", err)
+		}
+		holder = pl.Status.Coordinator
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	p.f.Kill(holder)
+	p.publish(t, 2000, 3000)
+	got := p.sink(t, 2700)
+	took := time.Since(killed)
+	check(t, got, 3000, 3000)
+	pl, err := p.c.PipelineInfo(ctx, "enrich")
+	if err != nil || pl.Status == nil || pl.Status.Coordinator == holder {
+		t.Errorf("after the kill: %+v, %v; want another coordinator", pl.Status, err)
+	}
+	t.Logf("coordinator %s killed at %d of 3000: the sink complete %v later, run by %s", holder, 300, took.Round(time.Millisecond), pl.Status.Coordinator)
+}

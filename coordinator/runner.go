@@ -1,0 +1,600 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dataflare/dataflare/client"
+	"github.com/dataflare/dataflare/fleet"
+	"github.com/dataflare/dataflare/hist"
+	"github.com/dataflare/dataflare/internal/proto"
+	"github.com/dataflare/dataflare/plugin"
+)
+
+// A pipeline runs on one coordinator at a time: the one that holds its
+// lease in DF_PIPELINES ("lease.<owner>.<name>"), renewed every leaseEvery
+// and given up by a coordinator that cannot renew it; another coordinator
+// takes an expired lease within leaseTTL + leaseEvery of its holder's
+// death.
+//
+// The holder runs the pipeline as a job of its owner — a client job (the
+// Go client's, so batches, sizes, ids and ordering are the client's)
+// whose Source is a durable consumer on the source stream — and for each
+// result, in source order, publishes the value on the sink (Nats-Msg-Id
+// "<owner>.<name>.<source sequence>", so a sink stream holds one message
+// per source message whatever is redone), dead-letters an error, and only
+// then acknowledges the source message. A new definition (update, pause)
+// ends the job: its batches finish on the old steps, the next job starts
+// from the first message not acknowledged. So does a takeover: the new
+// holder starts its consumer again from the first unacknowledged message,
+// and what the old holder had already published is dropped by the sink's
+// de-duplication.
+const (
+	leaseTTL   = 5 * time.Second
+	leaseEvery = time.Second
+)
+
+// lease is the value of a lease key.
+type lease struct {
+	Coordinator string    `json:"coordinator"`
+	Until       time.Time `json:"until"`
+}
+
+// runPipelines takes and keeps the leases of the pipelines it can, and
+// runs those, until ctx ends.
+func (c *Coordinator) runPipelines(ctx context.Context) {
+	running := map[string]*runner{} // by def key
+	defer func() {
+		for _, r := range running {
+			r.stop()
+		}
+	}()
+	t := time.NewTicker(leaseEvery)
+	defer t.Stop()
+	for {
+		c.pipelineRound(ctx, running)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pipelineRound renews the leases of the running pipelines (stopping those
+// whose lease is lost or whose definition is gone), tells them of new
+// definitions, and takes the free leases.
+func (c *Coordinator) pipelineRound(ctx context.Context, running map[string]*runner) {
+	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	defs := map[string]*proto.Pipeline{}
+	if lister, err := c.pipelines.ListKeys(kctx, jetstream.MetaOnly()); err == nil {
+		var keys []string
+		for k := range lister.Keys() {
+			if strings.HasPrefix(k, "def.") {
+				keys = append(keys, k)
+			}
+		}
+		for _, k := range keys {
+			if e, err := c.pipelines.Get(kctx, k); err == nil {
+				var p proto.Pipeline
+				if json.Unmarshal(e.Value(), &p) == nil {
+					defs[k] = &p
+				}
+			}
+		}
+	} else if !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return // the bucket does not answer: keep what runs, renew nothing
+	}
+	for k, r := range running {
+		p := defs[k]
+		if p == nil || !c.renewLease(kctx, r) {
+			r.stop()
+			delete(running, k)
+			continue
+		}
+		r.define(p)
+	}
+	for k, p := range defs {
+		if running[k] != nil {
+			continue
+		}
+		if rev, ok := c.takeLease(kctx, p); ok {
+			r := c.startRunner(ctx, p, rev)
+			running[k] = r
+		}
+	}
+}
+
+// takeLease takes pipeline p's lease when it is free or expired, and
+// returns its revision.
+func (c *Coordinator) takeLease(ctx context.Context, p *proto.Pipeline) (uint64, bool) {
+	key := pipelineKey("lease", p.Owner, p.Name)
+	mine, _ := json.Marshal(lease{Coordinator: c.cfg.ID, Until: c.cfg.Clock().Add(leaseTTL)})
+	rev, err := c.pipelines.Create(ctx, key, mine)
+	if err == nil {
+		return rev, true
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, false
+	}
+	e, err := c.pipelines.Get(ctx, key)
+	if err != nil {
+		return 0, false
+	}
+	var l lease
+	if json.Unmarshal(e.Value(), &l) == nil && c.cfg.Clock().Before(l.Until) {
+		return 0, false // held
+	}
+	rev, err = c.pipelines.Update(ctx, key, mine, e.Revision())
+	return rev, err == nil
+}
+
+// renewLease extends r's lease; false when it was lost.
+func (c *Coordinator) renewLease(ctx context.Context, r *runner) bool {
+	mine, _ := json.Marshal(lease{Coordinator: c.cfg.ID, Until: c.cfg.Clock().Add(leaseTTL)})
+	rev, err := c.pipelines.Update(ctx, pipelineKey("lease", r.owner, r.name), mine, r.leaseRev)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) {
+			c.log.Warn("pipeline lease lost", "pipeline", r.owner+"/"+r.name)
+			return false
+		}
+		return true // the bucket does not answer: keep running until the lease is surely lost
+	}
+	r.leaseRev = rev
+	return true
+}
+
+// runner runs one pipeline on this coordinator.
+type runner struct {
+	c           *Coordinator
+	owner, name string
+	leaseRev    uint64 // owned by runPipelines
+	cancel      context.CancelFunc
+	done        chan struct{}
+
+	mu      sync.Mutex
+	def     *proto.Pipeline
+	changed chan struct{} // closed when def changes
+
+	processed, errs, dropped atomic.Uint64
+	lastSeq                  atomic.Uint64
+	job                      atomic.Value // string: the job id now
+	state                    atomic.Value // string: running, paused, or the last error
+	revision                 atomic.Uint64 // of the definition the runner acts on now
+	latMu                    sync.Mutex
+	lat                      hist.Histogram // end-to-end latency since latFrom
+	latFrom                  time.Time
+}
+
+// startRunner starts running p.
+func (c *Coordinator) startRunner(ctx context.Context, p *proto.Pipeline, leaseRev uint64) *runner {
+	ctx, cancel := context.WithCancel(ctx)
+	r := &runner{c: c, owner: p.Owner, name: p.Name, leaseRev: leaseRev, cancel: cancel, done: make(chan struct{}),
+		def: p, changed: make(chan struct{}), latFrom: time.Now()}
+	r.job.Store("")
+	c.log.Info("pipeline taken", "pipeline", p.Owner+"/"+p.Name, "revision", p.Revision)
+	// Stops when stop cancels ctx (lease lost, definition removed, the
+	// coordinator stopping).
+	go func() {
+		defer close(r.done)
+		r.run(ctx)
+	}()
+	return r
+}
+
+// stop stops the runner and waits for it.
+func (r *runner) stop() {
+	r.cancel()
+	<-r.done
+}
+
+// define hands the runner a definition, waking it when it changed.
+func (r *runner) define(p *proto.Pipeline) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p.Revision == r.def.Revision {
+		return
+	}
+	r.def = p
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// current returns the definition and the channel its change closes.
+func (r *runner) current() (*proto.Pipeline, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.def, r.changed
+}
+
+// run runs generation after generation of the pipeline (one per
+// definition), reporting its status every second, until ctx ends.
+func (r *runner) run(ctx context.Context) {
+	stopReports := r.report(ctx)
+	defer stopReports()
+	backoff := time.Second
+	for ctx.Err() == nil {
+		p, changed := r.current()
+		r.revision.Store(p.Revision)
+		if p.State == proto.PipelinePaused {
+			r.setState(string(proto.PipelinePaused))
+			select {
+			case <-ctx.Done():
+			case <-changed:
+			}
+			continue
+		}
+		r.setState(string(proto.PipelineRunning))
+		err := r.generation(ctx, p, changed)
+		if err == nil || ctx.Err() != nil {
+			backoff = time.Second
+			continue
+		}
+		r.setState("error: " + err.Error())
+		r.c.log.Warn("pipeline failed; retrying", "pipeline", r.owner+"/"+r.name, "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+		case <-changed:
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// generation runs definition p as one job until it changes (changed
+// closes: its Source ends, its batches finish), ctx ends, or it fails.
+func (r *runner) generation(ctx context.Context, p *proto.Pipeline, changed <-chan struct{}) error {
+	cons, err := r.consumer(ctx, p)
+	if err != nil {
+		return err
+	}
+	cl, err := client.New(r.c.nc, client.WithOwner(p.Owner), client.WithLogger(r.c.log))
+	if err != nil {
+		return err
+	}
+	steps := make([]client.Step, len(p.Steps))
+	for i, st := range p.Steps {
+		steps[i] = client.Step{Plugin: st.Plugin, Version: st.Version, Config: st.Config}
+	}
+	src := &source{cons: cons, changed: changed}
+	job, err := cl.Submit(ctx, "", src.records(ctx), client.WithSteps(steps...), client.WithLinger(sourceLinger))
+	if err != nil {
+		return fmt.Errorf("start job: %w", err)
+	}
+	defer job.Close()
+	r.cancelOldJob(ctx, r.job.Swap(job.ID()).(string))
+	for out, err := range job.Results() {
+		if err != nil {
+			return err
+		}
+		m := src.take(out.Index)
+		if err := r.deliver(ctx, p, job.ID(), m, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sourceLinger is how long a pipeline's batch waits for more messages
+// before it goes as it is.
+const sourceLinger = 20 * time.Millisecond
+
+// consumer returns the pipeline's durable consumer on its source stream,
+// made anew from the first message not acknowledged: what a previous
+// holder fetched and did not finish comes again, in order.
+func (r *runner) consumer(ctx context.Context, p *proto.Pipeline) (jetstream.Consumer, error) {
+	name := pipelineConsumer(p.Owner, p.Name)
+	cfg := jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "DataFlare pipeline " + p.Owner + "/" + p.Name,
+		FilterSubject: p.Filter,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       5 * time.Minute, // the runner acknowledges every message it took, in order
+		MaxAckPending: 100_000,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Replicas:      r.c.cfg.Topology.Replicas,
+	}
+	if old, err := r.c.js.Consumer(ctx, p.Source, name); err == nil {
+		if floor := old.CachedInfo().AckFloor.Stream; floor > 0 {
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, floor+1
+		}
+		if err := r.c.js.DeleteConsumer(ctx, p.Source, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("reset consumer: %w", err)
+		}
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
+	cons, err := r.c.js.CreateConsumer(ctx, p.Source, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consumer on %s: %w", p.Source, err)
+	}
+	return cons, nil
+}
+
+// source is a pipeline job's Source: the messages of its consumer, as
+// records (value: the payload, key: the subject, headers: the message's),
+// kept until their result is delivered.
+type source struct {
+	cons    jetstream.Consumer
+	changed <-chan struct{}
+
+	mu      sync.Mutex
+	pending map[uint64]jetstream.Msg // by record index
+	next    uint64
+}
+
+// records returns the Source of the messages, until changed closes or ctx
+// ends.
+func (s *source) records(ctx context.Context) client.Source {
+	return func(yield func(plugin.Record, error) bool) { s.yieldAll(ctx, yield) }
+}
+
+// fetchWait is how long one fetch from the source waits for messages.
+const fetchWait = 100 * time.Millisecond
+
+// yieldAll is records' body.
+func (s *source) yieldAll(ctx context.Context, yield func(plugin.Record, error) bool) {
+	for {
+		select {
+		case <-s.changed:
+			return
+		case <-ctx.Done():
+			return
+		default:
+		}
+		fctx, cancel := context.WithTimeout(ctx, fetchWait)
+		batch, err := s.cons.Fetch(256, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			yield(plugin.Record{}, fmt.Errorf("source: %w", err))
+			return
+		}
+		for m := range batch.Messages() {
+			select {
+			case <-s.changed:
+				// The rest goes to the next definition: not acknowledged,
+				// it comes again from the consumer made anew.
+				continue
+			default:
+			}
+			rec := plugin.Record{Key: []byte(m.Subject()), Value: m.Data()}
+			for k, vs := range m.Headers() {
+				for _, v := range vs {
+					rec.Headers = append(rec.Headers, plugin.Header{Key: []byte(k), Value: []byte(v)})
+				}
+			}
+			if meta, err := m.Metadata(); err == nil {
+				rec.Timestamp = meta.Timestamp
+			}
+			s.mu.Lock()
+			if s.pending == nil {
+				s.pending = make(map[uint64]jetstream.Msg)
+			}
+			s.pending[s.next] = m
+			s.next++
+			s.mu.Unlock()
+			if !yield(rec, nil) {
+				cancel()
+				return
+			}
+		}
+		err = batch.Error()
+		cancel()
+		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			yield(plugin.Record{}, fmt.Errorf("source: %w", err))
+			return
+		}
+	}
+}
+
+// take returns and forgets the message of record index.
+func (s *source) take(index uint64) jetstream.Msg {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.pending[index]
+	delete(s.pending, index)
+	return m
+}
+
+// deliver publishes a record's result on the sink (or dead-letters its
+// error, or drops it), then acknowledges its source message. A sink that
+// cannot store it now is retried until ctx ends.
+func (r *runner) deliver(ctx context.Context, p *proto.Pipeline, job string, m jetstream.Msg, out client.Output) error {
+	if m == nil {
+		return fmt.Errorf("result %d has no source message", out.Index)
+	}
+	meta, err := m.Metadata()
+	if err != nil {
+		return fmt.Errorf("source message: %w", err)
+	}
+	seq := meta.Sequence.Stream
+	switch {
+	case out.Err != nil:
+		r.errs.Add(1)
+		if err := r.retry(ctx, func(ctx context.Context) error { return r.deadLetter(ctx, p, job, seq, m, out.Err) }); err != nil {
+			return err
+		}
+	case out.Dropped:
+		r.dropped.Add(1)
+	default:
+		if err := r.retry(ctx, func(ctx context.Context) error { return r.publish(ctx, p, seq, m, out.Value) }); err != nil {
+			return err
+		}
+	}
+	if err := r.retry(ctx, func(ctx context.Context) error { return m.DoubleAck(ctx) }); err != nil {
+		return err
+	}
+	r.processed.Add(1)
+	r.lastSeq.Store(seq)
+	r.latMu.Lock()
+	r.lat.Record(time.Since(meta.Timestamp))
+	r.latMu.Unlock()
+	r.c.metrics.pipelineMessages.WithLabelValues(p.Owner+"/"+p.Name, outcome(out)).Inc()
+	return nil
+}
+
+func outcome(out client.Output) string {
+	switch {
+	case out.Err != nil:
+		return "failed"
+	case out.Dropped:
+		return "dropped"
+	}
+	return "published"
+}
+
+// publish puts a result value on the sink, with the source message's
+// headers and Df-Source-Seq, under an id of the pipeline and the source
+// sequence. A sink no stream captures gets it as a plain message.
+func (r *runner) publish(ctx context.Context, p *proto.Pipeline, seq uint64, m jetstream.Msg, value []byte) error {
+	out := &nats.Msg{Subject: p.Sink, Data: value, Header: nats.Header{}}
+	for k, vs := range m.Headers() {
+		if k != proto.HeaderMsgID {
+			out.Header[k] = vs
+		}
+	}
+	out.Header.Set(HeaderSourceSeq, strconv.FormatUint(seq, 10))
+	out.Header.Set(proto.HeaderMsgID, p.Owner+"."+p.Name+"."+strconv.FormatUint(seq, 10))
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := r.c.js.PublishMsg(pctx, out)
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		if err := r.c.nc.PublishMsg(out); err != nil {
+			return err
+		}
+		return r.c.nc.FlushWithContext(pctx)
+	}
+	return err
+}
+
+// HeaderSourceSeq is the header of a pipeline's sink messages that carries
+// the source message's stream sequence.
+const HeaderSourceSeq = "Df-Source-Seq"
+
+// deadLetter stores a record's error in DF_DEAD, naming the step that
+// failed it.
+func (r *runner) deadLetter(ctx context.Context, p *proto.Pipeline, job string, seq uint64, m jetstream.Msg, cause error) error {
+	step := ""
+	if n, ok := failedStep(cause.Error()); ok && n <= len(p.Steps) {
+		step = p.Steps[n-1].Plugin
+	}
+	dl := &fleet.DeadLetter{Job: job, Index: seq, Plugin: step, Error: cause.Error(), Key: []byte(m.Subject()), Value: m.Data(),
+		Worker: "pipeline " + p.Owner + "/" + p.Name, Attempts: 1, At: time.Now()}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := r.c.js.PublishMsg(pctx, proto.DeadLetterMsg(dl))
+	return err
+}
+
+// failedStep reads the step number of a chain's record error ("step N
+// (plugin): …").
+func failedStep(msg string) (int, bool) {
+	rest, ok := strings.CutPrefix(msg, "step ")
+	if !ok {
+		return 0, false
+	}
+	num, _, ok := strings.Cut(rest, " ")
+	n, err := strconv.Atoi(num)
+	return n, ok && err == nil && n > 0
+}
+
+// retry calls f until it succeeds or ctx ends, backing off up to 5 s.
+func (r *runner) retry(ctx context.Context, f func(context.Context) error) error {
+	backoff := 50 * time.Millisecond
+	for {
+		err := f(ctx)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		r.c.log.Warn("pipeline output not stored; retrying", "pipeline", r.owner+"/"+r.name, "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// cancelOldJob cancels the job a previous generation ran as: its batches
+// still queued are removed, its results purged.
+func (r *runner) cancelOldJob(ctx context.Context, id string) {
+	if id == "" {
+		return
+	}
+	if _, err := r.c.cancelJob(ctx, id, nil); err != nil {
+		r.c.log.Debug("old pipeline job not cancelled", "job", id, "err", err)
+	}
+}
+
+// setState records the runner's state for its next report.
+func (r *runner) setState(s string) { r.state.Store(s) }
+
+// report writes the pipeline's status every second until the returned
+// function is called (and then once more).
+func (r *runner) report(ctx context.Context) func() {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	// Stops when the returned function closes stop, or ctx ends.
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		last, lastAt := r.processed.Load(), time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-stop:
+				return
+			case now := <-t.C:
+				n := r.processed.Load()
+				rate := float64(n-last) / now.Sub(lastAt).Seconds()
+				last, lastAt = n, now
+				r.writeStatus(ctx, rate)
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+// writeStatus stores the pipeline's status and sets its lag metric.
+func (r *runner) writeStatus(ctx context.Context, rate float64) {
+	p, _ := r.current()
+	st := proto.PipelineStatus{Coordinator: r.c.cfg.ID, Job: r.job.Load().(string), Revision: r.revision.Load(),
+		At: r.c.cfg.Clock(), Processed: r.processed.Load(), Errors: r.errs.Load(), Dropped: r.dropped.Load(),
+		Rate: rate, LastSeq: r.lastSeq.Load()}
+	if s, ok := r.state.Load().(string); ok {
+		st.State = s
+	}
+	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	if cons, err := r.c.js.Consumer(kctx, p.Source, pipelineConsumer(p.Owner, p.Name)); err == nil {
+		info := cons.CachedInfo()
+		st.Lag = info.NumPending + uint64(info.NumAckPending)
+	}
+	r.latMu.Lock()
+	st.LatencyP50, st.LatencyP99 = r.lat.Quantile(0.5), r.lat.Quantile(0.99)
+	if time.Since(r.latFrom) > time.Minute {
+		r.lat.Reset()
+		r.latFrom = time.Now()
+	}
+	r.latMu.Unlock()
+	r.c.metrics.pipelineLag.WithLabelValues(p.Owner + "/" + p.Name).Set(float64(st.Lag))
+	b, _ := json.Marshal(st) // cannot fail: plain data
+	if _, err := r.c.pipelines.Put(kctx, pipelineKey("status", p.Owner, p.Name), b); err != nil {
+		r.c.log.Debug("pipeline status not written", "pipeline", p.Owner+"/"+p.Name, "err", err)
+	}
+}
