@@ -35,8 +35,9 @@ type options struct {
 // Option configures a Client.
 type Option func(*options) error
 
-// WithTimeout sets how long one request waits for its reply when the
-// caller's context has no deadline (default 5 s). d must be positive.
+// WithTimeout sets how long one request waits for its reply (default 5
+// s; sooner when the caller's context says so): requests that fail for want
+// of an answer are sent again, within WithRetry. d must be positive.
 func WithTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {
@@ -136,11 +137,11 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	return &Client{nc: nc, js: js, opts: o}, nil
 }
 
-// withTimeout gives ctx the default timeout when it has no deadline.
+// withTimeout bounds one request by the client's timeout, or ctx's
+// deadline when it is sooner: a request that no coordinator answers (one
+// died with it) fails in time to be sent again, whatever the caller's
+// deadline for the whole operation.
 func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
-	}
 	return context.WithTimeout(ctx, c.opts.timeout)
 }
 
@@ -173,7 +174,7 @@ func request[T any](ctx context.Context, c *Client, subject string, req any) (*T
 func requestError(err error) error {
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return fmt.Errorf("%w: nobody listens (is a coordinator running?)", ErrNoCoordinator)
+		return fmt.Errorf("%w: nobody listens (is a coordinator running?): %w", ErrNoCoordinator, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return fmt.Errorf("%w: %v", ErrNoCoordinator, err)
 	}

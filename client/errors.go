@@ -6,6 +6,7 @@ import (
 
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
+	"github.com/nats-io/nats.go"
 )
 
 // Sentinel errors. Errors from the fleet are *Error values that match these
@@ -96,7 +97,9 @@ func retryable(err error) bool {
 	if errors.As(err, &e) {
 		return e.Code == plugin.CodeBusy || e.Code == plugin.CodeUnknown
 	}
-	return errors.Is(err, ErrNoCoordinator)
+	// No coordinator answering in time (one died with the request) is
+	// worth another try; none listening at all is not a blip.
+	return errors.Is(err, ErrNoCoordinator) && !errors.Is(err, nats.ErrNoResponders)
 }
 
 func invalidOption(format string, args ...any) error {

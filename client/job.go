@@ -245,7 +245,12 @@ func (c *Client) Submit(ctx context.Context, name string, src Source, opts ...Su
 		return nil, err
 	}
 	ctx, span := tracer.Start(ctx, "client.job", trace.WithAttributes(attribute.String("dataflare.plugin", req.Plugin)))
-	info, err := request[proto.Job](ctx, c, proto.JobCreateSubject(c.opts.owner), req)
+	// A coordinator that dies with the request leaves it unanswered: it is
+	// sent again (a job created twice leaves the first one open and empty,
+	// expiring with its retention).
+	info, err := retry(ctx, c, "new", func(ctx context.Context) (*proto.Job, error) {
+		return request[proto.Job](ctx, c, proto.JobCreateSubject(c.opts.owner), req)
+	})
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		span.End()

@@ -352,7 +352,7 @@ func (b *batcher) storeError(ctx context.Context, index uint64, msg string) erro
 	if err := j.reserve(ctx, index+1); err != nil {
 		return err
 	}
-	_, err := retry(ctx, j, func(ctx context.Context) (*proto.Job, error) {
+	_, err := retry(ctx, j.c, j.info.ID, func(ctx context.Context) (*proto.Job, error) {
 		return request[proto.Job](ctx, j.c, proto.JobSubject("reject", j.info.ID), proto.JobReject{Index: index, Message: msg})
 	})
 	return err
@@ -362,7 +362,7 @@ func (b *batcher) storeError(ctx context.Context, index uint64, msg string) erro
 // how many (and the Source's error, if it ended with one).
 func (b *batcher) seal(ctx context.Context) {
 	j := b.j
-	if _, err := retry(ctx, j, func(ctx context.Context) (*proto.Job, error) {
+	if _, err := retry(ctx, j.c, j.info.ID, func(ctx context.Context) (*proto.Job, error) {
 		return request[proto.Job](ctx, j.c, proto.JobSubject("seal", j.info.ID), proto.JobSeal{Batches: b.seq, Records: b.index})
 	}); err != nil {
 		j.fail(ctx, fmt.Errorf("client: seal job %s: %w", j.info.ID, err))
@@ -386,7 +386,7 @@ func (b *batcher) send(ctx context.Context, ob *outBatch) error {
 	span.SetAttributes(attribute.Int64("dataflare.seq", int64(ob.seq)), attribute.Int("dataflare.records", ob.n))
 	defer span.End()
 	attempts := 0
-	_, err := retryFull(ctx, j, func(_ context.Context) (*jetstream.PubAck, error) {
+	_, err := retryFull(ctx, j.c, j.info.ID, func(_ context.Context) (*jetstream.PubAck, error) {
 		attempts++
 		m := &nats.Msg{Subject: proto.BatchSubject(j.info.ID, j.info.Priority, j.info.Plugin), Data: ob.data, Header: nats.Header{}}
 		m.Header.Set(proto.HeaderMsgID, proto.BatchMsgID(j.info.ID, b.key, ob.seq))
@@ -499,21 +499,22 @@ func publishError(err error) error {
 // retryFull is retry, except that while f fails because a queue is full
 // (ErrBusy: the owner's quota) it goes on for as long as ctx lives,
 // backing off up to 2 s: backpressure, not failure.
-func retryFull[T any](ctx context.Context, j *Job, f func(context.Context) (*T, error)) (*T, error) {
+func retryFull[T any](ctx context.Context, c *Client, job string, f func(context.Context) (*T, error)) (*T, error) {
 	for {
-		out, err := retry(ctx, j, f)
+		out, err := retry(ctx, c, job, f)
 		if err == nil || !errors.Is(err, ErrBusy) || ctx.Err() != nil {
 			return out, err
 		}
-		j.c.opts.log.Info("the queue is full: waiting", "job", j.info.ID, "err", err)
+		c.opts.log.Info("the queue is full: waiting", "job", job, "err", err)
 	}
 }
 
 // retry calls f with ctx until it succeeds, fails for good, the retry
-// budget of j's client is spent or ctx ends, backing off from 50 ms to 2 s
+// budget of client c is spent or ctx ends (job names what it is for, in
+// logs), backing off from 50 ms to 2 s
 // between attempts.
-func retry[T any](ctx context.Context, j *Job, f func(context.Context) (*T, error)) (*T, error) {
-	deadline := time.Now().Add(j.c.opts.retry)
+func retry[T any](ctx context.Context, c *Client, job string, f func(context.Context) (*T, error)) (*T, error) {
+	deadline := time.Now().Add(c.opts.retry)
 	backoff := 50 * time.Millisecond
 	for {
 		out, err := f(ctx)
@@ -524,9 +525,9 @@ func retry[T any](ctx context.Context, j *Job, f func(context.Context) (*T, erro
 			if errors.Is(err, ErrBusy) {
 				return nil, err
 			}
-			return nil, fmt.Errorf("gave up after %v: %w", j.c.opts.retry, err)
+			return nil, fmt.Errorf("gave up after %v: %w", c.opts.retry, err)
 		}
-		j.c.opts.log.Debug("retrying", "job", j.info.ID, "err", err, "in", backoff)
+		c.opts.log.Debug("retrying", "job", job, "err", err, "in", backoff)
 		t := time.NewTimer(backoff)
 		select {
 		case <-t.C:

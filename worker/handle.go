@@ -35,8 +35,10 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	defer w.lease.remove(m)
 	delivered := uint64(1)
 	var queued time.Time
+	poisonAfter := uint64(proto.DefaultMaxDeliver)
 	if meta, err := m.Metadata(); err == nil {
 		delivered, queued = meta.NumDelivered, meta.Timestamp
+		poisonAfter = w.queues.maxDeliver(meta.Stream)
 	}
 	if delivered > 1 {
 		w.metrics.redeliveries.Inc()
@@ -65,7 +67,7 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	if delivered == 1 && !queued.IsZero() {
 		w.metrics.queueWait.WithLabelValues(proto.JobOwner(b.Job), job.priority.String()).Observe(time.Since(queued).Seconds())
 	}
-	if delivered > uint64(w.poisonAfter.Load()) {
+	if delivered > poisonAfter {
 		// Its workers died or stalled on every delivery: run it no more.
 		w.splitDead(ctx, m, b, delivered)
 		return
@@ -78,7 +80,7 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	// A plugin out of service here (its circuit breaker is open) does not
 	// take the slot: its batch is released for other workers or for later,
 	// unless this is its last delivery before it would be split unrun.
-	tk := w.breakers.admit(entryKey(b), b.Plugin, delivered >= uint64(w.poisonAfter.Load()), timeout == w.cfg.BatchTimeout)
+	tk := w.breakers.admit(entryKey(b), b.Plugin, delivered >= poisonAfter, timeout == w.cfg.BatchTimeout)
 	defer tk.finish()
 	if !tk.run {
 		w.holdOff(m, b, tk.retryIn)
@@ -227,7 +229,7 @@ func (w *Worker) settle(ctx context.Context, m jetstream.Msg, b *batch.Batch, re
 			if own {
 				if out, retryIn := tk.failedWhole(cause); out {
 					// Out of service: no bisection into many runs.
-					if delivered < uint64(w.poisonAfter.Load()) {
+					if !tk.last {
 						w.holdOff(m, b, retryIn)
 						return
 					}

@@ -104,6 +104,36 @@ func (q *queues) apply(e jetstream.KeyValueEntry) {
 	}
 }
 
+// maxDeliver returns the MaxDeliver of stream's queue (the deliveries
+// after which a batch is split unrun), proto.DefaultMaxDeliver when the
+// queue is unknown.
+func (q *queues) maxDeliver(stream string) uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if bq := q.byName[stream]; bq != nil && bq.MaxDeliver >= 2 {
+		return uint64(bq.MaxDeliver)
+	}
+	return proto.DefaultMaxDeliver
+}
+
+// minAckWait returns the shortest AckWait of the queues: a lease renewed
+// every third of it keeps every batch alive. proto.DefaultAckWait without
+// queues.
+func (q *queues) minAckWait() time.Duration {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	d := time.Duration(0)
+	for _, bq := range q.byName {
+		if bq.AckWait > 0 && (d == 0 || bq.AckWait < d) {
+			d = bq.AckWait
+		}
+	}
+	if d == 0 {
+		return proto.DefaultAckWait
+	}
+	return d
+}
+
 // snapshot returns the queues and the version they are at.
 func (q *queues) snapshot() (map[string]proto.Queue, uint64) {
 	q.mu.Lock()

@@ -41,12 +41,7 @@ type Worker struct {
 	ready    atomic.Bool
 	hbSeq    atomic.Uint64
 	lease    lease
-	// poisonAfter is MaxDeliver and ackWait the consumers' AckWait, as the
-	// queue entries carry them (every coordinator of a fleet has the same
-	// topology): kept up to date by the pull loop.
-	poisonAfter atomic.Int64
-	ackWait     atomic.Int64
-	queues      *queues // set by Run before the first batch is fetched
+	queues   *queues // set by Run before the first batch is fetched
 
 	modMu   sync.Mutex
 	modules map[string]*module // by name in the Manager ("name@digest")
@@ -152,8 +147,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 
 	var err error
-	w.poisonAfter.Store(proto.DefaultMaxDeliver)
-	w.ackWait.Store(int64(proto.DefaultAckWait))
 	w.queues, err = openQueues(ctx, w.js, w.log)
 	if err == nil {
 		w.jobs, err = openJobs(ctx, w.js, w.log)
@@ -189,7 +182,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	g.Go(func() error { w.heartbeats(bg); return nil })
 	// Stops when bg is cancelled, after the drain.
 	g.Go(func() error {
-		w.lease.keep(bg, func() time.Duration { return max(time.Duration(w.ackWait.Load())/3, 10*time.Millisecond) }, w.log)
+		w.lease.keep(bg, func() time.Duration { return max(w.queues.minAckWait()/3, 10*time.Millisecond) }, w.log)
 		return nil
 	})
 	// Stops when bg is cancelled, after the drain.
@@ -345,12 +338,6 @@ func (p *puller) sync() {
 			for i := range fleet.Priorities {
 				p.fair.hint(name, i) // new: look there
 			}
-		}
-		if q.MaxDeliver >= 2 {
-			p.w.poisonAfter.Store(int64(q.MaxDeliver))
-		}
-		if q.AckWait > 0 {
-			p.w.ackWait.Store(int64(q.AckWait))
 		}
 	}
 	p.known, p.version = known, version

@@ -67,7 +67,7 @@ const (
 	// definitions, "lease.<owner>.<name>" which coordinator runs each,
 	// "status.<owner>.<name>" how it goes.
 	BucketPipelines = "DF_PIPELINES"
-	// BucketQueues holds one entry per batch stream (a Queues value),
+	// BucketQueues holds one entry per batch stream (a Queue value),
 	// which workers watch to know where to take work from.
 	BucketQueues = "DF_QUEUES"
 	// QueueCoordinators is the queue group coordinators share requests in.
@@ -100,8 +100,14 @@ func WorkSubject(owner string, p fleet.Priority) string {
 	return SubjectWorkPrefix + owner + "." + p.String()
 }
 
-// BatchStream returns the name of owner's batch stream.
-func BatchStream(owner string) string { return StreamBatches + "_" + owner }
+// BatchStream returns the name of owner's batch stream; owner "" names the
+// stream every owner shares (FIFO).
+func BatchStream(owner string) string {
+	if owner == "" {
+		return StreamBatches
+	}
+	return StreamBatches + "_" + owner
+}
 
 // ResultStream returns the name of owner's result stream.
 func ResultStream(owner string) string { return "DF_RESULTS_" + owner }
