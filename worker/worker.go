@@ -226,25 +226,27 @@ const lookEvery = 250 * time.Millisecond
 // at most Parallel at once: for each free slot, from the queue the fair
 // queue puts first (the owner furthest behind its share, its highest
 // priority with work), asking only for what it can start at once — no
-// batch waits in a worker's hands, so no lease runs out unseen. When no
-// queue has work, it waits for a hint, a change of the queues, or its next
-// look.
+// batch waits in a worker's hands, so no lease runs out unseen.
+//
+// Beyond its Parallel slots a worker has one spare, for a queue (an owner
+// and priority) with no batch running on it: when every slot is busy with
+// other owners' batches, or with the owner's own of a lower priority, a
+// small job does not wait for one to end (slots running batches of equal
+// length all free at once, a batch time apart), it starts at once. When no queue has work, the loop waits for a slot to free, a
+// hint, a change of the queues, or its next look.
 func (w *Worker) pull(ctx, work context.Context, hints <-chan string, batches *sync.WaitGroup) {
 	p := &puller{w: w, work: work, batches: batches, fair: newFairQueue(),
-		slots: make(chan struct{}, w.cfg.Parallel)}
+		slots: make(chan struct{}, w.cfg.Parallel), spare: make(chan struct{}, 1), freed: make(chan struct{}, 1),
+		running: make(map[candidate]int)}
 	look := time.NewTicker(lookEvery)
 	defer look.Stop()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		free, ok := p.acquire(ctx)
-		if !ok {
-			return
-		}
 		p.sync()
 		p.drainHints(hints)
-		took, err := p.fetch(ctx, free)
-		for range free - took {
-			<-p.slots
+		took, err := p.fetchRegular(ctx)
+		if err == nil && took == 0 {
+			took, err = p.fetchSpare(ctx)
 		}
 		if err != nil {
 			// The server is away (a restart, a network blip): try again,
@@ -266,6 +268,7 @@ func (w *Worker) pull(ctx, work context.Context, hints <-chan string, batches *s
 		select {
 		case <-ctx.Done():
 			return
+		case <-p.freed:
 		case h := <-hints:
 			if d := p.hint(h); d > 0 {
 				// The queue was found empty a moment ago: a flood of
@@ -291,24 +294,25 @@ type puller struct {
 	work    context.Context // the batches' context
 	batches *sync.WaitGroup
 	fair    *fairQueue
-	slots   chan struct{} // a token per batch running
+	slots   chan struct{} // a token per batch running in a regular slot
+	spare   chan struct{} // the token of the spare slot
+	freed   chan struct{} // a slot freed (capacity 1)
 	known   map[string]proto.Queue
 	version uint64
 	emptyAt map[candidate]time.Time // when a fetch last found the queue empty
+
+	mu      sync.Mutex
+	running map[candidate]int // batches running on this worker, by queue and priority
 }
 
 // hintCooldown is how soon after finding a queue empty a hint of it makes
 // the worker look again.
 const hintCooldown = 2 * time.Millisecond
 
-// acquire waits for at least one free slot and takes every free one.
-func (p *puller) acquire(ctx context.Context) (int, bool) {
-	select {
-	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return 0, false
-	}
-	free := 1
+// fetchRegular takes every free regular slot and fills what it can; it
+// returns how many batches it started.
+func (p *puller) fetchRegular(ctx context.Context) (int, error) {
+	free := 0
 	for free < cap(p.slots) {
 		select {
 		case p.slots <- struct{}{}:
@@ -318,7 +322,36 @@ func (p *puller) acquire(ctx context.Context) (int, bool) {
 		}
 		break
 	}
-	return free, true
+	if free == 0 {
+		return 0, nil
+	}
+	took, err := p.fetch(ctx, free, p.slots, nil)
+	for range free - took {
+		<-p.slots
+	}
+	return took, err
+}
+
+// fetchSpare fills the spare slot, when it is free, with a batch of a
+// queue and priority that has none running here.
+func (p *puller) fetchSpare(ctx context.Context) (int, error) {
+	select {
+	case p.spare <- struct{}{}:
+	default:
+		return 0, nil
+	}
+	took, err := p.fetch(ctx, 1, p.spare, p.idle)
+	if took == 0 {
+		<-p.spare
+	}
+	return took, err
+}
+
+// idle reports whether c has no batch running on this worker.
+func (p *puller) idle(c candidate) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.running[c] == 0
 }
 
 // sync brings the fair queue up to date with the queues' entries.
@@ -368,21 +401,25 @@ func (p *puller) hint(subject string) time.Duration {
 }
 
 // fetch takes up to free batches, queue by queue in the fair queue's
-// order, and starts each; it returns how many it started. When only one
+// order (only the queues only allows, when not nil), and starts each
+// holding a token of slots; it returns how many it started. When only one
 // owner has work it takes as many as it can start from its queue at once;
 // otherwise one at a time, asking the fair queue again after each.
-func (p *puller) fetch(ctx context.Context, free int) (int, error) {
+func (p *puller) fetch(ctx context.Context, free int, slots chan struct{}, only func(candidate) bool) (int, error) {
 	took := 0
 	for took < free {
 		order, alone := p.fair.next()
 		got := 0
 		for _, c := range order {
+			if only != nil && !only(c) {
+				continue
+			}
 			n := 1
 			if alone {
 				n = free - took
 			}
 			var err error
-			if got, err = p.fetchFrom(ctx, c, n); err != nil {
+			if got, err = p.fetchFrom(ctx, c, n, slots); err != nil {
 				return took, err
 			}
 			if got > 0 {
@@ -398,8 +435,8 @@ func (p *puller) fetch(ctx context.Context, free int) (int, error) {
 }
 
 // fetchFrom asks queue c for up to n batches without waiting, and starts
-// those it gets.
-func (p *puller) fetchFrom(ctx context.Context, c candidate, n int) (int, error) {
+// those it gets, each holding a token of slots.
+func (p *puller) fetchFrom(ctx context.Context, c candidate, n int, slots chan struct{}) (int, error) {
 	cons, err := p.w.queues.consumer(ctx, c.owner, c.priority)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -416,7 +453,7 @@ func (p *puller) fetchFrom(ctx context.Context, c candidate, n int) (int, error)
 	for m := range msgs.Messages() {
 		got++
 		p.fair.started(c.owner, batch.Count(m.Data()))
-		p.start(m)
+		p.start(m, c, slots)
 	}
 	if err := msgs.Error(); err != nil {
 		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
@@ -436,13 +473,30 @@ func (p *puller) fetchFrom(ctx context.Context, c candidate, n int) (int, error)
 	return got, nil
 }
 
-// start runs a batch on its own goroutine, holding the slot acquire took.
-func (p *puller) start(m jetstream.Msg) {
+// start runs a batch of queue c on its own goroutine, holding a token of
+// slots until it settles.
+func (p *puller) start(m jetstream.Msg, c candidate, slots chan struct{}) {
 	p.batches.Add(1)
 	p.w.inflight.Add(1)
+	p.mu.Lock()
+	p.running[c]++
+	p.mu.Unlock()
 	// Stops when the batch has settled (ack or nak).
 	go func() {
-		defer func() { <-p.slots; p.w.inflight.Add(-1); p.batches.Done() }()
+		defer func() {
+			p.mu.Lock()
+			if p.running[c]--; p.running[c] == 0 {
+				delete(p.running, c)
+			}
+			p.mu.Unlock()
+			<-slots
+			p.w.inflight.Add(-1)
+			p.batches.Done()
+			select {
+			case p.freed <- struct{}{}:
+			default:
+			}
+		}()
 		p.w.handle(p.work, m)
 	}()
 }
