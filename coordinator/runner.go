@@ -169,8 +169,8 @@ type runner struct {
 
 	processed, errs, dropped atomic.Uint64
 	lastSeq                  atomic.Uint64
-	job                      atomic.Value // string: the job id now
-	state                    atomic.Value // string: running, paused, or the last error
+	job                      atomic.Value  // string: the job id now
+	state                    atomic.Value  // string: running, paused, or the last error
 	revision                 atomic.Uint64 // of the definition the runner acts on now
 	latMu                    sync.Mutex
 	lat                      hist.Histogram // end-to-end latency since latFrom

@@ -229,11 +229,12 @@ const lookEvery = 250 * time.Millisecond
 // batch waits in a worker's hands, so no lease runs out unseen.
 //
 // Beyond its Parallel slots a worker has one spare, for a queue (an owner
-// and priority) with no batch running on it: when every slot is busy with
-// other owners' batches, or with the owner's own of a lower priority, a
-// small job does not wait for one to end (slots running batches of equal
-// length all free at once, a batch time apart), it starts at once. When no queue has work, the loop waits for a slot to free, a
-// hint, a change of the queues, or its next look.
+// and priority) with no batch running on it, of the owner first in the
+// fair order: when every slot is busy with other owners' batches, or with
+// the owner's own of a lower priority, a small job does not wait for one
+// to end (slots running batches of equal length all free at once, a batch
+// time apart), it starts at once. When no queue has work, the loop waits
+// for a slot to free, a hint, a change of the queues, or its next look.
 func (w *Worker) pull(ctx, work context.Context, hints <-chan string, batches *sync.WaitGroup) {
 	p := &puller{w: w, work: work, batches: batches, fair: newFairQueue(),
 		slots: make(chan struct{}, w.cfg.Parallel), spare: make(chan struct{}, 1), freed: make(chan struct{}, 1),
@@ -265,10 +266,16 @@ func (w *Worker) pull(ctx, work context.Context, hints <-chan string, batches *s
 		if took > 0 {
 			continue
 		}
+		var again <-chan time.Time
+		if d, ok := p.nextRecheck(); ok {
+			again = time.After(d) // at most recheckAfter: nothing builds up
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.freed:
+		case <-again:
+			p.recheckDue()
 		case h := <-hints:
 			if d := p.hint(h); d > 0 {
 				// The queue was found empty a moment ago: a flood of
@@ -300,6 +307,8 @@ type puller struct {
 	known   map[string]proto.Queue
 	version uint64
 	emptyAt map[candidate]time.Time // when a fetch last found the queue empty
+	hinted  map[candidate]bool      // hinted since last found empty
+	recheck map[candidate]time.Time // found empty just after a hint: look again then
 
 	mu      sync.Mutex
 	running map[candidate]int // batches running on this worker, by queue and priority
@@ -308,6 +317,38 @@ type puller struct {
 // hintCooldown is how soon after finding a queue empty a hint of it makes
 // the worker look again.
 const hintCooldown = 2 * time.Millisecond
+
+// recheckAfter is how soon a worker looks again at a queue a hint sent it
+// to and found empty. The server acknowledges a publish before it tells the
+// stream's consumers of the message, so a fetch right after the hint can
+// miss the batch the hint is about; without a second look it would wait for
+// the next sweep of all queues (lookEvery).
+const recheckAfter = 3 * time.Millisecond
+
+// nextRecheck returns how long until the earliest recheck is due.
+func (p *puller) nextRecheck() (time.Duration, bool) {
+	var first time.Time
+	for _, at := range p.recheck {
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+	}
+	if first.IsZero() {
+		return 0, false
+	}
+	return max(time.Until(first), 0), true
+}
+
+// recheckDue marks the queues whose recheck is due as maybe holding work.
+func (p *puller) recheckDue() {
+	now := time.Now()
+	for c, at := range p.recheck {
+		if !at.After(now) {
+			delete(p.recheck, c)
+			p.fair.hint(c.owner, c.priority)
+		}
+	}
+}
 
 // fetchRegular takes every free regular slot and fills what it can; it
 // returns how many batches it started.
@@ -333,14 +374,22 @@ func (p *puller) fetchRegular(ctx context.Context) (int, error) {
 }
 
 // fetchSpare fills the spare slot, when it is free, with a batch of a
-// queue and priority that has none running here.
+// queue and priority that has none running here, of the owner the fair
+// queue puts first (the one a regular slot would serve next): a newcomer
+// is always first, while an owner the spare served moves back behind the
+// others by its batch's cost, so the spare does not skew the weights.
 func (p *puller) fetchSpare(ctx context.Context) (int, error) {
+	order, _ := p.fair.next()
+	if len(order) == 0 {
+		return 0, nil
+	}
+	first := order[0].owner
 	select {
 	case p.spare <- struct{}{}:
 	default:
 		return 0, nil
 	}
-	took, err := p.fetch(ctx, 1, p.spare, p.idle)
+	took, err := p.fetch(ctx, 1, p.spare, func(c candidate) bool { return c.owner == first && p.idle(c) })
 	if took == 0 {
 		<-p.spare
 	}
@@ -397,7 +446,12 @@ func (p *puller) hint(subject string) time.Duration {
 		return 0
 	}
 	p.fair.hint(stream, prio)
-	return hintCooldown - time.Since(p.emptyAt[candidate{stream, prio}])
+	c := candidate{stream, prio}
+	if p.hinted == nil {
+		p.hinted = make(map[candidate]bool)
+	}
+	p.hinted[c] = true
+	return hintCooldown - time.Since(p.emptyAt[c])
 }
 
 // fetch takes up to free batches, queue by queue in the fair queue's
@@ -469,6 +523,17 @@ func (p *puller) fetchFrom(ctx context.Context, c candidate, n int, slots chan s
 			p.emptyAt = make(map[candidate]time.Time)
 		}
 		p.emptyAt[c] = time.Now()
+		if p.hinted[c] {
+			// Once per hint: a flood of hints still costs at most one
+			// look per hintCooldown and one recheck each.
+			delete(p.hinted, c)
+			if p.recheck == nil {
+				p.recheck = make(map[candidate]time.Time)
+			}
+			p.recheck[c] = time.Now().Add(recheckAfter)
+		}
+	} else {
+		delete(p.hinted, c)
 	}
 	return got, nil
 }

@@ -71,8 +71,10 @@ type Config struct {
 	// and its return value just after the last (a CPU profile, say).
 	OnRounds func() (stop func())
 
-	// topology is the coordinator's (Failover shortens AckWait).
+	// topology is the coordinator's (Failover shortens AckWait, Fairness
+	// runs a FIFO fleet), weights its owners' weights (Fairness).
 	topology proto.Topology
+	weights  map[string]float64
 }
 
 func (c Config) withDefaults() (Config, error) {

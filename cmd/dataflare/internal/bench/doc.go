@@ -33,4 +33,15 @@
 //	sc, err := bench.Scaling(ctx, bench.ScalingConfig{Spawner: bench.Processes{Command: []string{exe}}})
 //	cs, err := bench.ColdStart(ctx, bench.ColdStartConfig{Spawner: bench.Processes{Command: []string{exe}}})
 //	fo, err := bench.Failover(ctx, bench.FailoverConfig{AckWait: time.Second})
+//
+// Latency and Fairness measure how the fleet shares its workers between
+// owners: small probe jobs through the Go client, one after another, on an
+// idle fleet and beside other owners' jobs that keep every slot busy (the
+// delay plugin), with fair sharing and without (a FIFO fleet), and the
+// split between two saturating owners of different weights.
+//
+//	lat, err := bench.Latency(ctx, bench.LatencyConfig{})
+//	fmt.Println(lat.Latency.Idle.P99Ms, lat.Latency.Loaded.P99Ms)
+//	fair, err := bench.Fairness(ctx, bench.FairnessConfig{LoadJobs: 3})
+//	fmt.Println(fair.Fairness.Fair.P99Ms, fair.Fairness.FIFO.P99Ms, fair.Fairness.Weights.BShare)
 package bench

@@ -106,7 +106,7 @@ func setupStack(ctx context.Context, cfg Config, workers, window int) (_ *env, e
 		StoreDir:    cfg.StoreDir,
 		Workers:     workers,
 		Worker:      worker.Config{Parallel: cfg.Parallel},
-		Coordinator: coordinator.Config{Topology: cfg.topology},
+		Coordinator: coordinator.Config{Topology: cfg.topology, Weights: cfg.weights},
 	}
 	if e.st, err = local.Start(ctx, lcfg); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -37,6 +38,12 @@ type benchFlags struct {
 	ackWait         time.Duration
 	seconds         float64
 	window          int
+	latency         bool
+	fairness        bool
+	samples         int
+	loadJobs        int
+	probeBudget     time.Duration
+	probeGap        time.Duration
 }
 
 func (e *env) benchCmd() *cobra.Command {
@@ -58,7 +65,13 @@ Other figures, each instead of the above:
   --coldstart        a WebAssembly module's load to its first result, with and without the compiled cache
   --failover         how long a job stalls when one of its two workers is killed (--ack-wait)
 Their workers are 'dataflare worker' processes started from this executable (--workers-as process),
-or run in this process (--workers-as in-process).`,
+or run in this process (--workers-as in-process).
+  --latency          1-record jobs one after another: on an idle fleet, and beside another owner's
+                     job that saturates it
+  --fairness         10-record jobs of owner B beside --load-jobs saturating jobs of owner A, with
+                     fair sharing and without (FIFO), the same for a high-priority job of A, and
+                     the split between two saturating owners of weights 1 and 3 (--seconds)
+Their load is the delay plugin, ms=1 (--plugin, --config to change it), on embedded workers.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return e.runBench(cmd, f) },
 	}
@@ -84,8 +97,14 @@ or run in this process (--workers-as in-process).`,
 	fl.BoolVar(&f.failover, "failover", false, "measure the stall of a job when one of its two workers is killed")
 	fl.StringVar(&f.workersAs, "workers-as", "process", "workers of --scaling, --coldstart and --failover: process or in-process")
 	fl.DurationVar(&f.ackWait, "ack-wait", 0, "--failover: the batches' AckWait (default 5s)")
-	fl.Float64Var(&f.seconds, "seconds", 0, "--scaling, --failover: about how long each job runs (default 4 and 6)")
+	fl.Float64Var(&f.seconds, "seconds", 0, "--scaling, --failover: about how long each job runs (default 4 and 6); --fairness: how long the weighted split is counted (default 10)")
 	fl.IntVar(&f.window, "window", 0, "--scaling: the client's window in batches (default 4 per slot of the most workers)")
+	fl.BoolVar(&f.latency, "latency", false, "measure 1-record jobs on an idle fleet and beside another owner's saturating job")
+	fl.BoolVar(&f.fairness, "fairness", false, "measure small jobs beside saturating jobs of another owner, with fair sharing and without (FIFO)")
+	fl.IntVar(&f.samples, "samples", 0, "--latency, --fairness: probe jobs per figure (default 200 on an idle fleet, 100 beside a load)")
+	fl.IntVar(&f.loadJobs, "load-jobs", 3, "--fairness: saturating jobs of owner A")
+	fl.DurationVar(&f.probeGap, "probe-gap", bench.DefaultProbeGap, "--latency, --fairness: each probe job starts after a random pause of up to this (0: back to back)")
+	fl.DurationVar(&f.probeBudget, "probe-budget", 0, "--fairness: the most time one figure's probes may take, after 5 (default 60s: FIFO probes wait seconds each)")
 	return cmd
 }
 
@@ -96,15 +115,17 @@ func (e *env) runBench(cmd *cobra.Command, f benchFlags) error {
 		return err
 	}
 	n := 0
-	for _, set := range []bool{len(f.scaling) > 0, f.coldStart, f.failover} {
+	for _, set := range []bool{len(f.scaling) > 0, f.coldStart, f.failover, f.latency, f.fairness} {
 		if set {
 			n++
 		}
 	}
-	if n > 1 {
-		return usagef("--scaling, --coldstart and --failover are separate runs: give one")
-	}
-	if n == 1 {
+	switch {
+	case n > 1:
+		return usagef("--scaling, --coldstart, --failover, --latency and --fairness are separate runs: give one")
+	case n == 1 && (f.latency || f.fairness):
+		return e.runBenchSharing(cmd, f, cfg)
+	case n == 1:
 		return e.runBenchFigure(cmd, f, cfg)
 	}
 	if f.modes != "" {
@@ -299,4 +320,122 @@ func printFailover(w io.Writer, r *bench.FailoverReport) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nmedian stall %.0f ms, median extra time %.0f ms\n", r.StallMs, r.ExtraMs)
+}
+
+// runBenchSharing runs --latency or --fairness, on embedded workers.
+func (e *env) runBenchSharing(cmd *cobra.Command, f benchFlags, cfg bench.Config) error {
+	log, err := e.logger(slog.LevelWarn)
+	if err != nil {
+		return err
+	}
+	var load bench.LoadConfig
+	if cmd.Flags().Changed("plugin") {
+		load.Plugin = cfg.Plugin
+	}
+	load.Config = cfg.PluginConfig
+	workers, parallel := flagInt(cmd, "workers", cfg.Workers), cfg.Parallel
+	recordSize := flagInt(cmd, "record-size", cfg.RecordSize)
+	gap := f.probeGap
+	switch {
+	case f.loadJobs < 1:
+		return usagef("--load-jobs %d: want at least 1", f.loadJobs)
+	case f.seconds < 0:
+		return usagef("--seconds %v is negative", f.seconds)
+	case gap < 0:
+		return usagef("--probe-gap %v is negative", gap)
+	case gap == 0:
+		gap = -1 // back to back
+	}
+	ctx := cmd.Context()
+	var rep any
+	if f.latency {
+		rep, err = bench.Latency(ctx, bench.LatencyConfig{IdleSamples: f.samples, LoadedSamples: f.samples, Load: load,
+			Workers: workers, Parallel: parallel, RecordSize: recordSize, ProbeGap: gap, Log: log})
+	} else {
+		var seconds time.Duration
+		if f.seconds > 0 {
+			seconds = time.Duration(f.seconds * float64(time.Second))
+		}
+		rep, err = bench.Fairness(ctx, bench.FairnessConfig{Samples: f.samples, LoadJobs: f.loadJobs, ProbeBudget: f.probeBudget,
+			SplitTime: seconds, Load: load, Workers: workers, Parallel: parallel, RecordSize: recordSize, ProbeGap: gap, Log: log})
+	}
+	if err != nil {
+		return benchError(err)
+	}
+	if f.json {
+		return writeJSON(e.stdout, rep)
+	}
+	switch r := rep.(type) {
+	case *bench.LatencyReport:
+		printLatency(e.stdout, r)
+	case *bench.FairnessReport:
+		printFairness(e.stdout, r)
+	}
+	return nil
+}
+
+// printSharingHeader prints the setting of a --latency or --fairness run.
+func printSharingHeader(w io.Writer, m bench.Machine, workers, parallel int, load string, ceiling float64) {
+	fmt.Fprintf(w, "%d worker(s) × %d slots, file storage; load: %s", workers, parallel, load)
+	if ceiling > 0 {
+		fmt.Fprintf(w, " (ceiling %.0f records/s)", ceiling)
+	}
+	fmt.Fprintf(w, "\nmachine: %d CPUs (%s), %s, load average %.2f at start\n\n", m.CPUs, m.CPU, m.GoVersion, m.LoadAvg)
+}
+
+// printLatencies prints one row per figure.
+func printLatencies(w io.Writer, rows []latencyRow) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "FIGURE\tJOBS\tP50 MS\tP99 MS\tMAX MS\tLOAD RECORDS/S\t")
+	for _, r := range rows {
+		load := "-"
+		if r.l.LoadRecordsPerSec > 0 {
+			load = fmt.Sprintf("%.0f", r.l.LoadRecordsPerSec)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%s\t\n", r.name, r.l.Samples, r.l.P50Ms, r.l.P99Ms, r.l.MaxMs, load)
+	}
+	tw.Flush()
+}
+
+type latencyRow struct {
+	name string
+	l    bench.Latencies
+}
+
+func printLatency(w io.Writer, r *bench.LatencyReport) {
+	fmt.Fprintf(w, "1-record jobs of %s (%d B), one after another (each after a random pause of up to %.0f ms), from Submit to the result\n",
+		r.Plugin, r.RecordSize, r.ProbeGapMs)
+	printSharingHeader(w, r.Machine, r.Workers, r.Parallel, loadName(r.LoadPlugin, r.LoadConfig), r.LoadCeiling)
+	printLatencies(w, []latencyRow{{"idle", r.Latency.Idle}, {"loaded (another owner's job saturating)", r.Latency.Loaded}})
+}
+
+func printFairness(w io.Writer, r *bench.FairnessReport) {
+	fmt.Fprintf(w, "%d-record jobs of %s (%d B), one after another (each after a random pause of up to %.0f ms), from Submit to the last result,\n",
+		r.ProbeRecords, r.Plugin, r.RecordSize, r.ProbeGapMs)
+	fmt.Fprintf(w, "beside %d saturating jobs of owner A; ", r.LoadJobs)
+	printSharingHeader(w, r.Machine, r.Workers, r.Parallel, loadName(r.LoadPlugin, r.LoadConfig), r.LoadCeiling)
+	f := r.Fairness
+	printLatencies(w, []latencyRow{
+		{"fair: owner B beside owner A", f.Fair},
+		{"fifo: owner B beside owner A", f.FIFO},
+		{"fair_high: owner A, high priority", f.FairHigh},
+		{"fifo_high: owner A, high priority", f.FIFOHigh},
+	})
+	s := f.Weights
+	fmt.Fprintf(w, "\nweights %g:%g, both saturating for %.1f s: shares %.3f / %.3f (want %.3f / %.3f), %d / %d records\n",
+		s.AWeight, s.BWeight, s.Seconds, s.AShare, s.BShare, s.AWeight/(s.AWeight+s.BWeight), s.BWeight/(s.AWeight+s.BWeight),
+		s.ARecords, s.BRecords)
+}
+
+// loadName describes a load: "delay ms=1".
+func loadName(name string, cfg map[string]string) string {
+	keys := make([]string, 0, len(cfg))
+	for k := range cfg {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		name += " " + k + "=" + cfg[k]
+	}
+	return name
 }

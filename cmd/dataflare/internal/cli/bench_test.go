@@ -87,6 +87,10 @@ func TestBenchFigures(t *testing.T) {
 		want string
 	}{
 		{"two figures", []string{"--coldstart", "--failover"}, "separate runs"},
+		{"latency and fairness", []string{"--latency", "--fairness"}, "separate runs"},
+		{"no load jobs", []string{"--fairness", "--load-jobs", "0"}, "--load-jobs"},
+		{"negative probe gap", []string{"--latency", "--probe-gap", "-1s"}, "--probe-gap"},
+		{"failing load", []string{"--latency", "--plugin", "fail"}, "load plugin"},
 		{"bad workers-as", []string{"--failover", "--workers-as", "threads"}, "--workers-as"},
 		{"bad ms", []string{"--scaling", "1", "--config", "ms=x"}, "integer"},
 	} {
@@ -96,5 +100,28 @@ func TestBenchFigures(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want %d and %q", r.code, r.stderr, ExitUsage, tc.want)
 			}
 		})
+	}
+}
+
+func TestBenchLatency(t *testing.T) {
+	r := run(t, "", "bench", "--latency", "--samples", "3", "--probe-gap", "5ms", "--json")
+	if r.code != ExitOK {
+		t.Fatalf("--latency: exit %d, stderr %s", r.code, r.stderr)
+	}
+	var doc struct {
+		Latency map[string]map[string]float64 `json:"latency"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("--latency --json: %v\n%s", err, r.stdout)
+	}
+	for _, fig := range []string{"idle", "loaded"} {
+		l := doc.Latency[fig]
+		if l["p50_ms"] <= 0 || l["p99_ms"] < l["p50_ms"] || l["samples"] != 3 {
+			t.Errorf("latency.%s = %v, want 3 samples, 0 < p50 <= p99", fig, l)
+		}
+	}
+	r = run(t, "", "bench", "--latency", "--samples", "2", "--probe-gap", "0")
+	if r.code != ExitOK || !strings.Contains(r.stdout, "idle") || !strings.Contains(r.stdout, "P99 MS") {
+		t.Errorf("table output: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 }
