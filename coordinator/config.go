@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +50,14 @@ type Config struct {
 	// each gets workers in proportion to its weight (unless the Topology
 	// is FIFO). Every coordinator of a fleet should be given the same.
 	Weights map[string]float64
+	// PipelineGrants, when not nil, are the only pipelines the
+	// coordinator runs: a pipeline's owner, source stream and sink must
+	// match one grant. Nil lets every owner read any stream but the
+	// fleet's own and write any subject outside the fleet's (df.) and the
+	// server's ($) namespaces: for a fleet with one owner, or owners who
+	// trust one another. A shared fleet sets them (docs/security.md,
+	// "Pipelines"). Every coordinator of a fleet should be given the same.
+	PipelineGrants []PipelineGrant
 	// RequestWorkers is how many requests are handled at once. Default 8.
 	RequestWorkers int
 	// RequestRate is how many requests per second each owner may make
@@ -73,6 +82,11 @@ func (c Config) withDefaults(maxPayload int64) (Config, error) {
 	var err error
 	if c.Topology, err = c.Topology.WithDefaults(); err != nil {
 		return c, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	for _, g := range c.PipelineGrants {
+		if err := g.check(); err != nil {
+			return c, err
+		}
 	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = proto.DefaultHeartbeat
@@ -140,4 +154,43 @@ func badWeights(w map[string]float64) string {
 		}
 	}
 	return ""
+}
+
+// PipelineGrant lets the pipelines of Owner read stream Source and publish
+// on the subjects Sink matches. Owner and Source take "*" for any; Sink is
+// a subject pattern ("enriched.>", "*" for any one-token subject, ">" for
+// any subject outside the fleet's and the server's namespaces).
+type PipelineGrant struct {
+	Owner, Source, Sink string
+}
+
+// ParsePipelineGrant parses OWNER:STREAM:SINK, the form the coordinator's
+// --pipeline-grant flag takes.
+func ParsePipelineGrant(s string) (PipelineGrant, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 {
+		return PipelineGrant{}, fmt.Errorf("%w: pipeline grant %q is not OWNER:STREAM:SINK", ErrInvalidConfig, s)
+	}
+	g := PipelineGrant{Owner: parts[0], Source: parts[1], Sink: parts[2]}
+	return g, g.check()
+}
+
+func (g PipelineGrant) check() error {
+	switch {
+	case g.Owner != "*" && !proto.ValidName(g.Owner):
+		return fmt.Errorf("%w: pipeline grant: owner %q is not a name or *", ErrInvalidConfig, g.Owner)
+	case g.Source != "*" && !validStreamName(g.Source):
+		return fmt.Errorf("%w: pipeline grant: source %q is not a stream name or *", ErrInvalidConfig, g.Source)
+	case !validSubject(g.Sink, true):
+		return fmt.Errorf("%w: pipeline grant: sink %q is not a subject pattern", ErrInvalidConfig, g.Sink)
+	}
+	return nil
+}
+
+// allows reports whether g lets owner's pipeline read source and write
+// sink.
+func (g PipelineGrant) allows(owner, source, sink string) bool {
+	return (g.Owner == "*" || g.Owner == owner) &&
+		(g.Source == "*" || g.Source == source) &&
+		subjectMatches(g.Sink, sink)
 }

@@ -222,6 +222,13 @@ func TestPipeline(t *testing.T) {
 func TestPipelineRefused(t *testing.T) {
 	p := newPipelineFixture(t, 1)
 	ctx := context.Background()
+	// bob's results exist once bob ran a job.
+	if _, err := p.f.Client(client.WithOwner("bob")).ProcessBatch(ctx, "upper", nil, []plugin.Record{{Value: []byte("secret")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.js.CreateStream(ctx, jetstream.StreamConfig{Name: "jobcopy", Mirror: &jetstream.StreamSource{Name: "KV_DF_JOBS"}, Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		name string
 		spec client.PipelineSpec
@@ -233,6 +240,13 @@ func TestPipelineRefused(t *testing.T) {
 		{"wildcard sink", client.PipelineSpec{Source: "orders", Sink: "out.*", Steps: []client.Step{{Plugin: "upper"}}}, "not a subject"},
 		{"sink feeds the source", client.PipelineSpec{Source: "orders", Sink: "orders.x", Steps: []client.Step{{Plugin: "upper"}}}, "feed itself"},
 		{"fleet namespace", client.PipelineSpec{Source: "orders", Sink: "df.result.x", Steps: []client.Step{{Plugin: "upper"}}}, "namespace"},
+		{"an inbox", client.PipelineSpec{Source: "orders", Sink: "_INBOX.abc", Steps: []client.Step{{Plugin: "upper"}}}, "inbox"},
+		// Another owner's results, the job records, the fleet's dead
+		// letters: read with the coordinator's rights, they would leak.
+		{"another owner's results", client.PipelineSpec{Source: "DF_RESULTS_bob", Sink: "out", Steps: []client.Step{{Plugin: "upper"}}}, "fleet's or the server's own"},
+		{"the job records", client.PipelineSpec{Source: "KV_DF_JOBS", Sink: "out", Steps: []client.Step{{Plugin: "upper"}}}, "fleet's or the server's own"},
+		{"the dead letters", client.PipelineSpec{Source: "DF_DEAD", Sink: "out", Steps: []client.Step{{Plugin: "upper"}}}, "fleet's or the server's own"},
+		{"a mirror of the job records", client.PipelineSpec{Source: "jobcopy", Sink: "out", Steps: []client.Step{{Plugin: "upper"}}}, "copies KV_DF_JOBS"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := p.c.CreatePipeline(ctx, "p", tt.spec)
@@ -289,4 +303,84 @@ func TestPipelineTakeover(t *testing.T) {
 		t.Errorf("after the kill: %+v, %v; want another coordinator", pl.Status, err)
 	}
 	t.Logf("coordinator %s killed at %d of 3000: the sink complete %v later, run by %s", holder, 300, took.Round(time.Millisecond), pl.Status.Coordinator)
+}
+
+// With grants, a coordinator runs only the pipelines they allow: another
+// owner, another source or a sink outside the grant is refused at create,
+// and a pipeline whose grant is gone when a coordinator takes it over does
+// not run there.
+func TestPipelineGrants(t *testing.T) {
+	grants := []coordinator.PipelineGrant{{Owner: "alice", Source: "orders", Sink: "enriched.>"}}
+	f := localtest.Start(t, local.Config{Workers: 1, Coordinator: coordinator.Config{PipelineGrants: grants}})
+	js, err := jetstream.New(f.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, name := range []string{"orders", "payroll"} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{name + ".>"}, Storage: jetstream.MemoryStorage}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice, bob := f.Client(client.WithOwner("alice")), f.Client(client.WithOwner("bob"))
+	upper := []client.Step{{Plugin: "upper"}}
+	for _, tt := range []struct {
+		name string
+		c    *client.Client
+		spec client.PipelineSpec
+	}{
+		{"another owner", bob, client.PipelineSpec{Source: "orders", Sink: "enriched.out", Steps: upper}},
+		{"another source", alice, client.PipelineSpec{Source: "payroll", Sink: "enriched.out", Steps: upper}},
+		{"a sink outside the grant", alice, client.PipelineSpec{Source: "orders", Sink: "billing.out", Steps: upper}},
+	} {
+		if _, err := tt.c.CreatePipeline(ctx, "p", tt.spec); err == nil || !strings.Contains(err.Error(), "no pipeline grant") {
+			t.Errorf("%s: CreatePipeline = %v, want refused for no grant", tt.name, err)
+		}
+	}
+	if _, err := alice.CreatePipeline(ctx, "p", client.PipelineSpec{Source: "orders", Sink: "enriched.out", Steps: upper}); err != nil {
+		t.Fatalf("a granted pipeline: %v", err)
+	}
+	if _, err := coordinator.ParsePipelineGrant("alice:orders"); err == nil {
+		t.Error("ParsePipelineGrant accepted a grant without a sink")
+	}
+	if g, err := coordinator.ParsePipelineGrant("*:orders:enriched.>"); err != nil || g != (coordinator.PipelineGrant{Owner: "*", Source: "orders", Sink: "enriched.>"}) {
+		t.Errorf("ParsePipelineGrant = %+v, %v", g, err)
+	}
+
+	// The pipeline, defined, runs on the coordinator that has the grant;
+	// one started without it (the only one left) reports why it does not.
+	if err := poll.Until(ctx, 30*time.Second, func() error {
+		pl, err := alice.PipelineInfo(ctx, "p")
+		if err != nil || pl.Status == nil || pl.Status.State != "running" {
+			return fmt.Errorf("not running: %+v %v", pl, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const first = "coordinator-1"
+	other, err := coordinator.New(f.Connect(), coordinator.Config{ID: "other", Heartbeat: 100 * time.Millisecond,
+		Topology:       proto.Topology{AckWait: 2 * time.Second},
+		PipelineGrants: []coordinator.PipelineGrant{{Owner: "bob", Source: "*", Sink: ">"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- other.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	f.Kill(first)
+	if err := poll.Until(ctx, 30*time.Second, func() error {
+		pl, err := alice.PipelineInfo(ctx, "p")
+		if err != nil {
+			return err
+		}
+		if st := pl.Status; st == nil || st.Coordinator == first || !strings.Contains(st.State, "no pipeline grant") {
+			return fmt.Errorf("not refused by the new coordinator yet: %+v", st)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -93,8 +93,8 @@ func (c *Coordinator) checkPipeline(ctx context.Context, p *proto.Pipeline) erro
 		return proto.Errorf(plugin.CodeInvalidInput, "pipeline %s: filter %q is not a subject", p.Name, p.Filter)
 	case !validSubject(p.Sink, false):
 		return proto.Errorf(plugin.CodeInvalidInput, "pipeline %s: sink %q is not a subject (no wildcards)", p.Name, p.Sink)
-	case strings.HasPrefix(p.Sink, "df.") || strings.HasPrefix(p.Sink, "$"):
-		return proto.Errorf(plugin.CodeInvalidInput, "pipeline %s: sink %q is in the fleet's or the server's own namespace", p.Name, p.Sink)
+	case strings.HasPrefix(p.Sink, "df.") || strings.HasPrefix(p.Sink, "$") || strings.HasPrefix(p.Sink, "_INBOX"):
+		return proto.Errorf(plugin.CodeInvalidInput, "pipeline %s: sink %q is in the fleet's or the server's own namespace, or an inbox", p.Name, p.Sink)
 	}
 	if len(p.Steps) == 0 {
 		return proto.Errorf(plugin.CodeInvalidInput, "pipeline %s: no step", p.Name)
@@ -105,6 +105,17 @@ func (c *Coordinator) checkPipeline(ctx context.Context, p *proto.Pipeline) erro
 	if _, err := c.pinSteps(ctx, p.Steps); err != nil {
 		return err
 	}
+	return c.checkSource(ctx, p)
+}
+
+// checkSource checks that p may read its source and write its sink: a
+// grant allows it, the source is a stream of the users' own, and it does
+// not capture the sink. A runner checks again before each generation (the
+// grants or the stream may have changed since the pipeline was defined).
+func (c *Coordinator) checkSource(ctx context.Context, p *proto.Pipeline) error {
+	if err := c.granted(p); err != nil {
+		return err
+	}
 	s, err := c.js.Stream(ctx, p.Source)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
@@ -112,12 +123,65 @@ func (c *Coordinator) checkPipeline(ctx context.Context, p *proto.Pipeline) erro
 	case err != nil:
 		return kvError("read stream "+p.Source, err)
 	}
+	if err := fleetStream(p, s.CachedInfo().Config); err != nil {
+		return err
+	}
 	for _, subject := range s.CachedInfo().Config.Subjects {
 		if subjectMatches(subject, p.Sink) && (p.Filter == "" || subjectMatches(p.Filter, p.Sink)) {
 			return proto.Errorf(plugin.CodeInvalidInput, "pipeline %s: its source %s captures its sink %s: it would feed itself", p.Name, p.Source, p.Sink)
 		}
 	}
 	return nil
+}
+
+// granted checks that the coordinator's grants let p's owner read its
+// source and write its sink.
+func (c *Coordinator) granted(p *proto.Pipeline) error {
+	if c.cfg.PipelineGrants == nil {
+		return nil
+	}
+	for _, g := range c.cfg.PipelineGrants {
+		if g.allows(p.Owner, p.Source, p.Sink) {
+			return nil
+		}
+	}
+	return proto.Errorf(plugin.CodeInvalidInput, "pipeline %s: owner %q may not read stream %s into %s (no pipeline grant on the coordinators allows it)", p.Name, p.Owner, p.Source, p.Sink)
+}
+
+// fleetStream refuses a source that is one of the fleet's or the server's
+// own streams (batches, results, dead letters, buckets and object stores:
+// other owners' work, read through the coordinator's rights), by name or
+// by the subjects it holds.
+func fleetStream(p *proto.Pipeline, cfg jetstream.StreamConfig) error {
+	if fleetName(cfg.Name) {
+		return proto.Errorf(plugin.CodeInvalidInput, "pipeline %s: stream %s is the fleet's or the server's own, not a source", p.Name, cfg.Name)
+	}
+	for _, subject := range cfg.Subjects {
+		if strings.HasPrefix(subject, "df.") || strings.HasPrefix(subject, "$") {
+			return proto.Errorf(plugin.CodeInvalidInput, "pipeline %s: stream %s holds subjects of the fleet or the server (%s), not a source", p.Name, cfg.Name, subject)
+		}
+	}
+	copied := cfg.Sources
+	if cfg.Mirror != nil {
+		copied = append(copied, cfg.Mirror)
+	}
+	for _, from := range copied {
+		if from != nil && fleetName(from.Name) {
+			return proto.Errorf(plugin.CodeInvalidInput, "pipeline %s: stream %s copies %s, the fleet's or the server's own, not a source", p.Name, cfg.Name, from.Name)
+		}
+	}
+	return nil
+}
+
+// fleetName reports whether a stream name is of the fleet's streams
+// (DF_) or the server's buckets and object stores (KV_, OBJ_).
+func fleetName(stream string) bool {
+	for _, prefix := range []string{"DF_", "KV_", "OBJ_"} {
+		if strings.HasPrefix(stream, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // getPipeline returns a pipeline's definition and status.

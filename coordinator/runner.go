@@ -255,6 +255,9 @@ func (r *runner) run(ctx context.Context) {
 // generation runs definition p as one job until it changes (changed
 // closes: its Source ends, its batches finish), ctx ends, or it fails.
 func (r *runner) generation(ctx context.Context, p *proto.Pipeline, changed <-chan struct{}) error {
+	if err := r.c.checkSource(ctx, p); err != nil {
+		return err
+	}
 	cons, err := r.consumer(ctx, p)
 	if err != nil {
 		return err

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dataflare/dataflare/fleet"
@@ -312,6 +314,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	if err != nil {
 		return err
 	}
+	if err := checkLayout(ctx, js); err != nil {
+		return err
+	}
 	if _, err := js.CreateOrUpdateStream(ctx, t.DeadStream()); err != nil {
 		return fmt.Errorf("proto: stream %s: %w", StreamDead, err)
 	}
@@ -322,6 +327,41 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	}
 	if t.FIFO {
 		return ensureBatches(ctx, js, t, "")
+	}
+	return nil
+}
+
+// ErrOldLayout reports streams of an earlier version of the fleet, which
+// held every owner's batches and results in one stream each (DF_BATCHES
+// on df.batch.>, DF_RESULTS on df.result.>): they capture the subjects of
+// today's streams, so those cannot be made until the old ones are drained
+// and removed (docs/deploy.md, "Upgrading").
+var ErrOldLayout = errors.New("proto: streams of an earlier version are in place")
+
+// oldResultStream is the one result stream of versions before owners had
+// their own.
+const oldResultStream = "DF_RESULTS"
+
+// checkLayout returns ErrOldLayout, naming the streams, when the old
+// shared streams are in place.
+func checkLayout(ctx context.Context, js jetstream.JetStream) error {
+	var old []string
+	if _, err := js.Stream(ctx, oldResultStream); err == nil {
+		old = append(old, oldResultStream)
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("proto: stream %s: %w", oldResultStream, err)
+	}
+	s, err := js.Stream(ctx, StreamBatches)
+	switch {
+	case err == nil:
+		if slices.Contains(s.CachedInfo().Config.Subjects, SubjectBatchPrefix+">") {
+			old = append(old, StreamBatches)
+		}
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("proto: stream %s: %w", StreamBatches, err)
+	}
+	if len(old) > 0 {
+		return fmt.Errorf("%w: %s; let their jobs end, remove them (nats stream rm), then start the coordinators again", ErrOldLayout, strings.Join(old, ", "))
 	}
 	return nil
 }

@@ -623,3 +623,36 @@ func TestPoisonAfterDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestEnsureOldLayout: the shared streams of an earlier version capture
+// today's subjects; Ensure names them instead of failing on whichever
+// stream comes first, and goes on once they are gone.
+func TestEnsureOldLayout(t *testing.T) {
+	ctx, js := jetStream(t)
+	for _, cfg := range []jetstream.StreamConfig{
+		{Name: "DF_BATCHES", Subjects: []string{"df.batch.>"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.MemoryStorage},
+		{Name: "DF_RESULTS", Subjects: []string{"df.result.>"}, Storage: jetstream.MemoryStorage},
+	} {
+		if _, err := js.CreateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, fifo := range []bool{false, true} {
+		err := proto.Ensure(ctx, js, proto.Topology{Memory: true, FIFO: fifo})
+		if !errors.Is(err, proto.ErrOldLayout) || !strings.Contains(err.Error(), "DF_RESULTS, DF_BATCHES") {
+			t.Errorf("Ensure (FIFO %v) = %v, want ErrOldLayout naming DF_RESULTS and DF_BATCHES", fifo, err)
+		}
+	}
+	for _, name := range []string{"DF_BATCHES", "DF_RESULTS"} {
+		if err := js.DeleteStream(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := proto.Ensure(ctx, js, proto.Topology{Memory: true, FIFO: true}); err != nil {
+		t.Fatalf("Ensure after removing them: %v", err)
+	}
+	// Today's shared stream is no old layout.
+	if err := proto.Ensure(ctx, js, proto.Topology{Memory: true, FIFO: true}); err != nil {
+		t.Fatalf("Ensure again: %v", err)
+	}
+}

@@ -31,6 +31,7 @@ func (e *env) coordinatorCmd() *cobra.Command {
 		topo      proto.Topology
 		heartbeat time.Duration
 		weights   []string
+		grants    []string
 	)
 	cmd := &cobra.Command{
 		Use:   "coordinator",
@@ -53,8 +54,12 @@ status and report requests. Run several for availability: they share the work.`,
 			if err != nil {
 				return err
 			}
+			g, err := parseGrants(grants)
+			if err != nil {
+				return err
+			}
 			reg := newRegistry()
-			cfg := coordinator.Config{ID: id, Topology: topo, Heartbeat: heartbeat, Weights: w, Registerer: reg, Logger: log}
+			cfg := coordinator.Config{ID: id, Topology: topo, Heartbeat: heartbeat, Weights: w, PipelineGrants: g, Registerer: reg, Logger: log}
 			cfg.Modules, err = e.moduleResolver(cmd.Context(), nc, max(topo.Replicas, 1))
 			if err != nil {
 				return err
@@ -80,7 +85,21 @@ status and report requests. Run several for availability: they share the work.`,
 	f.DurationVar(&topo.Retention, "retention", proto.DefaultRetention, "how long unread results and job records are kept")
 	f.DurationVar(&heartbeat, "heartbeat", proto.DefaultHeartbeat, "the interval workers send heartbeats at")
 	sharingFlags(f, &topo, &weights)
+	f.StringArrayVar(&grants, "pipeline-grant", nil, "let OWNER's pipelines read STREAM into subjects matching SINK, OWNER:STREAM:SINK (repeatable; * for any owner or stream). Without any, every owner may read any stream but the fleet's: set them on a shared fleet")
 	return cmd
+}
+
+// parseGrants turns --pipeline-grant flags into grants; nil for none.
+func parseGrants(flags []string) ([]coordinator.PipelineGrant, error) {
+	var gs []coordinator.PipelineGrant
+	for _, f := range flags {
+		g, err := coordinator.ParsePipelineGrant(f)
+		if err != nil {
+			return nil, usagef("--pipeline-grant %q: want OWNER:STREAM:SINK (%v)", f, err)
+		}
+		gs = append(gs, g)
+	}
+	return gs, nil
 }
 
 // sharingFlags adds the flags of how owners share a fleet.
