@@ -216,6 +216,15 @@ func TestPipeline(t *testing.T) {
 	if _, err := p.c.PipelineInfo(ctx, "enrich"); !errors.Is(err, client.ErrJobNotFound) {
 		t.Errorf("info after rm: %v, want not found", err)
 	}
+
+	// The same name again, into the same sink, within its duplicate
+	// window: a new pipeline reads the source from its start, and its
+	// results are new ones, not duplicates of the old pipeline's.
+	if _, err := p.c.CreatePipeline(ctx, "enrich", spec); err != nil {
+		t.Fatal(err)
+	}
+	again := p.sink(t, 1170+1170)
+	check(t, again[1170:], 1300, 1300)
 }
 
 // Definitions that cannot work are refused with a clear error.

@@ -469,7 +469,7 @@ func (r *runner) publish(ctx context.Context, p *proto.Pipeline, seq uint64, m j
 		}
 	}
 	out.Header.Set(HeaderSourceSeq, strconv.FormatUint(seq, 10))
-	out.Header.Set(proto.HeaderMsgID, p.Owner+"."+p.Name+"."+strconv.FormatUint(seq, 10))
+	out.Header.Set(proto.HeaderMsgID, sinkMsgID(p, seq))
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	_, err := r.c.js.PublishMsg(pctx, out)
@@ -480,6 +480,15 @@ func (r *runner) publish(ctx context.Context, p *proto.Pipeline, seq uint64, m j
 		return r.c.nc.FlushWithContext(pctx)
 	}
 	return err
+}
+
+// sinkMsgID is the de-duplication id of the result of source message seq
+// of p: the same for every attempt at it, whichever coordinator runs p and
+// whatever revision, but not the same for a pipeline of the same name
+// created again (its results are new, though its source sequences are the
+// old one's).
+func sinkMsgID(p *proto.Pipeline, seq uint64) string {
+	return p.Owner + "." + p.Name + "." + strconv.FormatInt(p.Created.UnixNano(), 36) + "." + strconv.FormatUint(seq, 10)
 }
 
 // HeaderSourceSeq is the header of a pipeline's sink messages that carries
