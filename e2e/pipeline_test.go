@@ -283,6 +283,9 @@ func (r *pipelineRun) check(ctx context.Context, n int) pipelineVerdict {
 	return v
 }
 
+// errStop ends a read early.
+var errStop = errors.New("stop")
+
 // read returns every message of stream, in order, through an ordered
 // consumer.
 func (r *pipelineRun) read(ctx context.Context, stream string) func(yield func(jetstream.Msg) bool) {
@@ -295,25 +298,44 @@ func (r *pipelineRun) read(ctx context.Context, stream string) func(yield func(j
 		if err != nil {
 			r.t.Fatal(err)
 		}
-		cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-		if err != nil {
-			r.t.Fatal(err)
-		}
+		// From the message after the last one read: a consumer lost to a
+		// node's restart is made again, up to a minute of failures.
+		var next uint64 = info.State.FirstSeq
+		failing := time.Time{}
 		for got := uint64(0); got < info.State.Msgs; {
-			batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
-			if err != nil {
-				r.t.Fatalf("read %s: %v", stream, err)
-			}
-			n := 0
-			for m := range batch.Messages() {
-				n++
-				got++
-				if !yield(m) {
-					return
+			n, err := func() (int, error) {
+				cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next})
+				if err != nil {
+					return 0, err
 				}
-			}
-			if n == 0 {
-				r.t.Fatalf("read %s: %d of %d messages, then nothing (%v)", stream, got, info.State.Msgs, batch.Error())
+				batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+				if err != nil {
+					return 0, err
+				}
+				n := 0
+				for m := range batch.Messages() {
+					meta, err := m.Metadata()
+					if err != nil {
+						return n, err
+					}
+					n++
+					got++
+					next = meta.Sequence.Stream + 1
+					if !yield(m) {
+						return n, errStop
+					}
+				}
+				return n, batch.Error()
+			}()
+			switch {
+			case errors.Is(err, errStop):
+				return
+			case n > 0:
+				failing = time.Time{}
+			case failing.IsZero():
+				failing = time.Now()
+			case time.Since(failing) > time.Minute:
+				r.t.Fatalf("read %s: %d of %d messages, then nothing for a minute (%v)", stream, got, info.State.Msgs, err)
 			}
 		}
 	}
