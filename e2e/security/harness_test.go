@@ -243,6 +243,7 @@ func (k *canary) leaks() []string {
 type testFleet struct {
 	url    string
 	admin  *conn
+	coord  *conn // the coordinator's connection
 	digest string
 }
 
@@ -305,6 +306,7 @@ func startFleetOn(t *testing.T, url string, rs roles, topo proto.Topology) *test
 	// The coordinator, as `dataflare coordinator` runs it: it binds to the
 	// plugin store with wasmstore.New (creating or updating the bucket).
 	cnc := dial(t, f.url, rs.coordinator)
+	f.coord = cnc
 	cstore, err := wasmstore.New(ctx, cnc.js(t))
 	if err != nil {
 		t.Fatalf("coordinator: plugin store: %v", err)
@@ -314,6 +316,8 @@ func startFleetOn(t *testing.T, url string, rs roles, topo proto.Topology) *test
 		Heartbeat: 100 * time.Millisecond,
 		Modules:   wasmstore.Resolver(cstore),
 		Topology:  topo,
+		// As deploy/nats/auth.conf lets coordinators publish sinks.
+		PipelineGrants: []coordinator.PipelineGrant{{Owner: "alice", Source: "alice_orders", Sink: "out.alice.>"}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -6,8 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/fleet"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/plugin"
 )
 
@@ -73,10 +76,78 @@ func TestRolesDoTheirJobs(t *testing.T) {
 			if _, err := c.Report(context.Background()); err != nil {
 				t.Errorf("report: %v", err)
 			}
+			t.Run("pipeline", func(t *testing.T) { runPipeline(t, f, c) })
 			for _, err := range nc.permissionViolations() {
-				t.Errorf("alice, running her jobs: %v", err)
+				t.Errorf("alice, running her jobs and her pipeline: %v", err)
+			}
+			for _, err := range f.coord.permissionViolations() {
+				t.Errorf("the coordinator: %v", err)
 			}
 		})
+	}
+}
+
+// runPipeline: the admin makes alice's source and sink streams; alice
+// defines a pipeline from one to the other (within the coordinator's
+// grant), and the sink gets every source message upper-cased. She may not
+// define one into another sink.
+func runPipeline(t *testing.T, f *testFleet, c *client.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	js := f.admin.js(t)
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: "alice_orders", Subjects: []string{"alice.orders.>"}, Storage: jetstream.MemoryStorage},
+		{Name: "alice_out", Subjects: []string{"out.alice.enriched"}, Storage: jetstream.MemoryStorage, Duplicates: time.Minute},
+	} {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := client.PipelineSpec{Source: "alice_orders", Sink: "out.alice.enriched", Steps: []client.Step{{Plugin: "upper"}}}
+	if _, err := c.CreatePipeline(ctx, "enrich", spec); err != nil {
+		t.Fatalf("alice's pipeline: %v", err)
+	}
+	defer func() {
+		if err := c.RemovePipeline(context.Background(), "enrich"); err != nil {
+			t.Errorf("rm: %v", err)
+		}
+	}()
+	bad := spec
+	bad.Sink = "out.bob.enriched"
+	if _, err := c.CreatePipeline(ctx, "elsewhere", bad); err == nil {
+		t.Error("alice defined a pipeline into bob's sink")
+	}
+	const n = 50
+	for i := range n {
+		if _, err := js.Publish(ctx, "alice.orders.x", []byte(fmt.Sprintf("order-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink, err := js.Stream(ctx, "alice_out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = poll.Until(ctx, 30*time.Second, func() error {
+		info, err := sink.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs != n {
+			return fmt.Errorf("the sink holds %d messages, want %d", info.State.Msgs, n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		m, err := sink.GetMsg(ctx, uint64(i+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("ORDER-%d", i); string(m.Data) != want {
+			t.Errorf("sink message %d = %q, want %q", i+1, m.Data, want)
+		}
 	}
 }
 
