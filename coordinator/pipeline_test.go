@@ -393,3 +393,60 @@ func TestPipelineGrants(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A source message delivered but never read by the runner (here another
+// reader takes it from the pipeline's consumer; on a network, a fetch's
+// answer lost on the way) would come again only after the consumer's
+// AckWait, minutes later and out of order. The runner sees the gap in the
+// delivery sequence and reads the source again from its last acknowledged
+// message: the sink still holds every message once, in order.
+func TestPipelineSourceGap(t *testing.T) {
+	p := newPipelineFixture(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	spec := client.PipelineSpec{Source: "orders", Sink: "enriched.out", Steps: []client.Step{
+		{Plugin: "fail", Config: plugin.Config{"match": "bad"}}, {Plugin: "upper"}}}
+	if _, err := p.c.CreatePipeline(ctx, "enrich", spec); err != nil {
+		t.Fatal(err)
+	}
+	p.publish(t, 0, 100)
+	check(t, p.sink(t, 90), 100, 1000)
+
+	// A thief waits on the pipeline's consumer while messages come one
+	// at a time, until it has taken one (and never acknowledges it).
+	cons, err := p.js.Consumer(ctx, "orders", "df-pipeline-"+proto.DefaultOwner+"-enrich")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stolen := make(chan uint64, 1)
+	go func() {
+		for ctx.Err() == nil {
+			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+			if err != nil {
+				continue
+			}
+			for m := range batch.Messages() {
+				meta, _ := m.Metadata()
+				stolen <- meta.Sequence.Stream
+				return
+			}
+		}
+	}()
+	n := 100
+	var seq uint64
+	for seq == 0 && n < 600 {
+		p.publish(t, n, n+1)
+		n++
+		select {
+		case seq = <-stolen:
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if seq == 0 {
+		t.Fatal("the thief took none of 500 messages")
+	}
+	t.Logf("source message %d taken by another reader", seq)
+	p.publish(t, n, n+200)
+	n += 200
+	check(t, p.sink(t, n-n/10), n, 1000)
+}

@@ -241,6 +241,16 @@ func (r *runner) run(ctx context.Context) {
 			backoff = time.Second
 			continue
 		}
+		if errors.Is(err, errSourceGap) {
+			// Every result before the gap is in the sink: read again,
+			// at once, from the last message acknowledged.
+			r.c.log.Info("pipeline source read again", "pipeline", r.owner+"/"+r.name, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(gapPause):
+			}
+			continue
+		}
 		r.setState("error: " + err.Error())
 		r.c.log.Warn("pipeline failed; retrying", "pipeline", r.owner+"/"+r.name, "err", err, "in", backoff)
 		select {
@@ -279,6 +289,9 @@ func (r *runner) generation(ctx context.Context, p *proto.Pipeline, changed <-ch
 	r.cancelOldJob(ctx, r.job.Swap(job.ID()).(string))
 	for out, err := range job.Results() {
 		if err != nil {
+			if src.gap.Load() {
+				return fmt.Errorf("%w: %v", errSourceGap, err)
+			}
 			return err
 		}
 		m := src.take(out.Index)
@@ -288,6 +301,11 @@ func (r *runner) generation(ctx context.Context, p *proto.Pipeline, changed <-ch
 	}
 	return nil
 }
+
+// gapPause is how long a runner waits before it reads its source again
+// after a gap: not a backoff (a gap is no failure), only enough not to spin
+// should another reader keep taking its messages.
+const gapPause = 100 * time.Millisecond
 
 // sourceLinger is how long a pipeline's batch waits for more messages
 // before it goes as it is.
@@ -336,7 +354,19 @@ type source struct {
 	mu      sync.Mutex
 	pending map[uint64]jetstream.Msg // by record index
 	next    uint64
+
+	// delivered is the consumer sequence of the last message read: the
+	// consumer is new, so the first is 1 and each next one is one more.
+	delivered uint64
+	gap       atomic.Bool // a delivery was missed: the job ends here
 }
+
+// errSourceGap reports a message of the source delivered but not read (a
+// fetch's answer lost on the way, another reader on the pipeline's
+// consumer): it would come again only after the consumer's AckWait, out of
+// order, so the runner reads the source again from its last acknowledged
+// message instead.
+var errSourceGap = errors.New("a source message was delivered but never read")
 
 // records returns the Source of the messages, until changed closes or ctx
 // ends.
@@ -372,14 +402,24 @@ func (s *source) yieldAll(ctx context.Context, yield func(plugin.Record, error) 
 				continue
 			default:
 			}
-			rec := plugin.Record{Key: []byte(m.Subject()), Value: m.Data()}
+			meta, err := m.Metadata()
+			if err != nil {
+				cancel()
+				yield(plugin.Record{}, fmt.Errorf("source: %w", err))
+				return
+			}
+			if meta.Sequence.Consumer != s.delivered+1 {
+				s.gap.Store(true)
+				cancel()
+				yield(plugin.Record{}, fmt.Errorf("source: %w: delivery %d, after %d (stream sequence %d)", errSourceGap, meta.Sequence.Consumer, s.delivered, meta.Sequence.Stream))
+				return
+			}
+			s.delivered = meta.Sequence.Consumer
+			rec := plugin.Record{Key: []byte(m.Subject()), Value: m.Data(), Timestamp: meta.Timestamp}
 			for k, vs := range m.Headers() {
 				for _, v := range vs {
 					rec.Headers = append(rec.Headers, plugin.Header{Key: []byte(k), Value: []byte(v)})
 				}
-			}
-			if meta, err := m.Metadata(); err == nil {
-				rec.Timestamp = meta.Timestamp
 			}
 			s.mu.Lock()
 			if s.pending == nil {
@@ -507,9 +547,14 @@ func (r *runner) deadLetter(ctx context.Context, p *proto.Pipeline, job string, 
 	}
 	dl := &fleet.DeadLetter{Job: job, Index: seq, Plugin: step, Error: cause.Error(), Key: []byte(m.Subject()), Value: m.Data(),
 		Worker: "pipeline " + p.Owner + "/" + p.Name, Attempts: 1, At: time.Now()}
+	msg := proto.DeadLetterMsg(dl)
+	// Under the pipeline's own id, not the job's: the same for a message
+	// failed again after a takeover (under a new job), and apart from
+	// the ids of the job's records, which workers' dead letters take.
+	msg.Header.Set(proto.HeaderMsgID, sinkMsgID(p, seq)+".dead")
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err := r.c.js.PublishMsg(pctx, proto.DeadLetterMsg(dl))
+	_, err := r.c.js.PublishMsg(pctx, msg)
 	return err
 }
 
