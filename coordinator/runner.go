@@ -94,7 +94,16 @@ func (c *Coordinator) pipelineRound(ctx context.Context, running map[string]*run
 			}
 		}
 	} else if !errors.Is(err, jetstream.ErrNoKeysFound) {
-		return // the bucket does not answer: keep what runs, renew nothing
+		// The bucket does not answer: keep what runs while its lease
+		// holds, renew nothing.
+		for k, r := range running {
+			if c.cfg.Clock().Add(time.Second).After(r.leaseUntil) {
+				c.log.Warn("pipeline lease not renewed in time; stopping", "pipeline", r.owner+"/"+r.name, "err", err)
+				r.stop()
+				delete(running, k)
+			}
+		}
+		return
 	}
 	for k, r := range running {
 		p := defs[k]
@@ -142,16 +151,24 @@ func (c *Coordinator) takeLease(ctx context.Context, p *proto.Pipeline) (uint64,
 
 // renewLease extends r's lease; false when it was lost.
 func (c *Coordinator) renewLease(ctx context.Context, r *runner) bool {
-	mine, _ := json.Marshal(lease{Coordinator: c.cfg.ID, Until: c.cfg.Clock().Add(leaseTTL)})
+	until := c.cfg.Clock().Add(leaseTTL)
+	mine, _ := json.Marshal(lease{Coordinator: c.cfg.ID, Until: until})
 	rev, err := c.pipelines.Update(ctx, pipelineKey("lease", r.owner, r.name), mine, r.leaseRev)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) {
 			c.log.Warn("pipeline lease lost", "pipeline", r.owner+"/"+r.name)
 			return false
 		}
-		return true // the bucket does not answer: keep running until the lease is surely lost
+		// The bucket does not answer: keep running while the lease last
+		// written holds, and stop a second before another coordinator may
+		// take it, so that two never run the pipeline at once.
+		if c.cfg.Clock().Add(time.Second).After(r.leaseUntil) {
+			c.log.Warn("pipeline lease not renewed in time; stopping", "pipeline", r.owner+"/"+r.name, "err", err)
+			return false
+		}
+		return true
 	}
-	r.leaseRev = rev
+	r.leaseRev, r.leaseUntil = rev, until
 	return true
 }
 
@@ -159,7 +176,8 @@ func (c *Coordinator) renewLease(ctx context.Context, r *runner) bool {
 type runner struct {
 	c           *Coordinator
 	owner, name string
-	leaseRev    uint64 // owned by runPipelines
+	leaseRev    uint64    // owned by runPipelines
+	leaseUntil  time.Time // until when the lease last written holds; owned by runPipelines
 	cancel      context.CancelFunc
 	done        chan struct{}
 
@@ -180,7 +198,7 @@ type runner struct {
 // startRunner starts running p.
 func (c *Coordinator) startRunner(ctx context.Context, p *proto.Pipeline, leaseRev uint64) *runner {
 	ctx, cancel := context.WithCancel(ctx)
-	r := &runner{c: c, owner: p.Owner, name: p.Name, leaseRev: leaseRev, cancel: cancel, done: make(chan struct{}),
+	r := &runner{c: c, owner: p.Owner, name: p.Name, leaseRev: leaseRev, leaseUntil: c.cfg.Clock().Add(leaseTTL), cancel: cancel, done: make(chan struct{}),
 		def: p, changed: make(chan struct{}), latFrom: time.Now()}
 	r.job.Store("")
 	c.log.Info("pipeline taken", "pipeline", p.Owner+"/"+p.Name, "revision", p.Revision)
