@@ -450,3 +450,74 @@ func TestPipelineSourceGap(t *testing.T) {
 	n += 200
 	check(t, p.sink(t, n-n/10), n, 1000)
 }
+
+// Another writer on the sink stream breaks the chain of expected last
+// message ids the runner publishes its window under: the runner sends the
+// refused results again one at a time, then publishes one result at a
+// time; the pipeline's messages in the sink are still each source
+// message's once, in order.
+func TestPipelineSinkWithAnotherWriter(t *testing.T) {
+	p := newPipelineFixture(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	if _, err := p.js.UpdateStream(ctx, jetstream.StreamConfig{Name: "enriched", Subjects: []string{"enriched.out", "enriched.other"},
+		Storage: jetstream.MemoryStorage, Duplicates: 10 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	other := make(chan struct{})
+	otherDone := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-other:
+				otherDone <- n
+				return
+			default:
+			}
+			if _, err := p.js.Publish(ctx, "enriched.other", []byte("noise")); err == nil {
+				n++
+			}
+		}
+	}()
+	spec := client.PipelineSpec{Source: "orders", Sink: "enriched.out", Steps: []client.Step{
+		{Plugin: "fail", Config: plugin.Config{"match": "bad"}}, {Plugin: "upper"}}}
+	if _, err := p.c.CreatePipeline(ctx, "enrich", spec); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	p.publish(t, 0, n)
+	err := poll.Until(ctx, 60*time.Second, func() error {
+		pl, err := p.c.PipelineInfo(ctx, "enrich")
+		if err != nil || pl.Status == nil || pl.Status.Processed < n {
+			return fmt.Errorf("not done: %+v %v", pl, err)
+		}
+		return nil
+	})
+	close(other)
+	noise := <-otherDone
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := p.js.Stream(ctx, "enriched")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"enriched.out"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []sinkMsg
+	for len(got) < n-n/10 {
+		m, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
+		if err != nil {
+			t.Fatalf("the sink after %d of the pipeline's messages: %v", len(got), err)
+		}
+		got = append(got, sinkMsg{value: string(m.Data()), seq: m.Headers().Get(coordinator.HeaderSourceSeq), order: m.Headers().Get("Order")})
+	}
+	t.Logf("%d messages of another writer in the sink meanwhile", noise)
+	if noise == 0 {
+		t.Fatal("the other writer published nothing: the test tests nothing")
+	}
+	check(t, got, n, n)
+}

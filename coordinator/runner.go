@@ -305,19 +305,63 @@ func (r *runner) generation(ctx context.Context, p *proto.Pipeline, changed <-ch
 	}
 	defer job.Close()
 	r.cancelOldJob(ctx, r.job.Swap(job.ID()).(string))
-	for out, err := range job.Results() {
-		if err != nil {
-			if src.gap.Load() {
-				return fmt.Errorf("%w: %v", errSourceGap, err)
+
+	// The results come through a goroutine, so that the sink's answers
+	// settle (and their source messages are acknowledged) while no new
+	// result comes.
+	type result struct {
+		out client.Output
+		err error
+	}
+	results := make(chan result)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		defer close(results)
+		for out, err := range job.Results() {
+			select {
+			case results <- result{out, err}:
+			case <-stop:
+				return
 			}
-			return err
 		}
-		m := src.take(out.Index)
-		if err := r.deliver(ctx, p, job.ID(), m, out); err != nil {
-			return err
+	}()
+	w := newSinkWriter(r, p, job.ID())
+	for {
+		ok, fail := w.head()
+		select {
+		case res, more := <-results:
+			if !more {
+				return w.drain(ctx)
+			}
+			if res.err != nil {
+				// What came before is settled first: its source messages
+				// are not read again.
+				if err := w.drain(ctx); err != nil {
+					return err
+				}
+				if src.gap.Load() {
+					return fmt.Errorf("%w: %v", errSourceGap, res.err)
+				}
+				return res.err
+			}
+			if err := w.put(ctx, src.take(res.out.Index), res.out); err != nil {
+				return err
+			}
+		case <-ok:
+			w.headAnswered(nil)
+			if err := w.settle(ctx, false); err != nil {
+				return err
+			}
+		case err := <-fail:
+			w.headAnswered(err)
+			if err := w.settle(ctx, false); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
-	return nil
 }
 
 // gapPause is how long a runner waits before it reads its source again
@@ -469,46 +513,6 @@ func (s *source) take(index uint64) jetstream.Msg {
 	return m
 }
 
-// deliver publishes a record's result on the sink (or dead-letters its
-// error, or drops it), then acknowledges its source message. A sink that
-// cannot store it now is retried until ctx ends.
-func (r *runner) deliver(ctx context.Context, p *proto.Pipeline, job string, m jetstream.Msg, out client.Output) error {
-	if m == nil {
-		return fmt.Errorf("result %d has no source message", out.Index)
-	}
-	meta, err := m.Metadata()
-	if err != nil {
-		return fmt.Errorf("source message: %w", err)
-	}
-	seq := meta.Sequence.Stream
-	switch {
-	case out.Err != nil:
-		r.errs.Add(1)
-		if err := r.retry(ctx, func(ctx context.Context) error { return r.deadLetter(ctx, p, job, seq, m, out.Err) }); err != nil {
-			return err
-		}
-	case out.Dropped:
-		r.dropped.Add(1)
-	default:
-		if err := r.retry(ctx, func(ctx context.Context) error { return r.publish(ctx, p, seq, m, out.Value) }); err != nil {
-			return err
-		}
-	}
-	// Not waited for: an acknowledgement lost (a coordinator killed, a
-	// server away) only brings the message again to the next holder,
-	// whose result the sink then takes for the duplicate it is.
-	if err := m.Ack(); err != nil {
-		r.c.log.Debug("pipeline source message not acknowledged", "pipeline", r.owner+"/"+r.name, "seq", seq, "err", err)
-	}
-	r.processed.Add(1)
-	r.lastSeq.Store(seq)
-	r.latMu.Lock()
-	r.lat.Record(time.Since(meta.Timestamp))
-	r.latMu.Unlock()
-	r.c.metrics.pipelineMessages.WithLabelValues(p.Owner+"/"+p.Name, outcome(out)).Inc()
-	return nil
-}
-
 func outcome(out client.Output) string {
 	switch {
 	case out.Err != nil:
@@ -519,28 +523,19 @@ func outcome(out client.Output) string {
 	return "published"
 }
 
-// publish puts a result value on the sink, with the source message's
-// headers and Df-Source-Seq, under an id of the pipeline and the source
-// sequence. A sink no stream captures gets it as a plain message.
-func (r *runner) publish(ctx context.Context, p *proto.Pipeline, seq uint64, m jetstream.Msg, value []byte) error {
+// sinkMsg returns the sink message of a result value of source message
+// m (sequence seq): the value, the source message's headers and
+// Df-Source-Seq, under an id of the pipeline and the source sequence.
+func (r *runner) sinkMsg(p *proto.Pipeline, seq uint64, m jetstream.Msg, value []byte) *nats.Msg {
 	out := &nats.Msg{Subject: p.Sink, Data: value, Header: nats.Header{}}
 	for k, vs := range m.Headers() {
-		if k != proto.HeaderMsgID {
+		if k != proto.HeaderMsgID && k != headerExpectedLastMsgID {
 			out.Header[k] = vs
 		}
 	}
 	out.Header.Set(HeaderSourceSeq, strconv.FormatUint(seq, 10))
 	out.Header.Set(proto.HeaderMsgID, sinkMsgID(p, seq))
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_, err := r.c.js.PublishMsg(pctx, out)
-	if errors.Is(err, jetstream.ErrNoStreamResponse) {
-		if err := r.c.nc.PublishMsg(out); err != nil {
-			return err
-		}
-		return r.c.nc.FlushWithContext(pctx)
-	}
-	return err
+	return out
 }
 
 // sinkMsgID is the de-duplication id of the result of source message seq
