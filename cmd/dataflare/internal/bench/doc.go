@@ -44,4 +44,25 @@
 //	fmt.Println(lat.Latency.Idle.P99Ms, lat.Latency.Loaded.P99Ms)
 //	fair, err := bench.Fairness(ctx, bench.FairnessConfig{LoadJobs: 3})
 //	fmt.Println(fair.Fairness.Fair.P99Ms, fair.Fairness.FIFO.P99Ms, fair.Fairness.Weights.BShare)
+//
+// Pipeline measures a pipeline of one native step (upper) from a source
+// stream to a sink stream against raw JetStream moving the same messages,
+// round after round on one server, then the pipeline's end-to-end lag.
+// Each round publishes the same messages (100,000 of 1 KiB) to the
+// pipeline's source and to a copy of it; the pipeline side times
+// CreatePipeline until its sink stream holds every message; the raw side
+// times the same legs with none of the fleet's code, written as a
+// JetStream user would: a durable pull consumer on the copy (the pipeline
+// consumer's settings) read with nats.go's continuous pull in pulls of 256,
+// each message's payload upper-cased and published asynchronously to its
+// sink with Df-Source-Seq and a Nats-Msg-Id of the source sequence (at most
+// 1,024 awaiting their PubAck), and each source message acknowledged, in
+// order, once the sink's PubAck for it came. Both sinks are read back: each
+// must hold exactly one message per source message, in order. Then a new
+// pipeline's source is published at half the measured rate, in bursts
+// every 5 ms, each message stamped with its publish time, and each one's
+// lag is taken when it arrives from the sink stream.
+//
+//	pl, err := bench.Pipeline(ctx, bench.PipelineConfig{})
+//	fmt.Println(pl.Pipeline.RecordsPerSec, pl.Pipeline.VsRaw, pl.Pipeline.LagP99Ms)
 package bench

@@ -44,6 +44,7 @@ type benchFlags struct {
 	loadJobs        int
 	probeBudget     time.Duration
 	probeGap        time.Duration
+	pipeline        bool
 }
 
 func (e *env) benchCmd() *cobra.Command {
@@ -71,7 +72,12 @@ or run in this process (--workers-as in-process).
   --fairness         10-record jobs of owner B beside --load-jobs saturating jobs of owner A, with
                      fair sharing and without (FIFO), the same for a high-priority job of A, and
                      the split between two saturating owners of weights 1 and 3 (--seconds)
-Their load is the delay plugin, ms=1 (--plugin, --config to change it), on embedded workers.`,
+Their load is the delay plugin, ms=1 (--plugin, --config to change it), on embedded workers.
+  --pipeline         a pipeline of one step (--plugin, default upper) from a source stream to a sink
+                     stream, against raw JetStream moving the same messages (a durable pull consumer,
+                     async publishes to the sink, acks once the sink has them), --rounds times; then
+                     its end-to-end lag while the source is published at half its measured rate
+                     (--seconds, default 10). Defaults for it: --records 100000, --record-size 1024.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return e.runBench(cmd, f) },
 	}
@@ -97,13 +103,14 @@ Their load is the delay plugin, ms=1 (--plugin, --config to change it), on embed
 	fl.BoolVar(&f.failover, "failover", false, "measure the stall of a job when one of its two workers is killed")
 	fl.StringVar(&f.workersAs, "workers-as", "process", "workers of --scaling, --coldstart and --failover: process or in-process")
 	fl.DurationVar(&f.ackWait, "ack-wait", 0, "--failover: the batches' AckWait (default 5s)")
-	fl.Float64Var(&f.seconds, "seconds", 0, "--scaling, --failover: about how long each job runs (default 4 and 6); --fairness: how long the weighted split is counted (default 10)")
+	fl.Float64Var(&f.seconds, "seconds", 0, "--scaling, --failover: about how long each job runs (default 4 and 6); --fairness: how long the weighted split is counted (default 10); --pipeline: how long the lag is measured (default 10)")
 	fl.IntVar(&f.window, "window", 0, "--scaling: the client's window in batches (default 4 per slot of the most workers)")
 	fl.BoolVar(&f.latency, "latency", false, "measure 1-record jobs on an idle fleet and beside another owner's saturating job")
 	fl.BoolVar(&f.fairness, "fairness", false, "measure small jobs beside saturating jobs of another owner, with fair sharing and without (FIFO)")
 	fl.IntVar(&f.samples, "samples", 0, "--latency, --fairness: probe jobs per figure (default 200 on an idle fleet, 100 beside a load)")
 	fl.IntVar(&f.loadJobs, "load-jobs", 3, "--fairness: saturating jobs of owner A")
 	fl.DurationVar(&f.probeGap, "probe-gap", bench.DefaultProbeGap, "--latency, --fairness: each probe job starts after a random pause of up to this (0: back to back)")
+	fl.BoolVar(&f.pipeline, "pipeline", false, "measure a pipeline from a source stream to a sink stream against raw JetStream, and its end-to-end lag at half its rate")
 	fl.DurationVar(&f.probeBudget, "probe-budget", 0, "--fairness: the most time one figure's probes may take, after 5 (default 60s: FIFO probes wait seconds each)")
 	return cmd
 }
@@ -115,14 +122,16 @@ func (e *env) runBench(cmd *cobra.Command, f benchFlags) error {
 		return err
 	}
 	n := 0
-	for _, set := range []bool{len(f.scaling) > 0, f.coldStart, f.failover, f.latency, f.fairness} {
+	for _, set := range []bool{len(f.scaling) > 0, f.coldStart, f.failover, f.latency, f.fairness, f.pipeline} {
 		if set {
 			n++
 		}
 	}
 	switch {
 	case n > 1:
-		return usagef("--scaling, --coldstart, --failover, --latency and --fairness are separate runs: give one")
+		return usagef("--scaling, --coldstart, --failover, --latency, --fairness and --pipeline are separate runs: give one")
+	case n == 1 && f.pipeline:
+		return e.runBenchPipeline(cmd, f, cfg)
 	case n == 1 && (f.latency || f.fairness):
 		return e.runBenchSharing(cmd, f, cfg)
 	case n == 1:
@@ -438,4 +447,73 @@ func loadName(name string, cfg map[string]string) string {
 		name += " " + k + "=" + cfg[k]
 	}
 	return name
+}
+
+// runBenchPipeline runs --pipeline, on embedded workers.
+func (e *env) runBenchPipeline(cmd *cobra.Command, f benchFlags, cfg bench.Config) error {
+	log, err := e.logger(slog.LevelWarn)
+	if err != nil {
+		return err
+	}
+	switch {
+	case f.seconds < 0:
+		return usagef("--seconds %v is negative", f.seconds)
+	case cfg.Warmup < 0:
+		return usagef("--warmup %v is negative", cfg.Warmup)
+	}
+	pc := bench.PipelineConfig{Records: flagInt(cmd, "records", cfg.Records), RecordSize: flagInt(cmd, "record-size", cfg.RecordSize),
+		Plugin: cfg.Plugin, PluginConfig: cfg.PluginConfig, Rounds: flagInt(cmd, "rounds", cfg.Rounds),
+		Workers: flagInt(cmd, "workers", cfg.Workers), Parallel: cfg.Parallel, Warmup: cfg.Warmup,
+		LagTime: time.Duration(f.seconds * float64(time.Second)), StoreDir: cfg.StoreDir, Log: log}
+	if f.cpuProfile != "" {
+		out, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %v", err)
+		}
+		defer out.Close()
+		pc.OnRounds = func() func() {
+			if err := pprof.StartCPUProfile(out); err != nil {
+				log.Error("cpu profile", "err", err)
+				return nil
+			}
+			return pprof.StopCPUProfile
+		}
+	}
+	rep, err := bench.Pipeline(cmd.Context(), pc)
+	if err != nil {
+		return benchError(err)
+	}
+	if f.json {
+		return writeJSON(e.stdout, rep)
+	}
+	printBenchPipeline(e.stdout, rep)
+	return nil
+}
+
+func printBenchPipeline(w io.Writer, r *bench.PipelineReport) {
+	p := r.Pipeline
+	fmt.Fprintf(w, "pipeline of %s: %d messages of %d B per round, %d round(s), %d worker(s) × %d, batch size %d (sizer), file storage\n",
+		loadName(r.Plugin, r.PluginConfig), p.Records, p.RecordSize, r.Rounds, r.Workers, r.Parallel, p.BatchSize)
+	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, load average %.2f at start\n\n", r.Machine.CPUs, r.Machine.CPU, r.Machine.GoVersion, r.Machine.LoadAvg)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "SIDE\tRECORDS/S\tCPU µS/REC\tROUNDS RECORDS/S\t")
+	fmt.Fprintf(tw, "pipeline\t%.0f\t%.2f\t%s\t\n", p.RecordsPerSec, p.CPUMicrosPerRecord, joinRates(p.RoundsPerSec))
+	fmt.Fprintf(tw, "raw (fetch %d, window %d)\t%.0f\t%.2f\t%s\t\n", p.RawFetch, p.RawWindow, p.RawRecordsPerSec, p.RawCPUMicrosPerRecord, joinRates(p.RawRoundsPerSec))
+	tw.Flush()
+	fmt.Fprintf(w, "\nvs_raw: %.3f (by CPU %.3f); the pipeline's first result %.0f ms after its creation (median)\n", p.VsRaw, p.VsRawCPU, p.FirstResultMs)
+	fmt.Fprintf(w, "lag at %.0f messages/s (asked %.0f) for %.1f s, publish to sink: p50 %.2f ms, p99 %.2f ms, max %.2f ms over %d messages\n",
+		p.LagRate, p.LagTargetRate, p.LagSeconds, p.LagP50Ms, p.LagP99Ms, p.LagMaxMs, p.LagSamples)
+	st := p.Status
+	fmt.Fprintf(w, "pipeline info then: %s, processed %d, lag %d, latency p50 %.2f ms, p99 %.2f ms\n",
+		st.State, st.Processed, st.Lag, st.LatencyP50Ms, st.LatencyP99Ms)
+	fmt.Fprintf(w, "%d sink messages checked: one per source message, in order\n", p.Checked)
+}
+
+// joinRates lists rates: "1200 · 1300".
+func joinRates(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = strconv.FormatFloat(x, 'f', 0, 64)
+	}
+	return strings.Join(parts, " · ")
 }

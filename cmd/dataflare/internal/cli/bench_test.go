@@ -88,6 +88,9 @@ func TestBenchFigures(t *testing.T) {
 	}{
 		{"two figures", []string{"--coldstart", "--failover"}, "separate runs"},
 		{"latency and fairness", []string{"--latency", "--fairness"}, "separate runs"},
+		{"pipeline and latency", []string{"--pipeline", "--latency"}, "separate runs"},
+		{"failing pipeline step", []string{"--pipeline", "--plugin", "fail"}, "pipeline plugin"},
+		{"negative pipeline seconds", []string{"--pipeline", "--seconds", "-1"}, "--seconds"},
 		{"no load jobs", []string{"--fairness", "--load-jobs", "0"}, "--load-jobs"},
 		{"negative probe gap", []string{"--latency", "--probe-gap", "-1s"}, "--probe-gap"},
 		{"failing load", []string{"--latency", "--plugin", "fail"}, "load plugin"},
@@ -122,6 +125,32 @@ func TestBenchLatency(t *testing.T) {
 	}
 	r = run(t, "", "bench", "--latency", "--samples", "2", "--probe-gap", "0")
 	if r.code != ExitOK || !strings.Contains(r.stdout, "idle") || !strings.Contains(r.stdout, "P99 MS") {
+		t.Errorf("table output: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestBenchPipeline(t *testing.T) {
+	r := run(t, "", "bench", "--pipeline", "--records", "500", "--record-size", "128", "--rounds", "1", "--warmup", "1ms",
+		"--seconds", "1", "--json")
+	if r.code != ExitOK {
+		t.Fatalf("--pipeline: exit %d, stderr %s", r.code, r.stderr)
+	}
+	var doc struct {
+		Pipeline map[string]any `json:"pipeline"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("--pipeline --json: %v\n%s", err, r.stdout)
+	}
+	for _, k := range []string{"records_per_sec", "raw_records_per_sec", "vs_raw", "lag_p50_ms", "lag_p99_ms", "lag_rate"} {
+		if v, ok := doc.Pipeline[k].(float64); !ok || v <= 0 {
+			t.Errorf("pipeline.%s = %v, want a positive number", k, doc.Pipeline[k])
+		}
+	}
+	if doc.Pipeline["records"] != 500.0 || doc.Pipeline["record_size"] != 128.0 {
+		t.Errorf("pipeline.records %v of %v B, want 500 of 128", doc.Pipeline["records"], doc.Pipeline["record_size"])
+	}
+	r = run(t, "", "bench", "--pipeline", "--records", "200", "--rounds", "1", "--warmup", "1ms", "--seconds", "0.5")
+	if r.code != ExitOK || !strings.Contains(r.stdout, "vs_raw") || !strings.Contains(r.stdout, "1024 B") {
 		t.Errorf("table output: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 }
