@@ -80,10 +80,12 @@ func (so *submitOptions) request(name string) (proto.JobCreate, error) {
 	return req, nil
 }
 
-// WithLinger sends a batch that is not full once no record came from the
-// Source for d, instead of waiting for the batch to fill or the Source to
-// end: for a Source that is a stream, whose records trickle in. d must be
-// in (0, 1 min].
+// WithLinger sends a batch that is not full once its first record waited
+// d, instead of waiting for the batch to fill or the Source to end: for a
+// Source that is a stream, whose records come at their own pace, so that
+// none waits longer than d for its batch to go (a steady trickle would
+// otherwise fill every batch to the sizer's size, seconds at a low rate).
+// d must be in (0, 1 min].
 func WithLinger(d time.Duration) SubmitOption {
 	return func(o *submitOptions) error {
 		if d <= 0 || d > time.Minute {

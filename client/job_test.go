@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"iter"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -452,5 +454,52 @@ func TestLinger(t *testing.T) {
 	close(more)
 	if _, _, ok := next(); ok {
 		t.Error("a result after the last record")
+	}
+}
+
+// A steady trickle never pauses for the linger, yet its records do not
+// wait for a batch to fill: a batch goes once its first record waited the
+// linger, so results come back while the Source is still open.
+func TestLingerIsABatchsAge(t *testing.T) {
+	f := localtest.Start(t, local.Config{Workers: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 3000
+	var yielded atomic.Int64
+	src := func(yield func(plugin.Record, error) bool) {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for i := range n {
+			<-tick.C
+			yielded.Add(1)
+			if !yield(plugin.Record{Value: []byte(strconv.Itoa(i))}, nil) {
+				return
+			}
+		}
+	}
+	job, err := f.Client().Submit(ctx, "upper", src, client.WithBatchSize(10_000), client.WithLinger(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer job.Close()
+	got := 0
+	for o, err := range job.Results() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == 0 {
+			at := yielded.Load()
+			t.Logf("the first result came after %d of %d records", at, n)
+			if at >= n {
+				t.Fatal("no result before the source ended: the batch waited to fill")
+			}
+		}
+		if o.Index != uint64(got) {
+			t.Fatalf("result %d has index %d", got, o.Index)
+		}
+		got++
+	}
+	if got != n {
+		t.Fatalf("%d results, want %d", got, n)
 	}
 }

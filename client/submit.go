@@ -184,8 +184,8 @@ func (b *batcher) cut(ctx context.Context, src Source) bool {
 // cutLingering is cut for a Source that may pause between records: a
 // goroutine reads it, handing over one record at a time (the Source may
 // reuse a record's buffers once its yield returns, so it returns only once
-// the record is copied), and a batch that waited linger for its next
-// record is sent as it is.
+// the record is copied), and a batch whose first record came linger ago is
+// sent as it is.
 func (b *batcher) cutLingering(ctx context.Context, src Source) bool {
 	type item struct {
 		rec plugin.Record
@@ -214,17 +214,18 @@ func (b *batcher) cutLingering(ctx context.Context, src Source) bool {
 			}
 		}
 	}()
-	idle := time.NewTimer(b.linger)
-	defer idle.Stop()
+	// Armed at a batch's first record.
+	age := time.NewTimer(b.linger)
+	age.Stop()
+	defer age.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return false
-		case <-idle.C:
+		case <-age.C:
 			if b.n > 0 && !b.flush(ctx) {
 				return false
 			}
-			idle.Reset(b.linger)
 		case it, ok := <-items:
 			if !ok {
 				return b.flush(ctx)
@@ -239,7 +240,9 @@ func (b *batcher) cutLingering(ctx context.Context, src Source) bool {
 			if !added {
 				return false
 			}
-			idle.Reset(b.linger)
+			if b.n == 1 { // the first of a new batch (add may have sent the last)
+				age.Reset(b.linger)
+			}
 		}
 	}
 }

@@ -449,10 +449,11 @@ func (s *source) yieldAll(ctx context.Context, yield func(plugin.Record, error) 
 			return
 		default:
 		}
-		fctx, cancel := context.WithTimeout(ctx, fetchWait)
-		batch, err := s.cons.Fetch(256, jetstream.FetchContext(fctx))
+		// An expiry the server keeps, not a context: a fetch whose
+		// context ends stops reading, and what the server sent it
+		// meanwhile would be lost until AckWait.
+		batch, err := s.cons.Fetch(256, jetstream.FetchMaxWait(fetchWait))
 		if err != nil {
-			cancel()
 			yield(plugin.Record{}, fmt.Errorf("source: %w", err))
 			return
 		}
@@ -466,13 +467,11 @@ func (s *source) yieldAll(ctx context.Context, yield func(plugin.Record, error) 
 			}
 			meta, err := m.Metadata()
 			if err != nil {
-				cancel()
 				yield(plugin.Record{}, fmt.Errorf("source: %w", err))
 				return
 			}
 			if meta.Sequence.Consumer != s.delivered+1 {
 				s.gap.Store(true)
-				cancel()
 				yield(plugin.Record{}, fmt.Errorf("source: %w: delivery %d, after %d (stream sequence %d)", errSourceGap, meta.Sequence.Consumer, s.delivered, meta.Sequence.Stream))
 				return
 			}
@@ -491,12 +490,10 @@ func (s *source) yieldAll(ctx context.Context, yield func(plugin.Record, error) 
 			s.next++
 			s.mu.Unlock()
 			if !yield(rec, nil) {
-				cancel()
 				return
 			}
 		}
 		err = batch.Error()
-		cancel()
 		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 			yield(plugin.Record{}, fmt.Errorf("source: %w", err))
 			return
