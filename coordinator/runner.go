@@ -436,66 +436,66 @@ func (s *source) records(ctx context.Context) client.Source {
 	return func(yield func(plugin.Record, error) bool) { s.yieldAll(ctx, yield) }
 }
 
-// fetchWait is how long one fetch from the source waits for messages.
-const fetchWait = 100 * time.Millisecond
+// sourcePull is how many source messages the runner asks for at once.
+const sourcePull = 256
 
-// yieldAll is records' body.
+// yieldAll is records' body: the consumer's messages through a continuous
+// pull, until the definition changes or ctx ends. What the pull fetched and
+// was not read then comes again from the consumer made anew.
 func (s *source) yieldAll(ctx context.Context, yield func(plugin.Record, error) bool) {
-	for {
+	msgs, err := s.cons.Messages(jetstream.PullMaxMessages(sourcePull))
+	if err != nil {
+		yield(plugin.Record{}, fmt.Errorf("source: %w", err))
+		return
+	}
+	finished := make(chan struct{})
+	defer close(finished)
+	stopped := make(chan struct{})
+	// Stops when the definition changes, ctx ends or yieldAll returns.
+	go func() {
+		defer close(stopped)
 		select {
 		case <-s.changed:
-			return
 		case <-ctx.Done():
-			return
-		default:
+		case <-finished:
 		}
-		// An expiry the server keeps, not a context: a fetch whose
-		// context ends stops reading, and what the server sent it
-		// meanwhile would be lost until AckWait.
-		batch, err := s.cons.Fetch(256, jetstream.FetchMaxWait(fetchWait))
+		msgs.Stop()
+	}()
+	defer func() { <-stopped }()
+	for {
+		m, err := msgs.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			return
+		}
 		if err != nil {
 			yield(plugin.Record{}, fmt.Errorf("source: %w", err))
 			return
 		}
-		for m := range batch.Messages() {
-			select {
-			case <-s.changed:
-				// The rest goes to the next definition: not acknowledged,
-				// it comes again from the consumer made anew.
-				continue
-			default:
-			}
-			meta, err := m.Metadata()
-			if err != nil {
-				yield(plugin.Record{}, fmt.Errorf("source: %w", err))
-				return
-			}
-			if meta.Sequence.Consumer != s.delivered+1 {
-				s.gap.Store(true)
-				yield(plugin.Record{}, fmt.Errorf("source: %w: delivery %d, after %d (stream sequence %d)", errSourceGap, meta.Sequence.Consumer, s.delivered, meta.Sequence.Stream))
-				return
-			}
-			s.delivered = meta.Sequence.Consumer
-			rec := plugin.Record{Key: []byte(m.Subject()), Value: m.Data(), Timestamp: meta.Timestamp}
-			for k, vs := range m.Headers() {
-				for _, v := range vs {
-					rec.Headers = append(rec.Headers, plugin.Header{Key: []byte(k), Value: []byte(v)})
-				}
-			}
-			s.mu.Lock()
-			if s.pending == nil {
-				s.pending = make(map[uint64]jetstream.Msg)
-			}
-			s.pending[s.next] = m
-			s.next++
-			s.mu.Unlock()
-			if !yield(rec, nil) {
-				return
+		meta, err := m.Metadata()
+		if err != nil {
+			yield(plugin.Record{}, fmt.Errorf("source: %w", err))
+			return
+		}
+		if meta.Sequence.Consumer != s.delivered+1 {
+			s.gap.Store(true)
+			yield(plugin.Record{}, fmt.Errorf("source: %w: delivery %d, after %d (stream sequence %d)", errSourceGap, meta.Sequence.Consumer, s.delivered, meta.Sequence.Stream))
+			return
+		}
+		s.delivered = meta.Sequence.Consumer
+		rec := plugin.Record{Key: []byte(m.Subject()), Value: m.Data(), Timestamp: meta.Timestamp}
+		for k, vs := range m.Headers() {
+			for _, v := range vs {
+				rec.Headers = append(rec.Headers, plugin.Header{Key: []byte(k), Value: []byte(v)})
 			}
 		}
-		err = batch.Error()
-		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-			yield(plugin.Record{}, fmt.Errorf("source: %w", err))
+		s.mu.Lock()
+		if s.pending == nil {
+			s.pending = make(map[uint64]jetstream.Msg)
+		}
+		s.pending[s.next] = m
+		s.next++
+		s.mu.Unlock()
+		if !yield(rec, nil) {
 			return
 		}
 	}
