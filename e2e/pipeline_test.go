@@ -138,8 +138,9 @@ func orderMsg(i int) *nats.Msg {
 	return m
 }
 
-// waitProcessed waits until the pipeline reports at least min source
-// messages done, and returns the coordinator running it.
+// waitProcessed waits until the pipeline reports the source messages up
+// to sequence min done (the counts start again with each holder; the last
+// sequence done does not), and returns the coordinator running it.
 func (r *pipelineRun) waitProcessed(ctx context.Context, min uint64) (string, error) {
 	var holder string
 	err := poll.Until(ctx, 2*time.Minute, func() error {
@@ -147,8 +148,8 @@ func (r *pipelineRun) waitProcessed(ctx context.Context, min uint64) (string, er
 		if err != nil {
 			return err
 		}
-		if pl.Status == nil || pl.Status.Processed < min {
-			return fmt.Errorf("pipeline status %+v, want %d processed", pl.Status, min)
+		if pl.Status == nil || pl.Status.LastSeq < min {
+			return fmt.Errorf("pipeline status %+v, want source sequence %d done", pl.Status, min)
 		}
 		holder = pl.Status.Coordinator
 		return nil
