@@ -326,7 +326,7 @@ func (r *runner) generation(ctx context.Context, p *proto.Pipeline, changed <-ch
 			}
 		}
 	}()
-	w := newSinkWriter(r, p, job.ID())
+	w := newSinkWriter(ctx, r, p, job.ID())
 	for {
 		ok, fail := w.head()
 		select {

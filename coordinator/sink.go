@@ -33,7 +33,9 @@ const errCodeWrongLastMsgID jetstream.ErrorCode = 10070
 const headerExpectedLastMsgID = "Nats-Expected-Last-Msg-Id"
 
 // sinkWriter puts one job's results on the sink in source order, with up
-// to sinkWindow of them on their way at once. Each result after the
+// to sinkWindow of them on their way at once where the chain may be used
+// (a sink stream of one replica; newSinkWriter says why), else one at a
+// time. Each result after the
 // first carries the id of the one before as Nats-Expected-Last-Msg-Id, so
 // that the stream stores none whose predecessor it does not have: a result
 // lost with a connection cannot be overtaken by the next one (which nats.go
@@ -99,8 +101,23 @@ func (it *sinkItem) answer(ctx context.Context, wait bool) bool {
 	return true
 }
 
-func newSinkWriter(r *runner, p *proto.Pipeline, job string) *sinkWriter {
-	return &sinkWriter{r: r, p: p, job: job, chain: true}
+// newSinkWriter returns the writer of a job's results. It chains them only
+// on a sink stream of one replica: nats-server (2.15.2) checks
+// Nats-Expected-Last-Msg-Id again on each replica as it applies a message,
+// and a replica restarted with an older last id fails the write for good
+// ("critical write error": seen with a node restarted under a chained
+// window, TestChaosPipelineNodeRestart), so a replicated sink gets one
+// result at a time.
+func newSinkWriter(ctx context.Context, r *runner, p *proto.Pipeline, job string) *sinkWriter {
+	w := &sinkWriter{r: r, p: p, job: job}
+	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	if name, err := r.c.js.StreamNameBySubject(kctx, p.Sink); err == nil {
+		if s, err := r.c.js.Stream(kctx, name); err == nil {
+			w.chain = s.CachedInfo().Config.Replicas <= 1
+		}
+	}
+	return w
 }
 
 // put takes the result of source message m: dead-letters an error at once,
