@@ -172,7 +172,8 @@ func (p *pipelineCtl) createCmd() *cobra.Command {
 		Long: `Define pipeline NAME and start it: it reads stream STREAM from its first message (only the
 subjects matching --filter, when given), runs each message through the steps in turn (value: the
 payload, key: the subject, headers: the message's), and publishes each result value on --to, with
-the source message's headers plus Df-Source-Seq, under the message id <owner>.<NAME>.<sequence>.
+the source message's headers plus Df-Source-Seq, under the message id
+<owner>.<NAME>.<created>.<sequence>.
 
 STREAM must exist and be a JetStream stream of your own (not the fleet's DF_*, KV_* or OBJ_*
 streams); a core NATS subject is not a source: capture it in a stream first. A stream capturing
