@@ -380,15 +380,31 @@ func TestBatchThatKillsItsWorkersIsSplit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := dead.GetLastMsgForSubject(context.Background(), proto.DeadSubject(job.ID()))
+	// The record at fault has its dead letter. A batch that ran beside it
+	// on a killed worker died with it and may have been split down too
+	// (its records' results were stored first, as checked above): such
+	// an entry is logged, not an error.
+	cons, err := dead.OrderedConsumer(context.Background(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{proto.DeadSubject(job.ID())}})
 	if err != nil {
-		t.Fatalf("dead letter: %v", err)
-	}
-	var dl fleet.DeadLetter
-	if err := json.Unmarshal(m.Data, &dl); err != nil {
 		t.Fatal(err)
 	}
-	if dl.Index != 3 || string(dl.Value) != "x" || dl.Attempts != topo.MaxDeliver {
-		t.Errorf("dead letter = index %d value %q attempts %d, want 3 \"x\" %d", dl.Index, dl.Value, dl.Attempts, topo.MaxDeliver)
+	found := false
+	for {
+		m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			break
+		}
+		var dl fleet.DeadLetter
+		if err := json.Unmarshal(m.Data(), &dl); err != nil {
+			t.Fatal(err)
+		}
+		if dl.Index == 3 && string(dl.Value) == "x" && dl.Attempts == topo.MaxDeliver {
+			found = true
+			continue
+		}
+		t.Logf("dead letter of a batch killed beside the poison: index %d value %q attempts %d", dl.Index, dl.Value, dl.Attempts)
+	}
+	if !found {
+		t.Errorf("no dead letter for record 3 \"x\" after %d attempts", topo.MaxDeliver)
 	}
 }
