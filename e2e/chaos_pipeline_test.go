@@ -53,17 +53,7 @@ func TestChaosPipelineNodeRestart(t *testing.T) {
 	cl.start(victim)
 	t.Logf("restarted node %s", cl.nodes[victim].name)
 
-	holder, err := r.waitProcessed(ctx, 3*n/5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.mu.Lock()
-	owner := f.procs[holder]
-	f.mu.Unlock()
-	if owner == nil {
-		t.Fatalf("the pipeline's coordinator %q is no process of this fleet", holder)
-	}
-	owner.kill(syscall.SIGKILL)
+	holder := r.killHolder(ctx, 3*n/5)
 	t.Logf("killed coordinator %s at %v", holder, time.Since(start).Round(time.Millisecond))
 
 	if err := <-published; err != nil {

@@ -157,6 +157,25 @@ func (r *pipelineRun) waitProcessed(ctx context.Context, min uint64) (string, er
 	return holder, err
 }
 
+// killHolder waits until the pipeline has done the source messages up
+// to sequence min, SIGKILLs the coordinator process running it, and
+// returns its name.
+func (r *pipelineRun) killHolder(ctx context.Context, min uint64) string {
+	r.t.Helper()
+	holder, err := r.waitProcessed(ctx, min)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.f.mu.Lock()
+	owner := r.f.procs[holder]
+	r.f.mu.Unlock()
+	if owner == nil {
+		r.t.Fatalf("the pipeline's coordinator %q is no process of this fleet", holder)
+	}
+	owner.kill(syscall.SIGKILL)
+	return holder
+}
+
 // pipelineVerdict is what the oracle found in the sink.
 type pipelineVerdict struct {
 	source, sink, bad                           int
@@ -370,20 +389,10 @@ func TestPipelineKills(t *testing.T) {
 	}
 	workers[0].kill(syscall.SIGKILL)
 	t.Logf("killed worker %s at %v", workers[0].name, time.Since(start).Round(time.Millisecond))
-	holder, err := r.waitProcessed(ctx, uint64(n/2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.mu.Lock()
-	owner := f.procs[holder]
-	f.mu.Unlock()
-	if owner == nil {
-		t.Fatalf("the pipeline's coordinator %q is no process of this fleet", holder)
-	}
-	owner.kill(syscall.SIGKILL)
+	holder := r.killHolder(ctx, uint64(n/2))
 	killed := time.Now()
 	t.Logf("killed coordinator %s, which held the pipeline, at %v", holder, killed.Sub(start).Round(time.Millisecond))
-	err = poll.Until(ctx, time.Minute, func() error {
+	err := poll.Until(ctx, time.Minute, func() error {
 		pl, err := r.c.PipelineInfo(ctx, pipelineName)
 		if err != nil {
 			return err
