@@ -326,7 +326,7 @@ func TestBatchThatKillsItsWorkersIsSplit(t *testing.T) {
 	plugins["killer"] = killer{hit: hit}
 	topo := proto.Topology{AckWait: 300 * time.Millisecond, MaxDeliver: 2}
 	f := localtest.Start(t, local.Config{Coordinator: coordinator.Config{Topology: topo},
-		Worker: worker.Config{Plugins: plugins, DrainTimeout: 10 * time.Millisecond}})
+		Worker: worker.Config{Plugins: plugins, DrainTimeout: 10 * time.Millisecond, Parallel: 1}}) // one batch at a time: none dies beside the poison one
 	current := f.StartWorker()
 	f.WaitForWorkers(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
