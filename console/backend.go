@@ -2,6 +2,10 @@ package console
 
 import (
 	"context"
+	"errors"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/fleet"
@@ -22,16 +26,21 @@ type Backend interface {
 }
 
 // ClientBackend is the Backend of a real fleet: a client for the fleet's
-// status and pipelines, and the plugin store for the modules.
+// status, jobs, dead letters and pipelines, and the plugin store for the
+// modules. Safe for concurrent use.
 type ClientBackend struct {
 	client *client.Client
-	store  *wasmstore.Store
+	js     jetstream.JetStream
+
+	mu    sync.Mutex
+	store *wasmstore.Store
 }
 
-// NewClientBackend returns the Backend that asks c and reads store. A nil
-// store shows no modules.
-func NewClientBackend(c *client.Client, store *wasmstore.Store) *ClientBackend {
-	return &ClientBackend{client: c, store: store}
+// NewClientBackend returns the Backend that asks c, and reads the plugin
+// store through js (opened on first use, never created: until a
+// coordinator creates it, there are no modules).
+func NewClientBackend(c *client.Client, js jetstream.JetStream) *ClientBackend {
+	return &ClientBackend{client: c, js: js}
 }
 
 // Status returns client.SystemStatus.
@@ -39,12 +48,24 @@ func (b *ClientBackend) Status(ctx context.Context) (*fleet.Status, error) {
 	return b.client.SystemStatus(ctx)
 }
 
-// Modules returns wasmstore.Store.List, or nothing without a store.
+// Modules returns wasmstore.Store.List, or nothing while the store does
+// not exist.
 func (b *ClientBackend) Modules(ctx context.Context) ([]wasmstore.Manifest, error) {
-	if b.store == nil {
-		return nil, nil
+	b.mu.Lock()
+	s := b.store
+	if s == nil {
+		var err error
+		if s, err = wasmstore.Open(ctx, b.js); err != nil {
+			b.mu.Unlock()
+			if errors.Is(err, wasmstore.ErrNotFound) {
+				return nil, nil
+			}
+			return nil, err
+		}
+		b.store = s
 	}
-	return b.store.List(ctx)
+	b.mu.Unlock()
+	return s.List(ctx)
 }
 
 // Pipelines returns client.Pipelines.

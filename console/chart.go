@@ -52,6 +52,23 @@ type chartSeries struct {
 	Last string
 }
 
+// tickSteps are the steps of the time axis, the smallest that gives at
+// most 10 ticks is taken.
+var tickSteps = []time.Duration{5 * time.Second, 10 * time.Second, 15 * time.Second, 30 * time.Second,
+	time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute, 30 * time.Minute, time.Hour}
+
+// span is the time a chart covers: from the oldest sample (at least
+// minSpan) up to window, so that a console just started shows what it
+// has rather than a long empty axis.
+func span(now time.Time, samples []sample, window time.Duration) time.Duration {
+	const minSpan = 2 * time.Minute
+	if len(samples) == 0 {
+		return min(minSpan, window)
+	}
+	d := now.Sub(samples[0].At)
+	return min(max(d.Round(time.Minute)+time.Minute, minSpan), window)
+}
+
 // point is one value of a series at a time.
 type point struct {
 	At time.Time
@@ -92,11 +109,13 @@ func lineChart(title string, now time.Time, window, gap time.Duration, series ma
 	for v := 0.0; v <= top+step/2; v += step {
 		c.YTicks = append(c.YTicks, tick{Pos: c.y(v, top), Label: format(v)})
 	}
-	// A tick every minute (or every 10 s in a window under 2 minutes),
-	// labelled by how long ago.
-	every := time.Minute
-	if window < 2*time.Minute {
-		every = 10 * time.Second
+	// Ticks at a round step, no more than 10, labelled by how long ago.
+	every := tickSteps[len(tickSteps)-1]
+	for _, d := range tickSteps {
+		if window/d <= 10 {
+			every = d
+			break
+		}
 	}
 	for ago := time.Duration(0); ago <= window; ago += every {
 		label := "now"

@@ -11,7 +11,7 @@
 // Backend; ClientBackend is the real one, a client.Client and the plugin
 // store.
 //
-//	con, err := console.New(console.Config{Backend: console.NewClientBackend(c, store)})
+//	con, err := console.New(console.Config{Backend: console.NewClientBackend(c, js)})
 //	if err != nil { ... }
 //	go con.Run(ctx) // samples until ctx ends
 //	http.Handle("/", con)

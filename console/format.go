@@ -140,6 +140,8 @@ func latency(d time.Duration) string {
 	switch {
 	case d <= 0:
 		return "—"
+	case d < time.Microsecond:
+		return "<1µs"
 	case d < time.Millisecond:
 		return strconv.FormatInt(d.Microseconds(), 10) + "µs"
 	case d < time.Second:

@@ -123,6 +123,7 @@ func newFleetView(now time.Time, window, gap time.Duration, st *fleet.Status, sa
 		v.Rate += row.Rate
 		v.Plugins = append(v.Plugins, row)
 	}
+	window = span(now, samples, window)
 	v.Throughput = lineChart("Throughput, records/s", now, window, gap, pluginSeries(samples, func(p pluginSample) float64 { return p.Rate }), rate)
 	v.BatchSizes = lineChart("Batch size, records", now, window, gap, pluginSeries(samples, func(p pluginSample) float64 { return p.BatchSize }), rate)
 	return v
@@ -161,12 +162,16 @@ func latestRates(samples []sample) map[string]float64 {
 	return out
 }
 
-// pluginSeries returns one series per plugin of value over the samples.
+// pluginSeries returns one series per plugin of value over the samples,
+// from its first sample where it had processed records (a plugin that
+// never ran has no line).
 func pluginSeries(samples []sample, value func(pluginSample) float64) map[string][]point {
 	out := map[string][]point{}
 	for _, s := range samples {
 		for name, p := range s.Plugins {
-			out[name] = append(out[name], point{s.At, value(p)})
+			if p.processed > 0 || out[name] != nil {
+				out[name] = append(out[name], point{s.At, value(p)})
+			}
 		}
 	}
 	return out
@@ -267,6 +272,7 @@ func newPipelinesView(now time.Time, window, gap time.Duration, pipes []client.P
 			lags[name] = append(lags[name], point{s.At, lag})
 		}
 	}
+	window = span(now, samples, window)
 	v.Lag = lineChart("Lag, source messages not yet in the sink", now, window, gap, lags, rate)
 	return v
 }

@@ -388,6 +388,7 @@ func TestDaemons(t *testing.T) {
 	work.waitFor(t, true, regexp.MustCompile(`worker started`))
 	healthz(t, coordHTTP)
 	healthz(t, workHTTP)
+	checkConsole(t, coordHTTP, "w1")
 
 	const n = 2500
 	var in strings.Builder
@@ -486,6 +487,7 @@ func TestDev(t *testing.T) {
 	dev := start(t, "", "dev", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--workers", "2")
 	url := dev.waitFor(t, false, regexp.MustCompile(`NATS at (nats://\S+) \(2 workers; WebAssembly plugins: \[upper-wasm\]\)`))[1]
 	metrics := dev.waitFor(t, false, regexp.MustCompile(`metrics at (http://\S+/metrics)`))[1]
+	checkConsole(t, strings.TrimSuffix(strings.TrimPrefix(metrics, "http://"), "/metrics"), "worker-1")
 	dir := t.TempDir()
 
 	t.Run("submit in order", func(t *testing.T) {

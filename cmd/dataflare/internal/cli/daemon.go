@@ -32,6 +32,7 @@ func (e *env) coordinatorCmd() *cobra.Command {
 		heartbeat time.Duration
 		weights   []string
 		grants    []string
+		admin     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "coordinator",
@@ -68,7 +69,11 @@ status and report requests. Run several for availability: they share the work.`,
 			if err != nil {
 				return err
 			}
-			stop, _, err := serveHTTP(httpAddr, reg, natsHealth(nc, c.Ready), log)
+			con, err := startConsole(cmd.Context(), httpAddr, nc, admin, log)
+			if err != nil {
+				return err
+			}
+			stop, _, err := serveHTTP(httpAddr, reg, natsHealth(nc, c.Ready), con, log)
 			if err != nil {
 				return err
 			}
@@ -78,7 +83,8 @@ status and report requests. Run several for availability: they share the work.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&id, "id", "", "coordinator id (default: random)")
-	f.StringVar(&httpAddr, "http", "", "serve /metrics and /healthz on HOST:PORT")
+	f.StringVar(&httpAddr, "http", "", "serve the web console at /, /metrics and /healthz on HOST:PORT")
+	consoleAdminFlag(f, &admin)
 	f.IntVar(&topo.Replicas, "replicas", 1, "replicas of every stream and bucket (3 on a production cluster)")
 	f.DurationVar(&topo.AckWait, "ack-wait", proto.DefaultAckWait, "how long a batch may go without a sign of life from its worker")
 	f.IntVar(&topo.MaxDeliver, "max-deliver", proto.DefaultMaxDeliver, "deliveries of a batch before it is split as poison")
@@ -170,7 +176,7 @@ results. SIGTERM drains it: it stops pulling, finishes the batches it runs and l
 			if err != nil {
 				return err
 			}
-			stop, _, err := serveHTTP(httpAddr, reg, natsHealth(nc, w.Ready), log)
+			stop, _, err := serveHTTP(httpAddr, reg, natsHealth(nc, w.Ready), nil, log)
 			if err != nil {
 				return err
 			}
@@ -211,10 +217,11 @@ func natsHealth(nc *nats.Conn, ready func() bool) func() error {
 	}
 }
 
-// serveHTTP serves /metrics from reg and /healthz from health on addr until
-// stop is called, and returns the address it listens on (addr may have
-// port 0). An empty addr serves nothing.
-func serveHTTP(addr string, reg *prometheus.Registry, health func() error, log *slog.Logger) (stop func(), bound string, err error) {
+// serveHTTP serves /metrics from reg, /healthz from health and, when it is
+// not nil, the web console at / on addr until stop is called, and returns
+// the address it listens on (addr may have port 0). An empty addr serves
+// nothing.
+func serveHTTP(addr string, reg *prometheus.Registry, health func() error, con http.Handler, log *slog.Logger) (stop func(), bound string, err error) {
 	if addr == "" {
 		return func() {}, "", nil
 	}
@@ -231,6 +238,9 @@ func serveHTTP(addr string, reg *prometheus.Registry, health func() error, log *
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	if con != nil {
+		mux.Handle("/", con)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	// Stops when srv is shut down.
@@ -240,7 +250,7 @@ func serveHTTP(addr string, reg *prometheus.Registry, health func() error, log *
 			log.Error("http server", "err", err)
 		}
 	}()
-	log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
+	log.Info("serving /metrics and /healthz", "addr", ln.Addr().String(), "console", con != nil)
 	return func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"text/tabwriter"
 	"time"
 
@@ -46,6 +47,7 @@ func (e *env) devCmd() *cobra.Command {
 		httpAddr    string
 		allowRemote bool
 		weights     []string
+		admin       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -75,19 +77,29 @@ the example WebAssembly plugins pushed, and print the NATS URL to point other co
 				return err
 			}
 			defer s.Close()
+			var con http.Handler
+			if httpAddr != "" {
+				nc, err := s.Conn("console")
+				if err != nil {
+					return err
+				}
+				if con, err = startConsole(cmd.Context(), httpAddr, nc, admin, log); err != nil {
+					return err
+				}
+			}
 			stop, bound, err := serveHTTP(httpAddr, reg, func() error {
 				if !s.Server.Running() {
 					return errors.New("the embedded NATS server is not running")
 				}
 				return nil
-			}, log)
+			}, con, log)
 			if err != nil {
 				return err
 			}
 			defer stop()
 			fmt.Fprintf(e.stdout, "dataflare dev: NATS at %s (%d workers; WebAssembly plugins: %v)\n", s.URL, cfg.Workers, pushed)
 			if bound != "" {
-				fmt.Fprintf(e.stdout, "  metrics at http://%s/metrics, health at http://%s/healthz\n", bound, bound)
+				fmt.Fprintf(e.stdout, "  console at http://%s/ (%s), metrics at http://%s/metrics, health at http://%s/healthz\n", bound, consoleMode(admin), bound, bound)
 			}
 			fmt.Fprintf(e.stdout, "  export NATS_URL=%s\n  then: dataflare status | dataflare submit --plugin upper --in FILE\n", s.URL)
 			<-cmd.Context().Done()
@@ -101,7 +113,8 @@ the example WebAssembly plugins pushed, and print the NATS URL to point other co
 	sharingFlags(f, &cfg.Coordinator.Topology, &weights)
 	f.BoolVar(&allowRemote, "allow-remote", false, "allow --listen on a non-loopback address (the dev stack has no authentication)")
 	f.StringVar(&cfg.StoreDir, "store", "", "directory for JetStream's files (default: a temporary one, removed on exit)")
-	f.StringVar(&httpAddr, "http", "", "serve /metrics and /healthz on HOST:PORT")
+	f.StringVar(&httpAddr, "http", "", "serve the web console at /, /metrics and /healthz on HOST:PORT")
+	consoleAdminFlag(f, &admin)
 	return cmd
 }
 
