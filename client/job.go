@@ -210,7 +210,13 @@ type Job struct {
 	room chan struct{}
 
 	submitted, results, succeeded, failed, dropped, batches, skipped atomic.Uint64
+	received                                                         atomic.Uint64 // result messages, skipped or not
+	sent                                                             atomic.Uint64 // records in batches the fleet accepted
 	taken                                                            atomic.Bool
+	// attached: read by Attach, not submitted here; the watcher learns
+	// when the job is sealed, or abandoned by its submitter.
+	attached bool
+	sealSeen bool // the watcher's: the sealed event was sent
 }
 
 // event is what the job's goroutines tell its reader.
@@ -220,6 +226,10 @@ type event struct {
 	total  uint64
 	err    error // with sealed: the input error to report after the last result; else fatal
 	gone   bool  // err: the job was cancelled by another process, no failure of this one
+	// abandoned: an attached job's submitter stopped before sealing it;
+	// when nothing of it is queued and every result message came, its
+	// results are all there are.
+	abandoned *proto.JobDetail
 }
 
 // segment is the results of the records [base, base+len(results)).
@@ -246,6 +256,7 @@ func (c *Client) Submit(ctx context.Context, name string, src Source, opts ...Su
 	if err != nil {
 		return nil, err
 	}
+	req.Lease = leaseEvery
 	ctx, span := tracer.Start(ctx, "client.job", trace.WithAttributes(attribute.String("dataflare.plugin", req.Plugin)))
 	// A coordinator that dies with the request leaves it unanswered: it is
 	// sent again (a job created twice leaves the first one open and empty,
@@ -276,35 +287,46 @@ func (c *Client) Submit(ctx context.Context, name string, src Source, opts ...Su
 }
 
 // Attach returns a handle on a job submitted earlier (by this process or
-// another, e.g. before a restart), to read its results. The job must have
-// been sealed (all its records submitted) and its results not yet read to
-// the end; otherwise the error matches ErrJobClosed. ErrJobNotFound when
-// there is no such job.
+// another, e.g. before a restart), to read its results from the first, in
+// order. A sealed job's results end with its last record. An open job's
+// results come as its submitter sends records; they end when it seals the
+// job, or — when the submitter stopped (its process died, or lost the
+// fleet) and so left the job open — once the batches it did send have run:
+// a record it never sent has no result, and Results ends with an error
+// matching ErrJobClosed that says from which record on; a record missing
+// between sent ones (a batch whose publication never landed) gets that
+// error as its result. Such a job stays open, to be attached again,
+// until it is cancelled or expires.
+//
+// A job done (its results read to the end) or cancelled has no results
+// left: the error matches ErrJobClosed. ErrJobNotFound when there is no
+// such job.
 func (c *Client) Attach(ctx context.Context, id string) (*Job, error) {
 	if !proto.ValidJobID(id) {
 		return nil, fmt.Errorf("%w: job id %q", ErrInvalid, id)
 	}
 	info, err := request[proto.Job](ctx, c, proto.JobSubject("get", id), nil)
 	if err != nil {
-		return nil, err
+		return nil, c.denied(proto.JobSubject("get", id), err)
 	}
 	switch info.State {
-	case proto.JobSealed:
-	case proto.JobOpen:
-		return nil, &Error{Code: plugin.CodeJobClosed, Message: fmt.Sprintf(
-			"job %s was never sealed: its submitter stopped before the end of its input; submit it again", id)}
+	case proto.JobSealed, proto.JobOpen:
 	default:
 		return nil, &Error{Code: plugin.CodeJobClosed, Message: fmt.Sprintf("job %s is %s: its results are gone", id, info.State)}
 	}
 	ctx, span := tracer.Start(ctx, "client.attach", trace.WithAttributes(attribute.String("dataflare.job", id)))
 	j, ctx := c.newJob(ctx, *info, span)
-	j.submitted.Store(info.Records)
-	j.batches.Store(info.Batches)
+	j.attached = true
 	if err := j.receive(ctx); err != nil {
 		j.stop()
 		return nil, err
 	}
-	j.events <- event{sealed: true, total: info.Records}
+	if info.State == proto.JobSealed {
+		j.sealSeen = true
+		j.submitted.Store(info.Records)
+		j.batches.Store(info.Batches)
+		j.events <- event{sealed: true, total: info.Records}
+	}
 	return j, nil
 }
 
@@ -338,9 +360,7 @@ func (j *Job) watch(ctx context.Context) {
 	for {
 		select {
 		case <-j.check:
-			if err := j.cancelled(ctx); err != nil {
-				j.emit(ctx, event{err: fmt.Errorf("client: job %s: %w", j.info.ID, err), gone: true})
-			}
+			j.checkState(ctx)
 		case <-ctx.Done():
 			j.endErr = context.Cause(ctx)
 			close(j.ended)

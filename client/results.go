@@ -69,6 +69,11 @@ func (r *reader) run(yield func(Output, error) bool) {
 			return
 		case ev.sealed:
 			r.total, r.endErr = ev.total, ev.err
+		case ev.abandoned != nil:
+			if d := ev.abandoned; d.QueuedBatches == 0 && r.j.received.Load() >= d.ResultMessages {
+				r.endAbandoned(yield, d)
+				return
+			}
 		case ev.err != nil:
 			if !ev.gone {
 				r.j.span.SetStatus(codes.Error, ev.err.Error())
@@ -86,6 +91,32 @@ func (r *reader) run(yield func(Output, error) bool) {
 	if r.endErr != nil {
 		yield(Output{}, r.endErr)
 	}
+}
+
+// endAbandoned ends the results of an attached job its submitter left
+// open, once every result it will have is here: it hands out the results
+// received, a record missing between them getting an error as its result,
+// and ends with an error that says from which record on none was sent.
+func (r *reader) endAbandoned(yield func(Output, error) bool, d *proto.JobDetail) {
+	id := r.j.info.ID
+	for r.pending.Len() > 0 {
+		for r.next < r.pending[0].base {
+			never := &Error{Code: plugin.CodeJobClosed, Message: fmt.Sprintf(
+				"record %d was never sent: the submitter of job %s stopped before it reached the fleet", r.next, id)}
+			res := plugin.Fail(never)
+			r.j.count(res)
+			if !yield(Output{Index: r.next, Result: res}, nil) {
+				return
+			}
+			r.next++
+		}
+		if !r.handOut(yield) {
+			return
+		}
+	}
+	yield(Output{}, &Error{Code: plugin.CodeJobClosed, Message: fmt.Sprintf(
+		"job %s was never sealed: its submitter stopped (it last reported %d records sent); records from %d on have no result: they were never sent, submit them again",
+		id, d.Job.Sent.Records, r.next)})
 }
 
 // wait returns the next event. When a tick finds that none came since the
@@ -189,6 +220,7 @@ func (j *Job) deliver(ctx context.Context, it jetstream.MessagesContext) {
 			}
 			return
 		}
+		j.received.Add(1)
 		rs := batch.ResultSet{Results: getResults()}
 		if err := batch.DecodeResults(m.Data(), &rs); err != nil || rs.Job != j.info.ID {
 			// Not a result of this job (only workers and coordinators

@@ -107,12 +107,52 @@ func newBatcher(j *Job, fixed int) *batcher {
 // job. It runs on its own goroutine, with the job's context.
 func (b *batcher) submit(ctx context.Context, src Source) {
 	b.startSenders(ctx)
+	stopLease := b.keepLease(ctx)
 	ok := b.cut(ctx, src)
 	b.stopSenders()
+	stopLease()
 	if !ok || b.failed.Load() || ctx.Err() != nil {
 		return
 	}
 	b.seal(ctx)
+}
+
+// leaseEvery is how often a submission reports what it has sent, which
+// tells the fleet (and a reader that attached) that the submitter is still
+// there (tests shorten it).
+var leaseEvery = 2 * time.Second
+
+// keepLease reports, every leaseEvery until the returned function is
+// called, what the job has sent so far. A report that fails changes
+// nothing: the senders learn of a cancelled job by themselves.
+func (b *batcher) keepLease(ctx context.Context) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	// Stops when stop is called (the submission ended) or ctx ends.
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(leaseEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			}
+			j := b.j
+			rctx, cancel := context.WithTimeout(ctx, min(j.c.opts.timeout, leaseEvery))
+			_, err := request[proto.Job](rctx, j.c, proto.JobSubject("progress", j.info.ID),
+				proto.JobSeal{Batches: j.batches.Load(), Records: j.sent.Load()})
+			cancel()
+			if err != nil {
+				j.c.opts.log.Debug("progress not reported", "job", j.info.ID, "err", err)
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 // startSenders starts the job's senders.
@@ -414,6 +454,7 @@ func (b *batcher) send(ctx context.Context, ob *outBatch) error {
 		return fmt.Errorf("client: batch %d of job %s: %w", ob.seq, j.info.ID, err)
 	}
 	j.batches.Add(1)
+	j.sent.Add(uint64(ob.n))
 	b.hint()
 	if err := b.refresh(ctx); err != nil {
 		return fmt.Errorf("client: job %s: %w", j.info.ID, err)
@@ -474,14 +515,39 @@ func (j *Job) get(ctx context.Context) (*proto.Job, error) {
 	return request[proto.Job](ctx, j.c, proto.JobSubject("get", j.info.ID), nil)
 }
 
-// cancelled returns ErrJobClosed when the job was cancelled (by another
-// process: its batches and results are gone, so none will come), nil
-// otherwise — and when no coordinator answers.
-func (j *Job) cancelled(ctx context.Context) error {
-	if info, err := j.get(ctx); err == nil && info.State == proto.JobCancelled {
-		return &Error{Code: plugin.CodeJobClosed, Message: fmt.Sprintf("job %s was cancelled", j.info.ID)}
+// checkState asks a coordinator for the job, for a reader that heard
+// nothing for a while, and tells the reader what changed: the job was
+// cancelled (by another process: its batches and results are gone, so none
+// will come); and for an attached job, that it was sealed, done by
+// another reader, or abandoned by its submitter. A coordinator that does
+// not answer changes nothing.
+func (j *Job) checkState(ctx context.Context) {
+	info, err := j.get(ctx)
+	if err != nil {
+		return
 	}
-	return nil
+	gone := func(format string) {
+		err := &Error{Code: plugin.CodeJobClosed, Message: fmt.Sprintf(format, j.info.ID)}
+		j.emit(ctx, event{err: fmt.Errorf("client: job %s: %w", j.info.ID, err), gone: true})
+	}
+	switch {
+	case info.State == proto.JobCancelled:
+		gone("job %s was cancelled")
+	case !j.attached:
+	case info.State == proto.JobDone:
+		gone("job %s is done: another reader read its results to the end")
+	case info.State == proto.JobSealed && !j.sealSeen:
+		j.sealSeen = true
+		j.submitted.Store(info.Records)
+		j.batches.Store(info.Batches)
+		j.emit(ctx, event{sealed: true, total: info.Records})
+	case info.Abandoned:
+		dctx, cancel := context.WithTimeout(ctx, j.c.opts.timeout)
+		defer cancel()
+		if d, err := request[proto.JobDetail](dctx, j.c, proto.JobSubject("info", j.info.ID), nil); err == nil {
+			j.emit(ctx, event{abandoned: d})
+		}
+	}
 }
 
 // publishError classifies a failed publish to the batch stream: a full

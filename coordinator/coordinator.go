@@ -197,6 +197,9 @@ func (c *Coordinator) subscribe() ([]*nats.Subscription, error) {
 		sub(c.nc.QueueSubscribe(proto.SubjectStatus, q, c.take)),
 		sub(c.nc.QueueSubscribe(proto.SubjectReport, q, c.take)),
 		sub(c.nc.QueueSubscribe(proto.SubjectPipelinePrefix+">", q, c.take)),
+		sub(c.nc.QueueSubscribe(proto.SubjectJobList+"*", q, c.take)),
+		sub(c.nc.QueueSubscribe(proto.SubjectDeadLetterPrefix+">", q, c.take)),
+		sub(c.nc.QueueSubscribe(proto.SubjectAdminPrefix+">", q, c.take)),
 		// Every coordinator sees every heartbeat: each keeps the whole
 		// fleet view.
 		sub(c.nc.Subscribe(proto.SubjectHeartbeatPrefix+"*", c.onHeartbeat)),
@@ -268,12 +271,13 @@ var tracer = tracing.Tracer("github.com/dataflare/dataflare/coordinator")
 // requestTimeout bounds the handling of one request.
 const requestTimeout = 10 * time.Second
 
-// handleControl routes every request: the fleet's status and report, or a
-// request on a job.
+// handleControl routes every request: the operators' (ops.go), the
+// fleet's status and report, or a request on a job.
 func (c *Coordinator) handleControl(ctx context.Context, m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	switch {
+	case c.handleOps(ctx, m):
 	case m.Subject == proto.SubjectStatus:
 		st, err := c.status(ctx)
 		respond(c, m, st, err)
@@ -292,12 +296,13 @@ func (c *Coordinator) handleControl(ctx context.Context, m *nats.Msg) {
 // with the owner for create (df.job.create.<owner>), with the job id for
 // the others (df.job.<verb>.<owner>.<id>), and with the request's body.
 var jobVerbs = map[string]func(c *Coordinator, ctx context.Context, target string, body []byte) (*proto.Job, error){
-	"create": (*Coordinator).createJob,
-	"get":    (*Coordinator).getJob,
-	"seal":   (*Coordinator).sealJob,
-	"done":   (*Coordinator).finishJob,
-	"reject": (*Coordinator).rejectRecord,
-	"cancel": (*Coordinator).cancelJob,
+	"create":   (*Coordinator).createJob,
+	"get":      (*Coordinator).getJob,
+	"seal":     (*Coordinator).sealJob,
+	"done":     (*Coordinator).finishJob,
+	"reject":   (*Coordinator).rejectRecord,
+	"cancel":   (*Coordinator).cancelJob,
+	"progress": (*Coordinator).reportProgress,
 }
 
 // handleJob answers a request on a job, in a span of the trace the request

@@ -39,6 +39,8 @@ func (c *Coordinator) createJob(ctx context.Context, owner string, body []byte) 
 		Created:       now,
 		Updated:       now,
 		MaxBatchBytes: c.cfg.MaxBatchBytes,
+		Lease:         req.Lease,
+		TraceID:       traceID(ctx),
 	}
 	if len(req.Steps) > 0 {
 		job.Plugin = proto.ChainPlugin
@@ -76,6 +78,9 @@ func parseJobCreate(owner string, body []byte) (proto.JobCreate, error) {
 	}
 	if !req.Priority.Valid() {
 		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: priority %v: use high, normal or low", req.Priority)
+	}
+	if req.Lease < 0 || req.Lease > MaxJobTimeout {
+		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: lease %v is outside [0, %v]", req.Lease, MaxJobTimeout)
 	}
 	if req.Timeout < 0 || req.Timeout > MaxJobTimeout {
 		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: batch timeout %v is outside [0, %v]", req.Timeout, MaxJobTimeout)
@@ -218,6 +223,7 @@ func (c *Coordinator) getJob(ctx context.Context, id string, _ []byte) (*proto.J
 	}
 	job := *cached
 	job.BatchSize = c.jobBatchSize(&job)
+	job.Abandoned = abandoned(&job, c.cfg.Clock())
 	return &job, nil
 }
 

@@ -55,9 +55,13 @@ func ownerOf(subject string) string {
 		rest, ok = strings.CutPrefix(subject, proto.SubjectPipelinePrefix)
 	}
 	if !ok {
+		rest, ok = strings.CutPrefix(subject, proto.SubjectDeadLetterPrefix)
+	}
+	if !ok {
 		return fleetKey
 	}
-	// create.<owner>, <verb>.<owner>.<id>, list.<owner>, <verb>.<owner>.<name>
+	// create.<owner>, <verb>.<owner>.<id>, list.<owner>, <verb>.<owner>.<name>,
+	// get.<owner>.<seq>
 	_, rest, _ = strings.Cut(rest, ".")
 	owner, _, _ := strings.Cut(rest, ".")
 	if !proto.ValidName(owner) {

@@ -54,6 +54,10 @@ type JobCreate struct {
 	Priority fleet.Priority `json:"priority,omitempty"`
 	// Steps, instead of Plugin, Version and Config, makes a chain.
 	Steps []Step `json:"steps,omitempty"`
+	// Lease is how often the submitter reports what it has sent while
+	// the job is open (df.job.progress): a job that has not heard from it
+	// for a few leases is abandoned. 0: the submitter does not report.
+	Lease time.Duration `json:"lease_ns,omitempty"`
 }
 
 // Job is a job's record in the DF_JOBS bucket, and the reply to JobCreate
@@ -88,7 +92,21 @@ type Job struct {
 	// BatchStream is the stream the job's batches go to: its owner's, or
 	// the shared one of a fleet without fair sharing.
 	BatchStream string `json:"batch_stream,omitempty"`
+	// Lease is JobCreate's; Sent what the submitter last reported.
+	Lease time.Duration `json:"lease_ns,omitempty"`
+	Sent  JobSent       `json:"sent,omitzero"`
+	// TraceID is the trace the job was created in, when the client
+	// traced it.
+	TraceID string `json:"trace_id,omitempty"`
+	// Abandoned is set on replies (never stored) about an open job whose
+	// submitter has not reported for AbandonedAfter.
+	Abandoned bool `json:"abandoned,omitempty"`
 }
+
+// AbandonedAfter returns how long an open job of lease may go without a
+// report from its submitter before it counts as abandoned: three leases,
+// and the time a coordinator may answer from its cache.
+func AbandonedAfter(lease time.Duration) time.Duration { return 3*lease + 2*time.Second }
 
 // Progress counts a job's results.
 type Progress struct {
@@ -98,7 +116,8 @@ type Progress struct {
 	Dropped   uint64 `json:"dropped"`
 }
 
-// JobSeal is the request on df.job.seal.<job>: the submitter's totals.
+// JobSeal is the request on df.job.seal.<job>: the submitter's totals;
+// also the request on df.job.progress.<job>, what it has sent so far.
 type JobSeal struct {
 	Batches uint64 `json:"batches"`
 	Records uint64 `json:"records"`

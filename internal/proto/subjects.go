@@ -21,7 +21,7 @@ const (
 	// so that NATS permissions decide who may create jobs as whom.
 	SubjectJobCreatePrefix = "df.job.create."
 	// SubjectJobPrefix: df.job.<verb>.<owner>.<id> requests on a job (seal,
-	// cancel, get, done).
+	// cancel, get, done, reject, progress, info), and df.job.list.<owner>.
 	SubjectJobPrefix = "df.job."
 	// SubjectBatchPrefix: df.batch.<owner>.<priority>.<plugin>.<id>:
 	// batches, in their owner's batch stream (DF_BATCHES_<owner>, or the
@@ -136,7 +136,7 @@ func PipelineSubject(verb, owner, name string) string {
 func PipelineListSubject(owner string) string { return SubjectPipelinePrefix + "list." + owner }
 
 // JobSubject returns the subject of a job request: verb is "seal",
-// "cancel", "get", "done" or "reject".
+// "cancel", "get", "done", "reject", "progress" or "info".
 func JobSubject(verb, job string) string { return SubjectJobPrefix + verb + "." + job }
 
 // BatchMsgID returns the de-duplication id of batch seq of job in
