@@ -55,6 +55,7 @@ type submitOptions struct {
 	priority  fleet.Priority
 	steps     []Step
 	linger    time.Duration
+	fill      int // WithBatchBytes
 }
 
 // request returns the job request of a Submit of plugin name with these
@@ -172,6 +173,23 @@ func WithBatchSize(n int) SubmitOption {
 	}
 }
 
+// WithBatchBytes caps the records' bytes in one of the job's batches
+// below the fleet's largest batch message: the sizer still says how many
+// records go in a batch, and a batch goes once it holds that many or n
+// bytes of them. A record bigger than n still goes, alone, up to the
+// fleet's largest. Smaller batches cost more messages and less memory
+// per batch on their way, and a record waits less for its batch to fill
+// (a continuous pipeline's batches take 1 MiB). n must be at least 1.
+func WithBatchBytes(n int) SubmitOption {
+	return func(o *submitOptions) error {
+		if n < 1 {
+			return invalidOption("batch bytes %d below 1", n)
+		}
+		o.fill = n
+		return nil
+	}
+}
+
 // Progress counts a job's records.
 type Progress struct {
 	// Submitted counts records read from the Source; Results those whose
@@ -277,6 +295,9 @@ func (c *Client) Submit(ctx context.Context, name string, src Source, opts ...Su
 	}
 	b := newBatcher(j, so.batchSize)
 	b.linger = so.linger
+	if so.fill > 0 {
+		b.fill = min(so.fill, b.maxBytes)
+	}
 	j.wg.Add(1)
 	// Stops when src is exhausted, the job fails, or the job's context ends.
 	go func() {

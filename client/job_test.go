@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"iter"
@@ -501,5 +502,49 @@ func TestLingerIsABatchsAge(t *testing.T) {
 	}
 	if got != n {
 		t.Fatalf("%d results, want %d", got, n)
+	}
+}
+
+// TestBatchBytesCapsBatches submits records of 1,000 bytes with the batch
+// size at 10,000 records and batches capped at 10,000 bytes: each batch
+// holds ten records at most, and a record bigger than the cap still goes,
+// alone.
+func TestBatchBytesCapsBatches(t *testing.T) {
+	f := localtest.Start(t, local.Config{Workers: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 200
+	big := bytes.Repeat([]byte("b"), 20_000)
+	recs := make([]plugin.Record, n)
+	for i := range recs {
+		recs[i] = plugin.Record{Value: bytes.Repeat([]byte{'a' + byte(i%26)}, 1000)}
+	}
+	recs[n/2] = plugin.Record{Value: big}
+	if _, err := f.Client().Submit(ctx, "upper", client.Records(recs), client.WithBatchBytes(0)); err == nil {
+		t.Fatal("WithBatchBytes(0) accepted")
+	}
+	job, err := f.Client().Submit(ctx, "upper", client.Records(recs), client.WithBatchSize(10_000), client.WithBatchBytes(10_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer job.Close()
+	got := 0
+	for o, err := range job.Results() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Err != nil || !bytes.Equal(o.Value, bytes.ToUpper(recs[o.Index].Value)) {
+			t.Fatalf("result %d: %v, %d bytes", o.Index, o.Err, len(o.Value))
+		}
+		got++
+	}
+	if got != n {
+		t.Fatalf("%d results, want %d", got, n)
+	}
+	// Nine records a batch (1,000 bytes and their framing each), the big
+	// one alone and the batch before it cut short by it: never one batch
+	// of all.
+	if b := job.Progress().Batches; b < n/10 || b > n/9+3 {
+		t.Fatalf("%d batches for %d records of 1,000 bytes under a cap of 10,000", b, n)
 	}
 }

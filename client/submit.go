@@ -68,6 +68,7 @@ type batcher struct {
 	seq      uint64        // batches cut = the seq of the next
 	inputErr error         // the Source's error, reported after the last result
 	linger   time.Duration // WithLinger: send a partial batch after this long without a record
+	fill     int           // a batch is full at this many bytes of records (maxBytes, or less: WithBatchBytes)
 
 	// The sending side.
 	sendq     chan *outBatch
@@ -91,7 +92,7 @@ func newBatcher(j *Job, fixed int) *batcher {
 	}
 	b := &batcher{
 		key: newBatchKey(),
-		j:   j, maxBytes: maxBytes,
+		j:   j, maxBytes: maxBytes, fill: maxBytes,
 		hdr:   batch.Batch{Job: j.info.ID, Plugin: j.info.Plugin, Digest: j.info.Digest, Config: j.info.Config},
 		sendq: make(chan *outBatch),
 	}
@@ -316,7 +317,7 @@ func (b *batcher) add(ctx context.Context, rec *plugin.Record) bool {
 // full reports whether the batch being written has no room for a record of
 // size bytes.
 func (b *batcher) full(size int) bool {
-	return b.n > 0 && (b.n >= int(b.batchSize.Load()) || b.recBytes+size > b.maxBytes)
+	return b.n > 0 && (b.n >= int(b.batchSize.Load()) || b.recBytes+size > b.fill)
 }
 
 // begin starts a batch message, at the next seq and index.

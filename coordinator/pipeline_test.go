@@ -227,6 +227,39 @@ func TestPipeline(t *testing.T) {
 	check(t, again[1170:], 1300, 1300)
 }
 
+// TestPipelineTakenWhenDefined runs the coordinator's rounds an hour
+// apart: a pipeline created, updated, paused and resumed is taken, changed,
+// stopped and started again by the watch on its definition alone, at once.
+func TestPipelineTakenWhenDefined(t *testing.T) {
+	defer coordinator.SetPipelineRounds(time.Hour)()
+	p := newPipelineFixture(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p.publish(t, 0, 100)
+	spec := client.PipelineSpec{Source: "orders", Sink: "enriched.out", Steps: []client.Step{
+		{Plugin: "fail", Config: plugin.Config{"match": "bad"}}, {Plugin: "upper"},
+	}}
+	if _, err := p.c.CreatePipeline(ctx, "enrich", spec); err != nil {
+		t.Fatal(err)
+	}
+	check(t, p.sink(t, 90), 100, 100)
+	if _, err := p.c.UpdatePipeline(ctx, "enrich", []client.Step{{Plugin: "fail", Config: plugin.Config{"match": "bad"}}, {Plugin: "identity"}}); err != nil {
+		t.Fatal(err)
+	}
+	err := poll.Until(ctx, 20*time.Second, func() error {
+		pl, err := p.c.PipelineInfo(ctx, "enrich")
+		if err != nil || pl.Status == nil || pl.Status.Revision != 2 {
+			return fmt.Errorf("revision 2 not running: %+v, %v", pl, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.publish(t, 100, 200)
+	check(t, p.sink(t, 180), 200, 100)
+}
+
 // Definitions that cannot work are refused with a clear error.
 func TestPipelineRefused(t *testing.T) {
 	p := newPipelineFixture(t, 1)

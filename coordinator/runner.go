@@ -44,6 +44,11 @@ const (
 	leaseEvery = time.Second
 )
 
+// pipelineRounds is how often a coordinator renews its leases and looks
+// for pipelines to take: leaseEvery (a test makes it longer, to show that
+// a definition written is taken at once, without a round).
+var pipelineRounds = leaseEvery
+
 // lease is the value of a lease key.
 type lease struct {
 	Coordinator string    `json:"coordinator"`
@@ -59,16 +64,54 @@ func (c *Coordinator) runPipelines(ctx context.Context) {
 			r.stop()
 		}
 	}()
-	t := time.NewTicker(leaseEvery)
+	t := time.NewTicker(pipelineRounds)
 	defer t.Stop()
+	changed := c.watchDefinitions(ctx)
 	for {
 		c.pipelineRound(ctx, running)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-changed:
 		}
 	}
+}
+
+// watchDefinitions returns a channel that is ready when a pipeline's
+// definition was written or removed, so that a new pipeline starts (and a
+// change reaches its runner) at once rather than at the next round. It is
+// nil, never ready, when the bucket cannot be watched: each round still
+// finds every change, a leaseEvery later at most.
+func (c *Coordinator) watchDefinitions(ctx context.Context) <-chan struct{} {
+	w, err := c.pipelines.Watch(ctx, "def.>", jetstream.UpdatesOnly(), jetstream.MetaOnly())
+	if err != nil {
+		c.log.Debug("pipeline definitions not watched; found each round", "err", err)
+		return nil
+	}
+	changed := make(chan struct{}, 1)
+	// Stops when ctx ends or the watch does.
+	go func() {
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					continue
+				}
+				select {
+				case changed <- struct{}{}:
+				default: // a round is due already
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return changed
 }
 
 // pipelineRound renews the leases of the running pipelines (stopping those
@@ -299,7 +342,7 @@ func (r *runner) generation(ctx context.Context, p *proto.Pipeline, changed <-ch
 		steps[i] = client.Step{Plugin: st.Plugin, Version: st.Version, Config: st.Config}
 	}
 	src := &source{cons: cons, changed: changed}
-	job, err := cl.Submit(ctx, "", src.records(ctx), client.WithSteps(steps...), client.WithLinger(sourceLinger))
+	job, err := cl.Submit(ctx, "", src.records(ctx), client.WithSteps(steps...), client.WithLinger(sourceLinger), client.WithBatchBytes(sourceBatchBytes))
 	if err != nil {
 		return fmt.Errorf("start job: %w", err)
 	}
@@ -372,6 +415,14 @@ const gapPause = 100 * time.Millisecond
 // sourceLinger is how long a pipeline's batch waits for more messages
 // before it goes as it is.
 const sourceLinger = 20 * time.Millisecond
+
+// sourceBatchBytes caps a pipeline's batches (the sizer still says how many
+// records): the sizer's choice for a plugin's one-shot jobs can be many
+// megabytes, and batches of that size cost the pipeline more in copies
+// through JetStream than they save in messages (BENCHMARKS.md,
+// "Pipelines": 0.74 of raw's CPU per record with batches of 1 MiB, 0.62
+// with the sizer's 8 MB).
+const sourceBatchBytes = 1 << 20
 
 // consumer returns the pipeline's durable consumer on its source stream,
 // made anew from the first message not acknowledged: what a previous

@@ -14,8 +14,9 @@ import (
 )
 
 // sinkWindow is how many results a pipeline has on their way to the sink
-// at once.
-const sinkWindow = 256
+// at once: enough that the sink's acknowledgements, each some
+// milliseconds away when the server is busy, do not set the pace.
+const sinkWindow = 1024
 
 // chainMismatches is how many times in one job the sink refuses a result
 // whose predecessor is not the stream's last message before the runner
