@@ -79,7 +79,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
-	if d := e.denied.Load(); d != nil && err != nil {
+	var nf notFound
+	if d := e.denied.Load(); d != nil && err != nil && !errors.As(err, &nf) {
 		// Whatever the command made of its canceled context, the denial
 		// is the reason.
 		err = fmt.Errorf("%v (the NATS user this command runs as may not do that)", *d)

@@ -65,16 +65,26 @@ docs/pipelines.md walks through one and states the guarantees.`,
 // do connects a client of the owner and runs f with it, within
 // pipelineTimeout.
 func (p *pipelineCtl) do(cmd *cobra.Command, f func(context.Context, *client.Client) error) error {
-	if !proto.ValidName(p.owner) {
-		return usagef("--owner %q: use 1-64 of [A-Za-z0-9_-]", p.owner)
+	return p.e.withOwner(cmd, p.owner, pipelineTimeout, f)
+}
+
+// withOwner connects a client of owner (--owner, checked) for cmd and runs
+// f with it, within timeout (none when 0).
+func (e *env) withOwner(cmd *cobra.Command, owner string, timeout time.Duration, f func(context.Context, *client.Client) error) error {
+	if !proto.ValidName(owner) {
+		return usagef("--owner %q: use 1-64 of [A-Za-z0-9_-]", owner)
 	}
-	c, closeConn, err := p.e.newClient(strings.TrimPrefix(cmd.CommandPath(), "dataflare "), client.WithOwner(p.owner))
+	c, closeConn, err := e.newClient(strings.TrimPrefix(cmd.CommandPath(), "dataflare "), client.WithOwner(owner))
 	if err != nil {
 		return err
 	}
 	defer closeConn()
-	ctx, cancel := context.WithTimeout(cmd.Context(), pipelineTimeout)
-	defer cancel()
+	ctx := cmd.Context()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	return f(ctx, c)
 }
 
