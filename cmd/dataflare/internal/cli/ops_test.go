@@ -342,3 +342,63 @@ func TestOpsHelp(t *testing.T) {
 		}
 	}
 }
+
+// The records per second and time left beside submit's progress bar.
+func TestProgressRate(t *testing.T) {
+	var m rateMeter
+	t0 := time.Unix(1000, 0)
+	if got, want := m.text(0, 1000), "0 results, 0 records/s"; got != want {
+		t.Errorf("before any sample: %q, want %q", got, want)
+	}
+	m.add(t0, 0, 0)
+	m.add(t0.Add(time.Second), 100, 100)
+	m.add(t0.Add(2*time.Second), 300, 200)
+	if got, want := m.text(300, 1000), "300 results, 150 records/s, ETA 8s"; got != want {
+		t.Errorf("after 2 s: %q, want %q", got, want)
+	}
+	if got, want := m.text(300, 0), "300 results, 150 records/s"; got != want {
+		t.Errorf("input of unknown size: %q, want %q", got, want)
+	}
+	// The rate follows the last rateWindow: an early burst is forgotten.
+	for i := 3; i <= 10; i++ {
+		m.add(t0.Add(time.Duration(i)*time.Second), 300+uint64(i-2)*10, 200+int64(i-2)*10)
+	}
+	if got, want := m.text(380, 1000), "380 results, 10 records/s, ETA 1m12s"; got != want {
+		t.Errorf("after a slowdown: %q, want %q", got, want)
+	}
+	m.add(t0.Add(11*time.Second), 1000, 1000)
+	if got := m.text(1000, 1000); !strings.HasSuffix(got, "ETA: finishing") {
+		t.Errorf("input read: %q", got)
+	}
+	if n := len(m.samples); n > 7 {
+		t.Errorf("%d samples kept, want those of the window only", n)
+	}
+}
+
+// status shows the owner's jobs in flight, not the done ones.
+func TestStatusJobsInFlight(t *testing.T) {
+	b := newOpsBench(t)
+	done := b.submit(t, true, "upper", "a")
+	waiting := b.submit(t, false, "upper", "b", "c")
+	poll.Wait(t, 10*time.Second, "the job sealed", func() bool { return b.info(t, waiting.ID()).State == "sealed" })
+	out := b.ok(t, "status")
+	if !regexp.MustCompile(`\nJOB IN FLIGHT +PLUGIN +STATE +RECORDS +AGE\n` + regexp.QuoteMeta(waiting.ID()) + ` +upper +sealed +2 +[\d.]+m?s\n$`).MatchString(out) {
+		t.Errorf("status printed:\n%s\nwant the sealed job in flight", out)
+	}
+	if strings.Contains(out, done.ID()) {
+		t.Errorf("status lists the done job %s:\n%s", done.ID(), out)
+	}
+	var st struct {
+		Coordinator string   `json:"coordinator"`
+		Jobs        []jobOut `json:"jobs_in_flight"`
+	}
+	if err := json.Unmarshal([]byte(b.ok(t, "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Coordinator == "" || len(st.Jobs) != 1 || st.Jobs[0].ID != waiting.ID() {
+		t.Errorf("status --json: coordinator %q, jobs in flight %+v", st.Coordinator, st.Jobs)
+	}
+	if out := b.ok(t, "status", "--owner", "acme"); !strings.HasSuffix(out, "\nno jobs in flight of owner acme\n") {
+		t.Errorf("status --owner acme printed:\n%s", out)
+	}
+}

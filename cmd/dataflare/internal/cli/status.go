@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/fleet"
+	"github.com/dataflare/dataflare/internal/proto"
 )
 
 func init() {
@@ -34,32 +36,97 @@ func (e *env) newClient(name string, opts ...client.Option) (*client.Client, fun
 }
 
 func (e *env) statusCmd() *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON bool
+		owner  string
+	)
 	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show the fleet: workers, plugins, batch sizes and queues",
-		Args:  noArgs,
+		Use:   "status [--owner NAME] [--json]",
+		Short: "Show the fleet: workers, plugins, batch sizes, queues and jobs in flight",
+		Long: `Show the fleet as a coordinator sees it: the workers (health, batches in flight, pressure, last
+heartbeat), the plugins (batch size, throughput, latency, health), the batch queues with work, the
+circuit breakers that opened, and the jobs in flight (open or sealed) of an owner: --owner NAME, or
+"anon" when the command connects without credentials (a fleet without NATS permissions). With
+credentials, name your owner: NATS lets a user ask about its own jobs only.`,
+		Example: `  dataflare status
+  dataflare status --owner acme --json`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, closeConn, err := e.newClient("status")
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
-			defer cancel()
-			st, err := c.SystemStatus(ctx)
-			if err != nil {
-				return requestError(err)
-			}
-			if asJSON {
-				return writeJSON(e.stdout, st)
-			}
-			printStatus(e.stdout, st)
-			return nil
+			listJobs := cmd.Flags().Changed("owner") || !e.authenticated()
+			return e.withOwner(cmd, owner, 5*time.Second, func(ctx context.Context, c *client.Client) error {
+				st, err := c.SystemStatus(ctx)
+				if err != nil {
+					return requestError(err)
+				}
+				var jobs []client.JobInfo
+				if listJobs {
+					all, err := c.Jobs(ctx, false)
+					if err != nil {
+						return requestError(err)
+					}
+					jobs = inFlight(all)
+				}
+				if asJSON {
+					out := statusJSON{Status: st}
+					if listJobs {
+						out.Jobs = make([]jobJSON, len(jobs))
+						for i := range jobs {
+							out.Jobs[i] = jobJSONOf(&jobs[i])
+						}
+					}
+					return writeJSON(e.stdout, out)
+				}
+				printStatus(e.stdout, st)
+				if listJobs {
+					printInFlight(e.stdout, jobs, owner)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	cmd.Flags().StringVar(&owner, "owner", proto.DefaultOwner, "owner whose jobs in flight to show (NATS permissions may require yours)")
 	return cmd
+}
+
+// statusJSON is status --json: the fleet's status and, when listed, the
+// owner's jobs in flight.
+type statusJSON struct {
+	*fleet.Status
+	Jobs []jobJSON `json:"jobs_in_flight,omitempty"`
+}
+
+// authenticated reports whether the command connects with credentials of
+// its own (a creds file, a client certificate, or a user in the URL).
+func (e *env) authenticated() bool {
+	return e.creds != "" || e.tlsCert != "" || strings.Contains(e.url(), "@")
+}
+
+// inFlight returns the jobs open or sealed.
+func inFlight(jobs []client.JobInfo) []client.JobInfo {
+	var out []client.JobInfo
+	for _, j := range jobs {
+		if j.State == client.JobOpen || j.State == client.JobSealed {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// printInFlight prints an owner's jobs in flight.
+func printInFlight(w io.Writer, jobs []client.JobInfo, owner string) {
+	fmt.Fprintln(w)
+	if len(jobs) == 0 {
+		fmt.Fprintf(w, "no jobs in flight of owner %s\n", owner)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB IN FLIGHT\tPLUGIN\tSTATE\tRECORDS\tAGE")
+	for i := range jobs {
+		j := &jobs[i]
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", j.ID, shorten(jobPlugin(j), 40), jobState(j), jobRecords(j), roundAge(j.Age))
+	}
+	tw.Flush()
 }
 
 func (e *env) reportCmd() *cobra.Command {

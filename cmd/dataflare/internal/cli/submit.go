@@ -384,13 +384,16 @@ func requestError(err error) error {
 }
 
 // progress is submit's progress bar on standard error; it shows nothing
-// when standard error is not a terminal.
+// when standard error is not a terminal. Beside the bar it says the results
+// so far, the records per second over the last seconds, and, when the
+// input is a file of known size, the time left.
 type progress struct {
 	on    bool
 	bar   *progressbar.ProgressBar
 	input *inputReader
 	size  int64
 	last  time.Time
+	rate  rateMeter
 }
 
 func (e *env) progress(size int64, input *inputReader) *progress {
@@ -404,15 +407,13 @@ func (e *env) progress(size int64, input *inputReader) *progress {
 		progressbar.OptionSetSpinnerChangeInterval(0),
 		progressbar.OptionThrottle(100 * time.Millisecond),
 		progressbar.OptionClearOnFinish(),
-		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(false),
 	}
 	max := int64(-1)
 	if size > 0 {
 		// A regular file: the bar follows the bytes read.
 		max = size
-		opts = append(opts, progressbar.OptionShowBytes(true))
-	} else {
-		opts = append(opts, progressbar.OptionShowIts(), progressbar.OptionSetItsString("records"))
+		opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionShowCount())
 	}
 	return &progress{on: true, bar: progressbar.NewOptions64(max, opts...), input: input, size: size}
 }
@@ -426,9 +427,14 @@ func (p *progress) update(results uint64) {
 		return
 	}
 	p.last = now
+	read := int64(0)
 	if p.size > 0 {
-		p.bar.Describe(fmt.Sprintf("%d results", results))
-		p.bar.Set64(min(p.input.bytesRead.Load(), p.size))
+		read = min(p.input.bytesRead.Load(), p.size)
+	}
+	p.rate.add(now, results, read)
+	p.bar.Describe(p.rate.text(results, p.size))
+	if p.size > 0 {
+		p.bar.Set64(read)
 		return
 	}
 	p.bar.Set64(int64(results))
@@ -439,4 +445,63 @@ func (p *progress) finish() {
 		p.bar.Clear()
 		p.bar.Exit()
 	}
+}
+
+// rateWindow is how far back the progress bar's rates look.
+const rateWindow = 5 * time.Second
+
+// rateMeter follows the results and the input bytes read over the last
+// rateWindow: their rates, and from them the time left.
+type rateMeter struct {
+	samples []rateSample
+}
+
+type rateSample struct {
+	at      time.Time
+	results uint64
+	read    int64
+}
+
+// add records the counts at now, forgetting what is older than the
+// window (keeping one sample before it, the rates' start).
+func (m *rateMeter) add(now time.Time, results uint64, read int64) {
+	m.samples = append(m.samples, rateSample{now, results, read})
+	drop := 0
+	for drop+1 < len(m.samples)-1 && now.Sub(m.samples[drop+1].at) >= rateWindow {
+		drop++
+	}
+	m.samples = m.samples[drop:]
+}
+
+// rates returns the results and bytes per second over the window; 0 until
+// there are two samples.
+func (m *rateMeter) rates() (results, bytes float64) {
+	if len(m.samples) < 2 {
+		return 0, 0
+	}
+	first, last := m.samples[0], m.samples[len(m.samples)-1]
+	secs := last.at.Sub(first.at).Seconds()
+	if secs <= 0 {
+		return 0, 0
+	}
+	return float64(last.results-first.results) / secs, float64(last.read-first.read) / secs
+}
+
+// text says the results so far, the records per second and, when the
+// input's size is known and it is being read, the time left to read it
+// (the results follow within the job's window).
+func (m *rateMeter) text(results uint64, size int64) string {
+	perSec, bytesPerSec := m.rates()
+	s := fmt.Sprintf("%d results, %.0f records/s", results, perSec)
+	if size <= 0 || len(m.samples) == 0 {
+		return s
+	}
+	left := size - m.samples[len(m.samples)-1].read
+	switch {
+	case left <= 0:
+		return s + ", ETA: finishing"
+	case bytesPerSec > 0:
+		return s + ", ETA " + (time.Duration(float64(left) / bytesPerSec * float64(time.Second))).Round(time.Second).String()
+	}
+	return s + ", ETA -"
 }
