@@ -244,6 +244,14 @@ func (c *Coordinator) startRunner(ctx context.Context, p *proto.Pipeline, leaseR
 	r := &runner{c: c, owner: p.Owner, name: p.Name, leaseRev: leaseRev, leaseUntil: c.cfg.Clock().Add(leaseTTL), cancel: cancel, done: make(chan struct{}),
 		def: p, changed: make(chan struct{}), latFrom: time.Now()}
 	r.job.Store("")
+	if st := c.pipelineStatus(ctx, p.Owner, p.Name); st != nil {
+		// Counted on from where the last holder's report left them: what
+		// it did in the second after its last report is not counted.
+		r.processed.Store(st.Processed)
+		r.errs.Store(st.Errors)
+		r.dropped.Store(st.Dropped)
+		r.lastSeq.Store(st.LastSeq)
+	}
 	c.log.Info("pipeline taken", "pipeline", p.Owner+"/"+p.Name, "revision", p.Revision)
 	// Stops when stop cancels ctx (lease lost, definition removed, the
 	// coordinator stopping).
@@ -356,7 +364,9 @@ func (r *runner) generation(ctx context.Context, p *proto.Pipeline, changed <-ch
 		out client.Output
 		err error
 	}
-	results := make(chan result)
+	// Buffered, so that results come in runs rather than one goroutine
+	// switch each.
+	results := make(chan result, 256)
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
@@ -388,7 +398,11 @@ func (r *runner) generation(ctx context.Context, p *proto.Pipeline, changed <-ch
 				}
 				return res.err
 			}
-			if err := w.put(ctx, src.take(res.out.Index), res.out); err != nil {
+			m, ok := src.take(res.out.Index)
+			if !ok {
+				return fmt.Errorf("result %d has no source message", res.out.Index)
+			}
+			if err := w.put(ctx, m, res.out); err != nil {
 				return err
 			}
 		case <-ok:
@@ -465,7 +479,7 @@ type source struct {
 	changed <-chan struct{}
 
 	mu      sync.Mutex
-	pending map[uint64]jetstream.Msg // by record index
+	pending map[uint64]sourceMsg // by record index
 	next    uint64
 
 	// delivered is the consumer sequence of the last message read: the
@@ -541,9 +555,9 @@ func (s *source) yieldAll(ctx context.Context, yield func(plugin.Record, error) 
 		}
 		s.mu.Lock()
 		if s.pending == nil {
-			s.pending = make(map[uint64]jetstream.Msg)
+			s.pending = make(map[uint64]sourceMsg)
 		}
-		s.pending[s.next] = m
+		s.pending[s.next] = sourceMsg{m: m, seq: meta.Sequence.Stream, at: meta.Timestamp}
 		s.next++
 		s.mu.Unlock()
 		if !yield(rec, nil) {
@@ -552,23 +566,21 @@ func (s *source) yieldAll(ctx context.Context, yield func(plugin.Record, error) 
 	}
 }
 
-// take returns and forgets the message of record index.
-func (s *source) take(index uint64) jetstream.Msg {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.pending[index]
-	delete(s.pending, index)
-	return m
+// sourceMsg is a source message read and not yet settled, with its stream
+// sequence and time.
+type sourceMsg struct {
+	m   jetstream.Msg
+	seq uint64
+	at  time.Time
 }
 
-func outcome(out client.Output) string {
-	switch {
-	case out.Err != nil:
-		return "failed"
-	case out.Dropped:
-		return "dropped"
-	}
-	return "published"
+// take returns and forgets the message of record index.
+func (s *source) take(index uint64) (sourceMsg, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.pending[index]
+	delete(s.pending, index)
+	return m, ok
 }
 
 // sinkMsg returns the sink message of a result value of source message

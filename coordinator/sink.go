@@ -3,11 +3,11 @@ package coordinator
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/internal/proto"
@@ -59,6 +59,9 @@ type sinkWriter struct {
 	chain      bool        // results carry the id of the one before
 	mismatches int
 	core       bool // no stream captures the sink: plain messages
+
+	// The pipeline's dataflare_pipeline_messages_total, by outcome.
+	published, failed, dropped prometheus.Counter
 }
 
 // sinkItem is one result on its way: published (f) or, for a dropped or
@@ -110,7 +113,11 @@ func (it *sinkItem) answer(ctx context.Context, wait bool) bool {
 // window, TestChaosPipelineNodeRestart), so a replicated sink gets one
 // result at a time.
 func newSinkWriter(ctx context.Context, r *runner, p *proto.Pipeline, job string) *sinkWriter {
-	w := &sinkWriter{r: r, p: p, job: job}
+	label := p.Owner + "/" + p.Name
+	w := &sinkWriter{r: r, p: p, job: job,
+		published: r.c.metrics.pipelineMessages.WithLabelValues(label, "published"),
+		failed:    r.c.metrics.pipelineMessages.WithLabelValues(label, "failed"),
+		dropped:   r.c.metrics.pipelineMessages.WithLabelValues(label, "dropped")}
 	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
 	if name, err := r.c.js.StreamNameBySubject(kctx, p.Sink); err == nil {
@@ -124,15 +131,9 @@ func newSinkWriter(ctx context.Context, r *runner, p *proto.Pipeline, job string
 // put takes the result of source message m: dead-letters an error at once,
 // publishes a value, and settles the oldest results once the window is
 // full.
-func (w *sinkWriter) put(ctx context.Context, m jetstream.Msg, out client.Output) error {
-	if m == nil {
-		return fmt.Errorf("result %d has no source message", out.Index)
-	}
-	meta, err := m.Metadata()
-	if err != nil {
-		return fmt.Errorf("source message: %w", err)
-	}
-	it := &sinkItem{out: out, m: m, seq: meta.Sequence.Stream, arrived: meta.Timestamp}
+func (w *sinkWriter) put(ctx context.Context, sm sourceMsg, out client.Output) error {
+	m := sm.m
+	it := &sinkItem{out: out, m: m, seq: sm.seq, arrived: sm.at}
 	switch {
 	case out.Err != nil:
 		if err := w.r.retry(ctx, func(ctx context.Context) error { return w.r.deadLetter(ctx, w.p, w.job, it.seq, m, out.Err) }); err != nil {
@@ -281,8 +282,12 @@ func (w *sinkWriter) done(it *sinkItem) {
 	switch {
 	case it.out.Err != nil:
 		r.errs.Add(1)
+		w.failed.Inc()
 	case it.out.Dropped:
 		r.dropped.Add(1)
+		w.dropped.Inc()
+	default:
+		w.published.Inc()
 	}
 	if err := it.m.Ack(); err != nil {
 		r.c.log.Debug("pipeline source message not acknowledged", "pipeline", r.owner+"/"+r.name, "seq", it.seq, "err", err)
@@ -292,5 +297,4 @@ func (w *sinkWriter) done(it *sinkItem) {
 	r.latMu.Lock()
 	r.lat.Record(time.Since(it.arrived))
 	r.latMu.Unlock()
-	r.c.metrics.pipelineMessages.WithLabelValues(w.p.Owner+"/"+w.p.Name, outcome(it.out)).Inc()
 }
