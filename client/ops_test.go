@@ -19,34 +19,11 @@ import (
 	"github.com/dataflare/dataflare/worker"
 )
 
-// picky fails a whole batch that holds a record whose value contains its
-// configuration's "match" (default "bad"): the worker isolates each such
-// record, which gets a poison error and a dead letter. Other records are
-// upper-cased.
-type picky struct{}
-
-func (picky) Info() plugin.Info { return plugin.Info{Name: "picky", Version: "1.0.0"} }
-
-func (picky) ProcessBatch(_ context.Context, cfg plugin.Config, recs []plugin.Record) (*plugin.BatchResult, error) {
-	match := cfg["match"]
-	if match == "" {
-		match = "bad"
-	}
-	out := make([]plugin.Result, len(recs))
-	for i, r := range recs {
-		if strings.Contains(string(r.Value), match) {
-			return nil, &plugin.Error{Code: plugin.CodeProcessing, Message: "picky: " + string(r.Value)}
-		}
-		out[i] = plugin.Value([]byte(strings.ToUpper(string(r.Value))))
-	}
-	return &plugin.BatchResult{Results: out}, nil
-}
-
 // opsFleet starts a fleet of one worker that has picky beside the
 // built-in plugins.
 func opsFleet(t *testing.T) *localtest.Fleet {
 	plugins := builtin.All()
-	plugins["picky"] = picky{}
+	plugins["picky"] = localtest.Picky{}
 	return localtest.Start(t, local.Config{Workers: 1, Worker: worker.Config{Plugins: plugins}})
 }
 

@@ -21,24 +21,6 @@ import (
 	"github.com/dataflare/dataflare/worker"
 )
 
-// picky fails a whole batch that holds a record whose value contains
-// "bad": the worker isolates each such record, which gets a dead letter.
-// Other records are upper-cased.
-type picky struct{}
-
-func (picky) Info() plugin.Info { return plugin.Info{Name: "picky", Version: "1.0.0"} }
-
-func (picky) ProcessBatch(_ context.Context, _ plugin.Config, recs []plugin.Record) (*plugin.BatchResult, error) {
-	out := make([]plugin.Result, len(recs))
-	for i, r := range recs {
-		if strings.Contains(string(r.Value), "bad") {
-			return nil, &plugin.Error{Code: plugin.CodeProcessing, Message: "picky: " + string(r.Value)}
-		}
-		out[i] = plugin.Value([]byte(strings.ToUpper(string(r.Value))))
-	}
-	return &plugin.BatchResult{Results: out}, nil
-}
-
 // opsBench is a fleet whose worker has picky, a client of owner anon, and
 // the CLI's --nats flag for it.
 type opsBench struct {
@@ -49,7 +31,7 @@ type opsBench struct {
 func newOpsBench(t *testing.T) *opsBench {
 	t.Helper()
 	plugins := builtin.All()
-	plugins["picky"] = picky{}
+	plugins["picky"] = localtest.Picky{}
 	f := localtest.Start(t, local.Config{Workers: 1, Worker: worker.Config{Plugins: plugins}})
 	return &opsBench{c: f.Client(), nats: "--nats=" + f.URL}
 }
@@ -310,19 +292,7 @@ func TestOpsErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := b.run(t, tt.args...)
-			if r.code != tt.code {
-				t.Fatalf("exit %d, want %d; stdout %q, stderr %q", r.code, tt.code, r.stdout, r.stderr)
-			}
-			first, rest, _ := strings.Cut(r.stderr, "\n")
-			if !strings.HasPrefix(first, "dataflare: ") || !strings.Contains(first, tt.want) {
-				t.Errorf("stderr %q: want a first line 'dataflare: …%s…'", r.stderr, tt.want)
-			}
-			if wantRest := map[bool]string{true: "Run 'dataflare --help' for usage.\n", false: ""}[tt.code == ExitUsage]; rest != wantRest {
-				t.Errorf("stderr %q: want one line (and the usage hint for a usage error)", r.stderr)
-			}
-			if r.stdout != "" {
-				t.Errorf("stdout %q, want nothing", r.stdout)
-			}
+			wantFailure(t, r, tt.code, tt.want)
 		})
 	}
 }
@@ -400,5 +370,25 @@ func TestStatusJobsInFlight(t *testing.T) {
 	}
 	if out := b.ok(t, "status", "--owner", "acme"); !strings.HasSuffix(out, "\nno jobs in flight of owner acme\n") {
 		t.Errorf("status --owner acme printed:\n%s", out)
+	}
+}
+
+// wantFailure checks the outcome of a command that fails: exit code, one
+// line on standard error naming the problem (want), and for a usage error
+// the hint; nothing on standard output.
+func wantFailure(t *testing.T, r result, code int, want string) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit %d, want %d; stdout %q, stderr %q", r.code, code, r.stdout, r.stderr)
+	}
+	first, rest, _ := strings.Cut(r.stderr, "\n")
+	if !strings.HasPrefix(first, "dataflare: ") || !strings.Contains(first, want) {
+		t.Errorf("stderr %q: want a first line 'dataflare: …%s…'", r.stderr, want)
+	}
+	if wantRest := map[bool]string{true: "Run 'dataflare --help' for usage.\n", false: ""}[code == ExitUsage]; rest != wantRest {
+		t.Errorf("stderr %q: want one line (and the usage hint for a usage error)", r.stderr)
+	}
+	if r.stdout != "" {
+		t.Errorf("stdout %q, want nothing", r.stdout)
 	}
 }

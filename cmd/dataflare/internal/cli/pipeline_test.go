@@ -389,19 +389,7 @@ func TestPipelineErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := b.run(t, tt.args...)
-			if r.code != tt.code {
-				t.Fatalf("exit %d, want %d; stdout %q, stderr %q", r.code, tt.code, r.stdout, r.stderr)
-			}
-			first, rest, _ := strings.Cut(r.stderr, "\n")
-			if !strings.HasPrefix(first, "dataflare: ") || !strings.Contains(first, tt.want) {
-				t.Errorf("stderr %q: want a first line 'dataflare: …%s…'", r.stderr, tt.want)
-			}
-			if wantRest := map[bool]string{true: "Run 'dataflare --help' for usage.\n", false: ""}[tt.code == ExitUsage]; rest != wantRest {
-				t.Errorf("stderr %q: want one line (and the usage hint for a usage error)", r.stderr)
-			}
-			if r.stdout != "" {
-				t.Errorf("stdout %q, want nothing", r.stdout)
-			}
+			wantFailure(t, r, tt.code, tt.want)
 		})
 	}
 	// Nothing refused was created.
