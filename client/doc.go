@@ -18,6 +18,11 @@
 // ProcessBatch (returning a plugin.BatchResult), Metrics, SystemStatus,
 // HealthCheck and ExportPerformanceReport.
 //
+// Operators' calls: Jobs, JobInfo and CancelJob on an owner's jobs
+// (Attach reads one's results from any process), DeadLetters, DeadLetter
+// and Replay on its dead letters. NATS permissions keep a user to its own
+// owner's; another owner's job or dead letter is ErrJobNotFound.
+//
 // Inputs may be larger than memory: Submit reads its Source as it goes, at
 // most Window batches ahead of the results read, so a client that reads
 // results slower than the fleet makes them slows down the submission
