@@ -23,6 +23,18 @@ type Backend interface {
 	Modules(ctx context.Context) ([]wasmstore.Manifest, error)
 	// Pipelines returns the pipelines and how they go.
 	Pipelines(ctx context.Context) ([]client.Pipeline, error)
+	// Jobs returns every owner's jobs, most recently changed first.
+	Jobs(ctx context.Context) ([]client.JobInfo, error)
+	// JobInfo returns one job with its live counts; an error matching
+	// client.ErrJobNotFound when there is none.
+	JobInfo(ctx context.Context, id string) (*client.JobInfo, error)
+	// CancelJob cancels a job.
+	CancelJob(ctx context.Context, id string) error
+	// DeadLetters returns dead letters, newest first, their keys and
+	// values cut to a preview.
+	DeadLetters(ctx context.Context, f client.DeadFilter) ([]client.DeadLetterInfo, error)
+	// Replay runs dead letters again and reports what became of them.
+	Replay(ctx context.Context, spec client.ReplaySpec) (*client.ReplayReport, error)
 }
 
 // ClientBackend is the Backend of a real fleet: a client for the fleet's
@@ -71,4 +83,30 @@ func (b *ClientBackend) Modules(ctx context.Context) ([]wasmstore.Manifest, erro
 // Pipelines returns client.Pipelines.
 func (b *ClientBackend) Pipelines(ctx context.Context) ([]client.Pipeline, error) {
 	return b.client.Pipelines(ctx)
+}
+
+// Jobs returns client.Jobs of every owner (the console is the operators'):
+// the client's NATS user needs the admin role where permissions are on.
+func (b *ClientBackend) Jobs(ctx context.Context) ([]client.JobInfo, error) {
+	return b.client.Jobs(ctx, true)
+}
+
+// JobInfo returns client.JobInfo.
+func (b *ClientBackend) JobInfo(ctx context.Context, id string) (*client.JobInfo, error) {
+	return b.client.JobInfo(ctx, id)
+}
+
+// CancelJob returns client.CancelJob's error.
+func (b *ClientBackend) CancelJob(ctx context.Context, id string) error {
+	return b.client.CancelJob(ctx, id)
+}
+
+// DeadLetters returns client.DeadLetters.
+func (b *ClientBackend) DeadLetters(ctx context.Context, f client.DeadFilter) ([]client.DeadLetterInfo, error) {
+	return b.client.DeadLetters(ctx, f)
+}
+
+// Replay returns client.Replay.
+func (b *ClientBackend) Replay(ctx context.Context, spec client.ReplaySpec) (*client.ReplayReport, error) {
+	return b.client.Replay(ctx, spec)
 }

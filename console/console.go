@@ -141,6 +141,11 @@ func (c *Console) routes() http.Handler {
 	mux.HandleFunc("GET /{$}", c.fleetPage)
 	mux.HandleFunc("GET /plugins", c.pluginsPage)
 	mux.HandleFunc("GET /pipelines", c.pipelinesPage)
+	mux.HandleFunc("GET /jobs", c.jobsPage)
+	mux.HandleFunc("GET /jobs/{id}", c.jobPage)
+	mux.HandleFunc("POST /jobs/{id}/cancel", c.cancelJob)
+	mux.HandleFunc("GET /dead", c.deadPage)
+	mux.HandleFunc("POST /dead/replay", c.replay)
 	mux.HandleFunc("/", c.notFound)
 	return secure(mux)
 }

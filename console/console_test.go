@@ -6,7 +6,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +32,13 @@ type stubBackend struct {
 	status    *fleet.Status
 	modules   []wasmstore.Manifest
 	pipelines []client.Pipeline
+	jobs      []client.JobInfo
+	dead      []client.DeadLetterInfo
 	err       error
+
+	mu        sync.Mutex
+	cancelled []string
+	replayed  []string
 }
 
 func (b *stubBackend) Status(context.Context) (*fleet.Status, error) {
@@ -43,6 +52,48 @@ func (b *stubBackend) Modules(context.Context) ([]wasmstore.Manifest, error) { r
 
 func (b *stubBackend) Pipelines(context.Context) ([]client.Pipeline, error) {
 	return b.pipelines, b.err
+}
+
+func (b *stubBackend) Jobs(context.Context) ([]client.JobInfo, error) { return b.jobs, b.err }
+
+func (b *stubBackend) JobInfo(_ context.Context, id string) (*client.JobInfo, error) {
+	for _, j := range b.jobs {
+		if j.ID == id {
+			return &j, b.err
+		}
+	}
+	return nil, client.ErrJobNotFound
+}
+
+func (b *stubBackend) CancelJob(_ context.Context, id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cancelled = append(b.cancelled, id)
+	return b.err
+}
+
+func (b *stubBackend) DeadLetters(_ context.Context, f client.DeadFilter) ([]client.DeadLetterInfo, error) {
+	var out []client.DeadLetterInfo
+	for _, d := range b.dead {
+		if f.Job == "" || d.Job == f.Job {
+			out = append(out, d)
+		}
+	}
+	return out, b.err
+}
+
+func (b *stubBackend) Replay(_ context.Context, spec client.ReplaySpec) (*client.ReplayReport, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.replayed = append(b.replayed, spec.Job)
+	rep := &client.ReplayReport{Jobs: []string{"anon.r1"}}
+	for _, d := range b.dead {
+		if d.Job == spec.Job {
+			rep.Records = append(rep.Records, client.ReplayRecord{DeadLetter: d.ID, Job: d.Job, Index: d.Index, Replay: "anon.r1", Err: errors.New(d.Error)})
+			rep.Failed++
+		}
+	}
+	return rep, b.err
 }
 
 var t0 = time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
@@ -66,6 +117,14 @@ func hostileBackend() *stubBackend {
 			Info: plugin.Info{Name: "upper-wasm", Description: hostile}, Created: t0}},
 		pipelines: []client.Pipeline{{Name: "p1", Owner: hostile, Spec: client.PipelineSpec{Source: hostile, Sink: "out.x", Steps: []client.Step{{Plugin: hostile}}},
 			Status: &client.PipelineStatus{State: hostile, Lag: 7}}},
+		jobs: []client.JobInfo{
+			{ID: "anon.j1", Owner: "anon", Plugin: "upper", State: client.JobSealed, Created: t0.Add(-time.Minute), Records: 100, Batches: 4,
+				Counted: true, Results: 50, Succeeded: 40, Failed: 10, QueuedBatches: 2, DeadLetters: 1, Config: map[string]string{"match": hostile}},
+			{ID: "anon.j2", Owner: "anon", Plugin: "upper", State: client.JobSealed, Created: t0, Records: 10, Batches: 1, QueuedBatches: 1},
+			{ID: "anon.j0", Owner: "anon", Plugin: hostile, State: client.JobDone, Created: t0.Add(-time.Hour), Records: 10, Counted: true, Results: 10, Succeeded: 10},
+		},
+		dead: []client.DeadLetterInfo{{ID: "anon.5", Owner: "anon", Job: "anon.j1", Index: 7, Plugin: "upper", Error: "parse: " + hostile,
+			Value: []byte(hostile), ValueBytes: len(hostile), Attempts: 4, At: t0}},
 	}
 }
 
@@ -106,7 +165,7 @@ func TestPagesEscapeWhatUsersWrote(t *testing.T) {
 		}
 	}
 	escaped := "&lt;script&gt;alert(1)&lt;/script&gt;"
-	for _, path := range []string{"/", "/plugins", "/pipelines"} {
+	for _, path := range []string{"/", "/plugins", "/pipelines", "/jobs", "/jobs/anon.j1", "/dead"} {
 		t.Run(path, func(t *testing.T) {
 			code, body := get(t, srv, path)
 			if code != http.StatusOK {
@@ -166,15 +225,63 @@ func TestFragment(t *testing.T) {
 
 func TestReadOnlyRefusesChanges(t *testing.T) {
 	for _, admin := range []bool{false, true} {
-		_, srv := newTest(t, hostileBackend(), admin)
-		res, err := srv.Client().Post(srv.URL+"/jobs/j1/cancel", "application/x-www-form-urlencoded", nil)
+		b := hostileBackend()
+		_, srv := newTest(t, b, admin)
+		// Do not follow the redirect after a cancel.
+		hc := *srv.Client()
+		hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		cancel, err := hc.Post(srv.URL+"/jobs/anon.j1/cancel", "application/x-www-form-urlencoded", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		res.Body.Close()
-		if got := res.StatusCode == http.StatusForbidden; got != !admin {
-			t.Errorf("admin %v: POST answered %d", admin, res.StatusCode)
+		cancel.Body.Close()
+		replay, err := hc.PostForm(srv.URL+"/dead/replay", url.Values{"job": {"anon.j1"}})
+		if err != nil {
+			t.Fatal(err)
 		}
+		body, _ := io.ReadAll(replay.Body)
+		replay.Body.Close()
+		_, page := get(t, srv, "/jobs/anon.j1")
+		hasButtons := strings.Contains(page, "Cancel job") && strings.Contains(page, "Replay 1 dead letters")
+		switch {
+		case !admin && (cancel.StatusCode != http.StatusForbidden || replay.StatusCode != http.StatusForbidden):
+			t.Errorf("read-only: cancel %d, replay %d; want 403", cancel.StatusCode, replay.StatusCode)
+		case !admin && (len(b.cancelled) != 0 || len(b.replayed) != 0 || hasButtons):
+			t.Errorf("read-only: cancelled %v, replayed %v, buttons %v", b.cancelled, b.replayed, hasButtons)
+		case admin && (cancel.StatusCode != http.StatusSeeOther || cancel.Header.Get("Location") != "/jobs/anon.j1?cancelled"):
+			t.Errorf("admin: cancel %d to %q, want 303 to the job", cancel.StatusCode, cancel.Header.Get("Location"))
+		case admin && (replay.StatusCode != http.StatusOK || !strings.Contains(string(body), "0 of 1 records succeed now; 1 fail again")):
+			t.Errorf("admin: replay %d\n%s", replay.StatusCode, body)
+		case admin && (!slices.Equal(b.cancelled, []string{"anon.j1"}) || !slices.Equal(b.replayed, []string{"anon.j1"}) || !hasButtons):
+			t.Errorf("admin: cancelled %v, replayed %v, buttons %v", b.cancelled, b.replayed, hasButtons)
+		}
+	}
+}
+
+func TestJobsSayWhatHoldsThemUp(t *testing.T) {
+	b := hostileBackend()
+	_, srv := newTest(t, b, false)
+	_, body := get(t, srv, "/jobs")
+	// anon.j2 came after anon.j1, in the same queue, with every slot of
+	// the only healthy worker busy? worker-1 runs 2 of 4: not stuck, but
+	// queued behind anon.j1.
+	for _, want := range []string{
+		`1 batches queued behind anon.j1 (upper, 2 batches queued)`,
+		`<tr id="job-anon.j0">`,
+		`Finished <span class="muted">1</span>`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the jobs page lacks %q", want)
+		}
+	}
+	b.status.Workers[0].Health = fleet.Dead
+	_, body = get(t, srv, "/jobs/anon.j2")
+	if want := "Stuck: 1 batches wait: no healthy worker."; !strings.Contains(body, want) {
+		t.Errorf("the page of a job without workers lacks %q", want)
+	}
+	_, body = get(t, srv, "/dead")
+	if want := `<td class="num"><b>1</b></td><td class="error">parse: &lt;script&gt;`; !strings.Contains(body, want) {
+		t.Errorf("the dead letters page does not group the error: lacks %q", want)
 	}
 }
 

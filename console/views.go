@@ -12,7 +12,7 @@ import (
 )
 
 // pageNames are the templates, one per page (assets/NAME.html).
-var pageNames = []string{"fleet", "plugins", "pipelines", "notfound"}
+var pageNames = []string{"fleet", "plugins", "pipelines", "jobs", "job", "dead", "replay", "notfound"}
 
 // alert is a line at the top of a page that says what is wrong: Level is
 // "bad" (something is down) or "warn".
@@ -245,6 +245,8 @@ type pipelinesView struct {
 // pipelineRow is one pipeline.
 type pipelineRow struct {
 	client.Pipeline
+	// Key names it on the lag chart (owner/name).
+	Key string
 	// State is what runs it now, Class its badge's colour.
 	State, Class string
 }
@@ -253,7 +255,7 @@ type pipelineRow struct {
 func newPipelinesView(now time.Time, window, gap time.Duration, pipes []client.Pipeline, samples []sample) *pipelinesView {
 	v := &pipelinesView{}
 	for _, p := range pipes {
-		row := pipelineRow{Pipeline: p}
+		row := pipelineRow{Pipeline: p, Key: pipelineKey(p)}
 		switch {
 		case p.Paused:
 			row.State, row.Class = "paused", "warn"
