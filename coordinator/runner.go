@@ -478,9 +478,11 @@ type source struct {
 	cons    jetstream.Consumer
 	changed <-chan struct{}
 
-	mu      sync.Mutex
-	pending map[uint64]sourceMsg // by record index
-	next    uint64
+	mu sync.Mutex
+	// pending are the messages read and not yet taken, in record index
+	// order from first: results come in that order.
+	pending []sourceMsg
+	first   uint64
 
 	// delivered is the consumer sequence of the last message read: the
 	// consumer is new, so the first is 1 and each next one is one more.
@@ -554,11 +556,7 @@ func (s *source) yieldAll(ctx context.Context, yield func(plugin.Record, error) 
 			}
 		}
 		s.mu.Lock()
-		if s.pending == nil {
-			s.pending = make(map[uint64]sourceMsg)
-		}
-		s.pending[s.next] = sourceMsg{m: m, seq: meta.Sequence.Stream, at: meta.Timestamp}
-		s.next++
+		s.pending = append(s.pending, sourceMsg{m: m, seq: meta.Sequence.Stream, at: meta.Timestamp})
 		s.mu.Unlock()
 		if !yield(rec, nil) {
 			return
@@ -578,9 +576,14 @@ type sourceMsg struct {
 func (s *source) take(index uint64) (sourceMsg, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m, ok := s.pending[index]
-	delete(s.pending, index)
-	return m, ok
+	if len(s.pending) == 0 || index != s.first {
+		return sourceMsg{}, false
+	}
+	m := s.pending[0]
+	s.pending[0] = sourceMsg{} // for the collector
+	s.pending = s.pending[1:]
+	s.first++
+	return m, true
 }
 
 // sinkMsg returns the sink message of a result value of source message
