@@ -1,6 +1,7 @@
 package console
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -70,7 +71,7 @@ func TestLineChartStaysInItsPlot(t *testing.T) {
 }
 
 func TestHistoryKeepsTheLastSamples(t *testing.T) {
-	h := newHistory(3)
+	h := newHistory(5, 2*time.Second)
 	status := func(processed uint64) *fleet.Status {
 		return &fleet.Status{
 			Workers: []fleet.Worker{{Health: fleet.Healthy}, {Health: fleet.Dead}},
@@ -78,13 +79,14 @@ func TestHistoryKeepsTheLastSamples(t *testing.T) {
 		}
 	}
 	lag := []client.Pipeline{{Name: "p", Owner: "o", Status: &client.PipelineStatus{Lag: 9}}}
-	// Processed: 100, 300 (+200 in 2 s), 250 (a worker's totals left), 450, 650.
-	for i, n := range []uint64{100, 300, 250, 450, 650} {
+	// Processed every 2 s: 100, 300, 250 (a worker's totals left), 450,
+	// 650, 850, 1050.
+	for i, n := range []uint64{100, 300, 250, 450, 650, 850, 1050} {
 		h.add(t0.Add(time.Duration(i)*2*time.Second), status(n), lag)
 	}
 	s := h.samples()
-	if len(s) != 3 {
-		t.Fatalf("%d samples, want 3", len(s))
+	if len(s) != 5 {
+		t.Fatalf("%d samples, want 5", len(s))
 	}
 	var rates []float64
 	for i, x := range s {
@@ -96,10 +98,12 @@ func TestHistoryKeepsTheLastSamples(t *testing.T) {
 			t.Errorf("sample %d: %+v", i, x)
 		}
 	}
-	if want := []float64{0, 100, 100}; rates[0] != want[0] || rates[1] != want[1] || rates[2] != want[2] {
+	// 250 against 100 over 4 s; 450 against 100 over 6 s; then 4 samples
+	// (8 s) back: 650−100, 850−300, 1050−250.
+	if want := []float64{37.5, 350.0 / 6, 68.75, 68.75, 100}; !slices.Equal(rates, want) {
 		t.Errorf("rates %v, want %v", rates, want)
 	}
-	if first := newHistory(2); true {
+	if first := newHistory(2, time.Second); true {
 		first.add(t0, status(5), nil)
 		if r := first.samples()[0].Plugins["upper"].Rate; r != 7 {
 			t.Errorf("first sample's rate %v, want the plugin's own throughput 7", r)

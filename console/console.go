@@ -85,7 +85,7 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Console{cfg: cfg, hist: newHistory(int(cfg.Window/cfg.Interval) + 1), pages: map[string]*template.Template{}}
+	c := &Console{cfg: cfg, hist: newHistory(int(cfg.Window/cfg.Interval)+1, cfg.Interval), pages: map[string]*template.Template{}}
 	for _, name := range pageNames {
 		t, err := template.New(name).Funcs(funcs).ParseFS(assets, "assets/layout.html", "assets/parts.html", "assets/"+name+".html")
 		if err != nil {

@@ -29,20 +29,35 @@ type pluginSample struct {
 	processed uint64
 }
 
+// Rates are taken over rateSamples samples, or more when they span less
+// than rateSpan.
+const (
+	rateSamples = 4
+	rateSpan    = 5 * time.Second
+)
+
 // history is a ring buffer of the last samples. Safe for concurrent use.
 type history struct {
 	mu   sync.Mutex
 	buf  []sample
 	next int // where the next sample goes
 	n    int // samples held
+	back int // how many samples back rates are taken from
 }
 
-func newHistory(size int) *history { return &history{buf: make([]sample, size)} }
+// newHistory returns a history of size samples taken every interval.
+func newHistory(size int, interval time.Duration) *history {
+	back := rateSamples
+	if interval > 0 {
+		back = max(back, int((rateSpan+interval-1)/interval))
+	}
+	return &history{buf: make([]sample, size), back: min(back, size)}
+}
 
 // add appends a sample taken from st and pipes at time at: each plugin's
-// rate is its records processed since the previous sample over the time
-// between them (0 when the count went down: a worker's totals left the
-// merge when it died).
+// rate is its records processed since the sample h.back back over
+// the time between them (0 when the count went down: a worker's totals
+// left the merge when it died).
 func (h *history) add(at time.Time, st *fleet.Status, pipes []client.Pipeline) {
 	s := sample{At: at, Plugins: map[string]pluginSample{}, Lags: map[string]float64{}}
 	for _, w := range st.Workers {
@@ -53,9 +68,13 @@ func (h *history) add(at time.Time, st *fleet.Status, pipes []client.Pipeline) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	// The rate is over the last h.back samples (fewer at first): a
+	// heartbeat's counts arrive in steps, as batches end, and a rate over
+	// one short interval would saw up and down.
 	var prev *sample
 	if h.n > 0 {
-		prev = &h.buf[(h.next-1+len(h.buf))%len(h.buf)]
+		back := min(h.n, h.back)
+		prev = &h.buf[(h.next-back+len(h.buf))%len(h.buf)]
 	}
 	for _, p := range st.Plugins {
 		ps := pluginSample{BatchSize: float64(p.BatchSize), processed: p.Metrics.TotalProcessed}

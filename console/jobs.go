@@ -32,8 +32,12 @@ type jobRow struct {
 	// counts).
 	ShareOK, ShareFailed, ShareDropped float64
 	Known                              bool
+	// Pipeline names the pipeline the job runs, "" for a submitted job.
+	Pipeline string
 	// Waiting says what holds it up, "" when nothing does.
 	Waiting string
+	// Ahead is the first job it waits behind, "" for none.
+	Ahead string
 	// Stuck says that Waiting is a problem, not merely work in progress.
 	Stuck bool
 }
@@ -126,6 +130,9 @@ func diagnose(r *jobRow, st *fleet.Status, jobs []jobRow) {
 			}
 			if o.Priority < j.Priority || (o.Priority == j.Priority && o.Created.Before(j.Created)) {
 				ahead = append(ahead, fmt.Sprintf("%s (%s, %s batches queued)", o.ID, o.What, count(o.QueuedBatches)))
+				if r.Ahead == "" {
+					r.Ahead = o.ID
+				}
 			}
 		}
 		switch {
@@ -145,6 +152,8 @@ func diagnose(r *jobRow, st *fleet.Status, jobs []jobRow) {
 		return
 	}
 	switch {
+	case r.Pipeline != "":
+		r.Waiting = fmt.Sprintf("runs pipeline %s: takes its source's messages as they come (%s so far)", r.Pipeline, count(j.Records))
 	case j.State == client.JobOpen:
 		r.Waiting = fmt.Sprintf("its submitter is sending records (%s so far)", count(j.Records))
 	case j.ResultMessages > 0:
@@ -180,6 +189,13 @@ func (c *Console) jobsPage(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		p.Problems = append(p.Problems, problem("the fleet's status", err))
 	}
+	pipes, _ := c.cfg.Backend.Pipelines(ctx) // only to name the jobs that run them
+	pipeJobs := map[string]string{}
+	for _, pl := range pipes {
+		if pl.Status != nil {
+			pipeJobs[pl.Status.Job] = pipelineKey(pl)
+		}
+	}
 	v := &jobsView{}
 	detailed := 0
 	for _, j := range jobs {
@@ -190,6 +206,7 @@ func (c *Console) jobsPage(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		row := newJobRow(j)
+		row.Pipeline = pipeJobs[j.ID]
 		if row.Active {
 			v.Active = append(v.Active, row)
 		} else {

@@ -49,5 +49,5 @@ func (c *Console) pipelinesPage(w http.ResponseWriter, r *http.Request) {
 }
 
 // gap is the time between samples beyond which a chart's line breaks:
-// samples were missed (the backend did not answer).
-func (c *Console) gap() time.Duration { return 3 * c.cfg.Interval }
+// samples were missed (the backend did not answer for a while).
+func (c *Console) gap() time.Duration { return 5*c.cfg.Interval + time.Second }

@@ -86,8 +86,12 @@ func newFleetView(now time.Time, window, gap time.Duration, st *fleet.Status, sa
 			v.Alerts = append(v.Alerts, alert{"warn", fmt.Sprintf("Worker %s is late: no heartbeat for %s. It is given no new work until it answers.", w.ID, shortDuration(w.Age.Truncate(100*time.Millisecond)))})
 		case fleet.Dead:
 			row.Note = fmt.Sprintf("dead: no heartbeat for %s", shortDuration(w.Age.Truncate(time.Second)))
-			v.Alerts = append(v.Alerts, alert{"bad", fmt.Sprintf("Worker %s is dead: its last heartbeat was %s (%s). The %d batches it was running go back to the queue when their ack wait runs out; other workers take them.",
-				w.ID, ago(now, now.Add(-w.Age)), clock(w.LastHeartbeat), w.InFlight)})
+			running := "It was running no batch."
+			if w.InFlight > 0 {
+				running = fmt.Sprintf("The %d batches it was running go back to their queues when their ack wait runs out, for other workers.", w.InFlight)
+			}
+			v.Alerts = append(v.Alerts, alert{"bad", fmt.Sprintf("Worker %s is dead: its last heartbeat was %s (%s). %s",
+				w.ID, ago(now, now.Add(-w.Age)), clock(w.LastHeartbeat), running)})
 		}
 		for _, b := range w.Breakers {
 			if b.State != fleet.BreakerClosed {
@@ -101,8 +105,9 @@ func newFleetView(now time.Time, window, gap time.Duration, st *fleet.Status, sa
 		v.Alerts = slices.Insert(v.Alerts, 0, alert{"bad", "No healthy worker: nothing runs. Jobs wait in their queues until a worker joins."})
 	}
 	for _, q := range st.Queues {
-		if q.Pending > 0 && q.InFlight == 0 && v.Healthy > 0 && v.InFlight >= v.Slots {
-			v.Alerts = append(v.Alerts, alert{"warn", fmt.Sprintf("Queue %s waits: %s batches queued and every worker slot busy.", queueName(q), count(q.Pending))})
+		if q.Pending > 0 && v.Healthy > 0 && v.InFlight >= v.Slots {
+			v.Alerts = append(v.Alerts, alert{"warn", fmt.Sprintf("Queue %s: %s batches wait for a slot; all %d slots of the %d healthy workers are busy (the jobs page says whose).",
+				queueName(q), count(q.Pending), v.Slots, v.Healthy)})
 		}
 	}
 	rates := latestRates(samples)
