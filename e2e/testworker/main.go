@@ -9,6 +9,9 @@
 //     configured match, as a segfault in a native library would; after
 //     MaxDeliver such deliveries the next worker splits the batch unrun.
 //
+// Both take the job's config "ms": a delay after each record, so that a
+// batch beside a crashing one is still running when the process dies.
+//
 // Usage: testworker --nats URL [--id ID] [--parallel N] [--heartbeat D]
 package main
 
@@ -20,6 +23,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -60,7 +64,8 @@ func main() {
 }
 
 // matcher passes records unchanged, but calls on when a value contains the
-// job's config "match".
+// job's config "match"; it takes the config's "ms" milliseconds for each
+// record.
 type matcher struct {
 	name string
 	on   func()
@@ -70,12 +75,20 @@ func (m matcher) Info() plugin.Info {
 	return plugin.Info{Name: m.name, Version: "1.0.0", Type: plugin.Transformer, APIVersion: plugin.APIVersion}
 }
 
-func (m matcher) ProcessBatch(_ context.Context, cfg plugin.Config, recs []plugin.Record) (*plugin.BatchResult, error) {
+func (m matcher) ProcessBatch(ctx context.Context, cfg plugin.Config, recs []plugin.Record) (*plugin.BatchResult, error) {
 	match := []byte(cfg.Get("match"))
+	ms, _ := strconv.Atoi(cfg.Get("ms"))
 	out := make([]plugin.Result, len(recs))
 	for i, r := range recs {
 		if len(match) > 0 && bytes.Contains(r.Value, match) {
 			m.on()
+		}
+		if ms > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(ms) * time.Millisecond): // the record's cost
+			}
 		}
 		out[i].Value = r.Value
 	}
