@@ -5,6 +5,10 @@
 //	identity-wasm/      every record unchanged
 //	json-extract-wasm/  one field of JSON records (config field=a.b.c)
 //
+// and one in Rust, with the Rust kit (pdk/rust):
+//
+//	upper-rust/         upper-wasm again: build.sh (plain rustc, wasm32-wasi) writes upper.wasm
+//
 // The same upper-wasm written in C against docs/abi.md is the module the
 // system pushes: package plugin/builtin/twins. Build the Go plugins with the
 // standard Go toolchain:
@@ -20,6 +24,7 @@ package plugins
 import _ "embed"
 
 //go:generate env GOOS=wasip1 GOARCH=wasm GOFLAGS= go build -buildmode=c-shared -trimpath -buildvcs=false -o upper-wasm/upper.wasm ./upper-wasm
+//go:generate sh upper-rust/build.sh
 
 // UpperGoWASM is the same plugin built from Go with package pdk
 // (upper-wasm/upper.wasm): an example, pushed nowhere by default. It gives
@@ -28,3 +33,12 @@ import _ "embed"
 //
 //go:embed upper-wasm/upper.wasm
 var UpperGoWASM []byte
+
+// UpperRustWASM is the same plugin built from Rust with the Rust kit
+// (upper-rust/upper.wasm, made by upper-rust/build.sh): an example, pushed
+// nowhere by default, giving the same output as twins.Upper. A test
+// rebuilds it when rustc with the wasm32-wasi standard library is
+// installed, and fails when it is stale. Do not modify it.
+//
+//go:embed upper-rust/upper.wasm
+var UpperRustWASM []byte

@@ -1,0 +1,24 @@
+#!/bin/sh
+# build.sh [OUT] compiles upper.rs and the Rust kit (pdk/rust/lib.rs) to OUT
+# (default upper.wasm, next to this script) with plain rustc for wasm32-wasi:
+# no Cargo, no crates. The flags are fixed so that a given rustc always makes
+# the same bytes. The committed upper.wasm was built by the rustc below (the
+# first line of rustc --version), which the test that rebuilds it compares
+# with its own:
+#
+# built-with: rustc 1.63.0
+set -eu
+cd "$(dirname "$0")"
+out=${1:-upper.wasm}
+rustc=${RUSTC:-/usr/bin/rustc}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+flags="--edition 2021 --target wasm32-wasi -C opt-level=3 -C panic=abort -C codegen-units=1
+	-C target-feature=+simd128,+bulk-memory -D warnings"
+# shellcheck disable=SC2086
+$rustc $flags --crate-type=rlib --crate-name dataflare_pdk \
+	-o "$tmp/libdataflare_pdk.rlib" ../../../pdk/rust/lib.rs
+# shellcheck disable=SC2086
+$rustc $flags --crate-type=cdylib --crate-name upper -C lto -C strip=symbols \
+	--extern dataflare_pdk="$tmp/libdataflare_pdk.rlib" -o "$out" upper.rs
+chmod 644 "$out"

@@ -1,0 +1,1116 @@
+//! # dataflare_pdk: DataFlare plugins in Rust
+//!
+//! The guest side of DataFlare's WebAssembly plugin ABI (`docs/abi.md`, version 1) in safe Rust:
+//! write a function over one record, a transform that writes each new value straight into the
+//! output, or a function over the whole batch; name it in [`plugin!`]; build a `cdylib` for
+//! `wasm32-wasi`; push the module. Every worker runs it.
+//!
+//! ```ignore
+//! use dataflare_pdk::{plugin, transform, Config, Error, Info, Writer};
+//!
+//! const INFO: Info = Info {
+//!     description: "ASCII upper-case of each value",
+//!     ..Info::new("shout", "1.0.0")
+//! };
+//!
+//! fn shout(_cfg: &Config, value: &[u8], out: &mut Writer) -> Result<(), Error> {
+//!     out.extend(value.iter().map(u8::to_ascii_uppercase));
+//!     Ok(())
+//! }
+//!
+//! plugin! { info: INFO, handler: transform(shout) }
+//! ```
+//!
+//! ## Building
+//!
+//! The kit is this one file, with no dependencies beyond `std`: no Cargo registry, no network.
+//! With the plain compiler (Debian's `rustc` and `libstd-rust-dev-wasm32`, Rust 1.63 or newer),
+//! build it as a library and link the plugin against it:
+//!
+//! ```sh
+//! FLAGS="--edition 2021 --target wasm32-wasi -C opt-level=3 -C panic=abort"
+//! rustc $FLAGS --crate-type=rlib --crate-name dataflare_pdk -o libdataflare_pdk.rlib pdk/rust/lib.rs
+//! rustc $FLAGS --crate-type=cdylib -C lto -C strip=symbols \
+//!     --extern dataflare_pdk=libdataflare_pdk.rlib -o shout.wasm shout.rs
+//! dataflare plugin push shout shout.wasm
+//! ```
+//!
+//! (Newer toolchains call the target `wasm32-wasip1`.) With Cargo, a `[lib]` whose `path` is
+//! this file does the same. `examples/plugins/upper-rust/` is a complete plugin and its
+//! `build.sh`.
+//!
+//! ## The three shapes
+//!
+//! - [`records`]: `fn(&Config, Record) -> Result<Output, Error>` — one record in; a new value
+//!   ([`Output::Value`] or [`Output::Bytes`]), [`Output::Unchanged`] (8 bytes, no copy),
+//!   [`Output::Dropped`], or `Err` for that record's error. The other records are unaffected.
+//! - [`transform`]: `fn(&Config, &[u8], &mut Writer) -> Result<(), Error>` — one value in, the
+//!   new value appended to a [`Writer`] that is already the output region: no copy. The
+//!   fastest shape for a plugin that computes a value per record.
+//! - [`Handler`] implemented by any `Fn(&Batch, &mut Results) -> Result<(), Error>`: the whole
+//!   [`Batch`] (header fields, configuration, records), with one result pushed to [`Results`]
+//!   per record, in order.
+//!
+//! A function of the whole batch returning `Err` fails the batch (a *batch-level error*: the
+//! host gets its code and message, no record gets a result); so does the optional
+//! `config:` function of [`plugin!`], called with a job's [`Config`] before the first batch that
+//! carries it, and again whenever it changes (a bad configuration is [`Code::InvalidInput`]).
+//!
+//! ## What the kit does for you
+//!
+//! It exports `df_abi_version`, `df_info`, `df_alloc` and `df_process`; keeps the input and
+//! output regions from batch to batch; walks the batch message, checking every length against
+//! its end (a malformed message is a batch error of code 1, never a panic or a read past the
+//! message); writes one result entry per record; turns a value over 8 MiB into that record's
+//! error (code 5, too large); cuts error messages to 64 KiB. A batch function that gives too
+//! few or too many results fails its batch.
+//!
+//! ## Panics
+//!
+//! WebAssembly has no unwinding here: a panic in a plugin function (an `unwrap` on `None`, an
+//! index out of range) aborts, which traps. The worker fails the batch with code 7 (wasm trap)
+//! quoting the start of what the guest wrote to stderr, the panic message with its file and
+//! line, and replaces the instance. The kit itself does not panic on anything the host sends.
+//! For a record-level failure, return `Err`: it costs nothing beyond the entry.
+//!
+//! ## Safety
+//!
+//! The kit has no `unsafe` code (`#![forbid(unsafe_code)]`). The host writes each batch into a
+//! `Vec<u8>` the kit owns and handed out with `df_alloc`; the kit checks that `df_process` names
+//! that region and reads it as a slice, and returns the output `Vec`'s address and length. The
+//! exports that [`plugin!`] writes into the plugin crate take and return integers only.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+
+/// The version of the plugin ABI the kit implements, returned by `df_abi_version`.
+pub const ABI_VERSION: u32 = 1;
+
+/// The largest value a result may carry, in bytes (the wire format's limit, 8 MiB); a larger
+/// one becomes the record's error, of code [`Code::TooLarge`].
+pub const MAX_VALUE_SIZE: usize = 8 << 20;
+
+/// The longest error message a result carries, in bytes (64 KiB); a longer one is cut, at a
+/// character boundary.
+pub const MAX_ERROR_SIZE: usize = 64 << 10;
+
+/// The largest batch message `df_alloc` accepts, in bytes: the host never lets guest memory
+/// grow past 2 GiB.
+const MAX_INPUT: u32 = 0x7fff_0000;
+
+/// Code is the error code of a per-record or batch-level error: the wire format's codes. A
+/// plugin normally uses [`Code::InvalidInput`] or [`Code::Processing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Code {
+    /// Anything else.
+    Unknown = 0,
+    /// The record (or the batch's configuration) is not what the plugin accepts.
+    InvalidInput = 1,
+    /// The plugin could not process a record it accepts.
+    Processing = 2,
+    /// The plugin panicked.
+    Panic = 3,
+    /// The batch ran past its deadline.
+    DeadlineExceeded = 4,
+    /// A value or a batch is too large.
+    TooLarge = 5,
+    /// No plugin of that name.
+    UnknownPlugin = 6,
+    /// The WebAssembly guest trapped.
+    WasmTrap = 7,
+    /// The record failed every delivery.
+    Poison = 8,
+    /// A resource the plugin needs is unavailable for now.
+    Unavailable = 9,
+}
+
+/// Error is a per-record error (returned for one record) or a batch-level error (returned for a
+/// batch or a configuration): a [`Code`] and a UTF-8 message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    code: Code,
+    message: String,
+}
+
+impl Error {
+    /// New returns an error of code with message.
+    pub fn new(code: Code, message: impl Into<String>) -> Error {
+        Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// InvalidInput returns an error of code [`Code::InvalidInput`].
+    pub fn invalid_input(message: impl Into<String>) -> Error {
+        Error::new(Code::InvalidInput, message)
+    }
+
+    /// Processing returns an error of code [`Code::Processing`].
+    pub fn processing(message: impl Into<String>) -> Error {
+        Error::new(Code::Processing, message)
+    }
+
+    /// Code returns the error's code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// Message returns the error's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A message converts to an error of code [`Code::Processing`], so that `?` works on
+/// `Result<_, String>`.
+impl From<String> for Error {
+    fn from(message: String) -> Error {
+        Error::processing(message)
+    }
+}
+
+/// A message converts to an error of code [`Code::Processing`].
+impl From<&str> for Error {
+    fn from(message: &str) -> Error {
+        Error::processing(message)
+    }
+}
+
+/// Type is what a plugin does, as its [`Info`] tells the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Type {
+    /// Changes values.
+    Transformer,
+    /// Drops some records.
+    Filter,
+    /// Adds to values.
+    Enricher,
+    /// Answers an error for invalid records.
+    Validator,
+    /// Produces records.
+    Source,
+    /// Consumes records.
+    Sink,
+}
+
+impl Type {
+    fn name(self) -> &'static str {
+        match self {
+            Type::Transformer => "transformer",
+            Type::Filter => "filter",
+            Type::Enricher => "enricher",
+            Type::Validator => "validator",
+            Type::Source => "source",
+            Type::Sink => "sink",
+        }
+    }
+}
+
+/// Info describes a plugin: `df_info` returns it as JSON. Build one with [`Info::new`] and
+/// struct update syntax (it is a `const`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Info {
+    /// The plugin's name (required).
+    pub name: &'static str,
+    /// The plugin's version (required).
+    pub version: &'static str,
+    /// What the plugin does.
+    pub kind: Type,
+    /// One line on what the plugin does.
+    pub description: &'static str,
+    /// Who wrote it.
+    pub author: &'static str,
+}
+
+impl Info {
+    /// New returns the info of a transformer named name, at version, with no description or
+    /// author.
+    pub const fn new(name: &'static str, version: &'static str) -> Info {
+        Info {
+            name,
+            version,
+            kind: Type::Transformer,
+            description: "",
+            author: "",
+        }
+    }
+
+    /// To_json returns the info as the UTF-8 JSON object `df_info` returns.
+    pub fn to_json(&self) -> String {
+        let mut s = String::with_capacity(128);
+        s.push('{');
+        json_field(&mut s, "name", self.name);
+        s.push(',');
+        json_field(&mut s, "version", self.version);
+        s.push(',');
+        json_field(&mut s, "type", self.kind.name());
+        s.push(',');
+        json_field(&mut s, "description", self.description);
+        s.push(',');
+        json_field(&mut s, "author", self.author);
+        s.push(',');
+        json_field(&mut s, "api_version", "1.0");
+        s.push('}');
+        s
+    }
+}
+
+fn json_field(s: &mut String, key: &str, value: &str) {
+    json_string(s, key);
+    s.push(':');
+    json_string(s, value);
+}
+
+fn json_string(s: &mut String, v: &str) {
+    s.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = fmt::Write::write_fmt(s, format_args!("\\u{:04x}", c as u32));
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+}
+
+/// Reader walks a batch message, checking every length against its end.
+#[derive(Clone)]
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    #[inline(always)]
+    fn u32(&mut self) -> Option<u32> {
+        let s = self.b.get(self.at..self.at.checked_add(4)?)?;
+        self.at += 4;
+        Some(u32::from_le_bytes(<[u8; 4]>::try_from(s).ok()?))
+    }
+
+    #[inline(always)]
+    fn u64(&mut self) -> Option<u64> {
+        let s = self.b.get(self.at..self.at.checked_add(8)?)?;
+        self.at += 8;
+        Some(u64::from_le_bytes(<[u8; 8]>::try_from(s).ok()?))
+    }
+
+    #[inline(always)]
+    fn bytes(&mut self, n: u32) -> Option<&'a [u8]> {
+        let s = self.b.get(self.at..self.at.checked_add(n as usize)?)?;
+        self.at += n as usize;
+        Some(s)
+    }
+
+    /// str reads a wire-format `str`: a u32 length, then that many bytes.
+    #[inline(always)]
+    fn str(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()?;
+        self.bytes(n)
+    }
+
+    /// skip_pairs skips n pairs of `str`s.
+    #[inline(always)]
+    fn skip_pairs(&mut self, n: u32) -> Option<()> {
+        for _ in 0..n {
+            self.str()?;
+            self.str()?;
+        }
+        Some(())
+    }
+
+    /// record reads one record.
+    #[inline(always)]
+    fn record(&mut self) -> Option<Record<'a>> {
+        let key_len = self.u32()?;
+        let value_len = self.u32()?;
+        let header_count = self.u32()?;
+        let timestamp = self.u64()? as i64;
+        let key = self.bytes(key_len)?;
+        let value = self.bytes(value_len)?;
+        let mut headers = Headers {
+            r: Reader { b: self.b, at: self.at },
+            left: header_count,
+        };
+        if header_count > 0 {
+            self.skip_pairs(header_count)?;
+            headers.r.b = &self.b[..self.at];
+        }
+        Some(Record {
+            key,
+            value,
+            timestamp,
+            headers,
+        })
+    }
+}
+
+/// Config is a job's plugin configuration: `dataflare submit --config k=v` pairs, sorted by key,
+/// keys unique. It is the same for every batch of a job.
+#[derive(Clone)]
+pub struct Config<'a> {
+    raw: &'a [u8],
+    count: u32,
+}
+
+impl<'a> Config<'a> {
+    /// Get returns the value of key, or `None` when the configuration has no such key or its
+    /// value is not UTF-8 (then use [`Config::get_bytes`]).
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        std::str::from_utf8(self.get_bytes(key)?).ok()
+    }
+
+    /// Get_bytes returns the value of key as bytes, or `None` when there is no such key.
+    pub fn get_bytes(&self, key: &str) -> Option<&'a [u8]> {
+        self.iter().find(|(k, _)| *k == key.as_bytes()).map(|(_, v)| v)
+    }
+
+    /// Len returns the number of pairs.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Is_empty reports whether there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Iter returns the pairs (key, value), in key order.
+    pub fn iter(&self) -> Headers<'a> {
+        Headers {
+            r: Reader {
+                b: self.raw,
+                at: 0,
+            },
+            left: self.count,
+        }
+    }
+}
+
+impl fmt::Debug for Config<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.iter()
+                    .map(|(k, v)| (String::from_utf8_lossy(k), String::from_utf8_lossy(v))),
+            )
+            .finish()
+    }
+}
+
+/// Record is one record of a batch. Its slices borrow the batch message: they are valid during
+/// the call that received them.
+#[derive(Clone, Debug)]
+pub struct Record<'a> {
+    /// The record's key (possibly empty).
+    pub key: &'a [u8],
+    /// The record's value (possibly empty).
+    pub value: &'a [u8],
+    /// Unix time in nanoseconds; 0 means unset.
+    pub timestamp: i64,
+    headers: Headers<'a>,
+}
+
+impl<'a> Record<'a> {
+    /// Headers returns the record's headers (key, value), in order; keys may repeat.
+    pub fn headers(&self) -> Headers<'a> {
+        self.headers.clone()
+    }
+}
+
+/// Headers iterates over pairs of byte strings: a record's headers, or a [`Config`]'s pairs.
+#[derive(Clone, Debug)]
+pub struct Headers<'a> {
+    r: Reader<'a>,
+    left: u32,
+}
+
+impl fmt::Debug for Reader<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes", self.b.len() - self.at.min(self.b.len()))
+    }
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let pair = (|| Some((self.r.str()?, self.r.str()?)))();
+        if pair.is_none() {
+            self.left = 0; // not reached: the kit checked the lengths
+        }
+        pair
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left as usize))
+    }
+}
+
+/// The state of a batch's records section: walked to its end or not, found malformed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    Unread,
+    Whole,
+    Malformed,
+}
+
+/// Batch is one batch message: its header fields, the job's configuration and its records.
+pub struct Batch<'a> {
+    /// The job's id.
+    pub job: &'a [u8],
+    /// The name the plugin runs under.
+    pub plugin: &'a [u8],
+    /// The pinned module digest (`sha256:<hex>`).
+    pub digest: &'a [u8],
+    /// The batch's number within its job.
+    pub seq: u64,
+    /// The job-wide index of the batch's first record.
+    pub base: u64,
+    /// The job's plugin configuration.
+    pub config: Config<'a>,
+    records: &'a [u8],
+    count: u32,
+    walk: Cell<Walk>,
+}
+
+impl<'a> Batch<'a> {
+    /// Parse reads a batch message's header; the records are checked as they are read.
+    fn parse(msg: &'a [u8]) -> Option<Batch<'a>> {
+        let mut r = Reader { b: msg, at: 0 };
+        if r.bytes(4)? != b"DFB\x01" {
+            return None;
+        }
+        let header_len = r.u32()? as usize;
+        let count = r.u32()?;
+        let flags = r.u32()?;
+        let seq = r.u64()?;
+        let base = r.u64()?;
+        if flags != 0 || header_len > msg.len() || header_len < 32 {
+            return None;
+        }
+        r.b = &msg[..header_len];
+        let job = r.str()?;
+        let plugin = r.str()?;
+        let digest = r.str()?;
+        let config_count = r.u32()?;
+        let config_start = r.at;
+        r.skip_pairs(config_count)?;
+        Some(Batch {
+            job,
+            plugin,
+            digest,
+            seq,
+            base,
+            config: Config {
+                raw: &msg[config_start..r.at],
+                count: config_count,
+            },
+            records: &msg[header_len..],
+            count,
+            walk: Cell::new(Walk::Unread),
+        })
+    }
+
+    /// Len returns the number of records.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Is_empty reports whether the batch has no records.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Records returns the records, in order. A record that runs past the message ends the
+    /// iteration early, and the kit fails the batch (code 1) whatever the function returns.
+    pub fn records(&self) -> Records<'_, 'a> {
+        Records {
+            batch: self,
+            r: Reader {
+                b: self.records,
+                at: 0,
+            },
+            left: self.count,
+        }
+    }
+
+    /// Check walks what no function read; it reports whether the records section holds
+    /// exactly the batch's records.
+    fn check(&self) -> bool {
+        if self.walk.get() == Walk::Unread {
+            for _ in self.records() {}
+        }
+        self.walk.get() == Walk::Whole
+    }
+}
+
+/// Records iterates over a batch's records (see [`Batch::records`]).
+pub struct Records<'b, 'a> {
+    batch: &'b Batch<'a>,
+    r: Reader<'a>,
+    left: u32,
+}
+
+impl<'a> Iterator for Records<'_, 'a> {
+    type Item = Record<'a>;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Record<'a>> {
+        if self.left == 0 {
+            if self.batch.walk.get() == Walk::Unread {
+                let whole = self.r.at == self.r.b.len();
+                self.batch
+                    .walk
+                    .set(if whole { Walk::Whole } else { Walk::Malformed });
+            }
+            return None;
+        }
+        match self.r.record() {
+            Some(rec) => {
+                self.left -= 1;
+                Some(rec)
+            }
+            None => {
+                self.left = 0;
+                self.batch.walk.set(Walk::Malformed);
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left as usize))
+    }
+}
+
+/// Output is what a [`records`] function makes of one record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output<'a> {
+    /// The record's new value.
+    Value(Vec<u8>),
+    /// The record's new value, borrowed (a part of the record, or a constant): copied once,
+    /// into the output.
+    Bytes(&'a [u8]),
+    /// The record's value as it came: 8 bytes of output, no copy.
+    Unchanged,
+    /// The record is filtered out.
+    Dropped,
+}
+
+/// Writer is where a [`transform`] function (or [`Results::write`]) appends one record's new
+/// value: the output region itself, so the value is written once. It starts empty.
+pub struct Writer<'o> {
+    buf: &'o mut Vec<u8>,
+    start: usize,
+}
+
+impl Writer<'_> {
+    /// Len returns the number of bytes written.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Is_empty reports whether nothing has been written.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Push appends one byte.
+    #[inline]
+    pub fn push(&mut self, b: u8) {
+        self.buf.push(b)
+    }
+
+    /// Extend_from_slice appends b.
+    #[inline]
+    pub fn extend_from_slice(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b)
+    }
+
+    /// Reserve makes room for at least n more bytes.
+    #[inline]
+    pub fn reserve(&mut self, n: usize) {
+        self.buf.reserve(n)
+    }
+
+    /// Resize makes the value n bytes long, appending copies of fill or cutting it.
+    #[inline]
+    pub fn resize(&mut self, n: usize, fill: u8) {
+        self.buf.resize(self.start + n, fill)
+    }
+
+    /// Truncate cuts the value to n bytes; it does nothing when the value is not longer.
+    #[inline]
+    pub fn truncate(&mut self, n: usize) {
+        self.buf.truncate(self.start + n)
+    }
+
+    /// As_mut_slice returns the bytes written so far, to change them in place.
+    #[inline]
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+
+    /// As_slice returns the bytes written so far.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+impl Extend<u8> for Writer<'_> {
+    #[inline]
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.buf.extend(iter)
+    }
+}
+
+impl<'b> Extend<&'b u8> for Writer<'_> {
+    #[inline]
+    fn extend<I: IntoIterator<Item = &'b u8>>(&mut self, iter: I) {
+        self.buf.extend(iter)
+    }
+}
+
+impl io::Write for Writer<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl fmt::Write for Writer<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.buf.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The result entry statuses of the wire format.
+const VALUE: u8 = 0;
+const DROPPED: u8 = 1;
+const FAILED: u8 = 2;
+const UNCHANGED: u8 = 3;
+
+/// Results is where a batch's results go, one per record, in record order: the output region.
+pub struct Results<'o> {
+    out: &'o mut Vec<u8>,
+    n: usize,
+}
+
+impl Results<'_> {
+    /// Len returns the number of results given so far.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Is_empty reports whether no result has been given.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    #[inline(always)]
+    fn entry(&mut self, status: u8, code: u8, len: usize) {
+        let l = (len as u32).to_le_bytes();
+        self.out
+            .extend_from_slice(&[status, code, 0, 0, l[0], l[1], l[2], l[3]]);
+        self.n += 1;
+    }
+
+    /// Value gives the next record's new value; one over [`MAX_VALUE_SIZE`] becomes the record's
+    /// error, of code [`Code::TooLarge`].
+    #[inline]
+    pub fn value(&mut self, v: &[u8]) {
+        if v.len() > MAX_VALUE_SIZE {
+            return self.error(&too_large(v.len()));
+        }
+        self.entry(VALUE, 0, v.len());
+        self.out.extend_from_slice(v);
+    }
+
+    /// Unchanged gives the next record's value as it came: 8 bytes, no copy either way.
+    #[inline]
+    pub fn unchanged(&mut self) {
+        self.entry(UNCHANGED, 0, 0)
+    }
+
+    /// Dropped filters the next record out.
+    #[inline]
+    pub fn dropped(&mut self) {
+        self.entry(DROPPED, 0, 0)
+    }
+
+    /// Error gives the next record's error; the other records are unaffected.
+    pub fn error(&mut self, e: &Error) {
+        let msg = cut(&e.message, MAX_ERROR_SIZE);
+        self.entry(FAILED, e.code as u8, msg.len());
+        self.out.extend_from_slice(msg.as_bytes());
+    }
+
+    /// Output gives the next record's result as a [`records`] function returns it.
+    #[inline]
+    pub fn output(&mut self, r: Result<Output<'_>, Error>) {
+        match r {
+            Ok(Output::Value(v)) => self.value(&v),
+            Ok(Output::Bytes(v)) => self.value(v),
+            Ok(Output::Unchanged) => self.unchanged(),
+            Ok(Output::Dropped) => self.dropped(),
+            Err(e) => self.error(&e),
+        }
+    }
+
+    /// Write gives the next record's new value, which f appends to a [`Writer`] that is the
+    /// output itself; an `Err` from f (or a value over [`MAX_VALUE_SIZE`]) becomes the record's
+    /// error instead, and what f wrote is discarded.
+    #[inline(always)]
+    pub fn write<F>(&mut self, f: F)
+    where
+        F: FnOnce(&mut Writer<'_>) -> Result<(), Error>,
+    {
+        let start = self.out.len();
+        self.entry(VALUE, 0, 0);
+        let mut w = Writer {
+            buf: self.out,
+            start: start + 8,
+        };
+        let res = f(&mut w);
+        let n = w.len();
+        match res {
+            Ok(()) if n <= MAX_VALUE_SIZE => {
+                self.out[start + 4..start + 8].copy_from_slice(&(n as u32).to_le_bytes());
+            }
+            Ok(()) => {
+                self.out.truncate(start);
+                self.n -= 1;
+                self.error(&too_large(n));
+            }
+            Err(e) => {
+                self.out.truncate(start);
+                self.n -= 1;
+                self.error(&e);
+            }
+        }
+    }
+}
+
+fn too_large(n: usize) -> Error {
+    Error::new(
+        Code::TooLarge,
+        format!(
+            "dataflare_pdk: value of {} bytes is over the {}-byte limit",
+            n, MAX_VALUE_SIZE
+        ),
+    )
+}
+
+/// cut returns s cut to at most max bytes, at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut i = max;
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    &s[..i]
+}
+
+/// Handler is a plugin: it gives one result per record of a batch, in order, or fails the
+/// batch. [`records`] and [`transform`] make one of a function over one record; any
+/// `Fn(&Batch, &mut Results) -> Result<(), Error>` is one.
+pub trait Handler {
+    /// Process gives `results` one result per record of `batch`, or returns the batch's error.
+    fn process(&self, batch: &Batch<'_>, results: &mut Results<'_>) -> Result<(), Error>;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&Batch<'_>, &mut Results<'_>) -> Result<(), Error>,
+{
+    #[inline(always)]
+    fn process(&self, batch: &Batch<'_>, results: &mut Results<'_>) -> Result<(), Error> {
+        self(batch, results)
+    }
+}
+
+/// RecordFn is the [`Handler`] of a function over one record (see [`records`]).
+pub struct RecordFn<F>(pub F);
+
+/// Records makes a [`Handler`] of f, called once per record with the job's configuration: its
+/// [`Output`] is the record's result, its `Err` the record's error.
+pub fn records<F>(f: F) -> RecordFn<F>
+where
+    F: for<'c, 'a> Fn(&'c Config<'a>, Record<'a>) -> Result<Output<'a>, Error>,
+{
+    RecordFn(f)
+}
+
+impl<F> Handler for RecordFn<F>
+where
+    F: for<'c, 'a> Fn(&'c Config<'a>, Record<'a>) -> Result<Output<'a>, Error>,
+{
+    #[inline(always)]
+    fn process(&self, batch: &Batch<'_>, results: &mut Results<'_>) -> Result<(), Error> {
+        for rec in batch.records() {
+            let value = rec.value;
+            match (self.0)(&batch.config, rec) {
+                // The record's own value, given back: "unchanged", no copy.
+                Ok(Output::Bytes(v))
+                    if !v.is_empty() && v.len() == value.len() && v.as_ptr() == value.as_ptr() =>
+                {
+                    results.unchanged()
+                }
+                r => results.output(r),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// TransformFn is the [`Handler`] of a function that writes each new value (see [`transform`]).
+pub struct TransformFn<F>(pub F);
+
+/// Transform makes a [`Handler`] of f, called once per record with the job's configuration and
+/// the record's value: it appends the new value to the [`Writer`], which is the output region
+/// itself. Its `Err` is the record's error.
+pub fn transform<F>(f: F) -> TransformFn<F>
+where
+    F: Fn(&Config<'_>, &[u8], &mut Writer<'_>) -> Result<(), Error>,
+{
+    TransformFn(f)
+}
+
+impl<F> Handler for TransformFn<F>
+where
+    F: Fn(&Config<'_>, &[u8], &mut Writer<'_>) -> Result<(), Error>,
+{
+    #[inline(always)]
+    fn process(&self, batch: &Batch<'_>, results: &mut Results<'_>) -> Result<(), Error> {
+        let cfg = &batch.config;
+        for rec in batch.records() {
+            results.write(|w| (self.0)(cfg, rec.value, w));
+        }
+        Ok(())
+    }
+}
+
+/// ConfigFn checks a job's configuration (see [`plugin!`]).
+pub type ConfigFn = fn(&Config<'_>) -> Result<(), Error>;
+
+/// Abi holds what [`plugin!`]'s exports call; a plugin has no other use for it.
+pub mod abi {
+    use super::*;
+
+    /// Kit is an instance's state: the regions it reuses from batch to batch.
+    struct Kit {
+        /// The host's input region (df_alloc).
+        input: Vec<u8>,
+        /// The last output: valid until the next call.
+        output: Vec<u8>,
+        /// The info's JSON.
+        info: Vec<u8>,
+        /// The configuration section last accepted by the config function.
+        config: Option<Vec<u8>>,
+    }
+
+    thread_local! {
+        // A plugin instance runs one call at a time on its one thread.
+        static KIT: RefCell<Kit> = const {
+            RefCell::new(Kit { input: Vec::new(), output: Vec::new(), info: Vec::new(), config: None })
+        };
+    }
+
+    /// Pack returns the ABI's packed pointer/length of b, with bit 63 set for a batch error.
+    fn pack(b: &mut Vec<u8>, failed: bool) -> u64 {
+        let ptr = b.as_mut_ptr() as usize as u64;
+        (failed as u64) << 63 | ptr << 32 | b.len() as u64
+    }
+
+    /// Info is `df_info`: the packed pointer/length of info's JSON.
+    pub fn info(info: &Info) -> u64 {
+        KIT.with(|k| match k.try_borrow_mut() {
+            Ok(mut k) => {
+                if k.info.is_empty() {
+                    k.info = info.to_json().into_bytes();
+                }
+                pack(&mut k.info, false)
+            }
+            Err(_) => 0,
+        })
+    }
+
+    /// Alloc is `df_alloc`: a region of at least size bytes that the host may write to until the
+    /// next call, or 0 when memory cannot grow that far.
+    pub fn alloc(size: u32) -> u32 {
+        if size > MAX_INPUT {
+            return 0;
+        }
+        KIT.with(|k| {
+            let mut k = match k.try_borrow_mut() {
+                Ok(k) => k,
+                Err(_) => return 0,
+            };
+            let need = (size as usize).max(1);
+            if k.input.len() < need {
+                k.input = Vec::new(); // free the old region first
+                if k.input.try_reserve_exact(need).is_err() {
+                    return 0;
+                }
+                k.input.resize(need, 0);
+            }
+            k.input.as_mut_ptr() as usize as u32
+        })
+    }
+
+    /// Process is `df_process`: it runs h over the batch message the host wrote at ptr (the
+    /// region alloc returned) and returns the packed pointer/length of the results, or of one
+    /// error entry with bit 63 set.
+    #[inline(always)]
+    pub fn process<H: Handler>(ptr: u32, len: u32, h: &H, on_config: Option<ConfigFn>) -> u64 {
+        KIT.with(|k| {
+            let mut k = match k.try_borrow_mut() {
+                Ok(k) => k,
+                Err(_) => return 1 << 63, // not reached: one call at a time
+            };
+            let k = &mut *k;
+            k.output.clear();
+            let res = if k.input.is_empty()
+                || ptr != k.input.as_mut_ptr() as usize as u32
+                || len as usize > k.input.len()
+            {
+                Err(Error::invalid_input(format!(
+                    "dataflare_pdk: df_process({:#x}, {}) is outside the region df_alloc returned",
+                    ptr, len
+                )))
+            } else {
+                run(&k.input[..len as usize], &mut k.output, &mut k.config, h, on_config)
+            };
+            match res {
+                Ok(()) => pack(&mut k.output, false),
+                Err(e) => {
+                    k.output.clear();
+                    Results {
+                        out: &mut k.output,
+                        n: 0,
+                    }
+                    .error(&e);
+                    pack(&mut k.output, true)
+                }
+            }
+        })
+    }
+
+    fn malformed() -> Error {
+        Error::invalid_input("dataflare_pdk: malformed batch message")
+    }
+
+    #[inline(always)]
+    fn run<H: Handler>(
+        msg: &[u8],
+        out: &mut Vec<u8>,
+        accepted: &mut Option<Vec<u8>>,
+        h: &H,
+        on_config: Option<ConfigFn>,
+    ) -> Result<(), Error> {
+        let batch = Batch::parse(msg).ok_or_else(malformed)?;
+        if let Some(f) = on_config {
+            if accepted.as_deref() != Some(batch.config.raw) {
+                *accepted = None;
+                f(&batch.config)?;
+                *accepted = Some(batch.config.raw.to_vec());
+            }
+        }
+        // The output is rarely longer than the batch (a record costs at least 20 bytes of
+        // framing in and 8 bytes of entry out): one allocation, usually none.
+        if out.try_reserve(msg.len()).is_err() {
+            return Err(Error::new(
+                Code::TooLarge,
+                "dataflare_pdk: no memory for the output",
+            ));
+        }
+        let mut results = Results { out, n: 0 };
+        h.process(&batch, &mut results)?;
+        if !batch.check() {
+            return Err(malformed());
+        }
+        if results.n != batch.len() {
+            return Err(Error::processing(format!(
+                "dataflare_pdk: {} results for {} records",
+                results.n,
+                batch.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Plugin writes the ABI's exports for a plugin: its [`Info`], its [`Handler`] and, optionally,
+/// a [`ConfigFn`] called before the first batch of each configuration (its `Err` fails the
+/// batch). Use it once, in the plugin crate (a `cdylib`):
+///
+/// ```ignore
+/// plugin! { info: INFO, handler: transform(shout) }
+/// plugin! { info: INFO, handler: records(redact), config: check_config }
+/// plugin! { info: INFO, handler: |batch: &Batch, results: &mut Results| { /* … */ Ok(()) } }
+/// ```
+#[macro_export]
+macro_rules! plugin {
+    (info: $info:expr, handler: $handler:expr $(, config: $config:expr)? $(,)?) => {
+        /// df_abi_version returns the version of the plugin ABI.
+        #[no_mangle]
+        pub extern "C" fn df_abi_version() -> u32 {
+            $crate::ABI_VERSION
+        }
+
+        /// df_info returns the packed pointer/length of the plugin's info, as JSON.
+        #[no_mangle]
+        pub extern "C" fn df_info() -> u64 {
+            $crate::abi::info(&$info)
+        }
+
+        /// df_alloc returns a region of at least size bytes for the host's batches, or 0.
+        #[no_mangle]
+        pub extern "C" fn df_alloc(size: u32) -> u32 {
+            $crate::abi::alloc(size)
+        }
+
+        /// df_process runs the plugin over the batch message at ptr.
+        #[no_mangle]
+        pub extern "C" fn df_process(ptr: u32, len: u32) -> u64 {
+            #[allow(unused_mut, unused_assignments)]
+            let mut config: ::core::option::Option<$crate::ConfigFn> = ::core::option::Option::None;
+            $( config = ::core::option::Option::Some($config); )?
+            $crate::abi::process(ptr, len, &$handler, config)
+        }
+    };
+}
