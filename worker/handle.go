@@ -29,16 +29,14 @@ var batchPool = sync.Pool{New: func() any { return new(batch.Batch) }}
 // settleTimeout bounds publishing a batch's results and acknowledging it.
 const settleTimeout = 10 * time.Second
 
-// handle runs one batch message and settles it.
-func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
+// handle runs one batch message, of delivery d, and settles it.
+func (w *Worker) handle(ctx context.Context, m jetstream.Msg, d delivery) {
 	w.lease.add(m)
 	defer w.lease.remove(m)
-	delivered := uint64(1)
+	delivered := d.n
 	var queued time.Time
-	poisonAfter := uint64(proto.DefaultMaxDeliver)
 	if meta, err := m.Metadata(); err == nil {
-		delivered, queued = meta.NumDelivered, meta.Timestamp
-		poisonAfter = w.queues.maxDeliver(meta.Stream)
+		queued = meta.Timestamp
 	}
 	if delivered > 1 {
 		w.metrics.redeliveries.Inc()
@@ -67,9 +65,10 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	if delivered == 1 && !queued.IsZero() {
 		w.metrics.queueWait.WithLabelValues(proto.JobOwner(b.Job), job.priority.String()).Observe(time.Since(queued).Seconds())
 	}
-	if delivered > poisonAfter {
-		// Its workers died or stalled on every delivery: run it no more.
-		w.splitDead(ctx, m, b, delivered)
+	if d.splitUnrun() {
+		// Its workers died or stalled every time it ran alone: run it
+		// no more.
+		w.splitDead(ctx, m, b, d)
 		return
 	}
 
@@ -80,11 +79,18 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	// A plugin out of service here (its circuit breaker is open) does not
 	// take the slot: its batch is released for other workers or for later,
 	// unless this is its last delivery before it would be split unrun.
-	tk := w.breakers.admit(entryKey(b), b.Plugin, delivered >= poisonAfter, timeout == w.cfg.BatchTimeout)
+	tk := w.breakers.admit(entryKey(b), b.Plugin, d.last(), timeout == w.cfg.BatchTimeout)
 	defer tk.finish()
 	if !tk.run {
 		w.holdOff(m, b, tk.retryIn)
 		span.SetStatus(codes.Error, "plugin out of service on this worker")
+		return
+	}
+	if d.mustRunAlone() && !d.solo {
+		// Other batches run here: one of them may kill the worker, and
+		// this batch's death would then say nothing of it.
+		w.bounce(ctx, m, b, d)
+		span.SetStatus(codes.Error, "batch to run alone released: other batches run on this worker")
 		return
 	}
 

@@ -19,10 +19,11 @@ import (
 // Poison comes in two kinds. A batch whose plugin fails it as a whole is
 // isolated at once, on the worker that ran it (isolate). A batch whose
 // workers die or stall every time it runs cannot be isolated by running
-// it: after MaxDeliver deliveries, the worker that gets it once more
-// splits it without running it (splitDead). JetStream never gives a batch
-// up, so a split that cannot be stored now (a cluster without quorum) is
-// simply tried again on the next delivery.
+// it: after MaxDeliver deliveries in which it ran alone on its worker
+// (alone.go: a death beside other batches proves nothing), the worker that
+// gets it once more splits it without running it (splitDead). JetStream
+// never gives a batch up, so a split that cannot be stored now (a cluster
+// without quorum) is simply tried again on the next delivery.
 
 // isolate runs the records of a batch that failed as a whole in halves,
 // recursively, until each failing part is a single record: that record gets
@@ -117,19 +118,19 @@ func (w *Worker) poison(ctx context.Context, b *batch.Batch, i int, cause error,
 	return nil
 }
 
-// splitDead handles a batch delivered more than MaxDeliver times: the
-// workers running it died or stalled each time. It is not run again. It
-// is split in halves, each a new batch at the end of the queue, under ids
-// that make a repeated split a duplicate; a single record gets a poison
-// error as its result and a dead letter. The batch is acknowledged once
-// that is stored, and released for a retry if it cannot be.
-func (w *Worker) splitDead(ctx context.Context, m jetstream.Msg, b *batch.Batch, delivered uint64) {
+// splitDead handles a batch that ran alone MaxDeliver times (delivery d):
+// the workers running it died or stalled each time. It is not run again.
+// It is split in halves, each a new batch at the end of the queue, under
+// ids that make a repeated split a duplicate; a single record gets a
+// poison error as its result and a dead letter. The batch is acknowledged
+// once that is stored, and released for a retry if it cannot be.
+func (w *Worker) splitDead(ctx context.Context, m jetstream.Msg, b *batch.Batch, d delivery) {
 	sctx, cancel := context.WithTimeout(ctx, settleTimeout)
 	defer cancel()
-	runs := int(delivered) - 1
-	log := w.log.With("job", b.Job, "seq", b.Seq, "base", b.Base, "records", len(b.Records), "deliveries", runs)
+	delivered, runs := d.n, d.alone
+	log := w.log.With("job", b.Job, "seq", b.Seq, "base", b.Base, "records", len(b.Records), "runs_alone", runs)
 	if len(b.Records) == 1 {
-		cause := fmt.Errorf("failed on every one of %d deliveries: the workers running it died or stalled each time", runs)
+		cause := fmt.Errorf("failed on every one of %d deliveries in which it ran alone: the workers running it died or stalled each time", runs)
 		res := &plugin.BatchResult{Results: make([]plugin.Result, 1)}
 		err := w.poison(sctx, b, 0, cause, runs, res.Results)
 		if err == nil {
@@ -145,7 +146,7 @@ func (w *Worker) splitDead(ctx context.Context, m jetstream.Msg, b *batch.Batch,
 			return
 		}
 		w.metrics.splits.Inc()
-		log.Warn("batch failed every delivery: split in halves")
+		log.Warn("batch failed every delivery in which it ran alone: split in halves")
 	}
 	if err := m.DoubleAck(sctx); err != nil {
 		// The next delivery splits it again: the halves are duplicates.
@@ -158,10 +159,8 @@ func (w *Worker) publishHalves(ctx context.Context, m jetstream.Msg, b *batch.Ba
 	depth, _ := strconv.Atoi(m.Headers().Get(proto.HeaderSplit))
 	// The halves' ids derive from the batch's own, which only its
 	// submitter (and the workers) know: nobody can publish them first.
-	parent := m.Headers().Get(proto.HeaderMsgID)
-	if parent == "" {
-		parent = proto.ResultMsgID(b.Job, b.Seq) + ".unnamed"
-	}
+	// A copy published to run alone (bounce) has its batch's halves.
+	parent := originID(batchMsgID(m, b))
 	half := len(b.Records) / 2
 	for _, part := range []struct {
 		base uint64

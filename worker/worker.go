@@ -312,6 +312,37 @@ type puller struct {
 
 	mu      sync.Mutex
 	running map[candidate]int // batches running on this worker, by queue and priority
+	total   int               // batches running on this worker
+	solo    bool              // a batch runs alone: take none
+	careful time.Time         // when not zero: since when batches are taken only when idle, one at a time
+}
+
+// carefulFor bounds how long a worker that released a batch to run alone
+// (bounce) takes batches only when idle: its copy, at the end of its
+// queue, needs an idle worker to run.
+const carefulFor = time.Minute
+
+// state returns how many batches run, whether one runs alone, and whether
+// the worker takes batches only when idle.
+func (p *puller) state() (running int, solo, careful bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.careful.IsZero() && time.Since(p.careful) > carefulFor {
+		p.careful = time.Time{}
+	}
+	return p.total, p.solo, !p.careful.IsZero()
+}
+
+// setCareful sets (or, with on false, ends) the worker's careful mode.
+func (p *puller) setCareful(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case !on:
+		p.careful = time.Time{}
+	case p.careful.IsZero():
+		p.careful = time.Now()
+	}
 }
 
 // hintCooldown is how soon after finding a queue empty a hint of it makes
@@ -351,10 +382,21 @@ func (p *puller) recheckDue() {
 }
 
 // fetchRegular takes every free regular slot and fills what it can; it
-// returns how many batches it started.
+// returns how many batches it started. It takes none while a batch runs
+// alone, nor, in careful mode, while any runs; an idle worker takes one
+// batch first, so that a batch that must run alone (alone.go) has none
+// beside it.
 func (p *puller) fetchRegular(ctx context.Context) (int, error) {
+	running, solo, careful := p.state()
+	if solo || careful && running > 0 {
+		return 0, nil
+	}
+	limit := cap(p.slots)
+	if running == 0 {
+		limit = 1
+	}
 	free := 0
-	for free < cap(p.slots) {
+	for free < limit {
 		select {
 		case p.slots <- struct{}{}:
 			free++
@@ -370,6 +412,9 @@ func (p *puller) fetchRegular(ctx context.Context) (int, error) {
 	for range free - took {
 		<-p.slots
 	}
+	if careful && took == 0 && err == nil {
+		p.setCareful(false) // no work waits: nothing to be careful for
+	}
 	return took, err
 }
 
@@ -379,6 +424,9 @@ func (p *puller) fetchRegular(ctx context.Context) (int, error) {
 // is always first, while an owner the spare served moves back behind the
 // others by its batch's cost, so the spare does not skew the weights.
 func (p *puller) fetchSpare(ctx context.Context) (int, error) {
+	if _, solo, careful := p.state(); solo || careful {
+		return 0, nil
+	}
 	order, _ := p.fair.next()
 	if len(order) == 0 {
 		return 0, nil
@@ -505,9 +553,22 @@ func (p *puller) fetchFrom(ctx context.Context, c candidate, n int, slots chan s
 	}
 	got := 0
 	for m := range msgs.Messages() {
+		d := p.w.deliveryOf(m)
+		cost := batch.Count(m.Data())
+		if d.mustRunAlone() {
+			running, _, _ := p.state()
+			if running == 0 && got == 0 {
+				d.solo = true
+				cost *= cap(p.slots) // it holds every slot
+			} else {
+				// It is released to run alone elsewhere (bounce); so
+				// that it finds an idle worker, this one becomes one.
+				p.setCareful(true)
+			}
+		}
 		got++
-		p.fair.started(c.owner, batch.Count(m.Data()))
-		p.start(m, c, slots)
+		p.fair.started(c.owner, cost)
+		p.start(m, c, slots, d)
 	}
 	if err := msgs.Error(); err != nil {
 		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
@@ -538,13 +599,19 @@ func (p *puller) fetchFrom(ctx context.Context, c candidate, n int, slots chan s
 	return got, nil
 }
 
-// start runs a batch of queue c on its own goroutine, holding a token of
-// slots until it settles.
-func (p *puller) start(m jetstream.Msg, c candidate, slots chan struct{}) {
+// start runs a batch of queue c, of delivery d, on its own goroutine,
+// holding a token of slots until it settles; while a batch that runs
+// alone runs, the worker takes no other.
+func (p *puller) start(m jetstream.Msg, c candidate, slots chan struct{}, d delivery) {
 	p.batches.Add(1)
 	p.w.inflight.Add(1)
 	p.mu.Lock()
 	p.running[c]++
+	p.total++
+	if d.solo {
+		p.solo = true
+		p.careful = time.Time{} // what it was careful for runs
+	}
 	p.mu.Unlock()
 	// Stops when the batch has settled (ack or nak).
 	go func() {
@@ -552,6 +619,10 @@ func (p *puller) start(m jetstream.Msg, c candidate, slots chan struct{}) {
 			p.mu.Lock()
 			if p.running[c]--; p.running[c] == 0 {
 				delete(p.running, c)
+			}
+			p.total--
+			if d.solo {
+				p.solo = false
 			}
 			p.mu.Unlock()
 			<-slots
@@ -562,7 +633,7 @@ func (p *puller) start(m jetstream.Msg, c candidate, slots chan struct{}) {
 			default:
 			}
 		}()
-		p.w.handle(p.work, m)
+		p.w.handle(p.work, m, d)
 	}()
 }
 

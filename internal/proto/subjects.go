@@ -82,6 +82,10 @@ const (
 	HeaderSplit = "Df-Split"
 	// HeaderError carries a request's error on a reply (error code).
 	HeaderError = "Df-Error"
+	// HeaderAlone marks a batch that runs alone on its worker (its
+	// workers died with it): "<deliveries>", how many times it already
+	// ran alone (or was released while alone) before this copy.
+	HeaderAlone = "Df-Alone"
 )
 
 // JobCreateSubject returns the subject a client creates jobs of owner on.
