@@ -260,6 +260,37 @@ func TestPipelineTakenWhenDefined(t *testing.T) {
 	check(t, p.sink(t, 180), 200, 100)
 }
 
+// A sink subject that no stream captures gets the results as plain
+// messages, in order, to whoever listens.
+func TestPipelineSinkWithoutStream(t *testing.T) {
+	p := newPipelineFixture(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sub, err := p.f.Connect().SubscribeSync("loose.out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.publish(t, 0, 100)
+	spec := client.PipelineSpec{Source: "orders", Sink: "loose.out", Steps: []client.Step{
+		{Plugin: "fail", Config: plugin.Config{"match": "bad"}}, {Plugin: "upper"},
+	}}
+	if _, err := p.c.CreatePipeline(ctx, "loose", spec); err != nil {
+		t.Fatal(err)
+	}
+	var got []sinkMsg
+	for len(got) < 90 {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			t.Fatalf("after %d plain messages: %v", len(got), err)
+		}
+		if m.Header.Get(proto.HeaderMsgID) != "" {
+			t.Fatalf("a plain message with a message id: %v", m.Header)
+		}
+		got = append(got, sinkMsg{value: string(m.Data), seq: m.Header.Get(coordinator.HeaderSourceSeq), order: m.Header.Get("Order")})
+	}
+	check(t, got, 100, 100)
+}
+
 // Definitions that cannot work are refused with a clear error.
 func TestPipelineRefused(t *testing.T) {
 	p := newPipelineFixture(t, 1)
