@@ -8,7 +8,10 @@
 // deadline) is split in halves until the records at fault are isolated: they
 // get poison errors and dead-letter entries, the rest get their results. A
 // batch whose workers die every time it runs is, after MaxDeliver
-// deliveries, split unrun by the worker that gets it next, the same way.
+// deliveries in which it ran alone on its worker, split unrun by the worker
+// that gets it next, the same way: a worker killed by one batch kills the
+// others it runs, so a batch delivered twice runs alone from then on, and
+// only its deliveries alone count (alone.go).
 // Heartbeats tell the coordinators what the worker runs, how fast, and how
 // pressed for memory it is.
 //

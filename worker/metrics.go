@@ -46,7 +46,7 @@ func newMetrics(reg prometheus.Registerer, id string, p *pool.Pool, inFlight fun
 		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dataflare_dead_lettered_total", Help: "Records isolated as poison and dead-lettered."}),
 		splits: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dataflare_poison_splits_total", Help: "Batches split unrun after failing every one of MaxDeliver deliveries."}),
+			Name: "dataflare_poison_splits_total", Help: "Batches split unrun after failing every one of MaxDeliver deliveries in which they ran alone."}),
 		duplicateResults: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dataflare_duplicate_results_total", Help: "Results JetStream already had (a redelivered batch done twice)."}),
 		fetchErrors: prometheus.NewCounter(prometheus.CounterOpts{
