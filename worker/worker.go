@@ -233,7 +233,9 @@ const lookEvery = 250 * time.Millisecond
 // fair order: when every slot is busy with other owners' batches, or with
 // the owner's own of a lower priority, a small job does not wait for one
 // to end (slots running batches of equal length all free at once, a batch
-// time apart), it starts at once. When no queue has work, the loop waits
+// time apart), it starts at once. A batch that must run alone (alone.go)
+// holds every slot: an idle worker takes one batch before any other, and
+// takes none while such a batch runs. When no queue has work, the loop waits
 // for a slot to free, a hint, a change of the queues, or its next look.
 func (w *Worker) pull(ctx, work context.Context, hints <-chan string, batches *sync.WaitGroup) {
 	p := &puller{w: w, work: work, batches: batches, fair: newFairQueue(),
