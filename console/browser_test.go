@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,10 +75,11 @@ func (c *chromium) run(args ...string) []byte {
 	return out.Bytes()
 }
 
-// dom returns the DOM of url once loaded, as the browser serializes it.
-func (c *chromium) dom(url string) string {
+// dom returns the DOM of url once loaded, as the browser serializes it;
+// flags go to the browser.
+func (c *chromium) dom(url string, flags ...string) string {
 	c.t.Helper()
-	return string(c.run("--dump-dom", url))
+	return string(c.run(append(flags, "--dump-dom", url)...))
 }
 
 // screenshot saves url, the window w×h, as docs/console/name.png.
@@ -125,6 +127,8 @@ type stack struct {
 	js      jetstream.JetStream
 	console *Console
 	url     string
+	// fragments counts the script's refreshes.
+	fragments atomic.Int64
 }
 
 func startStack(t *testing.T) *stack {
@@ -148,7 +152,12 @@ func startStack(t *testing.T) *stack {
 	// Stops when the test ends.
 	go func() { defer close(done); s.console.Run(runCtx) }()
 	t.Cleanup(func() { stop(); <-done })
-	srv := httptest.NewServer(s.console)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(fragmentHeader) != "" {
+			s.fragments.Add(1)
+		}
+		s.console.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	s.url = srv.URL
 	return s
@@ -227,15 +236,18 @@ func (s *stack) pipeline(t *testing.T, n int) {
 			t.Fatal(err)
 		}
 	}
-	for i := range n {
-		if _, err := s.js.PublishAsync(fmt.Sprintf("orders.eu.%d", i%5), fmt.Appendf(nil, "order-%06d", i)); err != nil {
-			t.Fatal(err)
+	// In windows of 1,000: the client holds at most 4,000 unacknowledged.
+	for from := 0; from < n; from += 1000 {
+		for i := from; i < min(from+1000, n); i++ {
+			if _, err := s.js.PublishAsync(fmt.Sprintf("orders.eu.%d", i%5), fmt.Appendf(nil, "order-%06d", i)); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	select {
-	case <-s.js.PublishAsyncComplete():
-	case <-ctx.Done():
-		t.Fatal(ctx.Err())
+		select {
+		case <-s.js.PublishAsyncComplete():
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		}
 	}
 	spec := client.PipelineSpec{Source: "ORDERS", Sink: "enriched.out", Steps: []client.Step{
 		{Plugin: "delay", Config: plugin.Config{"ms": "3"}}, {Plugin: "upper"}}}
@@ -299,14 +311,31 @@ func TestConsoleInChromium(t *testing.T) {
 		st, err := s.c.SystemStatus(t.Context())
 		return err == nil && st.DeadLetters >= 5
 	})
-	// Batches of 10 s, hours of them: the job behind waits for a minute,
+	// Batches of 20 s, hours of them: the job behind waits for minutes,
 	// and this one runs until the console cancels it.
-	long := s.submit(t, "delay", records(100_000, none), client.WithConfig(plugin.Config{"ms": "100"}), client.WithBatchSize(100))
+	long := s.submit(t, "delay", records(100_000, none), client.WithConfig(plugin.Config{"ms": "200"}), client.WithBatchSize(100))
 	behind := s.submit(t, "upper", records(20_000, none))
 	poll.Wait(t, 30*time.Second, "a job to wait behind the long one", func() bool {
 		a, errA := s.c.JobInfo(t.Context(), long)
 		b, errB := s.c.JobInfo(t.Context(), behind)
 		return errA == nil && errB == nil && a.QueuedBatches > 0 && b.QueuedBatches > 0
+	})
+
+	t.Run("fleet", func(t *testing.T) {
+		dom := browser.dom(s.url + "/")
+		contains(t, "/", dom,
+			`<tr class="h-bad" id="worker-worker-3" data-health="dead">`,
+			`Worker worker-3 is dead: its last heartbeat was \d+(\.\d)?s ago`,
+			`<tr class="h-ok" id="worker-worker-1" data-health="healthy">`,
+			`id="healthy-workers">2<small> of 3</small>`,
+			`<figcaption>Throughput, records/s</figcaption>`,
+			`<polyline points="[0-9., ]+" stroke="`+colour("upper")+`"`,
+			`<span class="name">upper-wasm</span>`,
+			`<span class="label">Dead letters</span><span class="value">[1-9]`,
+			`<b>parse</b>`,
+			`<span class="live" id="live">live</span>`, // the script ran
+		)
+		browser.screenshot(s.url+"/", "fleet", 1280, 1500)
 	})
 
 	t.Run("jobs", func(t *testing.T) {
@@ -344,23 +373,6 @@ func TestConsoleInChromium(t *testing.T) {
 		browser.screenshot(s.url+"/jobs/"+parseJob, "job-failed", 1280, 1100)
 	})
 
-	t.Run("fleet", func(t *testing.T) {
-		dom := browser.dom(s.url + "/")
-		contains(t, "/", dom,
-			`<tr class="h-bad" id="worker-worker-3" data-health="dead">`,
-			`Worker worker-3 is dead: its last heartbeat was \d+(\.\d)?s ago`,
-			`<tr class="h-ok" id="worker-worker-1" data-health="healthy">`,
-			`id="healthy-workers">2<small> of 3</small>`,
-			`<figcaption>Throughput, records/s</figcaption>`,
-			`<polyline points="[0-9., ]+" stroke="`+colour("upper")+`"`,
-			`<span class="name">upper-wasm</span>`,
-			`<span class="label">Dead letters</span><span class="value">[1-9]`,
-			`<b>parse</b>`,
-			`<span class="live" id="live">live</span>`, // the script ran
-		)
-		browser.screenshot(s.url+"/", "fleet", 1280, 1400)
-	})
-
 	t.Run("cancel", func(t *testing.T) {
 		// The button's request, as its form sends it.
 		for _, id := range []string{long} {
@@ -377,6 +389,17 @@ func TestConsoleInChromium(t *testing.T) {
 				t.Errorf("after the console's cancel, job %s: %+v, %v", id, info, err)
 			}
 		}
+	})
+
+	t.Run("live", func(t *testing.T) {
+		// Given 5 s of the page's time, the script fetches its content
+		// twice and swaps it in: the DOM still shows the fleet.
+		before := s.fragments.Load()
+		dom := browser.dom(s.url+"/", "--virtual-time-budget=5000")
+		if n := s.fragments.Load() - before; n < 1 {
+			t.Errorf("the script fetched the page's content %d times in 5 s", n)
+		}
+		contains(t, "/ refreshed", dom, `id="healthy-workers">2<small> of [23]</small>`, `<span class="live" id="live">live</span>`)
 	})
 
 	t.Run("plugins", func(t *testing.T) {

@@ -181,6 +181,9 @@ type page struct {
 	Problems []string
 	// Flash is the outcome of an action just taken.
 	Flash string
+	// Static pages are not refreshed by the script: the outcome of an
+	// action, an error.
+	Static bool
 	// Data is the page's own view.
 	Data any
 }
@@ -225,7 +228,7 @@ func (c *Console) notFound(w http.ResponseWriter, r *http.Request) {
 		c.forbidOrMethod(w, r)
 		return
 	}
-	c.render(w, r, "notfound", http.StatusNotFound, &page{Title: "Not found", Data: r.URL.Path})
+	c.render(w, r, "notfound", http.StatusNotFound, &page{Title: "Not found", Data: r.URL.Path, Static: true})
 }
 
 // forbidOrMethod answers a request that changes something on a route that
@@ -240,6 +243,6 @@ func (c *Console) forbidOrMethod(w http.ResponseWriter, r *http.Request) {
 
 // forbidden refuses an action on a read-only console.
 func (c *Console) forbidden(w http.ResponseWriter, r *http.Request) {
-	c.render(w, r, "notfound", http.StatusForbidden, &page{Title: "Read-only console",
+	c.render(w, r, "notfound", http.StatusForbidden, &page{Title: "Read-only console", Static: true,
 		Problems: []string{"This console is read-only: the daemon runs without --console-admin, so it cancels and replays nothing."}})
 }

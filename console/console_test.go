@@ -221,6 +221,14 @@ func TestFragment(t *testing.T) {
 	if !strings.Contains(part, "Stored modules") {
 		t.Errorf("the fragment lacks the page's content: %.200q", part)
 	}
+	// The script refreshes pages that ask for it, not those of an error
+	// or an action's outcome.
+	if !strings.Contains(whole, `<main id="content" data-live>`) {
+		t.Error("the plugins page is not refreshed live")
+	}
+	if _, missing := get(t, srv, "/nothing"); !strings.Contains(missing, `<main id="content">`) {
+		t.Error("the not-found page is refreshed live")
+	}
 }
 
 func TestReadOnlyRefusesChanges(t *testing.T) {

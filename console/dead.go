@@ -74,7 +74,7 @@ func (c *Console) replay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	job := r.FormValue("job")
-	p := &page{Title: "Replay of " + job, Nav: "dead"}
+	p := &page{Title: "Replay of " + job, Nav: "dead", Static: true}
 	if job == "" {
 		p.Problems = append(p.Problems, "Replay needs the job whose dead letters to run again.")
 		c.render(w, r, "notfound", http.StatusBadRequest, p)

@@ -314,7 +314,7 @@ func (c *Console) cancelJob(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, client.ErrJobClosed):
 			status = http.StatusConflict
 		}
-		c.render(w, r, "notfound", status, &page{Title: "Cannot cancel job " + id, Nav: "jobs", Problems: []string{fmt.Sprintf("Cancelling job %s failed: %v", id, err)}})
+		c.render(w, r, "notfound", status, &page{Title: "Cannot cancel job " + id, Nav: "jobs", Static: true, Problems: []string{fmt.Sprintf("Cancelling job %s failed: %v", id, err)}})
 		return
 	}
 	http.Redirect(w, r, "/jobs/"+id+"?cancelled", http.StatusSeeOther)

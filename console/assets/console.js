@@ -5,7 +5,8 @@
   "use strict";
   var main = document.getElementById("content");
   var live = document.getElementById("live");
-  if (!main || !live) return;
+  // Pages that show the outcome of an action (a replay) stay as they are.
+  if (!main || !live || !main.hasAttribute("data-live")) return;
   live.hidden = false;
   var busy = false;
 
