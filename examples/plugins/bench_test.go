@@ -94,6 +94,27 @@ func BenchmarkUpperGoWASM(b *testing.B) {
 	benchUpper(b, plugins.UpperGoWASM)
 }
 
+// BenchmarkUpperRustWASM is BenchmarkUpperWASM for the Rust build (the
+// Rust kit, pdk/rust).
+func BenchmarkUpperRustWASM(b *testing.B) {
+	benchUpper(b, plugins.UpperRustWASM)
+}
+
+// BenchmarkUpperBuilds runs the three builds of upper-wasm one after the
+// other in one benchmark, so that their ratios come from the same minutes
+// of a noisy machine; each reports its module's size.
+func BenchmarkUpperBuilds(b *testing.B) {
+	for _, m := range []struct {
+		name   string
+		module []byte
+	}{{"c", twins.Upper}, {"rust", plugins.UpperRustWASM}, {"go", plugins.UpperGoWASM}} {
+		b.Run(m.name, func(b *testing.B) {
+			benchUpper(b, m.module)
+			b.ReportMetric(float64(len(m.module)), "module-bytes")
+		})
+	}
+}
+
 func benchUpper(b *testing.B, module []byte) { benchEncoded(b, loadBytes(b, module)) }
 
 // benchEncoded runs p over the benchmark batch, from its encoded message.
@@ -109,6 +130,7 @@ func benchEncoded(b *testing.B, p *wasm.Plugin) {
 		}
 	}
 	perRecord(b, cpu0)
+	b.ReportMetric(float64(b.N)*benchRecords/b.Elapsed().Seconds(), "records/s")
 }
 
 // BenchmarkIdentityWASM is the Go guest's own overhead: identity-wasm
@@ -119,7 +141,8 @@ func BenchmarkIdentityWASM(b *testing.B) { benchEncoded(b, load(b, "identity-was
 // BenchmarkColdStart is a worker's first batch of a module: a new runtime,
 // the module loaded (compiled, or read from the compiled-module cache on
 // disk), instantiated, and one batch run. no-cache and cache are the Go
-// build of upper-wasm (3.3 MB); c/… the C build (16 KB).
+// build of upper-wasm (3.3 MB); c/… the C build (16 KB); rust/… the Rust
+// build (63 KB).
 func BenchmarkColdStart(b *testing.B) {
 	recs, msg := benchBatch(b)
 	ctx := context.Background()
@@ -140,7 +163,7 @@ func BenchmarkColdStart(b *testing.B) {
 	for _, m := range []struct {
 		prefix string
 		module []byte
-	}{{"", plugins.UpperGoWASM}, {"c/", twins.Upper}} {
+	}{{"", plugins.UpperGoWASM}, {"c/", twins.Upper}, {"rust/", plugins.UpperRustWASM}} {
 		b.Run(m.prefix+"no-cache", func(b *testing.B) {
 			b.ReportAllocs()
 			cpu0 := cpuTime()
