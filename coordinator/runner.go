@@ -510,7 +510,10 @@ const sourcePull = 256
 // pull, until the definition changes or ctx ends. What the pull fetched and
 // was not read then comes again from the consumer made anew.
 func (s *source) yieldAll(ctx context.Context, yield func(plugin.Record, error) bool) {
-	msgs, err := s.cons.Messages(jetstream.PullMaxMessages(sourcePull))
+	// A missed heartbeat (a server or this process too busy to answer in
+	// time) only has the iterator pull again: a delivery lost meanwhile
+	// shows as a gap.
+	msgs, err := s.cons.Messages(jetstream.PullMaxMessages(sourcePull), jetstream.WithMessagesErrOnMissingHeartbeat(false))
 	if err != nil {
 		yield(plugin.Record{}, fmt.Errorf("source: %w", err))
 		return

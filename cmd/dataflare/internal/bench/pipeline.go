@@ -748,7 +748,7 @@ func (r *rawPipe) run(ctx context.Context, consumer string, round, n int) error 
 	if err != nil {
 		return fmt.Errorf("bench: raw consumer: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(rawPipeFetch))
+	it, err := cons.Messages(jetstream.PullMaxMessages(rawPipeFetch), jetstream.WithMessagesErrOnMissingHeartbeat(false))
 	if err != nil {
 		return fmt.Errorf("bench: raw consumer: %w", err)
 	}
