@@ -75,7 +75,7 @@
 //! a fill. In a plugin, work in fixed-size blocks (`[u8; 16]`, which `-C
 //! target-feature=+simd128` turns into one SIMD operation) with straight-line code for short
 //! values, as `examples/plugins/upper-rust/upper.rs` does; build with `-C opt-level=3` (`s`
-//! leaves such helpers as calls and loops, 30 times slower there). `Writer`'s `Extend` and
+//! leaves such helpers as calls and loops, 28 times slower there). `Writer`'s `Extend` and
 //! `extend_from_slice` are convenient, not fast.
 //!
 //! ## Panics
