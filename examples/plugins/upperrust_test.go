@@ -99,6 +99,27 @@ func TestRustKitcheckIsCurrent(t *testing.T) {
 	checkRustBuild(t, "../../pdk/rust/testdata/build.sh", kitcheck(t))
 }
 
+// The kit's own unit tests (pdk/rust/lib.rs, mod tests), built for this
+// machine by rustc --test, pass.
+func TestRustKitUnitTests(t *testing.T) {
+	if _, err := os.Stat(rustc); err != nil {
+		t.Skipf("no %s (apt-get install rustc): not running the Rust kit's unit tests", rustc)
+	}
+	bin := filepath.Join(t.TempDir(), "kit_test")
+	out, err := exec.Command(rustc, "--edition", "2021", "--test", "-o", bin, "../../pdk/rust/lib.rs").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rustc --test pdk/rust/lib.rs: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin).CombinedOutput()
+	if err != nil {
+		t.Fatalf("the Rust kit's unit tests: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("test result: ok.")) || bytes.Contains(out, []byte(" 0 passed")) {
+		t.Fatalf("the Rust kit's unit tests ran none:\n%s", out)
+	}
+	t.Logf("%s", bytes.TrimSpace(out[bytes.LastIndex(out, []byte("test result")):]))
+}
+
 // The Rust build imports only WASI functions on the sandbox's list,
 // exports exactly the ABI, and passes the runtime's checks.
 func TestUpperRustSandbox(t *testing.T) {

@@ -1231,3 +1231,154 @@ macro_rules! plugin {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// message builds a batch message: job, plugin and digest, configuration pairs, and records
+    /// of (key, value, timestamp, headers).
+    #[allow(clippy::type_complexity)]
+    fn message(config: &[(&str, &str)], recs: &[(&[u8], &[u8], i64, &[(&[u8], &[u8])])]) -> Vec<u8> {
+        fn str(b: &mut Vec<u8>, s: &[u8]) {
+            b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            b.extend_from_slice(s);
+        }
+        let mut b = b"DFB\x01".to_vec();
+        b.extend_from_slice(&[0; 4]); // header_len, below
+        b.extend_from_slice(&(recs.len() as u32).to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&7u64.to_le_bytes());
+        b.extend_from_slice(&100u64.to_le_bytes());
+        str(&mut b, b"job");
+        str(&mut b, b"plug");
+        str(&mut b, b"sha256:00");
+        b.extend_from_slice(&(config.len() as u32).to_le_bytes());
+        for (k, v) in config {
+            str(&mut b, k.as_bytes());
+            str(&mut b, v.as_bytes());
+        }
+        let header_len = b.len() as u32;
+        b[4..8].copy_from_slice(&header_len.to_le_bytes());
+        for (k, v, ts, hs) in recs {
+            b.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            b.extend_from_slice(&(hs.len() as u32).to_le_bytes());
+            b.extend_from_slice(&ts.to_le_bytes());
+            b.extend_from_slice(k);
+            b.extend_from_slice(v);
+            for (hk, hv) in hs.iter() {
+                str(&mut b, hk);
+                str(&mut b, hv);
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn info_json_escapes() {
+        let info = Info {
+            description: "a \"quoted\" \\ line\nand\ttab \u{1}",
+            kind: Type::Filter,
+            ..Info::new("n", "1")
+        };
+        assert_eq!(
+            info.to_json(),
+            r#"{"name":"n","version":"1","type":"filter","description":"a \"quoted\" \\ line\nand\ttab \u0001","author":"","api_version":"1.0"}"#
+        );
+    }
+
+    #[test]
+    fn cut_at_a_char_boundary() {
+        assert_eq!(cut("abc", 5), "abc");
+        assert_eq!(cut("abc", 2), "ab");
+        assert_eq!(cut("aé", 2), "a"); // é is 2 bytes
+        assert_eq!(cut("", 0), "");
+    }
+
+    #[test]
+    fn batch_fields_config_records() {
+        let hs: &[(&[u8], &[u8])] = &[(b"h", b"1"), (b"h", b"")];
+        let msg = message(
+            &[("a", "1"), ("bin", "\u{ff}")],
+            &[(b"k", b"v", 42, hs), (b"", b"", 0, &[])],
+        );
+        let b = Batch::parse(&msg).expect("parse");
+        assert_eq!((b.job, b.plugin, b.digest), (&b"job"[..], &b"plug"[..], &b"sha256:00"[..]));
+        assert_eq!((b.seq, b.base, b.len()), (7, 100, 2));
+        assert_eq!(b.config.get("a"), Some("1"));
+        assert_eq!(b.config.get("missing"), None);
+        assert_eq!(b.config.get_bytes("bin"), Some("\u{ff}".as_bytes()));
+        assert_eq!(b.config.len(), 2);
+        let recs: Vec<Record> = b.records().collect();
+        assert_eq!(recs.len(), 2);
+        assert_eq!((recs[0].key, recs[0].value, recs[0].timestamp), (&b"k"[..], &b"v"[..], 42));
+        let got: Vec<_> = recs[0].headers().collect();
+        assert_eq!(got, vec![(&b"h"[..], &b"1"[..]), (&b"h"[..], &b""[..])]);
+        assert_eq!(recs[1].headers().count(), 0);
+        assert!(b.check());
+    }
+
+    #[test]
+    fn malformed_is_caught() {
+        let msg = message(&[], &[(b"k", b"value", 0, &[])]);
+        for cut in [0, 3, 31, 40, msg.len() - 1] {
+            let short = &msg[..cut];
+            match Batch::parse(short) {
+                None => {}
+                Some(b) => assert!(!b.check(), "{} bytes: check passed", cut),
+            }
+        }
+        let mut long = msg.clone();
+        long.push(0);
+        assert!(!Batch::parse(&long).expect("parse").check(), "a trailing byte passed");
+        let mut flags = msg;
+        flags[12] = 1;
+        assert!(Batch::parse(&flags).is_none(), "unknown flags passed");
+    }
+
+    #[test]
+    fn results_and_writer() {
+        let mut out = Out { buf: Vec::new(), pos: 0 };
+        let mut r = Results { out: &mut out, n: 0 };
+        r.write(|w| {
+            w.extend_from_slice(b"abcd");
+            w.append(3).copy_from_slice(b"xyz");
+            w.truncate(5);
+            w.push(b'!');
+            assert_eq!(w.as_slice(), b"abcdx!");
+            w.resize(8, b'.');
+            Ok(())
+        });
+        r.write(|w| {
+            w.extend_from_slice(b"gone");
+            Err(Error::invalid_input("no"))
+        });
+        r.unchanged();
+        r.dropped();
+        r.write(|w| {
+            w.resize(MAX_VALUE_SIZE + 1, 0);
+            Ok(())
+        });
+        assert_eq!(r.len(), 5);
+        let mut want = vec![0, 0, 0, 0, 8, 0, 0, 0];
+        want.extend_from_slice(b"abcdx!..");
+        want.extend_from_slice(&[2, 1, 0, 0, 2, 0, 0, 0]);
+        want.extend_from_slice(b"no");
+        want.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 5, 0, 0]);
+        let got = &out.buf[..out.pos];
+        assert_eq!(&got[..want.len()], &want[..]);
+        assert!(std::str::from_utf8(&got[want.len() + 4..])
+            .unwrap()
+            .contains("is over the 8388608-byte limit"));
+    }
+
+    #[test]
+    fn errors_are_cut() {
+        let mut out = Out { buf: Vec::new(), pos: 0 };
+        Results { out: &mut out, n: 0 }.error(&Error::processing("é".repeat(MAX_ERROR_SIZE)));
+        let n = u32::from_le_bytes([out.buf[4], out.buf[5], out.buf[6], out.buf[7]]) as usize;
+        assert_eq!(n, MAX_ERROR_SIZE);
+        assert_eq!(out.pos, 8 + MAX_ERROR_SIZE);
+    }
+}
