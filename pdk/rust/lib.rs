@@ -90,8 +90,9 @@
 //!
 //! The kit has no `unsafe` code (`#![forbid(unsafe_code)]`). The host writes each batch into a
 //! `Vec<u8>` the kit owns and handed out with `df_alloc`; the kit checks that `df_process` names
-//! that region and reads it as a slice, and returns the output `Vec`'s address and length. The
-//! exports that [`plugin!`] writes into the plugin crate take and return integers only.
+//! that region and reads it as a slice, and returns the address of its output buffer and the
+//! length it wrote. The exports that [`plugin!`] writes into the plugin crate take and return
+//! integers only.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
