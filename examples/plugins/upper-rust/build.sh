@@ -4,7 +4,10 @@
 # no Cargo, no crates. The flags are fixed so that a given rustc always makes
 # the same bytes. The committed upper.wasm was built by the rustc below (the
 # first line of rustc --version), which the test that rebuilds it compares
-# with its own:
+# with its own. Any change to upper.rs or to the kit, even one that only
+# moves lines (a panic's message carries its file and line), changes the
+# bytes: rebuild and commit upper.wasm with it (and the kit's
+# pdk/rust/testdata/kitcheck.wasm).
 #
 # built-with: rustc 1.63.0
 set -eu
