@@ -80,11 +80,28 @@ func (c *Client) Pipelines(ctx context.Context) ([]Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
+	return pipelinesOf(list), nil
+}
+
+// AllPipelines returns every owner's pipelines, by owner and name. Where
+// NATS permissions are on, only the admin role may ask; another user's
+// request is refused, and the error matches ErrJobNotFound, as for
+// Jobs(ctx, true).
+func (c *Client) AllPipelines(ctx context.Context) ([]Pipeline, error) {
+	list, err := request[proto.PipelineList](ctx, c, proto.SubjectAdminPipelineList, nil)
+	if err != nil {
+		return nil, c.denied(proto.SubjectAdminPipelineList, err)
+	}
+	return pipelinesOf(list), nil
+}
+
+// pipelinesOf returns the pipelines of a list.
+func pipelinesOf(list *proto.PipelineList) []Pipeline {
 	out := make([]Pipeline, len(list.Pipelines))
 	for i := range list.Pipelines {
 		out[i] = pipelineOf(&list.Pipelines[i])
 	}
-	return out, nil
+	return out
 }
 
 // PausePipeline stops a pipeline: its batches in flight finish, nothing

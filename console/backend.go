@@ -80,9 +80,9 @@ func (b *ClientBackend) Modules(ctx context.Context) ([]wasmstore.Manifest, erro
 	return s.List(ctx)
 }
 
-// Pipelines returns client.Pipelines.
+// Pipelines returns client.AllPipelines, every owner's (as Jobs).
 func (b *ClientBackend) Pipelines(ctx context.Context) ([]client.Pipeline, error) {
-	return b.client.Pipelines(ctx)
+	return b.client.AllPipelines(ctx)
 }
 
 // Jobs returns client.Jobs of every owner (the console is the operators'):

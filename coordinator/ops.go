@@ -43,6 +43,9 @@ func (c *Coordinator) handleOps(ctx context.Context, m *nats.Msg) bool {
 	case strings.HasPrefix(subj, proto.SubjectJobPrefix+"info."):
 		d, err := c.jobDetail(ctx, strings.TrimPrefix(subj, proto.SubjectJobPrefix+"info."))
 		respond(c, m, d, err)
+	case subj == proto.SubjectAdminPipelineList:
+		list, err := c.listPipelines(ctx, "")
+		respond(c, m, list, err)
 	case subj == proto.SubjectAdminDeadList:
 		list, err := c.listDead(ctx, "", m.Data)
 		respond(c, m, list, err)

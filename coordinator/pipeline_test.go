@@ -291,6 +291,40 @@ func TestPipelineSinkWithoutStream(t *testing.T) {
 	check(t, got, 100, 100)
 }
 
+// Pipelines lists the client's owner's pipelines; AllPipelines every
+// owner's, by owner and name.
+func TestAllPipelines(t *testing.T) {
+	p := newPipelineFixture(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	alice, bob := p.f.Client(client.WithOwner("alice")), p.f.Client(client.WithOwner("bob"))
+	spec := client.PipelineSpec{Source: "orders", Sink: "enriched.out", Steps: []client.Step{{Plugin: "upper"}}}
+	for _, c := range []struct {
+		cl   *client.Client
+		name string
+	}{{bob, "b1"}, {alice, "a1"}, {bob, "b0"}} {
+		if _, err := c.cl.CreatePipeline(ctx, c.name, spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := func(ps []client.Pipeline, err error) string {
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, p := range ps {
+			out = append(out, p.Owner+"/"+p.Name)
+		}
+		return strings.Join(out, " ")
+	}
+	if got := names(alice.Pipelines(ctx)); got != "alice/a1" {
+		t.Errorf("alice's pipelines: %q", got)
+	}
+	if got := names(alice.AllPipelines(ctx)); got != "alice/a1 bob/b0 bob/b1" {
+		t.Errorf("every owner's pipelines: %q", got)
+	}
+}
+
 // Definitions that cannot work are refused with a clear error.
 func TestPipelineRefused(t *testing.T) {
 	p := newPipelineFixture(t, 1)

@@ -1,9 +1,11 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -243,7 +245,8 @@ func (c *Coordinator) removePipeline(ctx context.Context, owner, name string, _ 
 	return &proto.PipelineInfo{Pipeline: *p}, nil
 }
 
-// listPipelines returns owner's pipelines, by name.
+// listPipelines returns owner's pipelines (owner "": every owner's, for
+// df.admin.pipeline.list), by owner and name.
 func (c *Coordinator) listPipelines(ctx context.Context, owner string) (*proto.PipelineList, error) {
 	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
@@ -255,15 +258,21 @@ func (c *Coordinator) listPipelines(ctx context.Context, owner string) (*proto.P
 	if lister == nil {
 		return out, nil
 	}
-	prefix := "def." + owner + "."
-	var names []string
+	type key struct{ owner, name string }
+	var keys []key
 	for k := range lister.Keys() {
-		if name, ok := strings.CutPrefix(k, prefix); ok {
-			names = append(names, name)
+		rest, ok := strings.CutPrefix(k, "def.")
+		if !ok {
+			continue
+		}
+		o, name, ok := strings.Cut(rest, ".")
+		if ok && (owner == "" || o == owner) {
+			keys = append(keys, key{o, name})
 		}
 	}
-	for _, name := range names {
-		if info, err := c.getPipeline(ctx, owner, name, nil); err == nil {
+	slices.SortFunc(keys, func(a, b key) int { return cmp.Or(strings.Compare(a.owner, b.owner), strings.Compare(a.name, b.name)) })
+	for _, k := range keys {
+		if info, err := c.getPipeline(ctx, k.owner, k.name, nil); err == nil {
 			out.Pipelines = append(out.Pipelines, *info)
 		}
 	}

@@ -69,8 +69,12 @@ func TestOwnersSeeTheirOwnJobs(t *testing.T) {
 		if _, err := alice.DeadLetters(ctx, client.DeadFilter{All: true}); err == nil {
 			t.Error("alice listed every owner's dead letters")
 		}
+		if _, err := alice.AllPipelines(ctx); !errors.Is(err, client.ErrJobNotFound) {
+			t.Errorf("alice listed every owner's pipelines: %v", err)
+		}
 		for _, subject := range []string{proto.JobSubject("info", bobJob.ID()), proto.JobSubject("cancel", bobJob.ID()),
-			proto.DeadListSubject("bob"), proto.DeadGetSubject("bob.1"), proto.SubjectAdminJobList, proto.SubjectAdminDeadList} {
+			proto.DeadListSubject("bob"), proto.DeadGetSubject("bob.1"), proto.SubjectAdminJobList, proto.SubjectAdminDeadList,
+			proto.SubjectAdminPipelineList} {
 			if aliceConn.errs.find(`Publish to "`+subject+`"`, 0) == nil {
 				t.Errorf("no permission violation for %s", subject)
 			}
@@ -99,6 +103,9 @@ func TestOwnersSeeTheirOwnJobs(t *testing.T) {
 		}
 		if _, err := admin.DeadLetters(ctx, client.DeadFilter{All: true}); err != nil {
 			t.Errorf("every owner's dead letters: %v", err)
+		}
+		if _, err := admin.AllPipelines(ctx); err != nil {
+			t.Errorf("every owner's pipelines: %v", err)
 		}
 	})
 

@@ -28,6 +28,9 @@ const (
 	// SubjectAdminDeadList: request, every owner's dead letters
 	// (DeadListRequest → DeadList).
 	SubjectAdminDeadList = SubjectAdminPrefix + "deadletter.list"
+	// SubjectAdminPipelineList: request, every owner's pipelines (→
+	// PipelineList).
+	SubjectAdminPipelineList = SubjectAdminPrefix + "pipeline.list"
 )
 
 // JobListSubject returns the subject of the list of owner's jobs.
