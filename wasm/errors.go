@@ -44,6 +44,10 @@ var (
 	ErrClosed = errors.New("wasm: closed")
 )
 
+// errPolicyTimeout is the cause of a batch context ended by the module
+// policy's timeout.
+var errPolicyTimeout = errors.New("wasm: the module policy's timeout")
+
 // aliasError is a sentinel that also matches another sentinel.
 type aliasError struct {
 	msg   string

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"strings"
+	"sync/atomic"
 
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/sys"
@@ -25,6 +26,9 @@ type instance struct {
 	inPtr, inCap uint32
 	stack        [2]uint64
 	output       *tail
+	// refused is the largest memory size, in bytes, the module policy's
+	// cap refused a memory.grow of (0: none; see withCappedMemory).
+	refused *atomic.Uint64
 }
 
 // allocRound is the granularity of input regions asked of df_alloc, so that

@@ -21,6 +21,20 @@ const (
 	DefaultTimeout = 10 * time.Second
 )
 
+// Limits are one module's own limits, its policy, set when it was pushed.
+// They apply under the runtime's own limits, never above them: a batch of
+// the module runs under the earliest of its context's deadline, the
+// runtime's timeout when the context has none, and Timeout; its guest
+// memory is capped at the smaller of MemoryLimitPages and the runtime's page
+// limit. The zero value leaves the runtime's limits as they are.
+type Limits struct {
+	// Timeout bounds each batch of the module; 0 for no bound of its own.
+	Timeout time.Duration
+	// MemoryLimitPages caps the guest's memory, in pages of 64 KiB; 0 for
+	// the runtime's page limit.
+	MemoryLimitPages uint32
+}
+
 // Grant is a capability a guest does not have by default. Grants combine
 // with |.
 type Grant uint8

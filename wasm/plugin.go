@@ -33,6 +33,10 @@ type Plugin struct {
 	digest   string
 	size     int
 	info     plugin.Info
+	// lim is the module's policy as asked; memPages the page limit that
+	// applies, the smaller of the policy's and the runtime's.
+	lim      Limits
+	memPages uint32
 
 	// slots holds one token per instance in use: its capacity is the
 	// number of instances that may run at once.
@@ -52,12 +56,18 @@ type Plugin struct {
 	}
 }
 
-func newPlugin(r *Runtime, compiled wazero.CompiledModule, digest string, size int) *Plugin {
+func newPlugin(r *Runtime, compiled wazero.CompiledModule, digest string, size int, lim Limits) *Plugin {
+	pages := r.cfg.memoryLimitPages
+	if lim.MemoryLimitPages != 0 {
+		pages = min(pages, lim.MemoryLimitPages)
+	}
 	return &Plugin{
 		rt:       r,
 		compiled: compiled,
 		digest:   digest,
 		size:     size,
+		lim:      lim,
+		memPages: pages,
 		slots:    make(chan struct{}, r.cfg.instances),
 		done:     make(chan struct{}),
 	}
@@ -132,7 +142,8 @@ func (p *Plugin) readInfo(ctx context.Context, in *instance) (plugin.Info, error
 // _initialize under ctx.
 func (p *Plugin) instantiate(ctx context.Context) (*instance, error) {
 	out := &tail{w: p.rt.cfg.guestOutput}
-	mod, err := p.rt.rt.InstantiateModule(withGuestMemory(ctx), p.compiled, p.rt.modCfg.WithStdout(out).WithStderr(out))
+	refused := new(atomic.Uint64)
+	mod, err := p.rt.rt.InstantiateModule(p.memoryContext(ctx, refused), p.compiled, p.rt.modCfg.WithStdout(out).WithStderr(out))
 	if err != nil {
 		if mod != nil {
 			_ = mod.Close(ctx)
@@ -146,6 +157,7 @@ func (p *Plugin) instantiate(ctx context.Context) (*instance, error) {
 		alloc:   mod.ExportedFunction(exportAlloc),
 		process: mod.ExportedFunction(exportProcess),
 		output:  out,
+		refused: refused,
 	}, nil
 }
 
@@ -172,6 +184,24 @@ func (p *Plugin) name() string {
 	}
 	return p.info.String() + " (" + short(p.digest) + ")"
 }
+
+// memoryContext returns ctx with the guest memory allocator that caps the
+// memory at the module's page limit when its policy sets one below the
+// runtime's, recording refused growths in refused.
+func (p *Plugin) memoryContext(ctx context.Context, refused *atomic.Uint64) context.Context {
+	if p.memPages >= p.rt.cfg.memoryLimitPages {
+		return withGuestMemory(ctx)
+	}
+	return withCappedMemory(ctx, uint64(p.memPages)*65536, refused)
+}
+
+// Limits returns the module's own limits, its policy, as given at load.
+func (p *Plugin) Limits() Limits { return p.lim }
+
+// MemoryLimitPages returns the page limit of the module's guest memory:
+// its policy's, or the runtime's when that is smaller or the policy sets
+// none.
+func (p *Plugin) MemoryLimitPages() uint32 { return p.memPages }
 
 // Info returns what the module's df_info reported.
 func (p *Plugin) Info() plugin.Info { return p.info }
@@ -396,6 +426,11 @@ func (p *Plugin) run(ctx context.Context, size int, write func([]byte) error, re
 	start := time.Now()
 	ctx, cancel := p.rt.withDeadline(ctx)
 	defer cancel()
+	if p.lim.Timeout > 0 {
+		var cancelPolicy context.CancelFunc
+		ctx, cancelPolicy = context.WithTimeoutCause(ctx, p.lim.Timeout, errPolicyTimeout)
+		defer cancelPolicy()
+	}
 	in, err := p.acquire(ctx)
 	if err != nil {
 		p.stats.failed.Add(1)
@@ -450,8 +485,14 @@ func (p *Plugin) batchError(ctx context.Context, in *instance, err error) (error
 		}
 		if cerr == context.DeadlineExceeded {
 			p.stats.timeouts.Add(1)
+			which := "its deadline"
+			if errors.Is(context.Cause(ctx), errPolicyTimeout) {
+				which = fmt.Sprintf("the module policy's timeout of %s", p.lim.Timeout)
+			} else if p.lim.Timeout > 0 {
+				which = fmt.Sprintf("its deadline (the job's or the worker's, earlier than the module policy's timeout of %s)", p.lim.Timeout)
+			}
 			return &plugin.Error{Code: plugin.CodeTimeout,
-				Message: fmt.Sprintf("wasm: %s: batch ran past its deadline; the guest was stopped", p.name()), Err: cerr}, false
+				Message: fmt.Sprintf("wasm: %s: batch ran past %s; the guest was stopped", p.name(), which), Err: cerr}, false
 		}
 		return &plugin.Error{Code: plugin.CodeUnavailable,
 			Message: fmt.Sprintf("wasm: %s: batch cancelled; the guest was stopped", p.name()), Err: cerr}, false
@@ -466,11 +507,20 @@ func (p *Plugin) batchError(ctx context.Context, in *instance, err error) (error
 	default:
 		msg = "trapped: " + firstLine(err)
 	}
-	pages, limit := in.mem.Size()/65536, p.rt.cfg.memoryLimitPages
-	if limit-pages <= max(limit/8, 64) {
-		msg += fmt.Sprintf(" (memory is %d of its %d-page limit: a memory.grow likely failed)", pages, limit)
+	pages, limit := in.mem.Size()/65536, p.memPages
+	var whose string
+	switch pol := p.lim.MemoryLimitPages; {
+	case pol != 0 && pol <= p.rt.cfg.memoryLimitPages:
+		whose = " (the module policy's)"
+	case pol != 0:
+		whose = fmt.Sprintf(" (the worker's: the module policy's %d pages are above it)", pol)
+	}
+	if asked := in.refused.Load(); asked > 0 {
+		msg += fmt.Sprintf(" (memory: a memory.grow to %d pages was refused, above the %d-page limit%s)", (asked+65535)/65536, limit, whose)
+	} else if limit-pages <= max(limit/8, 64) {
+		msg += fmt.Sprintf(" (memory is %d of its %d-page limit%s: a memory.grow likely failed)", pages, limit, whose)
 	} else {
-		msg += fmt.Sprintf(" (memory: %d of its %d-page limit)", pages, limit)
+		msg += fmt.Sprintf(" (memory: %d of its %d-page limit%s)", pages, limit, whose)
 	}
 	if s := in.output.String(); s != "" {
 		msg += "; guest output: " + s

@@ -55,6 +55,10 @@ type limits struct {
 	maxSize          int
 	memoryLimitPages uint32
 	maxTableEntries  uint32
+	// policyPages, when not 0, is the module's own memory cap (its
+	// policy, below memoryLimitPages): a minimum above it is refused; a
+	// declared maximum above it is capped when the memory is made.
+	policyPages uint32
 }
 
 // Section ids of the binary format.
@@ -480,6 +484,9 @@ func (p *preflighter) memories() error {
 	limit := p.lim.memoryLimitPages
 	if minPages > limit {
 		return p.limit("memory declares a minimum of %d pages, above the %d-page limit", minPages, limit)
+	}
+	if pol := p.lim.policyPages; pol != 0 && minPages > pol {
+		return p.limit("memory declares a minimum of %d pages, above the %d-page limit of the module's policy", minPages, pol)
 	}
 	if flags == 1 {
 		maxPages, err := p.u32()

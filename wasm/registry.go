@@ -23,6 +23,15 @@ type ModuleSource interface {
 	Fetch(ctx context.Context, name, digest string) ([]byte, error)
 }
 
+// LimitedSource is a ModuleSource that also knows each module's own limits,
+// its policy (see Limits). A Registry over one loads every module under
+// them, with Runtime.LoadLimited. A *wasmstore.Store and a *wasmstore.Lazy
+// satisfy it. FetchLimited's errors are read as Fetch's.
+type LimitedSource interface {
+	ModuleSource
+	FetchLimited(ctx context.Context, name, digest string) ([]byte, Limits, error)
+}
+
 // RegistryOption configures a Registry.
 type RegistryOption func(*registryConfig) error
 
@@ -275,11 +284,20 @@ func (r *Registry) load(name, digest string) (*entry, error) {
 	ctx, cancel := context.WithTimeout(r.stop, r.cfg.loadTimeout)
 	defer cancel()
 	what := fmt.Sprintf("module %s of plugin %s", short(digest), name)
-	data, err := r.src.Fetch(ctx, name, digest)
+	var (
+		data []byte
+		lim  Limits
+		err  error
+	)
+	if ls, ok := r.src.(LimitedSource); ok {
+		data, lim, err = ls.FetchLimited(ctx, name, digest)
+	} else {
+		data, err = r.src.Fetch(ctx, name, digest)
+	}
 	if err != nil {
 		return nil, r.loadFailed(name, digest, fmt.Errorf("wasm: fetch %s: %w", what, err))
 	}
-	p, err := r.rt.LoadVerified(ctx, data, digest)
+	p, err := r.rt.LoadLimited(ctx, data, digest, lim)
 	if err != nil {
 		return nil, r.loadFailed(name, digest, fmt.Errorf("wasm: load %s: %w", what, err))
 	}

@@ -111,7 +111,7 @@ func Digest(module []byte) string {
 // ErrInstantiate (the start function or _initialize trapped or timed out,
 // or a data segment does not fit) or ErrClosed.
 func (r *Runtime) Load(ctx context.Context, module []byte) (*Plugin, error) {
-	return r.load(ctx, module, Digest(module))
+	return r.load(ctx, module, Digest(module), Limits{})
 }
 
 // LoadVerified is Load for a module that must hash to digest
@@ -122,7 +122,22 @@ func (r *Runtime) LoadVerified(ctx context.Context, module []byte, digest string
 	if got := Digest(module); got != digest {
 		return nil, fmt.Errorf("%w: module is %s, want %s", ErrDigestMismatch, got, digest)
 	}
-	return r.load(ctx, module, digest)
+	return r.load(ctx, module, digest, Limits{})
+}
+
+// LoadLimited is LoadVerified for a module with limits of its own (see
+// Limits): they apply under the runtime's, never above them. A module
+// whose memory's declared minimum is above lim.MemoryLimitPages is refused
+// with an error wrapping ErrLimit; a declared maximum above it is capped,
+// so that memory.grow past it fails. The errors are LoadVerified's.
+func (r *Runtime) LoadLimited(ctx context.Context, module []byte, digest string, lim Limits) (*Plugin, error) {
+	if got := Digest(module); got != digest {
+		return nil, fmt.Errorf("%w: module is %s, want %s", ErrDigestMismatch, got, digest)
+	}
+	if lim.Timeout < 0 {
+		return nil, invalidOption("module timeout %s is negative", lim.Timeout)
+	}
+	return r.load(ctx, module, digest, lim)
 }
 
 // Validate reports whether module would Load, and returns its info. It is
@@ -138,7 +153,7 @@ func (r *Runtime) Validate(ctx context.Context, module []byte) (plugin.Info, err
 	return info, nil
 }
 
-func (r *Runtime) load(ctx context.Context, module []byte, digest string) (*Plugin, error) {
+func (r *Runtime) load(ctx context.Context, module []byte, digest string, lim Limits) (*Plugin, error) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -151,6 +166,7 @@ func (r *Runtime) load(ctx context.Context, module []byte, digest string) (*Plug
 		maxSize:          r.cfg.maxModuleSize,
 		memoryLimitPages: r.cfg.memoryLimitPages,
 		maxTableEntries:  r.cfg.maxTableEntries,
+		policyPages:      min(lim.MemoryLimitPages, r.cfg.memoryLimitPages),
 	})
 	if err != nil {
 		return nil, err
@@ -177,7 +193,7 @@ func (r *Runtime) load(ctx context.Context, module []byte, digest string) (*Plug
 		_ = compiled.Close(ctx)
 		return nil, err
 	}
-	p := newPlugin(r, compiled, digest, len(module))
+	p := newPlugin(r, compiled, digest, len(module), lim)
 	if !r.track(p) {
 		p.Close()
 		return nil, fmt.Errorf("wasm: load: %w", ErrClosed)

@@ -32,6 +32,18 @@ var (
 	ErrDigestMismatch error = &aliasError{"wasmstore: digest mismatch", plugin.ErrUnknownPlugin}
 	// ErrBadManifest: a manifest (or an object's metadata) is not valid.
 	ErrBadManifest = errors.New("wasmstore: bad manifest")
+	// ErrBadPolicy: a module policy (or a size or grant in one) is not
+	// acceptable; see Policy.Validate.
+	ErrBadPolicy = errors.New("wasmstore: bad policy")
+	// ErrBadKey: a signing key or a trusted public key is not an nkeys
+	// account key.
+	ErrBadKey = errors.New("wasmstore: bad signing key")
+	// ErrUntrusted: a store with trusted keys (WithTrustedKeys) refused a
+	// module that is not signed by one of them, or whose signature does not
+	// cover its name, version, digest and policy as stored. Nothing was
+	// fetched to compile. It also matches plugin.ErrUnknownPlugin: the
+	// module cannot be run here, and retrying will not change that.
+	ErrUntrusted error = &aliasError{"wasmstore: untrusted module", plugin.ErrUnknownPlugin}
 )
 
 // aliasError is a sentinel that also matches another sentinel.

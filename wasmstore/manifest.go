@@ -27,6 +27,15 @@ type Manifest struct {
 	Info plugin.Info `json:"info"`
 	// Created is when the version was pushed.
 	Created time.Time `json:"created"`
+	// Policy is the module's own sandbox policy (push --timeout, --memory,
+	// --grant): workers enforce it under their own ceilings.
+	Policy Policy `json:"policy"`
+	// Signer is the public key (nkeys account, "A…") that signed the
+	// module, or "" when it is unsigned.
+	Signer string `json:"signer,omitempty"`
+	// Signature is the unpadded URL-safe base64 of the ed25519 signature by
+	// Signer of SignedPayload: the name, version, digest and policy.
+	Signature string `json:"signature,omitempty"`
 }
 
 // String returns "name@version (sha256:…)".
@@ -51,6 +60,11 @@ func (m Manifest) Validate() error {
 		return fmt.Errorf("%w: digest %q", ErrBadManifest, m.Digest)
 	case m.Size < 0:
 		return fmt.Errorf("%w: size %d", ErrBadManifest, m.Size)
+	case (m.Signer == "") != (m.Signature == ""):
+		return fmt.Errorf("%w: a signer without a signature, or the reverse", ErrBadManifest)
+	}
+	if err := m.Policy.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadManifest, err)
 	}
 	return nil
 }

@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/wasm"
 )
 
 // Latest is the version Resolve reads as "the newest".
@@ -49,6 +51,7 @@ type options struct {
 	storage   jetstream.StorageType
 	validator Validator
 	maxSize   int
+	trusted   []string
 }
 
 // WithBucket names the Object Store bucket (default proto.BucketPlugins,
@@ -109,6 +112,27 @@ func WithMaxModuleSize(n int) Option {
 	}
 }
 
+// WithTrustedKeys makes Get, Fetch and FetchLimited return only modules
+// signed by one of keys (public nkeys account keys, "A…"; see
+// Manifest.VerifySignature): another is refused with an error wrapping
+// ErrUntrusted before any of its bytes is fetched. It is what a worker
+// started with --trusted-key uses. At least one key; each must be valid
+// (ValidTrustedKey).
+func WithTrustedKeys(keys ...string) Option {
+	return func(o *options) error {
+		if len(keys) == 0 {
+			return fmt.Errorf("%w: no trusted key", ErrInvalidOption)
+		}
+		for _, k := range keys {
+			if err := ValidTrustedKey(k); err != nil {
+				return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+			}
+		}
+		o.trusted = slices.Clone(keys)
+		return nil
+	}
+}
+
 // Store keeps plugin modules in a NATS Object Store bucket: one object per
 // name and version ("<name>/<version>"), with the manifest in the object's
 // metadata. It is safe for concurrent use.
@@ -153,7 +177,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 // Open binds to an existing bucket without creating it or changing its
 // settings, as New would: what a reader that may not administer JetStream
 // (a worker) uses; it needs only read permissions on the bucket. Of opts,
-// WithBucket, WithValidator and WithMaxModuleSize apply. The error wraps
+// WithBucket, WithValidator, WithMaxModuleSize and WithTrustedKeys apply. The error wraps
 // ErrNotFound when the bucket does not exist, ErrInvalidOption for a bad
 // option, or is the JetStream error.
 func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, error) {
@@ -190,9 +214,22 @@ const (
 	metaDigest  = "df-digest"
 	metaInfo    = "df-info"
 	metaCreated = "df-created"
+	metaPolicy  = "df-policy"
+	metaSigner  = "df-signer"
+	metaSig     = "df-signature"
 )
 
 var wasmMagic = []byte{0x00, 'a', 's', 'm', 0x01, 0x00, 0x00, 0x00}
+
+// PushOptions are what Store.PushWith stores with a module besides its
+// bytes.
+type PushOptions struct {
+	// Policy is the module's sandbox policy (the zero value: none).
+	Policy Policy
+	// Signer, when not nil, signs the manifest (see SignedPayload): an
+	// nkeys account key pair, as ReadSigningKey returns.
+	Signer nkeys.KeyPair
+}
 
 // Push stores module as name's version, after validating it (see
 // WithValidator), and returns its manifest. An empty version takes the
@@ -203,6 +240,19 @@ var wasmMagic = []byte{0x00, 'a', 's', 'm', 0x01, 0x00, 0x00, 0x00}
 // The error wraps ErrInvalidName, ErrTooLarge, ErrInvalidModule (with the
 // Validator's error), ErrVersionExists, or is a JetStream error.
 func (s *Store) Push(ctx context.Context, name, version string, module []byte) (Manifest, error) {
+	return s.PushWith(ctx, name, version, module, PushOptions{})
+}
+
+// PushWith is Push with a policy and, optionally, a signature over the
+// module's name, version, digest and policy. Pushing the same bytes with
+// the same policy and signer again is a no-op; anything else under an
+// existing name and version is refused with ErrVersionExists — a policy
+// cannot be changed in place, nor a signature added or replaced. The error
+// also wraps ErrBadPolicy or ErrBadKey.
+func (s *Store) PushWith(ctx context.Context, name, version string, module []byte, po PushOptions) (Manifest, error) {
+	if err := po.Policy.Validate(); err != nil {
+		return Manifest{}, err
+	}
 	if !ValidName(name) {
 		return Manifest{}, fmt.Errorf("%w: plugin name %q: use 1-%d letters, digits, '-' and '_'", ErrInvalidName, name, maxNameLen)
 	}
@@ -238,26 +288,43 @@ func (s *Store) Push(ctx context.Context, name, version string, module []byte) (
 		Size:    int64(len(module)),
 		Info:    info,
 		Created: time.Now().UTC(),
+		Policy:  po.Policy,
+	}
+	if po.Signer != nil {
+		if err := m.sign(po.Signer); err != nil {
+			return Manifest{}, err
+		}
 	}
 	if old, err := s.os.GetInfo(ctx, objectName(name, version)); err == nil {
 		prev, perr := manifestOf(old)
-		if perr == nil && prev.Digest == m.Digest {
+		if perr == nil && prev.Digest == m.Digest && samePolicy(prev.Policy, m.Policy) && prev.Signer == m.Signer && prev.Signature == m.Signature {
 			return prev, nil
+		}
+		if perr == nil && prev.Digest == m.Digest {
+			return Manifest{}, fmt.Errorf("%w: %s@%s holds this module with another policy or signature (%s, signer %q); versions are immutable: push another version", ErrVersionExists, name, version, prev.Policy, prev.Signer)
 		}
 		return Manifest{}, fmt.Errorf("%w: %s@%s", ErrVersionExists, name, version)
 	} else if !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return Manifest{}, fmt.Errorf("wasmstore: push %s@%s: %w", name, version, err)
 	}
+	md := map[string]string{
+		metaName:    m.Name,
+		metaVersion: m.Version,
+		metaDigest:  m.Digest,
+		metaInfo:    string(m.Info.JSON()),
+		metaCreated: m.Created.Format(time.RFC3339Nano),
+	}
+	if !m.Policy.IsZero() {
+		pol, _ := json.Marshal(m.Policy) // strings and numbers
+		md[metaPolicy] = string(pol)
+	}
+	if m.Signature != "" {
+		md[metaSigner], md[metaSig] = m.Signer, m.Signature
+	}
 	obj, err := s.os.Put(ctx, jetstream.ObjectMeta{
 		Name:        objectName(name, version),
 		Description: m.Info.Description,
-		Metadata: map[string]string{
-			metaName:    m.Name,
-			metaVersion: m.Version,
-			metaDigest:  m.Digest,
-			metaInfo:    string(m.Info.JSON()),
-			metaCreated: m.Created.Format(time.RFC3339Nano),
-		},
+		Metadata:    md,
 	}, bytes.NewReader(module))
 	if err != nil {
 		return Manifest{}, fmt.Errorf("wasmstore: push %s@%s: %w", name, version, err)
@@ -288,6 +355,12 @@ func manifestOf(obj *jetstream.ObjectInfo) (Manifest, error) {
 		return Manifest{}, fmt.Errorf("%w: object %s: created: %v", ErrBadManifest, obj.Name, err)
 	}
 	m.Created = created
+	if pol := md[metaPolicy]; pol != "" {
+		if err := json.Unmarshal([]byte(pol), &m.Policy); err != nil {
+			return Manifest{}, fmt.Errorf("%w: object %s: policy: %v", ErrBadManifest, obj.Name, err)
+		}
+	}
+	m.Signer, m.Signature = md[metaSigner], md[metaSig]
 	if err := m.Validate(); err != nil {
 		return Manifest{}, fmt.Errorf("object %s: %w", obj.Name, err)
 	}
@@ -432,6 +505,27 @@ func (s *Store) Get(ctx context.Context, name, digest string) ([]byte, Manifest,
 	if i < 0 {
 		return nil, Manifest{}, fmt.Errorf("%w: %s %s", ErrNotFound, name, digest)
 	}
+	if len(s.opt.trusted) > 0 {
+		// Of the versions of name holding this module, the first signed
+		// by a trusted key; none is fetched otherwise.
+		var first error
+		for j := i; j < len(ms); j++ {
+			if ms[j].Name != name || ms[j].Digest != digest {
+				continue
+			}
+			err := ms[j].VerifySignature(s.opt.trusted)
+			if err == nil {
+				i, first = j, nil
+				break
+			}
+			if first == nil {
+				first = err
+			}
+		}
+		if first != nil {
+			return nil, Manifest{}, first
+		}
+	}
 	obj, m := objs[i], ms[i]
 	if obj.Size > uint64(s.opt.maxSize) {
 		return nil, Manifest{}, fmt.Errorf("%w: %s: %d bytes, limit %d; not fetched", ErrTooLarge, m, obj.Size, s.opt.maxSize)
@@ -484,6 +578,23 @@ func (s *Store) fetch(ctx context.Context, name string) ([]byte, error) {
 func (s *Store) Fetch(ctx context.Context, name, digest string) ([]byte, error) {
 	data, _, err := s.Get(ctx, name, digest)
 	return data, err
+}
+
+// FetchLimited returns the module of name with digest, verified as by Get,
+// and its policy as the runtime's limits. It makes a *Store a
+// wasm.LimitedSource: a registry over it runs every module under its
+// policy. The errors are Get's.
+func (s *Store) FetchLimited(ctx context.Context, name, digest string) ([]byte, wasm.Limits, error) {
+	data, m, err := s.Get(ctx, name, digest)
+	if err != nil {
+		return nil, wasm.Limits{}, err
+	}
+	return data, m.Policy.Limits(), nil
+}
+
+// samePolicy reports whether a and b are the same policy.
+func samePolicy(a, b Policy) bool {
+	return a.Timeout == b.Timeout && a.Memory == b.Memory && slices.Equal(a.Grants, b.Grants)
 }
 
 // Remove deletes name's version, or every version of name when version is

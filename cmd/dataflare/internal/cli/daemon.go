@@ -21,6 +21,7 @@ import (
 	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/pool"
+	"github.com/dataflare/dataflare/wasmstore"
 	"github.com/dataflare/dataflare/worker"
 )
 
@@ -140,14 +141,24 @@ func (e *env) workerCmd() *cobra.Command {
 		cfg      worker.Config
 		httpAddr string
 		cacheDir string
+		trusted  []string
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a worker against an existing NATS server or cluster",
 		Long: `Run a worker: it pulls batches, runs them through native or WebAssembly plugins and publishes the
-results. SIGTERM drains it: it stops pulling, finishes the batches it runs and leaves.`,
+results. SIGTERM drains it: it stops pulling, finishes the batches it runs and leaves.
+
+With --trusted-key, it runs only WebAssembly modules signed by one of the keys ('dataflare plugin
+push --sign'): it never compiles another, and fails its records with "module X@V is not signed by
+a trusted key".`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, k := range trusted {
+				if err := wasmstore.ValidTrustedKey(k); err != nil {
+					return usagef("--trusted-key %q: want a public key A… as 'dataflare plugin keygen' prints", k)
+				}
+			}
 			log, err := e.logger(slog.LevelInfo)
 			if err != nil {
 				return err
@@ -166,7 +177,7 @@ results. SIGTERM drains it: it stops pulling, finishes the batches it runs and l
 			}
 			defer bufs.Close()
 			cfg.Pool = bufs
-			mods, closeMods, err := workerModules(cmd.Context(), nc, cacheDir, cfg.Parallel, bufs, reg, log)
+			mods, closeMods, err := workerModules(cmd.Context(), nc, cacheDir, cfg.Parallel, bufs, reg, log, trusted...)
 			if err != nil {
 				return err
 			}
@@ -192,6 +203,7 @@ results. SIGTERM drains it: it stops pulling, finishes the batches it runs and l
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long a stopping worker waits for its running batches")
 	f.DurationVar(&cfg.BatchTimeout, "batch-timeout", worker.DefaultBatchTimeout, "how long one batch may run (a job may ask for less)")
 	f.DurationVar(&cfg.Heartbeat, "heartbeat", proto.DefaultHeartbeat, "the interval between heartbeats")
+	f.StringArrayVar(&trusted, "trusted-key", nil, "run only WebAssembly modules signed by public key `KEY` (A…, from 'dataflare plugin keygen'; repeatable)")
 	return cmd
 }
 

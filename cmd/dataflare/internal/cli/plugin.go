@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/wasm"
 	"github.com/dataflare/dataflare/wasmstore"
+	"github.com/dataflare/dataflare/worker"
 )
 
 func init() {
@@ -37,9 +39,9 @@ their SHA-256 digest and run them in a sandbox. A job pins the digest of the ver
 with, so pushing a new version never changes a running job.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usagef("unknown command %q for dataflare plugin: use push, ls, info or rm", args[0])
+				return usagef("unknown command %q for dataflare plugin: use push, ls, info, rm or keygen", args[0])
 			}
-			return usagef("plugin needs a subcommand: push, ls, info or rm")
+			return usagef("plugin needs a subcommand: push, ls, info, rm or keygen")
 		},
 	}
 	cmd.PersistentFlags().IntVar(&replicas, "replicas", 1, "replicas of the plugin bucket when this command creates it (3 on a production cluster)")
@@ -55,7 +57,7 @@ with, so pushing a new version never changes a running job.`,
 		}
 		return s, nc.Close, nil
 	}
-	cmd.AddCommand(e.pluginPushCmd(store), e.pluginLsCmd(store), e.pluginInfoCmd(store), e.pluginRmCmd(store))
+	cmd.AddCommand(e.pluginPushCmd(store), e.pluginLsCmd(store), e.pluginInfoCmd(store), e.pluginRmCmd(store), e.pluginKeygenCmd())
 	return cmd
 }
 
@@ -87,15 +89,56 @@ func openStore(ctx context.Context, nc *nats.Conn, replicas int, force bool, opt
 	return s, nil
 }
 
+// pushPolicy reads push's policy flags: clear usage errors for bad values.
+func pushPolicy(timeout, memory string, grants []string) (wasmstore.Policy, error) {
+	var d time.Duration
+	if timeout != "" {
+		var err error
+		d, err = time.ParseDuration(timeout)
+		if err != nil || d <= 0 || d > wasmstore.MaxPolicyTimeout {
+			return wasmstore.Policy{}, usagef("--timeout %q: want a duration above 0 and at most %s, as 500ms or 2s", timeout, wasmstore.MaxPolicyTimeout)
+		}
+	}
+	var mem int64
+	if memory != "" {
+		var err error
+		mem, err = wasmstore.ParseSize(memory)
+		switch {
+		case err != nil:
+			return wasmstore.Policy{}, usagef("--memory %q: want a size such as 1MiB or 512KiB", memory)
+		case mem < wasmstore.PageSize || mem > wasmstore.MaxPolicyMemory:
+			return wasmstore.Policy{}, usagef("--memory %s: want at least 64KiB and at most %s", memory, wasmstore.FormatSize(wasmstore.MaxPolicyMemory))
+		case mem%wasmstore.PageSize != 0:
+			return wasmstore.Policy{}, usagef("--memory %s: want a multiple of 64KiB, the WebAssembly page (say %s)", memory, wasmstore.FormatSize(mem/wasmstore.PageSize*wasmstore.PageSize))
+		}
+	}
+	for _, g := range grants {
+		if err := wasmstore.ValidGrant(g); err != nil {
+			return wasmstore.Policy{}, usagef("--grant %q: the capabilities are log and kv:BUCKET (a KV bucket name: letters, digits, '-' and '_')", g)
+		}
+	}
+	p, err := wasmstore.NewPolicy(d, mem, grants)
+	if err != nil {
+		return wasmstore.Policy{}, usagef("%v", err)
+	}
+	return p, nil
+}
+
 func (e *env) pluginPushCmd(open storeOpener) *cobra.Command {
-	var version string
+	var version, timeout, memory, signFile string
+	var grants []string
 	cmd := &cobra.Command{
 		Use:   "push NAME FILE.wasm",
 		Short: "Validate a WebAssembly module and store it as a version of plugin NAME",
 		Long: `Validate FILE.wasm (- for standard input) — it must compile, import nothing outside the sandbox
 and implement the plugin ABI (docs/abi.md) — and store it as a version of plugin NAME. Without
 --version the version is the one the module reports. Pushing the same bytes again is a no-op;
-a version is immutable: pushing other bytes under an existing version fails.`,
+a version is immutable: pushing other bytes, or another policy, under an existing version fails.
+
+--timeout, --memory and --grant are the module's policy, stored with it: every worker runs a batch
+of it under the earliest of --timeout, the job's timeout and its own, and caps its memory at the
+smaller of --memory and its own ceiling. --sign signs the module's name, version, digest and policy
+with a key from 'dataflare plugin keygen', for workers started with --trusted-key.`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, file := args[0], args[1]
@@ -104,6 +147,18 @@ a version is immutable: pushing other bytes under an existing version fails.`,
 			}
 			if version != "" && !wasmstore.ValidVersion(version) {
 				return usagef("--version %q: use letters, digits, '.', '-', '_' and '+'", version)
+			}
+			policy, err := pushPolicy(timeout, memory, grants)
+			if err != nil {
+				return err
+			}
+			var po = wasmstore.PushOptions{Policy: policy}
+			if signFile != "" {
+				kp, err := wasmstore.ReadSigningKey(signFile)
+				if err != nil {
+					return usagef("--sign: %v", err)
+				}
+				po.Signer = kp
 			}
 			module, err := readModule(e.stdin, file)
 			if err != nil {
@@ -122,15 +177,71 @@ a version is immutable: pushing other bytes under an existing version fails.`,
 				return err
 			}
 			defer closeConn()
-			m, err := s.Push(ctx, name, version, module)
+			m, err := s.PushWith(ctx, name, version, module, po)
 			if err != nil {
 				return fmt.Errorf("plugin push: %v", err)
 			}
-			fmt.Fprintf(e.stdout, "pushed %s@%s %s (%d bytes)\n", m.Name, m.Version, m.Digest, m.Size)
+			fmt.Fprintf(e.stdout, "pushed %s@%s %s (%d bytes)", m.Name, m.Version, m.Digest, m.Size)
+			if !m.Policy.IsZero() {
+				fmt.Fprintf(e.stdout, ", policy: %s", m.Policy)
+			}
+			if m.Signer != "" {
+				fmt.Fprintf(e.stdout, ", signed by %s", m.Signer)
+			}
+			fmt.Fprintln(e.stdout)
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&version, "version", "", "version to store the module as (default: the version the module reports)")
+	f := cmd.Flags()
+	f.StringVar(&version, "version", "", "version to store the module as (default: the version the module reports)")
+	f.StringVar(&timeout, "timeout", "", "policy: bound each batch of the module to `DURATION` (default: the job's and the worker's)")
+	f.StringVar(&memory, "memory", "", "policy: cap the module's guest memory at `SIZE`, a multiple of 64KiB such as 1MiB (default: the worker's)")
+	f.StringArrayVar(&grants, "grant", nil, "policy: grant the module a capability `CAP`, log or kv:BUCKET (repeatable; stored and shown)")
+	f.StringVar(&signFile, "sign", "", "sign the module and its policy with the seed in `FILE` (from 'dataflare plugin keygen')")
+	return cmd
+}
+
+func (e *env) pluginKeygenCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "keygen --out FILE",
+		Short: "Make a key to sign plugin modules with, and print its public key",
+		Long: `Write a new signing key — an nkeys account seed, SA… — to FILE (mode 0600; an existing file is
+not overwritten) and print its public key, A…. Sign modules with 'dataflare plugin push --sign FILE';
+start workers with --trusted-key and the public key to make them run only modules so signed.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return usagef("plugin keygen needs --out FILE, where to write the seed")
+			}
+			kp, err := wasmstore.NewSigningKey()
+			if err != nil {
+				return fmt.Errorf("plugin keygen: %v", err)
+			}
+			seed, err := kp.Seed()
+			if err != nil {
+				return fmt.Errorf("plugin keygen: %v", err)
+			}
+			pub, err := kp.PublicKey()
+			if err != nil {
+				return fmt.Errorf("plugin keygen: %v", err)
+			}
+			f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return fmt.Errorf("plugin keygen: %v", err)
+			}
+			if _, err := f.Write(append(seed, '\n')); err != nil {
+				f.Close()
+				return fmt.Errorf("plugin keygen: %v", err)
+			}
+			if err := f.Close(); err != nil {
+				return fmt.Errorf("plugin keygen: %v", err)
+			}
+			fmt.Fprintln(e.stdout, pub)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "write the seed to `FILE` (it must not exist)")
 	return cmd
 }
 
@@ -267,6 +378,12 @@ func (e *env) pluginInfoCmd(open storeOpener) *cobra.Command {
 				if m.Info.Author != "" {
 					fmt.Fprintf(tw, "author:\t%s\n", m.Info.Author)
 				}
+				fmt.Fprintf(tw, "policy:\t%s\n", policyLine(m.Policy))
+				if m.Signer != "" {
+					fmt.Fprintf(tw, "signed by:\t%s\n", m.Signer)
+				} else {
+					fmt.Fprintf(tw, "signed by:\tnobody (workers with --trusted-key refuse it)\n")
+				}
 				tw.Flush()
 			}
 			return nil
@@ -274,6 +391,26 @@ func (e *env) pluginInfoCmd(open storeOpener) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the versions as JSON")
 	return cmd
+}
+
+// policyLine shows a policy, saying where it is above a worker's default
+// ceilings: workers apply their own there.
+func policyLine(p wasmstore.Policy) string {
+	if p.IsZero() {
+		return "none (the worker's limits)"
+	}
+	s := p.String()
+	var over []string
+	if p.Memory > wasm.DefaultMemoryLimitPages*wasmstore.PageSize {
+		over = append(over, fmt.Sprintf("memory above the default worker ceiling of %s", wasmstore.FormatSize(wasm.DefaultMemoryLimitPages*wasmstore.PageSize)))
+	}
+	if p.Timeout > worker.DefaultBatchTimeout {
+		over = append(over, fmt.Sprintf("timeout above the default worker batch timeout of %s", worker.DefaultBatchTimeout))
+	}
+	if len(over) > 0 {
+		s += " (" + strings.Join(over, "; ") + ": a worker's own ceiling applies)"
+	}
+	return s
 }
 
 func (e *env) pluginRmCmd(open storeOpener) *cobra.Command {

@@ -48,9 +48,10 @@ func (e *env) moduleResolver(ctx context.Context, nc *nats.Conn, replicas int) (
 // to parallel batches of a module at once, caching compiled code in
 // cacheDir ("" for none), with guest output in buffers of bufs, and a
 // registry of the modules it loads, fetched from the plugin store on first
-// use. Its metrics go to reg. close closes both, waiting a little for
+// use. With trusted keys, the store hands out only modules signed by one of
+// them. Its metrics go to reg. close closes both, waiting a little for
 // batches still running (the worker has drained by then).
-func workerModules(ctx context.Context, nc *nats.Conn, cacheDir string, parallel int, bufs *pool.Pool, reg prometheus.Registerer, log *slog.Logger) (_ *wasm.Registry, close func(), err error) {
+func workerModules(ctx context.Context, nc *nats.Conn, cacheDir string, parallel int, bufs *pool.Pool, reg prometheus.Registerer, log *slog.Logger, trusted ...string) (_ *wasm.Registry, close func(), err error) {
 	if parallel < 1 {
 		parallel = runtime.GOMAXPROCS(0)
 	}
@@ -72,7 +73,11 @@ func workerModules(ctx context.Context, nc *nats.Conn, cacheDir string, parallel
 		closeRT()
 		return nil, nil, fmt.Errorf("plugin store: %w", err)
 	}
-	modules, err := wasm.NewRegistry(rt, wasmstore.NewLazy(js))
+	var storeOpts []wasmstore.Option
+	if len(trusted) > 0 {
+		storeOpts = append(storeOpts, wasmstore.WithTrustedKeys(trusted...))
+	}
+	modules, err := wasm.NewRegistry(rt, wasmstore.NewLazy(js, storeOpts...))
 	if err != nil {
 		closeRT()
 		return nil, nil, fmt.Errorf("WebAssembly registry: %w", err)
@@ -82,6 +87,6 @@ func workerModules(ctx context.Context, nc *nats.Conn, cacheDir string, parallel
 		closeRT()
 		return nil, nil, fmt.Errorf("WebAssembly metrics: %w", err)
 	}
-	log.Debug("WebAssembly runtime ready", "instances_per_module", parallel, "cache_dir", cacheDir)
+	log.Debug("WebAssembly runtime ready", "instances_per_module", parallel, "cache_dir", cacheDir, "trusted_keys", len(trusted))
 	return modules, func() { modules.Close(); closeRT() }, nil
 }
