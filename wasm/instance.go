@@ -46,6 +46,9 @@ func abiErrorf(format string, args ...any) error { return &abiError{fmt.Sprintf(
 type guestError struct {
 	code plugin.Code
 	msg  string
+	// memory: the guest found no memory for the batch (df_alloc returned
+	// 0).
+	memory bool
 }
 
 func (e *guestError) Error() string { return e.msg }
@@ -78,7 +81,7 @@ func (in *instance) call(ctx context.Context, size int, write func(dst []byte) e
 		}
 		ptr := uint32(in.stack[0])
 		if ptr == 0 {
-			return nil, &guestError{plugin.CodeTooLarge, fmt.Sprintf("df_alloc(%d) returned 0: the guest has no room for the batch", want)}
+			return nil, &guestError{code: plugin.CodeTooLarge, msg: fmt.Sprintf("df_alloc(%d) returned 0: the guest has no room for the batch", want), memory: true}
 		}
 		if uint64(ptr)+want > uint64(in.mem.Size()) {
 			return nil, abiErrorf("df_alloc(%d) returned %#x, past the end of memory (%d bytes)", want, ptr, in.mem.Size())
@@ -118,7 +121,7 @@ func batchError(out []byte) error {
 	if !ok {
 		return abiErrorf("batch error entry has status %s, want 2 (error)", entryKind(res[0]))
 	}
-	return &guestError{pe.Code, pe.Message}
+	return &guestError{code: pe.Code, msg: pe.Message}
 }
 
 func entryKind(r plugin.Result) string {

@@ -185,6 +185,26 @@ func (p *Plugin) name() string {
 	return p.info.String() + " (" + short(p.digest) + ")"
 }
 
+// memoryNote says where the instance's memory stands against its limit,
+// and whose limit that is, for a failed batch's message.
+func (p *Plugin) memoryNote(in *instance) string {
+	pages, limit := in.mem.Size()/65536, p.memPages
+	var whose string
+	switch pol := p.lim.MemoryLimitPages; {
+	case pol != 0 && pol <= p.rt.cfg.memoryLimitPages:
+		whose = " (the module policy's)"
+	case pol != 0:
+		whose = fmt.Sprintf(" (the worker's: the module policy's %d pages are above it)", pol)
+	}
+	if asked := in.refused.Load(); asked > 0 {
+		return fmt.Sprintf(" (memory: a memory.grow to %d pages was refused, above the %d-page limit%s)", (asked+65535)/65536, limit, whose)
+	}
+	if limit-pages <= max(limit/8, 64) {
+		return fmt.Sprintf(" (memory is %d of its %d-page limit%s: a memory.grow likely failed)", pages, limit, whose)
+	}
+	return fmt.Sprintf(" (memory: %d of its %d-page limit%s)", pages, limit, whose)
+}
+
 // memoryContext returns ctx with the guest memory allocator that caps the
 // memory at the module's page limit when its policy sets one below the
 // runtime's, recording refused growths in refused.
@@ -439,6 +459,7 @@ func (p *Plugin) run(ctx context.Context, size int, write func([]byte) error, re
 	p.stats.batches.Add(1)
 	p.stats.records.Add(int64(len(recs)))
 	in.output.reset()
+	in.refused.Store(0)
 	out, err := in.call(ctx, size, write)
 	if err != nil {
 		err, keep := p.batchError(ctx, in, err)
@@ -473,7 +494,11 @@ func (p *Plugin) batchError(ctx context.Context, in *instance, err error) (error
 	case errors.As(err, &he):
 		return &plugin.Error{Code: plugin.CodeOf(he.err), Message: fmt.Sprintf("wasm: %s: %v", p.name(), he.err), Err: he.err}, true
 	case errors.As(err, &ge):
-		return &plugin.Error{Code: ge.code, Message: ge.msg}, true
+		msg := ge.msg
+		if ge.memory || in.refused.Load() > 0 { // the guest refused the batch for want of memory
+			msg += p.memoryNote(in)
+		}
+		return &plugin.Error{Code: ge.code, Message: msg}, true
 	}
 	p.stats.failStreak.Add(1)
 	if code, ok := exitCode(err); ok && (code == sys.ExitCodeDeadlineExceeded || code == sys.ExitCodeContextCanceled) || ctx.Err() != nil {
@@ -507,21 +532,7 @@ func (p *Plugin) batchError(ctx context.Context, in *instance, err error) (error
 	default:
 		msg = "trapped: " + firstLine(err)
 	}
-	pages, limit := in.mem.Size()/65536, p.memPages
-	var whose string
-	switch pol := p.lim.MemoryLimitPages; {
-	case pol != 0 && pol <= p.rt.cfg.memoryLimitPages:
-		whose = " (the module policy's)"
-	case pol != 0:
-		whose = fmt.Sprintf(" (the worker's: the module policy's %d pages are above it)", pol)
-	}
-	if asked := in.refused.Load(); asked > 0 {
-		msg += fmt.Sprintf(" (memory: a memory.grow to %d pages was refused, above the %d-page limit%s)", (asked+65535)/65536, limit, whose)
-	} else if limit-pages <= max(limit/8, 64) {
-		msg += fmt.Sprintf(" (memory is %d of its %d-page limit%s: a memory.grow likely failed)", pages, limit, whose)
-	} else {
-		msg += fmt.Sprintf(" (memory: %d of its %d-page limit%s)", pages, limit, whose)
-	}
+	msg += p.memoryNote(in)
 	if s := in.output.String(); s != "" {
 		msg += "; guest output: " + s
 	}
