@@ -15,7 +15,8 @@ import (
 )
 
 // ModuleSource fetches module bytes by plugin name and digest. A
-// *wasmstore.Store satisfies it. An error matching plugin.ErrUnknownPlugin
+// *wasmstore.Store satisfies it (and LimitedSource, which gives each
+// module's policy too). An error matching plugin.ErrUnknownPlugin
 // means the module is not there (or not as pinned), one matching
 // plugin.ErrTooLarge that it is over the source's size limit: asking again
 // will not help; any other error is taken as transient.

@@ -28,4 +28,18 @@
 // permission to put objects in the bucket: whoever can put can replace an
 // object and its digest together. Jobs pin digests, so such a replacement
 // is refused by Get, never run.
+//
+// A module may carry a Policy (a batch timeout, a memory cap, grants),
+// pushed with PushWith and kept in its manifest; a *Store is also a
+// wasm.LimitedSource (FetchLimited), so a Registry over it runs each module
+// under its policy, within the runtime's own limits. PushWith can sign the
+// manifest with an nkeys account key (SignedPayload: name, version, digest
+// and policy); a store opened WithTrustedKeys hands out only modules so
+// signed by one of its keys, refusing every other with ErrUntrusted before
+// fetching it:
+//
+//	kp, err := wasmstore.ReadSigningKey("signer.nk")
+//	pol, err := wasmstore.NewPolicy(50*time.Millisecond, 1<<20, nil)
+//	m, err := store.PushWith(ctx, "upper-wasm", "1.0.0", module, wasmstore.PushOptions{Policy: pol, Signer: kp})
+//	trusting, err := wasmstore.Open(ctx, js, wasmstore.WithTrustedKeys(pub))
 package wasmstore
