@@ -80,6 +80,14 @@ func TestPolicyAndSignatureStored(t *testing.T) {
 	if _, err := e.store.PushWith(ctx, "p", "1", module(t, "abi_upper"), wasmstore.PushOptions{Policy: loose, Signer: kp}); !errors.Is(err, wasmstore.ErrVersionExists) {
 		t.Errorf("push of another policy under the same version: %v, want ErrVersionExists", err)
 	}
+	// Another version of the same bytes shares their policy: jobs pin the
+	// module by digest.
+	if _, err := e.store.PushWith(ctx, "p", "2", module(t, "abi_upper"), wasmstore.PushOptions{Policy: loose}); !errors.Is(err, wasmstore.ErrBadPolicy) || !strings.Contains(err.Error(), "p@1 holds the same module") {
+		t.Errorf("push of the same bytes with another policy as another version: %v, want ErrBadPolicy naming p@1", err)
+	}
+	if _, err := e.store.PushWith(ctx, "p", "2", module(t, "abi_upper"), wasmstore.PushOptions{Policy: pol}); err != nil {
+		t.Errorf("push of the same bytes and policy, unsigned, as another version: %v", err)
+	}
 	// The manifest round-trips through JSON (plugin info --json).
 	js, err := got.Policy.MarshalJSON()
 	if err != nil || string(js) != `{"timeout":"50ms","memory":1048576,"grants":["kv:users","log"]}` {

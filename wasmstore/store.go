@@ -247,8 +247,11 @@ func (s *Store) Push(ctx context.Context, name, version string, module []byte) (
 // module's name, version, digest and policy. Pushing the same bytes with
 // the same policy and signer again is a no-op; anything else under an
 // existing name and version is refused with ErrVersionExists — a policy
-// cannot be changed in place, nor a signature added or replaced. The error
-// also wraps ErrBadPolicy or ErrBadKey.
+// cannot be changed in place, nor a signature added or replaced. Since
+// jobs pin a module by name and digest, another version of name holding
+// the same bytes must have the same policy: one with another is refused
+// with ErrBadPolicy. The error also wraps ErrBadPolicy for a bad policy, or
+// ErrBadKey.
 func (s *Store) PushWith(ctx context.Context, name, version string, module []byte, po PushOptions) (Manifest, error) {
 	if err := po.Policy.Validate(); err != nil {
 		return Manifest{}, err
@@ -306,6 +309,17 @@ func (s *Store) PushWith(ctx context.Context, name, version string, module []byt
 		return Manifest{}, fmt.Errorf("%w: %s@%s", ErrVersionExists, name, version)
 	} else if !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return Manifest{}, fmt.Errorf("wasmstore: push %s@%s: %w", name, version, err)
+	}
+	// Jobs pin a module by name and digest, and workers keep it loaded
+	// under that key: one name holds one policy per module.
+	_, ms, err := s.objects(ctx)
+	if err != nil {
+		return Manifest{}, err
+	}
+	for _, o := range ms {
+		if o.Name == name && o.Digest == m.Digest && !samePolicy(o.Policy, m.Policy) {
+			return Manifest{}, fmt.Errorf("%w: %s@%s holds the same module with the policy %q: jobs pin a module by its digest, so the versions of a name holding the same bytes share one policy; change the bytes or the name, or remove %s@%s", ErrBadPolicy, name, o.Version, o.Policy, name, o.Version)
+		}
 	}
 	md := map[string]string{
 		metaName:    m.Name,

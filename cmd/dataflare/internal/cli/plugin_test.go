@@ -104,6 +104,14 @@ func TestPluginPolicyAndSigning(t *testing.T) {
 	if !strings.HasPrefix(string(seed), "SA") {
 		t.Errorf("seed file holds %.2q…, want an account seed SA…", seed)
 	}
+	module, err := os.ReadFile(testModule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "other.wasm")
+	if err := os.WriteFile(other, append(append([]byte{}, module...), 0, 5, 3, 'x', 'y', 'z', 0), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	notKey := filepath.Join(dir, "not.nk")
 	if err := os.WriteFile(notKey, []byte("SUAAAA"), 0o600); err != nil {
 		t.Fatal(err)
@@ -131,7 +139,8 @@ func TestPluginPolicyAndSigning(t *testing.T) {
 		{"the same push is a no-op", []string{"plugin", "push", "up", testModule, "--timeout", "50ms", "--memory", "1MiB", "--grant", "kv:users", "--grant", "log", "--sign", key}, ExitOK, `^pushed up@1\.0\.0 `, ""},
 		{"another policy for the version", []string{"plugin", "push", "up", testModule, "--timeout", "1h", "--sign", key}, ExitRuntime, "", "another policy or signature"},
 		{"unsigned over the signed version", []string{"plugin", "push", "up", testModule, "--timeout", "50ms", "--memory", "1MiB", "--grant", "log", "--grant", "kv:users"}, ExitRuntime, "", "version exists"},
-		{"a generous version", []string{"plugin", "push", "up", testModule, "--version", "2", "--memory", "1GiB", "--timeout", "2h"}, ExitOK, `policy: timeout 2h0m0s, memory 1GiB\n$`, ""},
+		{"the same bytes with another policy", []string{"plugin", "push", "up", testModule, "--version", "2", "--timeout", "2h"}, ExitRuntime, "", "up@1.0.0 holds the same module"},
+		{"a generous version", []string{"plugin", "push", "up", other, "--version", "2", "--memory", "1GiB", "--timeout", "2h"}, ExitOK, `policy: timeout 2h0m0s, memory 1GiB\n$`, ""},
 		{"info", []string{"plugin", "info", "up"}, ExitOK, `(?s)version: +2 \(latest\).*policy: +timeout 2h0m0s, memory 1GiB \(memory above the default worker ceiling of 128MiB; timeout above the default worker batch timeout of 1m0s: a worker's own ceiling applies\)\n` +
 			`signed by: +nobody.*version: +1\.0\.0\n.*policy: +timeout 50ms, memory 1MiB, grants kv:users log\nsigned by: +` + pub, ""},
 		{"bad trusted key", []string{"worker", "--trusted-key", "UABC"}, ExitUsage, "", `--trusted-key "UABC"`},
