@@ -135,6 +135,8 @@ func FuzzManifest(f *testing.F) {
 	f.Add([]byte(`{"name":"a","version":"1","digest":"sha256:` + strings.Repeat("0", 64) + `","size":1,"info":{"type":"sink"},"created":"2025-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"name":"a","version":"1","digest":"sha256:` + strings.Repeat("0", 64) + `","size":-5}`))
 	f.Add([]byte(`[1,2]`))
+	f.Add([]byte(`{"name":"a","version":"1","digest":"sha256:` + strings.Repeat("0", 64) + `","size":1,"info":{},"created":"2025-01-01T00:00:00Z","policy":{"timeout":"50ms","memory":65536,"grants":["kv:b","log"]},"signer":"A","signature":"x"}`))
+	f.Add([]byte(`{"name":"a","version":"1","digest":"sha256:` + strings.Repeat("0", 64) + `","size":1,"policy":{"timeout":"1.5h","memory":1000,"grants":[]},"signer":"A"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := ParseManifest(data)
 		if err != nil {

@@ -154,7 +154,10 @@ func (p *Policy) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*p = Policy{Memory: j.Memory, Grants: j.Grants}
+	*p = Policy{Memory: j.Memory}
+	if len(j.Grants) > 0 {
+		p.Grants = j.Grants
+	}
 	if j.Timeout != "" {
 		d, err := time.ParseDuration(j.Timeout)
 		if err != nil {
