@@ -33,13 +33,7 @@ func TestPluginCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	steps := []struct {
-		name   string
-		args   []string
-		code   int
-		stdout string // a regexp the output must match
-		stderr string // a substring of the error line
-	}{
+	steps := []cliStep{
 		{"empty ls", []string{"plugin", "ls"}, ExitOK, `^no plugin modules stored`, ""},
 		{"empty ls json", []string{"plugin", "ls", "--json"}, ExitOK, `^\[\]\n$`, ""},
 		{"push with the module's version", []string{"plugin", "push", "up", testModule}, ExitOK, `^pushed up@1\.0\.0 sha256:[0-9a-f]{64} \(\d+ bytes\)\n$`, ""},
@@ -58,23 +52,7 @@ func TestPluginCommands(t *testing.T) {
 		{"rm of nothing", []string{"plugin", "rm", "nope"}, ExitRuntime, "", "no plugin module named nope"},
 		{"unknown subcommand", []string{"plugin", "frob"}, ExitUsage, "", `unknown command "frob"`},
 	}
-	for _, st := range steps {
-		t.Run(st.name, func(t *testing.T) {
-			r := run(t, "", append([]string{nats}, st.args...)...)
-			if r.code != st.code {
-				t.Fatalf("exit %d, want %d; stdout %q, stderr %q", r.code, st.code, r.stdout, r.stderr)
-			}
-			if st.stdout != "" && !regexp.MustCompile(st.stdout).MatchString(r.stdout) {
-				t.Errorf("stdout %q does not match %s", r.stdout, st.stdout)
-			}
-			if st.stderr != "" {
-				first, _, _ := strings.Cut(r.stderr, "\n")
-				if !strings.HasPrefix(first, "dataflare: ") || !strings.Contains(first, st.stderr) {
-					t.Errorf("stderr %q: want a line 'dataflare: …%s…'", r.stderr, st.stderr)
-				}
-			}
-		})
-	}
+	runSteps(t, nats, steps)
 
 	r := run(t, "", nats, "plugin", "ls", "--json")
 	var ms []wasmstore.Manifest
@@ -117,13 +95,7 @@ func TestPluginPolicyAndSigning(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	steps := []struct {
-		name   string
-		args   []string
-		code   int
-		stdout string
-		stderr string
-	}{
+	steps := []cliStep{
 		{"keygen over a file", []string{"plugin", "keygen", "--out", key}, ExitRuntime, "", "exists"},
 		{"keygen without --out", []string{"plugin", "keygen"}, ExitUsage, "", "needs --out FILE"},
 		{"bad timeout", []string{"plugin", "push", "up", testModule, "--timeout", "soon"}, ExitUsage, "", `--timeout "soon"`},
@@ -145,6 +117,37 @@ func TestPluginPolicyAndSigning(t *testing.T) {
 			`signed by: +nobody.*version: +1\.0\.0\n.*policy: +timeout 50ms, memory 1MiB, grants kv:users log\nsigned by: +` + pub, ""},
 		{"bad trusted key", []string{"worker", "--trusted-key", "UABC"}, ExitUsage, "", `--trusted-key "UABC"`},
 	}
+	runSteps(t, nats, steps)
+
+	r = run(t, "", nats, "plugin", "info", "up", "--json")
+	var ms []wasmstore.Manifest
+	if err := json.Unmarshal([]byte(r.stdout), &ms); err != nil || len(ms) != 2 {
+		t.Fatalf("info --json: %v, %q", err, r.stdout)
+	}
+	if p := ms[1].Policy; p.Timeout != 50*time.Millisecond || p.Memory != 1<<20 || len(p.Grants) != 2 || ms[1].Signer != pub {
+		t.Errorf("info --json: policy %+v, signer %s", p, ms[1].Signer)
+	}
+	if !strings.Contains(r.stdout, `"policy": {`) || !strings.Contains(r.stdout, `"timeout": "50ms"`) || !strings.Contains(r.stdout, `"signature": "`) {
+		t.Errorf("info --json does not show the policy and signature plainly:\n%s", r.stdout)
+	}
+	if err := ms[1].VerifySignature([]string{pub}); err != nil {
+		t.Errorf("the pushed signature does not verify: %v", err)
+	}
+}
+
+// cliStep is one command of a scripted CLI test and what it must give.
+type cliStep struct {
+	name   string
+	args   []string // after the --nats flag
+	code   int
+	stdout string // a regexp the output must match
+	stderr string // a substring of the error line
+}
+
+// runSteps runs steps in order, each as a subtest, against the server
+// whose --nats flag is nats.
+func runSteps(t *testing.T, nats string, steps []cliStep) {
+	t.Helper()
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
 			r := run(t, "", append([]string{nats}, st.args...)...)
@@ -161,20 +164,5 @@ func TestPluginPolicyAndSigning(t *testing.T) {
 				}
 			}
 		})
-	}
-
-	r = run(t, "", nats, "plugin", "info", "up", "--json")
-	var ms []wasmstore.Manifest
-	if err := json.Unmarshal([]byte(r.stdout), &ms); err != nil || len(ms) != 2 {
-		t.Fatalf("info --json: %v, %q", err, r.stdout)
-	}
-	if p := ms[1].Policy; p.Timeout != 50*time.Millisecond || p.Memory != 1<<20 || len(p.Grants) != 2 || ms[1].Signer != pub {
-		t.Errorf("info --json: policy %+v, signer %s", p, ms[1].Signer)
-	}
-	if !strings.Contains(r.stdout, `"policy": {`) || !strings.Contains(r.stdout, `"timeout": "50ms"`) || !strings.Contains(r.stdout, `"signature": "`) {
-		t.Errorf("info --json does not show the policy and signature plainly:\n%s", r.stdout)
-	}
-	if err := ms[1].VerifySignature([]string{pub}); err != nil {
-		t.Errorf("the pushed signature does not verify: %v", err)
 	}
 }
