@@ -317,11 +317,11 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	if err := checkLayout(ctx, js); err != nil {
 		return err
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, t.DeadStream()); err != nil {
+	if err := ensureStream(ctx, js, t.DeadStream()); err != nil {
 		return fmt.Errorf("proto: stream %s: %w", StreamDead, err)
 	}
 	for _, kv := range []jetstream.KeyValueConfig{t.JobBucket(), t.QueueBucket(), t.PipelineBucket()} {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+		if err := ensureBucket(ctx, js, kv); err != nil {
 			return fmt.Errorf("proto: bucket %s: %w", kv.Bucket, err)
 		}
 	}
@@ -373,7 +373,7 @@ func EnsureOwner(ctx context.Context, js jetstream.JetStream, t Topology, owner 
 	if err != nil {
 		return err
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, t.ResultStream(owner)); err != nil {
+	if err := ensureStream(ctx, js, t.ResultStream(owner)); err != nil {
 		return fmt.Errorf("proto: stream %s: %w", ResultStream(owner), err)
 	}
 	if t.FIFO {
@@ -382,10 +382,35 @@ func EnsureOwner(ctx context.Context, js jetstream.JetStream, t Topology, owner 
 	return ensureBatches(ctx, js, t, owner)
 }
 
+// ensureStream creates stream cfg, or updates it when it exists with
+// another configuration. One that exists with this configuration is left
+// alone (JetStream answers such a create with the stream): an update that
+// changes nothing still rewrites the stream's store configuration, which
+// nats-server 2.15.2 does unguarded against a consumer being created on
+// the stream at the same moment (a data race the race detector found in
+// TestRequestFlood, a coordinator provisioning an owner while a client
+// opened its results), and nats.go's CreateOrUpdateStream updates first.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	_, err := js.CreateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		_, err = js.UpdateStream(ctx, cfg)
+	}
+	return err
+}
+
+// ensureBucket is ensureStream for a key-value bucket (a stream too).
+func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) error {
+	_, err := js.CreateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		_, err = js.UpdateKeyValue(ctx, cfg)
+	}
+	return err
+}
+
 // ensureBatches creates or updates a batch stream and its consumers.
 func ensureBatches(ctx context.Context, js jetstream.JetStream, t Topology, owner string) error {
 	cfg := t.BatchStream(owner)
-	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+	if err := ensureStream(ctx, js, cfg); err != nil {
 		return fmt.Errorf("proto: stream %s: %w", cfg.Name, err)
 	}
 	for _, p := range fleet.Priorities {

@@ -656,3 +656,37 @@ func TestEnsureOldLayout(t *testing.T) {
 		t.Fatalf("Ensure again: %v", err)
 	}
 }
+
+// TestEnsureOwnerLeavesItsStreamsAlone provisions an owner twice: the second
+// time updates no stream (an update that changes nothing raced with
+// consumers created beside it inside nats-server); a changed topology
+// does update them.
+func TestEnsureOwnerLeavesItsStreamsAlone(t *testing.T) {
+	ctx, js := jetStream(t)
+	updated, err := js.Conn().SubscribeSync("$JS.EVENT.ADVISORY.STREAM.UPDATED.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo := proto.Topology{Memory: true}
+	for range 2 {
+		if err := proto.Ensure(ctx, js, topo); err != nil {
+			t.Fatal(err)
+		}
+		if err := proto.EnsureOwner(ctx, js, topo, "alice"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The advisories come in order: the first must be that of the change
+	// below, not one of provisioning again.
+	topo.MaxResultBytes = 64 << 20
+	if err := proto.EnsureOwner(ctx, js, topo, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := updated.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatalf("a changed topology updated nothing: %v", err)
+	}
+	if want := "$JS.EVENT.ADVISORY.STREAM.UPDATED." + proto.ResultStream("alice"); m.Subject != want {
+		t.Fatalf("first update advisory on %s, want %s: provisioning again updated a stream", m.Subject, want)
+	}
+}
