@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"io"
+	"log/slog"
 	"runtime"
 	"time"
 
@@ -33,6 +34,11 @@ type Limits struct {
 	// MemoryLimitPages caps the guest's memory, in pages of 64 KiB; 0 for
 	// the runtime's page limit.
 	MemoryLimitPages uint32
+	// Grants are the capabilities of HostModule the module may import:
+	// "log", and "kv:BUCKET" for each bucket it may read. A module
+	// importing a function whose capability is not granted is refused at
+	// load with an error wrapping ErrForbiddenImport.
+	Grants []string
 }
 
 // Grant is a capability a guest does not have by default. Grants combine
@@ -64,6 +70,10 @@ type config struct {
 	grants           Grant
 	guestOutput      io.Writer
 	pool             *pool.Pool
+	kv               KV
+	logger           *slog.Logger
+	logRate          float64
+	logBurst         int
 }
 
 func defaultConfig() config {
@@ -73,6 +83,9 @@ func defaultConfig() config {
 		maxTableEntries:  DefaultMaxTableEntries,
 		timeout:          DefaultTimeout,
 		instances:        runtime.GOMAXPROCS(0),
+		logger:           slog.Default(),
+		logRate:          DefaultLogRate,
+		logBurst:         DefaultLogBurst,
 	}
 }
 
@@ -198,6 +211,45 @@ func WithBufferPool(p *pool.Pool) Option {
 			return invalidOption("nil buffer pool")
 		}
 		c.pool = p
+		return nil
+	}
+}
+
+// WithKV makes kv what modules granted "kv:BUCKET" read through kv_get
+// (default: none, and kv_get answers KVUnavailable). kv must be safe for
+// concurrent use.
+func WithKV(kv KV) Option {
+	return func(c *config) error {
+		if kv == nil {
+			return invalidOption("nil KV")
+		}
+		c.kv = kv
+		return nil
+	}
+}
+
+// WithLogger makes l the log that modules granted "log" write into, and
+// where failed capability calls are reported (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return invalidOption("nil logger")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+// WithLogRate bounds each module's log lines to perSecond a second, with
+// bursts of burst (default DefaultLogRate and DefaultLogBurst); lines over
+// it are dropped and counted, and the next line written says how many.
+// 0 < perSecond ≤ 1e6, 1 ≤ burst ≤ 1e6.
+func WithLogRate(perSecond float64, burst int) Option {
+	return func(c *config) error {
+		if !(perSecond > 0 && perSecond <= 1e6) || burst < 1 || burst > 1e6 {
+			return invalidOption("log rate %g/s with bursts of %d: want a rate in (0, 1e6] and bursts in [1, 1e6]", perSecond, burst)
+		}
+		c.logRate, c.logBurst = perSecond, burst
 		return nil
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/sys"
+	"golang.org/x/time/rate"
 
 	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/plugin"
@@ -53,15 +54,25 @@ type Plugin struct {
 		batches, records, failed, traps, timeouts atomic.Int64
 		created, discarded                        atomic.Int64
 		failStreak                                atomic.Int32
+		capStats
 	}
+
+	// grants are the capabilities of the module's policy; logRate bounds
+	// its log lines, warnRate the worker's lines about its failed calls;
+	// logDroppedSeen is stats.logDropped when a line last said so.
+	grants         grants
+	logRate        *rate.Limiter
+	warnRate       *rate.Limiter
+	logDroppedSeen atomic.Int64
 }
 
-func newPlugin(r *Runtime, compiled wazero.CompiledModule, digest string, size int, lim Limits) *Plugin {
+func newPlugin(r *Runtime, compiled wazero.CompiledModule, digest string, size int, lim Limits, g grants) *Plugin {
 	pages := r.cfg.memoryLimitPages
 	if lim.MemoryLimitPages != 0 {
 		pages = min(pages, lim.MemoryLimitPages)
 	}
-	return &Plugin{
+	p := &Plugin{
+		grants:   g,
 		rt:       r,
 		compiled: compiled,
 		digest:   digest,
@@ -71,6 +82,8 @@ func newPlugin(r *Runtime, compiled wazero.CompiledModule, digest string, size i
 		slots:    make(chan struct{}, r.cfg.instances),
 		done:     make(chan struct{}),
 	}
+	p.newLimiters()
+	return p
 }
 
 // init makes the first instance, checks the ABI version and reads the info.
@@ -143,7 +156,7 @@ func (p *Plugin) readInfo(ctx context.Context, in *instance) (plugin.Info, error
 func (p *Plugin) instantiate(ctx context.Context) (*instance, error) {
 	out := &tail{w: p.rt.cfg.guestOutput}
 	refused := new(atomic.Uint64)
-	mod, err := p.rt.rt.InstantiateModule(p.memoryContext(ctx, refused), p.compiled, p.rt.modCfg.WithStdout(out).WithStderr(out))
+	mod, err := p.rt.rt.InstantiateModule(withCaller(p.memoryContext(ctx, refused), p), p.compiled, p.rt.modCfg.WithStdout(out).WithStderr(out))
 	if err != nil {
 		if mod != nil {
 			_ = mod.Close(ctx)
@@ -266,6 +279,9 @@ type Stats struct {
 	// count instantiations and instances thrown away after a failure.
 	Instances          int
 	Created, Discarded int64
+	// KVCalls counts the guest's kv_get calls; LogLines its log lines
+	// written and LogDropped those dropped over its rate.
+	KVCalls, LogLines, LogDropped int64
 }
 
 // Stats returns the plugin's counters.
@@ -282,6 +298,10 @@ func (p *Plugin) Stats() Stats {
 		Instances: live,
 		Created:   p.stats.created.Load(),
 		Discarded: p.stats.discarded.Load(),
+
+		KVCalls:    p.stats.kvCalls.Load(),
+		LogLines:   p.stats.logLines.Load(),
+		LogDropped: p.stats.logDropped.Load(),
 	}
 }
 
@@ -460,7 +480,7 @@ func (p *Plugin) run(ctx context.Context, size int, write func([]byte) error, re
 	p.stats.records.Add(int64(len(recs)))
 	in.output.reset()
 	in.refused.Store(0)
-	out, err := in.call(ctx, size, write)
+	out, err := in.call(withCaller(ctx, p), size, write)
 	if err != nil {
 		err, keep := p.batchError(ctx, in, err)
 		p.release(ctx, in, keep)

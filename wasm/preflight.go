@@ -59,6 +59,9 @@ type limits struct {
 	// policy, below memoryLimitPages): a minimum above it is refused; a
 	// declared maximum above it is capped when the memory is made.
 	policyPages uint32
+	// grants are the module's capabilities: which imports of HostModule
+	// it may have.
+	grants grants
 }
 
 // Section ids of the binary format.
@@ -350,7 +353,8 @@ func (p *preflighter) refType() (byte, error) {
 }
 
 // imports checks every import against the sandbox: functions of
-// wasi_snapshot_preview1 that the runtime grants, nothing else.
+// wasi_snapshot_preview1 that the runtime provides, and those of
+// HostModule that the module's policy grants, nothing else.
 func (p *preflighter) imports() error {
 	n, err := p.count("imports", maxImports)
 	if err != nil {
@@ -375,7 +379,7 @@ func (p *preflighter) imports() error {
 			if _, err := p.u32(); err != nil {
 				return err
 			}
-			if err := importAllowed(mod, name); err != nil {
+			if err := importAllowed(mod, name, p.lim.grants); err != nil {
 				return p.forbidden("%s", err)
 			}
 			p.importedFuncs++

@@ -513,17 +513,20 @@ var (
 	descEvicted  = prometheus.NewDesc("dataflare_wasm_modules_evicted_total", "Idle WebAssembly modules closed to make room.", nil, nil)
 	descCompiles = prometheus.NewDesc("dataflare_wasm_compiles_total", "WebAssembly modules compiled (or read from the compilation cache).", nil, nil)
 	descCompile  = prometheus.NewDesc("dataflare_wasm_compile_seconds_total", "Time spent compiling WebAssembly modules.", nil, nil)
+	descKVCalls  = prometheus.NewDesc("dataflare_wasm_kv_calls_total", "kv_get calls of WebAssembly modules (capability kv:BUCKET).", nil, nil)
+	descLogLines = prometheus.NewDesc("dataflare_wasm_log_lines_total", "Log lines WebAssembly modules wrote (capability log).", nil, nil)
+	descLogDrops = prometheus.NewDesc("dataflare_wasm_log_dropped_total", "Log lines of WebAssembly modules dropped over their rate.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (r *Registry) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descModules, descLoads, descEvicted, descCompiles, descCompile} {
+	for _, d := range []*prometheus.Desc{descModules, descLoads, descEvicted, descCompiles, descCompile, descKVCalls, descLogLines, descLogDrops} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector: the registry's Stats and the
-// runtime's CompileStats.
+// runtime's CompileStats and CapabilityStats.
 func (r *Registry) Collect(ch chan<- prometheus.Metric) {
 	st := r.Stats()
 	n, took := r.rt.CompileStats()
@@ -532,4 +535,8 @@ func (r *Registry) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descEvicted, prometheus.CounterValue, float64(st.Evicted))
 	ch <- prometheus.MustNewConstMetric(descCompiles, prometheus.CounterValue, float64(n))
 	ch <- prometheus.MustNewConstMetric(descCompile, prometheus.CounterValue, took.Seconds())
+	kv, lines, drops := r.rt.CapabilityStats()
+	ch <- prometheus.MustNewConstMetric(descKVCalls, prometheus.CounterValue, float64(kv))
+	ch <- prometheus.MustNewConstMetric(descLogLines, prometheus.CounterValue, float64(lines))
+	ch <- prometheus.MustNewConstMetric(descLogDrops, prometheus.CounterValue, float64(drops))
 }

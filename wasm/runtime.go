@@ -30,6 +30,7 @@ type Runtime struct {
 
 	compiles   atomic.Int64
 	compileDur atomic.Int64
+	caps       capStats
 
 	mu      sync.Mutex
 	closed  bool
@@ -69,6 +70,10 @@ func NewRuntime(ctx context.Context, opts ...Option) (*Runtime, error) {
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r.rt); err != nil {
 		_ = r.rt.Close(ctx)
 		return nil, fmt.Errorf("wasm: instantiate WASI: %w", err)
+	}
+	if err := r.instantiateHost(ctx); err != nil {
+		_ = r.rt.Close(ctx)
+		return nil, fmt.Errorf("wasm: instantiate host module %s: %w", HostModule, err)
 	}
 	// Anonymous instances (many per module), _initialize as the only start
 	// function, and nothing from the host unless granted: wazero's module
@@ -144,7 +149,17 @@ func (r *Runtime) LoadLimited(ctx context.Context, module []byte, digest string,
 // what a module store calls before accepting a module; the errors are
 // Load's.
 func (r *Runtime) Validate(ctx context.Context, module []byte) (plugin.Info, error) {
-	p, err := r.Load(ctx, module)
+	return r.ValidateLimited(ctx, module, Limits{})
+}
+
+// ValidateLimited is Validate for a module with limits of its own: what a
+// module store calls before accepting a module with a policy, so that a
+// module importing a capability its policy does not grant is refused then.
+func (r *Runtime) ValidateLimited(ctx context.Context, module []byte, lim Limits) (plugin.Info, error) {
+	if lim.Timeout < 0 {
+		return plugin.Info{}, invalidOption("module timeout %s is negative", lim.Timeout)
+	}
+	p, err := r.load(ctx, module, Digest(module), lim)
 	if err != nil {
 		return plugin.Info{}, err
 	}
@@ -162,7 +177,12 @@ func (r *Runtime) load(ctx context.Context, module []byte, digest string, lim Li
 	r.loads.Add(1)
 	r.mu.Unlock()
 	defer r.loads.Done()
+	g, err := parseGrants(lim.Grants)
+	if err != nil {
+		return nil, err
+	}
 	bounded, err := preflight(module, digest, limits{
+		grants:           g,
 		maxSize:          r.cfg.maxModuleSize,
 		memoryLimitPages: r.cfg.memoryLimitPages,
 		maxTableEntries:  r.cfg.maxTableEntries,
@@ -185,7 +205,7 @@ func (r *Runtime) load(ctx context.Context, module []byte, digest string, lim Li
 	}
 	r.compiles.Add(1)
 	r.compileDur.Add(int64(time.Since(t0)))
-	if err := checkImports(compiled, digest); err != nil {
+	if err := checkImports(compiled, digest, g); err != nil {
 		_ = compiled.Close(ctx)
 		return nil, err
 	}
@@ -193,7 +213,7 @@ func (r *Runtime) load(ctx context.Context, module []byte, digest string, lim Li
 		_ = compiled.Close(ctx)
 		return nil, err
 	}
-	p := newPlugin(r, compiled, digest, len(module), lim)
+	p := newPlugin(r, compiled, digest, len(module), lim, g)
 	if !r.track(p) {
 		p.Close()
 		return nil, fmt.Errorf("wasm: load: %w", ErrClosed)
@@ -314,9 +334,12 @@ var allowedImports = map[string]bool{
 
 const wasiModule = wasi_snapshot_preview1.ModuleName
 
-// importAllowed returns nil when the sandbox provides the function mod.name,
-// else why not.
-func importAllowed(mod, name string) error {
+// importAllowed returns nil when the sandbox provides the function mod.name
+// to a module with grants g, else why not.
+func importAllowed(mod, name string, g grants) error {
+	if mod == HostModule {
+		return hostImportAllowed(name, g)
+	}
 	if mod != wasiModule {
 		return fmt.Errorf("%s.%s: the sandbox provides no host module %q", mod, name, mod)
 	}
@@ -328,10 +351,10 @@ func importAllowed(mod, name string) error {
 
 // checkImports checks the compiled module's imports as the preflight did the
 // bytes': a second look, through wazero's decoding.
-func checkImports(m wazero.CompiledModule, digest string) error {
+func checkImports(m wazero.CompiledModule, digest string, g grants) error {
 	for _, f := range m.ImportedFunctions() {
 		mod, name, _ := f.Import()
-		if err := importAllowed(mod, name); err != nil {
+		if err := importAllowed(mod, name, g); err != nil {
 			return loadError(ErrForbiddenImport, digest, "%v", err)
 		}
 	}
@@ -339,7 +362,7 @@ func checkImports(m wazero.CompiledModule, digest string) error {
 		mod, name, _ := mem.Import()
 		return loadError(ErrForbiddenImport, digest, "memory %s.%s: a plugin must define and export its own memory", mod, name)
 	}
-	return nil
+	return checkHostTypes(m, digest)
 }
 
 // ABI export names (docs/abi.md).

@@ -27,8 +27,8 @@ type Policy struct {
 	// WebAssembly page), at most MaxPolicyMemory; 0 for none of its own.
 	Memory int64
 	// Grants are the capabilities granted to the module: "log" and
-	// "kv:BUCKET", sorted and without duplicates. They are stored and shown;
-	// no worker provides a capability yet.
+	// "kv:BUCKET", sorted and without duplicates: the functions of host
+	// module dataflare it may import (docs/abi.md, "Capabilities").
 	Grants []string
 }
 
@@ -104,6 +104,9 @@ func ValidGrant(g string) error {
 		if !validToken(bucket, "-_") {
 			return fmt.Errorf("%w: grant %q: a KV bucket name is 1-%d letters, digits, '-' and '_'", ErrBadPolicy, g, maxNameLen)
 		}
+		if len(bucket) >= 3 && strings.EqualFold(bucket[:3], "DF_") {
+			return fmt.Errorf("%w: grant %q: buckets named DF_… are the fleet's own", ErrBadPolicy, g)
+		}
 		return nil
 	}
 	return fmt.Errorf("%w: grant %q: the capabilities are \"log\" and \"kv:BUCKET\"", ErrBadPolicy, g)
@@ -111,7 +114,7 @@ func ValidGrant(g string) error {
 
 // Limits returns the policy as the runtime's per-module limits.
 func (p Policy) Limits() wasm.Limits {
-	return wasm.Limits{Timeout: p.Timeout, MemoryLimitPages: uint32(p.Memory / PageSize)}
+	return wasm.Limits{Timeout: p.Timeout, MemoryLimitPages: uint32(p.Memory / PageSize), Grants: p.Grants}
 }
 
 // String returns the policy as "timeout 50ms, memory 1MiB, grants log",

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -68,8 +69,8 @@ func TestPolicyAndSignatureStored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lim != (wasm.Limits{Timeout: 50 * time.Millisecond, MemoryLimitPages: 16}) {
-		t.Errorf("limits = %+v, want 50ms and 16 pages", lim)
+	if !reflect.DeepEqual(lim, wasm.Limits{Timeout: 50 * time.Millisecond, MemoryLimitPages: 16, Grants: []string{"kv:users", "log"}}) {
+		t.Errorf("limits = %+v, want 50ms, 16 pages, kv:users and log", lim)
 	}
 	// The same push again is a no-op; another policy for the same version
 	// is refused.
@@ -261,6 +262,27 @@ func TestSigningKeyFiles(t *testing.T) {
 	}
 }
 
+// A module importing a capability is pushed only with the grant it needs:
+// Push validates it under the policy it comes with.
+func TestPushChecksGrants(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	for _, grants := range [][]string{nil, {"log"}, {"kv:users"}} {
+		pol, err := wasmstore.NewPolicy(0, 0, grants)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.store.PushWith(ctx, "caps", "1", module(t, "caps"), wasmstore.PushOptions{Policy: pol})
+		if !errors.Is(err, wasmstore.ErrInvalidModule) || !strings.Contains(err.Error(), "the module's policy does not grant") {
+			t.Errorf("push with grants %q: %v, want ErrInvalidModule naming the grant", grants, err)
+		}
+	}
+	pol, _ := wasmstore.NewPolicy(0, 0, []string{"kv:users", "log"})
+	if _, err := e.store.PushWith(ctx, "caps", "1", module(t, "caps"), wasmstore.PushOptions{Policy: pol}); err != nil {
+		t.Errorf("push with its grants: %v", err)
+	}
+}
+
 func TestPolicyValidate(t *testing.T) {
 	for _, tt := range []struct {
 		timeout time.Duration
@@ -275,6 +297,8 @@ func TestPolicyValidate(t *testing.T) {
 		{0, 0, []string{"net"}, `"net"`},
 		{0, 0, []string{"kv:"}, "bucket"},
 		{0, 0, []string{"kv:a.b"}, "bucket"},
+		{0, 0, []string{"kv:DF_JOBS"}, "the fleet's own"},
+		{0, 0, []string{"kv:df_pipelines"}, "the fleet's own"},
 	} {
 		_, err := wasmstore.NewPolicy(tt.timeout, tt.memory, tt.grants)
 		if !errors.Is(err, wasmstore.ErrBadPolicy) || !strings.Contains(err.Error(), tt.want) {

@@ -34,12 +34,13 @@ const (
 	DefaultTimeout = 30 * time.Second
 )
 
-// Validator checks a module before Push accepts it and returns what the
-// module says about itself. A *wasm.Runtime satisfies it: it compiles the
-// module, checks its imports against the sandbox and its exports against the
-// ABI, and reads df_info.
+// Validator checks a module, under the limits of the policy it is pushed
+// with, before Push accepts it, and returns what the module says about
+// itself. A *wasm.Runtime satisfies it: it compiles the module, checks its
+// imports against the sandbox and the policy's grants and its exports
+// against the ABI, and reads df_info.
 type Validator interface {
-	Validate(ctx context.Context, module []byte) (plugin.Info, error)
+	ValidateLimited(ctx context.Context, module []byte, lim wasm.Limits) (plugin.Info, error)
 }
 
 // Option configures a Store.
@@ -269,7 +270,7 @@ func (s *Store) PushWith(ctx context.Context, name, version string, module []byt
 	defer cancel()
 	info := plugin.Info{Name: name, Version: version, APIVersion: plugin.APIVersion}
 	if s.opt.validator != nil {
-		vi, err := s.opt.validator.Validate(ctx, module)
+		vi, err := s.opt.validator.ValidateLimited(ctx, module, po.Policy.Limits())
 		if err != nil {
 			return Manifest{}, fmt.Errorf("%w: %s: %w", ErrInvalidModule, name, err)
 		}

@@ -25,6 +25,7 @@ import _ "embed"
 
 //go:generate env GOOS=wasip1 GOARCH=wasm GOFLAGS= go build -buildmode=c-shared -trimpath -buildvcs=false -o upper-wasm/upper.wasm ./upper-wasm
 //go:generate sh upper-rust/build.sh
+//go:generate env GOOS=wasip1 GOARCH=wasm GOFLAGS= go build -buildmode=c-shared -trimpath -buildvcs=false -o kv-lookup-wasm/kv-lookup.wasm ./kv-lookup-wasm
 
 // UpperGoWASM is the same plugin built from Go with package pdk
 // (upper-wasm/upper.wasm): an example, pushed nowhere by default. It gives
@@ -42,3 +43,13 @@ var UpperGoWASM []byte
 //
 //go:embed upper-rust/upper.wasm
 var UpperRustWASM []byte
+
+// KVLookupWASM is the enricher of the plugin kits built from Go
+// (kv-lookup-wasm/kv-lookup.wasm): each record's value is a key, its
+// result that key's value in the KV bucket the job's config names
+// (bucket=NAME), or a per-record error when the key has none. It imports
+// kv_get, so it loads only under a policy granting kv:BUCKET. go generate
+// rebuilds it, and a test fails when it is stale.
+//
+//go:embed kv-lookup-wasm/kv-lookup.wasm
+var KVLookupWASM []byte

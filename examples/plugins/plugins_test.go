@@ -110,6 +110,18 @@ func TestUpperGoWASMIsCurrent(t *testing.T) {
 	}
 }
 
+// The committed kv-lookup-wasm/kv-lookup.wasm is what the Go sources build
+// to.
+func TestKVLookupWASMIsCurrent(t *testing.T) {
+	if !bytes.Contains(plugins.KVLookupWASM, []byte(runtime.Version())) {
+		t.Skipf("kv-lookup.wasm was built by another Go version than %s; not comparing", runtime.Version())
+	}
+	if built := pdktest.Build(t, "./kv-lookup-wasm"); !bytes.Equal(built, plugins.KVLookupWASM) {
+		t.Fatalf("examples/plugins/kv-lookup-wasm/kv-lookup.wasm is stale (%d bytes committed, %d built): run go generate ./examples/plugins",
+			len(plugins.KVLookupWASM), len(built))
+	}
+}
+
 // randomRecords returns n records with random keys, values (some empty or
 // nil, some large, any bytes) and headers.
 func randomRecords(r *rand.Rand, n int) []plugin.Record {

@@ -114,7 +114,7 @@ func pushPolicy(timeout, memory string, grants []string) (wasmstore.Policy, erro
 	}
 	for _, g := range grants {
 		if err := wasmstore.ValidGrant(g); err != nil {
-			return wasmstore.Policy{}, usagef("--grant %q: the capabilities are log and kv:BUCKET (a KV bucket name: letters, digits, '-' and '_')", g)
+			return wasmstore.Policy{}, usagef("--grant %q: the capabilities are log and kv:BUCKET (a KV bucket name: letters, digits, '-' and '_', not DF_…, the fleet's own)", g)
 		}
 	}
 	p, err := wasmstore.NewPolicy(d, mem, grants)
@@ -168,7 +168,7 @@ with a key from 'dataflare plugin keygen', for workers started with --trusted-ke
 			defer cancel()
 			// Validate here first, so that a bad module is reported
 			// without a server; the store then records what it found.
-			info, err := validateModule(ctx, module)
+			info, err := validateModule(ctx, module, policy.Limits())
 			if err != nil {
 				return fmt.Errorf("%s is not a usable plugin: %v", file, err)
 			}
@@ -196,7 +196,7 @@ with a key from 'dataflare plugin keygen', for workers started with --trusted-ke
 	f.StringVar(&version, "version", "", "version to store the module as (default: the version the module reports)")
 	f.StringVar(&timeout, "timeout", "", "policy: bound each batch of the module to `DURATION` (default: the job's and the worker's)")
 	f.StringVar(&memory, "memory", "", "policy: cap the module's guest memory at `SIZE`, a multiple of 64KiB such as 1MiB (default: the worker's)")
-	f.StringArrayVar(&grants, "grant", nil, "policy: grant the module a capability `CAP`, log or kv:BUCKET (repeatable; stored and shown)")
+	f.StringArrayVar(&grants, "grant", nil, "policy: grant the module a capability `CAP`, log or kv:BUCKET (repeatable; the module may import only what is granted)")
 	f.StringVar(&signFile, "sign", "", "sign the module and its policy with the seed in `FILE` (from 'dataflare plugin keygen')")
 	return cmd
 }
@@ -245,22 +245,25 @@ start workers with --trusted-key and the public key to make them run only module
 	return cmd
 }
 
-// validateModule checks that module compiles, stays in the sandbox and
-// implements the plugin ABI, and returns the info it reports.
-func validateModule(ctx context.Context, module []byte) (plugin.Info, error) {
+// validateModule checks that module compiles, stays in the sandbox (and
+// imports only the capabilities lim grants) and implements the plugin ABI,
+// and returns the info it reports.
+func validateModule(ctx context.Context, module []byte, lim wasm.Limits) (plugin.Info, error) {
 	rt, err := wasm.NewRuntime(ctx, wasm.WithInstances(1))
 	if err != nil {
 		return plugin.Info{}, err
 	}
 	defer rt.Close(context.WithoutCancel(ctx))
-	return rt.Validate(ctx, module)
+	return rt.ValidateLimited(ctx, module, lim)
 }
 
 // validated is a wasmstore.Validator for a module already validated: it
 // returns the info found then.
 type validated plugin.Info
 
-func (v validated) Validate(context.Context, []byte) (plugin.Info, error) { return plugin.Info(v), nil }
+func (v validated) ValidateLimited(context.Context, []byte, wasm.Limits) (plugin.Info, error) {
+	return plugin.Info(v), nil
+}
 
 func readModule(stdin io.Reader, file string) ([]byte, error) {
 	var r io.Reader = stdin
