@@ -22,6 +22,7 @@ import (
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/fleet"
+	"github.com/dataflare/dataflare/internal/kvcache"
 	"github.com/dataflare/dataflare/internal/natsrv"
 	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/internal/proto"
@@ -58,6 +59,11 @@ type Config struct {
 	// to one pool the workers share with it, Logger and Registerer to the
 	// fleet's.
 	Worker worker.Config
+	// TrustedKeys, when set, makes the fleet's workers run only modules
+	// signed by one of these public keys (wasmstore.WithTrustedKeys), as
+	// `dataflare worker --trusted-key` does. It applies to the runtime the
+	// fleet makes, not to a Worker.Modules given.
+	TrustedKeys []string
 	// Registerer receives every daemon's Prometheus metrics and the
 	// WebAssembly runtime's; nil keeps them unregistered.
 	Registerer prometheus.Registerer
@@ -77,7 +83,8 @@ type Fleet struct {
 	store *wasmstore.Store
 	rt    *wasm.Runtime
 	reg   *wasm.Registry
-	bufs  *pool.Pool // the workers' pool when the fleet made it
+	kv    *kvcache.Cache // what the modules granted kv:BUCKET read
+	bufs  *pool.Pool     // the workers' pool when the fleet made it
 
 	mu      sync.Mutex
 	conns   []*nats.Conn
@@ -197,17 +204,28 @@ func (f *Fleet) startWASM(ctx context.Context) error {
 	if parallel < 1 {
 		parallel = runtime.GOMAXPROCS(0)
 	}
+	f.kv = kvcache.New(f.js, kvcache.WithLogger(f.cfg.Logger))
 	f.rt, err = wasm.NewRuntime(ctx, wasm.WithInstances(parallel), wasm.WithBufferPool(f.cfg.Worker.Pool),
-		wasm.WithCacheDir(filepath.Join(f.cfg.StoreDir, "wasm-cache")))
+		wasm.WithCacheDir(filepath.Join(f.cfg.StoreDir, "wasm-cache")),
+		wasm.WithKV(f.kv), wasm.WithLogger(f.cfg.Logger))
 	if err != nil {
 		return fmt.Errorf("local: WebAssembly runtime: %w", err)
 	}
-	if f.reg, err = wasm.NewRegistry(f.rt, f.store); err != nil {
+	var src wasm.ModuleSource = f.store
+	if len(f.cfg.TrustedKeys) > 0 {
+		if src, err = wasmstore.Open(ctx, f.js, wasmstore.WithTrustedKeys(f.cfg.TrustedKeys...)); err != nil {
+			return fmt.Errorf("local: plugin store: %w", err)
+		}
+	}
+	if f.reg, err = wasm.NewRegistry(f.rt, src); err != nil {
 		return fmt.Errorf("local: WebAssembly registry: %w", err)
 	}
 	if f.cfg.Registerer != nil {
 		if err := f.cfg.Registerer.Register(f.reg); err != nil {
 			return fmt.Errorf("local: WebAssembly metrics: %w", err)
+		}
+		if err := f.cfg.Registerer.Register(f.kv); err != nil {
+			return fmt.Errorf("local: KV cache metrics: %w", err)
 		}
 	}
 	f.cfg.Worker.Modules = f.reg
@@ -223,6 +241,15 @@ func (f *Fleet) Store() *wasmstore.Store { return f.store }
 // gives. Pushing the same module again is a no-op. The errors are
 // wasm.Runtime.Validate's and wasmstore.Store.Push's.
 func (f *Fleet) Push(ctx context.Context, name string, module []byte) (wasmstore.Manifest, error) {
+	return f.PushWith(ctx, name, module, wasmstore.PushOptions{})
+}
+
+// PushWith is Push with a policy and, optionally, a signature, as
+// `dataflare plugin push --timeout/--memory/--grant/--sign` does: the
+// module is validated under the policy (a module importing a capability
+// the policy does not grant is refused). The errors are
+// wasmstore.Store.PushWith's.
+func (f *Fleet) PushWith(ctx context.Context, name string, module []byte, po wasmstore.PushOptions) (wasmstore.Manifest, error) {
 	rt := f.rt
 	if rt == nil {
 		var err error
@@ -235,7 +262,7 @@ func (f *Fleet) Push(ctx context.Context, name string, module []byte) (wasmstore
 	if err != nil {
 		return wasmstore.Manifest{}, fmt.Errorf("local: plugin store: %w", err)
 	}
-	return s.Push(ctx, name, "", module)
+	return s.PushWith(ctx, name, "", module, po)
 }
 
 // Conn returns a new connection to the fleet's server, closed by Close.
@@ -433,6 +460,12 @@ func (f *Fleet) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		f.rt.Close(ctx)
 		cancel()
+	}
+	if f.kv != nil {
+		if f.cfg.Registerer != nil {
+			f.cfg.Registerer.Unregister(f.kv)
+		}
+		f.kv.Close()
 	}
 	f.mu.Lock()
 	conns := f.conns

@@ -3,6 +3,7 @@ package pdk
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/dataflare/dataflare/plugin"
 )
@@ -51,9 +52,9 @@ func KVGetAppend(dst []byte, bucket, key string) ([]byte, error) {
 		case n >= 0 && int(n) <= len(free):
 			return dst[:len(dst)+int(n)], nil
 		case n >= 0:
-			grown := make([]byte, len(dst), len(dst)+int(n))
-			copy(grown, dst)
-			dst = grown
+			// Grown as append grows, so that values appended one after
+			// another are copied a constant number of times on average.
+			dst = slices.Grow(dst, int(n))
 			continue // the value may have changed since: ask again
 		}
 		return dst, capError(n, fmt.Sprintf("bucket %q, key %q", bucket, key), "kv:"+bucket)

@@ -51,6 +51,11 @@ const (
 	// DefaultFailureTTL is how long a module that cannot be used (not
 	// found, tampered, refused by the sandbox) is remembered as such.
 	DefaultFailureTTL = 30 * time.Second
+	// SourceFailureTTL is how long, at most, a refusal of the source is
+	// remembered — no such module, or none signed by a trusted key — since
+	// a push can mend it at any time; a refusal of the module's bytes
+	// (tampered, refused by the sandbox) is remembered for the failure TTL.
+	SourceFailureTTL = 2 * time.Second
 )
 
 // WithMaxModules sets how many loaded modules the Registry keeps while
@@ -296,11 +301,11 @@ func (r *Registry) load(name, digest string) (*entry, error) {
 		data, err = r.src.Fetch(ctx, name, digest)
 	}
 	if err != nil {
-		return nil, r.loadFailed(name, digest, fmt.Errorf("wasm: fetch %s: %w", what, err))
+		return nil, r.loadFailed(name, digest, fmt.Errorf("wasm: fetch %s: %w", what, err), min(r.cfg.failTTL, SourceFailureTTL))
 	}
 	p, err := r.rt.LoadLimited(ctx, data, digest, lim)
 	if err != nil {
-		return nil, r.loadFailed(name, digest, fmt.Errorf("wasm: load %s: %w", what, err))
+		return nil, r.loadFailed(name, digest, fmt.Errorf("wasm: load %s: %w", what, err), r.cfg.failTTL)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -319,9 +324,9 @@ func (r *Registry) load(name, digest string) (*entry, error) {
 	return e, nil
 }
 
-// loadFailed classifies a failed load and remembers the failures that are
-// the module's own.
-func (r *Registry) loadFailed(name, digest string, err error) error {
+// loadFailed classifies a failed load and remembers for ttl the failures
+// that are the module's own.
+func (r *Registry) loadFailed(name, digest string, err error, ttl time.Duration) error {
 	// A module over the source's size limit stays over it.
 	permanent := errors.Is(err, plugin.ErrUnknownPlugin) || errors.Is(err, plugin.ErrTooLarge)
 	for _, s := range []error{ErrDigestMismatch, ErrInvalidModule, ErrForbiddenImport, ErrABI, ErrInstantiate} {
@@ -331,12 +336,12 @@ func (r *Registry) loadFailed(name, digest string, err error) error {
 		return &plugin.Error{Code: plugin.CodeUnavailable, Message: err.Error(), Err: err}
 	}
 	pe := &plugin.Error{Code: plugin.CodeUnknownPlugin, Message: err.Error(), Err: err}
-	if r.cfg.failTTL > 0 {
+	if ttl > 0 {
 		r.mu.Lock()
 		if len(r.failed) >= 256 {
 			clear(r.failed)
 		}
-		r.failed[key(name, digest)] = failure{err: pe, until: time.Now().Add(r.cfg.failTTL)}
+		r.failed[key(name, digest)] = failure{err: pe, until: time.Now().Add(ttl)}
 		r.mu.Unlock()
 	}
 	return pe

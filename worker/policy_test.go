@@ -13,6 +13,7 @@ import (
 
 	"github.com/dataflare/dataflare/coordinator"
 	"github.com/dataflare/dataflare/internal/natstest"
+	"github.com/dataflare/dataflare/internal/poll"
 	"github.com/dataflare/dataflare/local"
 	"github.com/dataflare/dataflare/local/localtest"
 	"github.com/dataflare/dataflare/pdk/pdktest"
@@ -215,6 +216,23 @@ func TestTrustedKeyWorker(t *testing.T) {
 	if st := p.reg.Stats(); st.Loads != 0 {
 		t.Errorf("the registry loaded %d modules it does not trust", st.Loads)
 	}
+
+	// The same bytes pushed again, signed, run soon after: a refusal by
+	// the store is remembered for wasm.SourceFailureTTL, not the 30 s of
+	// a module the sandbox refused.
+	if _, err := p.store.PushWith(context.Background(), "unsigned", "2.0.0", twins.Upper, wasmstore.PushOptions{Signer: kp}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	poll.Wait(t, 10*time.Second, "the signed re-push to run", func() bool {
+		for _, err := range p.run(t, "unsigned", 1, 10) {
+			if err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("signed re-push of the same bytes ran %s after it was pushed", time.Since(start).Round(time.Millisecond))
 
 	pol, _ := wasmstore.NewPolicy(0, 1<<20, nil)
 	p.push(t, "signed", twins.Upper, wasmstore.PushOptions{Signer: kp, Policy: pol})

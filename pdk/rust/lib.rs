@@ -1,6 +1,6 @@
 //! # dataflare_pdk: DataFlare plugins in Rust
 //!
-//! The guest side of DataFlare's WebAssembly plugin ABI (`docs/abi.md`, version 1) in safe Rust:
+//! The guest side of DataFlare's WebAssembly plugin ABI (`docs/abi.md`, version 1) in Rust:
 //! write a function over one record, a transform that writes each new value straight into the
 //! output, or a function over the whole batch; name it in [`plugin!`]; build a `cdylib` for
 //! `wasm32-wasi`; push the module. Every worker runs it.
@@ -57,6 +57,24 @@
 //! `config:` function of [`plugin!`], called with a job's [`Config`] before the first batch that
 //! carries it, and again whenever it changes (a bad configuration is [`Code::InvalidInput`]).
 //!
+//! ## Capabilities
+//!
+//! [`kv_get`] and [`kv_get_into`] read a key of a NATS KV bucket through the worker's cache;
+//! [`log`] writes a line into the worker's log. They call functions of host module
+//! `dataflare` (`docs/abi.md`, "Capabilities"), which a module may import only as its policy
+//! grants them: push it with `--grant kv:BUCKET` (per bucket) or `--grant log`. A plugin
+//! imports only the functions it calls: one that never calls them imports neither and needs
+//! no grant. Their errors say what failed and what to do:
+//!
+//! - a key without a value, a bucket not granted, a key NATS does not allow: code
+//!   [`Code::InvalidInput`], meant as the record's error;
+//! - a bucket that cannot be read now (no such bucket, NATS unreachable or slow): code
+//!   [`Code::Unavailable`], meant as the batch's error (return it from a whole-batch function):
+//!   the worker runs the batch again later. `examples/plugins/kv-lookup-rust/` does both.
+//!
+//! Outside WebAssembly (the kit's unit tests) there is no host: every call is
+//! [`Code::Unavailable`].
+//!
 //! ## What the kit does for you
 //!
 //! It exports `df_abi_version`, `df_info`, `df_alloc` and `df_process`; keeps the input and
@@ -88,12 +106,16 @@
 //!
 //! ## Safety
 //!
-//! The kit has no `unsafe` code (`#![forbid(unsafe_code)]`). The host writes each batch into a
+//! The kit denies `unsafe` code (`#![deny(unsafe_code)]`) everywhere but in one small private
+//! module, which calls the two functions of host module `dataflare` (calling an imported
+//! function is `unsafe` in Rust) with pointers and lengths taken from live slices and `str`s,
+//! and marks as written the bytes the host wrote into a `Vec`'s spare capacity; each `unsafe`
+//! block says why it is sound. The ABI itself needs none: the host writes each batch into a
 //! `Vec<u8>` the kit owns and handed out with `df_alloc`; the kit checks that `df_process` names
 //! that region and reads it as a slice, and returns the address of its output buffer and the
 //! length it wrote. The exports that [`plugin!`] writes into the plugin crate take and return
 //! integers only.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::cell::{Cell, RefCell};
@@ -200,6 +222,198 @@ impl From<String> for Error {
 impl From<&str> for Error {
     fn from(message: &str) -> Error {
         Error::processing(message)
+    }
+}
+
+/// Host holds the calls of host module `dataflare`: the kit's only `unsafe` code. Outside
+/// WebAssembly there is no host, and every call answers "unavailable".
+#[allow(unsafe_code)]
+mod host {
+    /// Unavailable is kv_get's result when the bucket cannot be read; outside WebAssembly,
+    /// every call's.
+    #[cfg(not(target_arch = "wasm32"))]
+    const UNAVAILABLE: i32 = -4;
+
+    #[cfg(target_arch = "wasm32")]
+    #[link(wasm_import_module = "dataflare")]
+    extern "C" {
+        #[link_name = "kv_get"]
+        fn df_kv_get(
+            bucket_ptr: *const u8,
+            bucket_len: usize,
+            key_ptr: *const u8,
+            key_len: usize,
+            out_ptr: *mut u8,
+            out_cap: usize,
+        ) -> i32;
+
+        #[link_name = "log"]
+        fn df_log(level: i32, msg_ptr: *const u8, msg_len: usize) -> i32;
+    }
+
+    /// Kv_get calls the host's kv_get with out's spare capacity as the room for the value: its
+    /// result n is the value's length, or negative. When 0 <= n <= the room, the value is
+    /// appended to out; otherwise out is left as it was.
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn kv_get(bucket: &str, key: &str, out: &mut Vec<u8>) -> i32 {
+        let len = out.len();
+        let room = out.spare_capacity_mut();
+        let cap = room.len();
+        // SAFETY: every pointer and length comes from a live `&str` or from the live spare
+        // capacity of `out`, borrowed for the whole call; the host reads only
+        // [bucket_ptr, bucket_ptr+bucket_len) and [key_ptr, key_ptr+key_len), writes at most
+        // out_cap bytes at out_ptr, and keeps none of the pointers after it returns.
+        let n = unsafe {
+            df_kv_get(
+                bucket.as_ptr(),
+                bucket.len(),
+                key.as_ptr(),
+                key.len(),
+                room.as_mut_ptr().cast::<u8>(),
+                cap,
+            )
+        };
+        if n >= 0 && n as usize <= cap {
+            // SAFETY: when its result n is at most out_cap, the host has copied the n bytes of
+            // the value to out_ptr, so out's first len+n bytes are initialized, and len+n is
+            // within out's capacity.
+            unsafe { out.set_len(len + n as usize) };
+        }
+        n
+    }
+
+    /// Log calls the host's log with msg: 0 written, 1 dropped, or negative.
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn log(level: i32, msg: &str) -> i32 {
+        // SAFETY: the pointer and length come from a live `&str`, borrowed for the whole call;
+        // the host only reads [msg_ptr, msg_ptr+msg_len) and keeps no pointer.
+        unsafe { df_log(level, msg.as_ptr(), msg.len()) }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn kv_get(_bucket: &str, _key: &str, _out: &mut Vec<u8>) -> i32 {
+        UNAVAILABLE
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn log(_level: i32, _msg: &str) -> i32 {
+        UNAVAILABLE
+    }
+}
+
+/// Results of the host functions (`docs/abi.md`, "Capabilities").
+const KV_NOT_FOUND: i32 = -1;
+const CAP_DENIED: i32 = -2;
+const CAP_BAD_ARGS: i32 = -3;
+const LOG_DROPPED: i32 = 1;
+
+/// Kv_get returns the value of key in the NATS KV bucket, read through the worker's cache. The
+/// module must be pushed with `--grant kv:BUCKET`; calling this function (or [`kv_get_into`])
+/// makes it import `kv_get` from host module `dataflare`.
+///
+/// Its errors: a key without a value (`bucket "users", key "x": not found`), a bucket not
+/// granted (`… not granted to this module (push it with --grant kv:users)`) and a key NATS does
+/// not allow (letters, digits and `-/_=.`; no leading, trailing or double `.`) are of code
+/// [`Code::InvalidInput`]: a record's error. A bucket that cannot be read now is of code
+/// [`Code::Unavailable`]: return it as the batch's error, and the worker runs the batch again
+/// later.
+pub fn kv_get(bucket: &str, key: &str) -> Result<Vec<u8>, Error> {
+    let mut v = Vec::new();
+    kv_get_into(&mut v, bucket, key)?;
+    Ok(v)
+}
+
+/// Kv_get_into is [`kv_get`] appending the value to out: when out has the room (capacity
+/// beyond its length), the host writes the value there and nothing is allocated, so a buffer
+/// cleared and reused from record to record costs no allocation once it is large enough. On
+/// an error, out is left as it was.
+pub fn kv_get_into(out: &mut Vec<u8>, bucket: &str, key: &str) -> Result<(), Error> {
+    loop {
+        let room = out.capacity() - out.len();
+        let n = host::kv_get(bucket, key, out);
+        if n < 0 {
+            return Err(cap_error(n, Some((bucket, key))));
+        }
+        let n = n as usize;
+        if n <= room {
+            return Ok(());
+        }
+        // Too little room: nothing was written. Ask again with room for the value, which may
+        // have changed meanwhile. The room grows as a Vec's does (at least doubling), so that
+        // appending value after value to one buffer does not copy it for each.
+        if out.try_reserve(n).is_err() {
+            return Err(Error::new(
+                Code::TooLarge,
+                format!(
+                    "dataflare_pdk: bucket {:?}, key {:?}: no memory for its value of {} bytes",
+                    bucket, key, n
+                ),
+            ));
+        }
+    }
+}
+
+/// Level is the level of a [`log`] line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum Level {
+    /// Debug.
+    Debug = 0,
+    /// Info.
+    Info = 1,
+    /// Warn.
+    Warn = 2,
+    /// Error.
+    Error = 3,
+}
+
+/// Log writes msg as one line into the worker's log, with the module named. The module must
+/// be pushed with `--grant log`; calling this function makes it import `log` from host module
+/// `dataflare`. It returns `Ok(true)` when the line was written and `Ok(false)` when it was
+/// dropped: lines over the module's rate on the worker (10 a second by default, in bursts of
+/// 50) are counted, and the next line written says how many. A line is cut at 1,024 bytes.
+/// Its errors are of code [`Code::InvalidInput`] (not granted, a message over 1 MiB).
+pub fn log(level: Level, msg: &str) -> Result<bool, Error> {
+    match host::log(level as i32, msg) {
+        0 => Ok(true),
+        LOG_DROPPED => Ok(false),
+        n => Err(cap_error(n, None)),
+    }
+}
+
+/// Cap_error returns the error of a host function's negative result n: of kv_get for
+/// (bucket, key), else of log.
+fn cap_error(n: i32, kv: Option<(&str, &str)>) -> Error {
+    let (what, grant) = match kv {
+        Some((bucket, key)) => (
+            format!("bucket {:?}, key {:?}", bucket, key),
+            format!("kv:{}", bucket),
+        ),
+        None => ("log".to_string(), "log".to_string()),
+    };
+    match n {
+        KV_NOT_FOUND => Error::invalid_input(format!("dataflare_pdk: {}: not found", what)),
+        CAP_DENIED => Error::invalid_input(format!(
+            "dataflare_pdk: {}: not granted to this module (push it with --grant {})",
+            what, grant
+        )),
+        CAP_BAD_ARGS if kv.is_some() => Error::invalid_input(format!(
+            "dataflare_pdk: {}: refused by the host (a key NATS does not allow: letters, digits \
+             and -/_=., no leading, trailing or double dot; or a bucket over 255 bytes, a key \
+             over 4,096)",
+            what
+        )),
+        CAP_BAD_ARGS => Error::invalid_input(format!(
+            "dataflare_pdk: {}: refused by the host (a message over 1 MiB)",
+            what
+        )),
+        _ => Error::new(
+            Code::Unavailable,
+            format!(
+                "dataflare_pdk: {}: unavailable now (the worker's log says why)",
+                what
+            ),
+        ),
     }
 }
 
@@ -1372,6 +1586,43 @@ mod tests {
         assert!(std::str::from_utf8(&got[want.len() + 4..])
             .unwrap()
             .contains("is over the 8388608-byte limit"));
+    }
+
+    #[test]
+    fn capability_errors() {
+        let kv = Some(("users", "a..b"));
+        let e = cap_error(KV_NOT_FOUND, kv);
+        assert_eq!(e.code(), Code::InvalidInput);
+        assert_eq!(e.message(), r#"dataflare_pdk: bucket "users", key "a..b": not found"#);
+        let e = cap_error(CAP_DENIED, kv);
+        assert_eq!(e.code(), Code::InvalidInput);
+        assert_eq!(
+            e.message(),
+            r#"dataflare_pdk: bucket "users", key "a..b": not granted to this module (push it with --grant kv:users)"#
+        );
+        let e = cap_error(CAP_BAD_ARGS, kv);
+        assert_eq!(e.code(), Code::InvalidInput);
+        assert!(e.message().contains("a key NATS does not allow"), "{}", e.message());
+        let e = cap_error(-4, kv);
+        assert_eq!(e.code(), Code::Unavailable);
+        assert!(e.message().ends_with(": unavailable now (the worker's log says why)"));
+        let e = cap_error(CAP_DENIED, None);
+        assert_eq!(
+            e.message(),
+            "dataflare_pdk: log: not granted to this module (push it with --grant log)"
+        );
+        assert_eq!(cap_error(CAP_BAD_ARGS, None).code(), Code::InvalidInput);
+    }
+
+    #[test]
+    fn capabilities_without_a_host() {
+        // Outside WebAssembly there is no host: every call is unavailable, and out is kept.
+        let mut out = b"kept".to_vec();
+        let e = kv_get_into(&mut out, "users", "k").unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+        assert_eq!(out, b"kept");
+        assert_eq!(kv_get("users", "k").unwrap_err().code(), Code::Unavailable);
+        assert_eq!(log(Level::Warn, "hello").unwrap_err().code(), Code::Unavailable);
     }
 
     #[test]

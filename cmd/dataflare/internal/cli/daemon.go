@@ -154,10 +154,8 @@ push --sign'): it never compiles another, and fails its records with "module X@V
 a trusted key".`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			for _, k := range trusted {
-				if err := wasmstore.ValidTrustedKey(k); err != nil {
-					return usagef("--trusted-key %q: want a public key A… as 'dataflare plugin keygen' prints", k)
-				}
+			if err := checkTrustedKeys(trusted); err != nil {
+				return err
 			}
 			log, err := e.logger(slog.LevelInfo)
 			if err != nil {
@@ -269,4 +267,15 @@ func serveHTTP(addr string, reg *prometheus.Registry, health func() error, con h
 		srv.Shutdown(sctx)
 		<-done
 	}, ln.Addr().String(), nil
+}
+
+// checkTrustedKeys checks --trusted-key values: public keys A… as
+// 'dataflare plugin keygen' prints.
+func checkTrustedKeys(keys []string) error {
+	for _, k := range keys {
+		if err := wasmstore.ValidTrustedKey(k); err != nil {
+			return usagef("--trusted-key %q: want a public key A… as 'dataflare plugin keygen' prints", k)
+		}
+	}
+	return nil
 }

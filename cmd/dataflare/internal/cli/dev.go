@@ -70,6 +70,9 @@ the example WebAssembly plugins pushed, and print the NATS URL to point other co
 			if cfg.Coordinator.Weights, err = parseWeights(weights); err != nil {
 				return err
 			}
+			if err := checkTrustedKeys(cfg.TrustedKeys); err != nil {
+				return err
+			}
 			reg := newRegistry()
 			cfg.Registerer = reg
 			s, pushed, err := startFleet(cmd.Context(), cfg, log)
@@ -115,6 +118,7 @@ the example WebAssembly plugins pushed, and print the NATS URL to point other co
 	f.StringVar(&cfg.StoreDir, "store", "", "directory for JetStream's files (default: a temporary one, removed on exit)")
 	f.StringVar(&httpAddr, "http", "", "serve the web console at /, /metrics and /healthz on HOST:PORT")
 	consoleAdminFlag(f, &admin)
+	f.StringArrayVar(&cfg.TrustedKeys, "trusted-key", nil, "run only WebAssembly modules signed by public key `KEY` (A…, from 'dataflare plugin keygen'; repeatable). The example plugins dev pushes are unsigned")
 	return cmd
 }
 

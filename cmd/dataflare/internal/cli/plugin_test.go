@@ -116,6 +116,8 @@ func TestPluginPolicyAndSigning(t *testing.T) {
 		{"info", []string{"plugin", "info", "up"}, ExitOK, `(?s)version: +2 \(latest\).*policy: +timeout 2h0m0s, memory 1GiB \(memory above the default worker ceiling of 128MiB; timeout above the default worker batch timeout of 1m0s: a worker's own ceiling applies\)\n` +
 			`signed by: +nobody.*version: +1\.0\.0\n.*policy: +timeout 50ms, memory 1MiB, grants kv:users log\nsigned by: +` + pub, ""},
 		{"bad trusted key", []string{"worker", "--trusted-key", "UABC"}, ExitUsage, "", `--trusted-key "UABC"`},
+		{"bad trusted key for dev", []string{"dev", "--trusted-key", "UABC"}, ExitUsage, "", `--trusted-key "UABC"`},
+		{"grant of a fleet bucket", []string{"plugin", "push", "p", "x.wasm", "--grant", "kv:DF_JOBS"}, ExitUsage, "", "the fleet's own"},
 	}
 	runSteps(t, nats, steps)
 

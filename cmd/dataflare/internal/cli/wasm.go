@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dataflare/dataflare/coordinator"
+	"github.com/dataflare/dataflare/internal/kvcache"
 	"github.com/dataflare/dataflare/pool"
 	"github.com/dataflare/dataflare/wasm"
 	"github.com/dataflare/dataflare/wasmstore"
@@ -49,29 +50,32 @@ func (e *env) moduleResolver(ctx context.Context, nc *nats.Conn, replicas int) (
 // cacheDir ("" for none), with guest output in buffers of bufs, and a
 // registry of the modules it loads, fetched from the plugin store on first
 // use. With trusted keys, the store hands out only modules signed by one of
-// them. Its metrics go to reg. close closes both, waiting a little for
+// them. Modules granted kv:BUCKET read through a cache of the buckets, and
+// those granted log write into log. Its metrics go to reg. close closes both, waiting a little for
 // batches still running (the worker has drained by then).
 func workerModules(ctx context.Context, nc *nats.Conn, cacheDir string, parallel int, bufs *pool.Pool, reg prometheus.Registerer, log *slog.Logger, trusted ...string) (_ *wasm.Registry, close func(), err error) {
 	if parallel < 1 {
 		parallel = runtime.GOMAXPROCS(0)
 	}
-	opts := []wasm.Option{wasm.WithInstances(parallel), wasm.WithBufferPool(bufs)}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("plugin store: %w", err)
+	}
+	kv := kvcache.New(js, kvcache.WithLogger(log))
+	opts := []wasm.Option{wasm.WithInstances(parallel), wasm.WithBufferPool(bufs), wasm.WithKV(kv), wasm.WithLogger(log)}
 	if cacheDir != "" {
 		opts = append(opts, wasm.WithCacheDir(cacheDir))
 	}
 	rt, err := wasm.NewRuntime(ctx, opts...)
 	if err != nil {
+		kv.Close()
 		return nil, nil, fmt.Errorf("WebAssembly runtime: %w", err)
 	}
 	closeRT := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		rt.Close(ctx)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		closeRT()
-		return nil, nil, fmt.Errorf("plugin store: %w", err)
+		kv.Close()
 	}
 	var storeOpts []wasmstore.Option
 	if len(trusted) > 0 {
@@ -86,6 +90,11 @@ func workerModules(ctx context.Context, nc *nats.Conn, cacheDir string, parallel
 		modules.Close()
 		closeRT()
 		return nil, nil, fmt.Errorf("WebAssembly metrics: %w", err)
+	}
+	if err := reg.Register(kv); err != nil {
+		modules.Close()
+		closeRT()
+		return nil, nil, fmt.Errorf("KV cache metrics: %w", err)
 	}
 	log.Debug("WebAssembly runtime ready", "instances_per_module", parallel, "cache_dir", cacheDir, "trusted_keys", len(trusted))
 	return modules, func() { modules.Close(); closeRT() }, nil
