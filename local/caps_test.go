@@ -1,10 +1,15 @@
 package local_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,4 +166,68 @@ func TestTrustedKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll.Wait(t, 10*time.Second, "the signed module to run", func() bool { return run() == nil })
+}
+
+// lockedBuffer is a bytes.Buffer safe for the fleet's concurrent logging.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A module granted log writes into the worker's log, one structured line
+// naming the module; without the grant it is refused at push.
+func TestModuleLog(t *testing.T) {
+	ctx := context.Background()
+	logs := &lockedBuffer{}
+	f, err := local.Start(ctx, local.Config{Listen: "127.0.0.1:0", Workers: 1,
+		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mod, err := os.ReadFile("../wasm/testdata/caps.wasm") // imports kv_get and log
+	if err != nil {
+		t.Fatal(err)
+	}
+	kvOnly, _ := wasmstore.NewPolicy(0, 0, []string{"kv:users"})
+	if _, err := f.PushWith(ctx, "caps", mod, wasmstore.PushOptions{Policy: kvOnly}); err == nil || !strings.Contains(err.Error(), "--grant log") {
+		t.Fatalf("push without log: %v, want it refused naming the grant", err)
+	}
+	pol, _ := wasmstore.NewPolicy(0, 0, []string{"kv:users", "log"})
+	if _, err := f.PushWith(ctx, "caps", mod, wasmstore.PushOptions{Policy: pol}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.ProcessBatch(ctx, "caps", nil, []plugin.Record{{Value: []byte("lline from the guest\nwith a newline")}})
+	if err != nil || res.Results[0].Err != nil {
+		t.Fatalf("caps: %v, %+v", err, res)
+	}
+	var found bool
+	for _, l := range strings.Split(logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "line from the guest\nwith a newline" {
+			found = true
+			if p, _ := m["plugin"].(string); !strings.HasPrefix(p, "caps@1.0.0 (sha256:") || m["level"] != "INFO" {
+				t.Errorf("log line %v: want the module named and level INFO", m)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no line from the guest in the fleet's log:\n%s", logs.String())
+	}
 }
