@@ -114,7 +114,8 @@ func hostileBackend() *stubBackend {
 			Queues: []fleet.Queue{{Owner: hostile, Priority: fleet.Normal, Weight: 1, Pending: 3}},
 		},
 		modules: []wasmstore.Manifest{{Name: "upper-wasm", Version: hostile, Digest: "sha256:0123456789abcdef", Size: 2048,
-			Info: plugin.Info{Name: "upper-wasm", Description: hostile}, Created: t0}},
+			Info: plugin.Info{Name: "upper-wasm", Description: hostile}, Created: t0,
+			Policy: wasmstore.Policy{Timeout: 50 * time.Millisecond, Grants: []string{"kv:users", "log"}}, Signer: hostile}},
 		pipelines: []client.Pipeline{{Name: "p1", Owner: hostile, Spec: client.PipelineSpec{Source: hostile, Sink: "out.x", Steps: []client.Step{{Plugin: hostile}}},
 			Status: &client.PipelineStatus{State: hostile, Lag: 7}}},
 		jobs: []client.JobInfo{
@@ -178,6 +179,17 @@ func TestPagesEscapeWhatUsersWrote(t *testing.T) {
 				t.Errorf("GET %s: the page does not show %s escaped", path, hostile)
 			}
 		})
+	}
+}
+
+// The plugins page shows each module's policy and signer.
+func TestPluginsPageShowsPolicy(t *testing.T) {
+	_, srv := newTest(t, hostileBackend(), false)
+	_, body := get(t, srv, "/plugins")
+	for _, want := range []string{"timeout 50ms, grants kv:users log", "<th>Signed by</th>"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the plugins page does not show %q", want)
+		}
 	}
 }
 
