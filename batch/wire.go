@@ -112,7 +112,9 @@ func prelude(data []byte, magic string, fixed int, countField string, maxCount i
 	if data[3] != Version {
 		return 0, 0, &Error{Err: ErrVersion, Index: noIndex, Field: "magic", Detail: "version " + strconv.Itoa(int(data[3]))}
 	}
-	if f := le.Uint32(data[12:]); f != 0 {
+	if f := le.Uint32(data[12:]); f == FlagS2 {
+		return 0, 0, malformed(noIndex, "flags", "the body is compressed (S2): decode what batch.Plain makes of it")
+	} else if f != 0 {
 		return 0, 0, malformed(noIndex, "flags", "unknown bits %#x", f)
 	}
 	h := le.Uint32(data[4:])

@@ -30,6 +30,8 @@ type options struct {
 	senders int
 	owner   string
 	log     *slog.Logger
+	// plain turns compression off (WithCompression(false)).
+	plain bool
 }
 
 // Option configures a Client.
@@ -106,6 +108,19 @@ func WithLogger(l *slog.Logger) Option {
 			return invalidOption("nil logger")
 		}
 		o.log = l
+		return nil
+	}
+}
+
+// WithCompression says whether the client compresses the batches it
+// publishes and asks workers to compress its jobs' results (default true).
+// Either way only messages that a sample shows compressible are
+// compressed, with S2 (docs/wire-format.md, "Compression"), and the client
+// reads compressed results of any job. Turn it off to spend no CPU on
+// trying when records are known to be incompressible.
+func WithCompression(on bool) Option {
+	return func(o *options) error {
+		o.plain = !on
 		return nil
 	}
 }

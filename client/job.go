@@ -61,7 +61,7 @@ type submitOptions struct {
 // request returns the job request of a Submit of plugin name with these
 // options: a chain when WithSteps was given (then name must be "").
 func (so *submitOptions) request(name string) (proto.JobCreate, error) {
-	req := proto.JobCreate{Plugin: name, Version: so.version, Config: so.config, Timeout: so.timeout, Priority: so.priority}
+	req := proto.JobCreate{Plugin: name, Version: so.version, Config: so.config, Timeout: so.timeout, Priority: so.priority, Compress: proto.CompressS2}
 	if len(so.steps) == 0 {
 		if !proto.ValidName(name) {
 			return req, fmt.Errorf("%w: plugin name %q: use 1-64 of [A-Za-z0-9_-]", ErrInvalid, name)
@@ -275,6 +275,9 @@ func (c *Client) Submit(ctx context.Context, name string, src Source, opts ...Su
 		return nil, err
 	}
 	req.Lease = leaseEvery
+	if c.opts.plain {
+		req.Compress = ""
+	}
 	ctx, span := tracer.Start(ctx, "client.job", trace.WithAttributes(attribute.String("dataflare.plugin", req.Plugin)))
 	// A coordinator that dies with the request leaves it unanswered: it is
 	// sent again (a job created twice leaves the first one open and empty,

@@ -222,7 +222,13 @@ func (j *Job) deliver(ctx context.Context, it jetstream.MessagesContext) {
 		}
 		j.received.Add(1)
 		rs := batch.ResultSet{Results: getResults()}
-		if err := batch.DecodeResults(m.Data(), &rs); err != nil || rs.Job != j.info.ID {
+		// A compressed message is decompressed into a buffer of its own:
+		// the results' values alias it, as they alias a plain message.
+		data, err := batch.Plain(nil, m.Data())
+		if err == nil {
+			err = batch.DecodeResults(data, &rs)
+		}
+		if err != nil || rs.Job != j.info.ID {
 			// Not a result of this job (only workers and coordinators
 			// publish here, but one bad message must not end a job):
 			// skipped and counted; a record's missing result still

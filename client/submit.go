@@ -429,10 +429,18 @@ func (b *batcher) send(ctx context.Context, ob *outBatch) error {
 	sctx, span := tracer.Start(ctx, "client.batch")
 	span.SetAttributes(attribute.Int64("dataflare.seq", int64(ob.seq)), attribute.Int("dataflare.records", ob.n))
 	defer span.End()
+	data := ob.data
+	if !j.c.opts.plain {
+		zbuf := encodeBuf(batch.MaxCompressedLen(len(data)))
+		if z, ok := batch.Compress(*zbuf, data); ok {
+			data, *zbuf = z, z
+		}
+		defer encodeBufs.Put(zbuf)
+	}
 	attempts := 0
 	_, err := retryFull(ctx, j.c, j.info.ID, func(_ context.Context) (*jetstream.PubAck, error) {
 		attempts++
-		m := &nats.Msg{Subject: proto.BatchSubject(j.info.ID, j.info.Priority, j.info.Plugin), Data: ob.data, Header: nats.Header{}}
+		m := &nats.Msg{Subject: proto.BatchSubject(j.info.ID, j.info.Priority, j.info.Plugin), Data: data, Header: nats.Header{}}
 		m.Header.Set(proto.HeaderMsgID, proto.BatchMsgID(j.info.ID, b.key, ob.seq))
 		tracing.Inject(sctx, m.Header)
 		// Each attempt gets the request timeout, whatever the job's

@@ -41,6 +41,7 @@ func (c *Coordinator) createJob(ctx context.Context, owner string, body []byte) 
 		MaxBatchBytes: c.cfg.MaxBatchBytes,
 		Lease:         req.Lease,
 		TraceID:       traceID(ctx),
+		Compress:      req.Compress,
 	}
 	if len(req.Steps) > 0 {
 		job.Plugin = proto.ChainPlugin
@@ -81,6 +82,9 @@ func parseJobCreate(owner string, body []byte) (proto.JobCreate, error) {
 	}
 	if req.Lease < 0 || req.Lease > MaxJobTimeout {
 		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: lease %v is outside [0, %v]", req.Lease, MaxJobTimeout)
+	}
+	if req.Compress != "" && req.Compress != proto.CompressS2 {
+		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: compression %q: this coordinator knows %q", req.Compress, proto.CompressS2)
 	}
 	if req.Timeout < 0 || req.Timeout > MaxJobTimeout {
 		return req, proto.Errorf(plugin.CodeInvalidInput, "coordinator: batch timeout %v is outside [0, %v]", req.Timeout, MaxJobTimeout)

@@ -221,7 +221,8 @@ func (c *Coordinator) storedResults(ctx context.Context, id string) (proto.Progr
 	err := c.scan(ctx, proto.ResultStream(proto.JobOwner(id)), proto.ResultSubject(id), 0, maxCountedResults, func(m *message) bool {
 		n++
 		var rs batch.ResultSet
-		if batch.DecodeResults(m.Data, &rs) != nil || rs.Job != id {
+		data, err := batch.Plain(nil, m.Data)
+		if err != nil || batch.DecodeResults(data, &rs) != nil || rs.Job != id {
 			return true
 		}
 		for _, r := range rs.Results {

@@ -19,6 +19,7 @@ import (
 	"github.com/dataflare/dataflare/internal/tracing"
 	"github.com/dataflare/dataflare/manager"
 	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/pool"
 )
 
 var tracer = tracing.Tracer("github.com/dataflare/dataflare/worker")
@@ -47,7 +48,17 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg, d delivery) {
 
 	b := batchPool.Get().(*batch.Batch)
 	defer batchPool.Put(b)
-	if err := batch.DecodeBatch(m.Data(), b); err != nil {
+	// A compressed batch is decompressed into a pool buffer, kept until
+	// the batch is settled: its records alias it, and a WebAssembly guest
+	// gets these plain bytes.
+	data, err := w.plain(m.Data())
+	if data.buf != nil {
+		defer w.mgr.Pool().Put(data.buf)
+	}
+	if err == nil {
+		err = batch.DecodeBatch(data.msg, b)
+	}
+	if err != nil {
 		// Clients publish batches with the codec, which checks every
 		// limit: this one cannot be run anywhere, so it is removed.
 		w.remove(m, "malformed", "undecodable batch", "err", err)
@@ -103,7 +114,7 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg, d delivery) {
 		return
 	}
 	rctx, cancel := context.WithTimeout(jctx, timeout)
-	res, err := w.run(rctx, b, m.Data())
+	res, err := w.run(rctx, b, data.msg)
 	cancel()
 	if err != nil {
 		span.RecordError(err)
@@ -550,6 +561,14 @@ func (w *Worker) publishPart(ctx context.Context, m jetstream.Msg, rs *batch.Res
 	if err != nil {
 		return err
 	}
+	if w.jobs.compresses(rs.Job) {
+		zbuf := w.mgr.Pool().Get(batch.MaxCompressedLen(len(data)))
+		defer w.mgr.Pool().Put(zbuf)
+		if z, ok := batch.Compress(zbuf.Bytes()[:0], data); ok {
+			data = z
+			w.metrics.compressedResults.Inc()
+		}
+	}
 	out := &nats.Msg{Subject: proto.ResultSubject(rs.Job), Data: data, Header: nats.Header{}}
 	id := proto.ResultMsgID(rs.Job, rs.Seq)
 	if !whole {
@@ -565,4 +584,31 @@ func (w *Worker) publishPart(ctx context.Context, m jetstream.Msg, rs *batch.Res
 		w.metrics.duplicateResults.Inc()
 	}
 	return nil
+}
+
+// plainMsg is a batch message as a worker reads it: plain, in buf (from
+// the pool) when it arrived compressed.
+type plainMsg struct {
+	msg []byte
+	buf *pool.Buffer
+}
+
+// plain returns msg decompressed when it is compressed (batch.FlagS2), into
+// a buffer of the worker's pool.
+func (w *Worker) plain(msg []byte) (plainMsg, error) {
+	if !batch.Compressed(msg) {
+		return plainMsg{msg: msg}, nil
+	}
+	n, err := batch.PlainSize(msg)
+	if err != nil {
+		return plainMsg{}, err
+	}
+	buf := w.mgr.Pool().Get(n)
+	out, err := batch.Plain(buf.Bytes()[:0], msg)
+	if err != nil {
+		w.mgr.Pool().Put(buf)
+		return plainMsg{}, err
+	}
+	w.metrics.compressedBatches.Inc()
+	return plainMsg{msg: out, buf: buf}, nil
 }

@@ -42,6 +42,7 @@ type jobEntry struct {
 	state          proto.JobState
 	timeout        time.Duration // the job's batch timeout, 0 for the worker's
 	seen           time.Time     // when the record was last read
+	compress       bool          // its readers take compressed results
 }
 
 // runningBatch is a batch running for a job, with the way to stop it.
@@ -137,7 +138,7 @@ func (j *jobs) apply(e jetstream.KeyValueEntry) {
 // set records a job's record, and stops its batches once it is cancelled.
 func (j *jobs) set(id string, rec *proto.Job) *jobEntry {
 	je := &jobEntry{plugin: rec.Plugin, digest: rec.Digest, steps: rec.Steps, priority: rec.Priority, state: rec.State,
-		timeout: rec.Timeout, seen: time.Now()}
+		timeout: rec.Timeout, seen: time.Now(), compress: rec.Compress == proto.CompressS2}
 	j.mu.Lock()
 	j.known[id] = je
 	j.mu.Unlock()
@@ -247,4 +248,13 @@ func (j *jobs) size() int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return len(j.known)
+}
+
+// compresses reports whether the readers of job id take compressed result
+// messages (it said so when it was created).
+func (j *jobs) compresses(id string) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	e := j.known[id]
+	return e != nil && e.compress
 }

@@ -24,6 +24,9 @@ type metrics struct {
 	storeRetries     prometheus.Counter
 	heartbeats       prometheus.Counter
 	queueWait        *prometheus.HistogramVec
+	// compressedBatches and compressedResults count batches received and
+	// result messages published compressed (batch.FlagS2).
+	compressedBatches, compressedResults prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, id string, p *pool.Pool, inFlight func() float64) *metrics {
@@ -55,6 +58,10 @@ func newMetrics(reg prometheus.Registerer, id string, p *pool.Pool, inFlight fun
 			Name: "dataflare_result_store_retries_total", Help: "Publications of results JetStream could not store, retried with the batch's lease kept."}),
 		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dataflare_heartbeats_sent_total", Help: "Heartbeats sent."}),
+		compressedBatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dataflare_compressed_batches_total", Help: "Batches received compressed (S2), decompressed into the worker's pool."}),
+		compressedResults: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dataflare_compressed_results_total", Help: "Result messages published compressed (S2)."}),
 		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "dataflare_queue_wait_seconds", Help: "Time a batch waited in its queue before a worker started it, by owner and priority.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18)}, []string{"owner", "priority"}),
@@ -63,6 +70,7 @@ func newMetrics(reg prometheus.Registerer, id string, p *pool.Pool, inFlight fun
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"worker": id}, reg)
 		reg.MustRegister(m.records, m.batches, m.batchSeconds, m.batchRecords, m.redeliveries, m.naks,
 			m.deadLettered, m.splits, m.duplicateResults, m.fetchErrors, m.storeRetries, m.heartbeats, m.queueWait, newPoolCollector(p),
+			m.compressedBatches, m.compressedResults,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "dataflare_batches_in_flight", Help: "Batches running now."}, inFlight))
 	}

@@ -58,7 +58,14 @@ type JobCreate struct {
 	// the job is open (df.job.progress): a job that has not heard from it
 	// for a few leases is abandoned. 0: the submitter does not report.
 	Lease time.Duration `json:"lease_ns,omitempty"`
+	// Compress is the compression the job's readers decode in result
+	// messages: CompressS2, or "" for none (a client that predates it).
+	Compress string `json:"compress,omitempty"`
 }
+
+// CompressS2 is JobCreate.Compress of a client that reads result
+// messages compressed with S2 (batch.FlagS2).
+const CompressS2 = "s2"
 
 // Job is a job's record in the DF_JOBS bucket, and the reply to JobCreate
 // and to job requests.
@@ -98,6 +105,9 @@ type Job struct {
 	// TraceID is the trace the job was created in, when the client
 	// traced it.
 	TraceID string `json:"trace_id,omitempty"`
+	// Compress is JobCreate's: whether workers may compress the job's
+	// result messages.
+	Compress string `json:"compress,omitempty"`
 	// Abandoned is set on replies (never stored) about an open job whose
 	// submitter has not reported for AbandonedAfter.
 	Abandoned bool `json:"abandoned,omitempty"`

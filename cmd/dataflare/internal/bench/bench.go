@@ -38,6 +38,12 @@ type Config struct {
 	Records int
 	// RecordSize is each record's value size in bytes. Default 100.
 	RecordSize int
+	// Data is the records' content (Datas): "letters" (the default),
+	// "logs" or "random".
+	Data string
+	// NoCompression makes the fleet modes' client send and ask for plain
+	// messages only (client.WithCompression(false)).
+	NoCompression bool
 	// Plugin is the native plugin to run. Default "upper". Its WebAssembly
 	// twin (upper → upper-wasm) runs the wasm modes when there is one.
 	Plugin string
@@ -87,6 +93,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Plugin == "" {
 		c.Plugin = builtin.UpperName
 	}
+	if c.Data == "" {
+		c.Data = DataLetters
+	}
 	if c.Rounds == 0 {
 		c.Rounds = 3
 	}
@@ -110,6 +119,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: records %d below 1", ErrInvalidConfig, c.Records)
 	case c.RecordSize < 1 || c.RecordSize > MaxRecordSize:
 		return c, fmt.Errorf("%w: record size %d not in 1..%d", ErrInvalidConfig, c.RecordSize, MaxRecordSize)
+	case !slices.Contains(Datas, c.Data):
+		return c, fmt.Errorf("%w: data %q: have %v", ErrInvalidConfig, c.Data, Datas)
 	case c.Rounds < 1:
 		return c, fmt.Errorf("%w: rounds %d below 1", ErrInvalidConfig, c.Rounds)
 	case c.Workers < 1:
@@ -135,6 +146,22 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
+// The records' contents (Config.Data).
+const (
+	// DataLetters is values of random lower-case letters, digits and
+	// spaces: what compresses little without entropy coding (S2 leaves it
+	// as it is).
+	DataLetters = "letters"
+	// DataLogs is log lines like the demo's: a timestamp, a level, a
+	// service, a request line with a few key=value fields. Compressible.
+	DataLogs = "logs"
+	// DataRandom is random bytes: incompressible.
+	DataRandom = "random"
+)
+
+// Datas are the contents a run may use.
+var Datas = []string{DataLetters, DataLogs, DataRandom}
+
 // MaxRecordSize is the largest record the bench makes: 1 MiB.
 const MaxRecordSize = 1 << 20
 
@@ -154,6 +181,8 @@ type Report struct {
 	WASMPlugin   string        `json:"wasm_plugin,omitempty"`
 	Records      int           `json:"records"`
 	RecordSize   int           `json:"record_size"`
+	Data         string        `json:"data"`
+	Compression  bool          `json:"compression"`
 	Rounds       int           `json:"rounds"`
 	Workers      int           `json:"workers"`
 	Parallel     int           `json:"parallel"`
@@ -231,6 +260,11 @@ type Mode struct {
 	// BatchSize is the batch size the mode ran at (the sizer's at the end
 	// for a fleet mode).
 	BatchSize int `json:"batch_size"`
+	// WireBytesPerRecord is the bytes that crossed NATS per record: what
+	// the server received from its clients (batch and result messages,
+	// with their acknowledgements and requests), median over rounds; 0
+	// for the direct modes.
+	WireBytesPerRecord float64 `json:"wire_bytes_per_record"`
 }
 
 // SweepPoint is fleet_native at one fixed batch size.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/dataflare/dataflare/batch"
 	"math"
 	"testing"
 	"time"
@@ -185,7 +186,7 @@ func TestStatistics(t *testing.T) {
 }
 
 func TestRecordsAndChecker(t *testing.T) {
-	in := makeRecords(5000, 37)
+	in := makeRecords(5000, 37, DataLetters)
 	if got, want := in.distinct, 4096; got != want {
 		t.Errorf("%d distinct values, want %d", got, want)
 	}
@@ -201,8 +202,31 @@ func TestRecordsAndChecker(t *testing.T) {
 	if !bytes.Equal(in.value(1), in.value(4097)) || bytes.Equal(in.value(1), in.value(2)) {
 		t.Errorf("values do not cycle through %d distinct ones", in.distinct)
 	}
-	if got, want := makeRecords(1000, 1<<20).distinct, maxSlab>>20; got != want {
+	if got, want := makeRecords(1000, 1<<20, DataLetters).distinct, maxSlab>>20; got != want {
 		t.Errorf("1 MiB records: %d distinct values, want %d (the slab bound)", got, want)
+	}
+	// Logs and random bytes: every record distinct, of the size asked;
+	// log lines compress, random bytes do not.
+	for _, tc := range []struct {
+		data     string
+		compress bool
+	}{{DataLogs, true}, {DataRandom, false}} {
+		in := makeRecords(5000, 100, tc.data)
+		if in.distinct != 5000 || bytes.Equal(in.value(0), in.value(1)) || len(in.value(4999)) != 100 {
+			t.Errorf("%s: %d distinct values of %d bytes", tc.data, in.distinct, len(in.value(4999)))
+		}
+		msg, err := batch.AppendBatch(nil, &batch.Batch{Job: "j", Plugin: "upper", Records: in.fill(nil, 0, 1000)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		z, ok := batch.Compress(nil, msg)
+		if ok != tc.compress {
+			t.Errorf("%s: compressed %v, want %v", tc.data, ok, tc.compress)
+		}
+		t.Logf("%s: a batch of 1,000 records of 100 bytes: %d bytes, compressed %d (%v)", tc.data, len(msg), len(z), ok)
+	}
+	if !checker("upper")([]byte("a\xffb\xc3"), []byte("A\xffB\xc3")) {
+		t.Error("the upper checker rewrites bytes that are not ASCII letters")
 	}
 	upper := checker("upper")
 	for _, tc := range []struct {

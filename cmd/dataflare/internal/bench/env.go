@@ -95,7 +95,7 @@ func setupStack(ctx context.Context, cfg Config, workers, window int) (_ *env, e
 		}
 		e.modes = append(e.modes, m)
 	}
-	e.in = makeRecords(cfg.Records, cfg.RecordSize)
+	e.in = makeRecords(cfg.Records, cfg.RecordSize, cfg.Data)
 	e.tin = make([]atomic.Int64, cfg.Records/sampleStride+1)
 	e.check = checker(cfg.Plugin)
 	e.direct = builtin.All()[cfg.Plugin]
@@ -117,7 +117,7 @@ func setupStack(ctx context.Context, cfg Config, workers, window int) (_ *env, e
 	if e.js, err = jetstream.New(e.nc); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	if e.cl, err = client.New(e.nc, client.WithWindow(window)); err != nil {
+	if e.cl, err = client.New(e.nc, client.WithWindow(window), client.WithCompression(!cfg.NoCompression)); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	if e.twin != nil {
@@ -174,18 +174,55 @@ type records struct {
 // maxSlab bounds the slab of distinct values.
 const maxSlab = 64 << 20
 
-func makeRecords(n, size int) records {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789 "
-	distinct := max(1, min(n, 4096, maxSlab/size))
-	slab := make([]byte, distinct*size)
+func makeRecords(n, size int, data string) records {
 	x := uint64(0x9e3779b97f4a7c15)
-	for i := range slab {
+	next := func() uint64 {
 		x ^= x << 13
 		x ^= x >> 7
 		x ^= x << 17
-		slab[i] = alphabet[x%uint64(len(alphabet))]
+		return x
+	}
+	switch data {
+	case DataLogs, DataRandom:
+		// Every record distinct (up to the slab's bound): a batch holding
+		// the same value twice would compress for that alone.
+		distinct := max(1, min(n, maxSlab/size))
+		slab := make([]byte, distinct*size)
+		if data == DataRandom {
+			for i := range slab {
+				slab[i] = byte(next())
+			}
+		} else {
+			for j := range distinct {
+				logLine(slab[j*size:(j+1)*size], j, next)
+			}
+		}
+		return records{n: n, size: size, distinct: distinct, slab: slab}
+	}
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789 "
+	distinct := max(1, min(n, 4096, maxSlab/size))
+	slab := make([]byte, distinct*size)
+	for i := range slab {
+		slab[i] = alphabet[next()%uint64(len(alphabet))]
 	}
 	return records{n: n, size: size, distinct: distinct, slab: slab}
+}
+
+// logLine fills dst with log lines like the demo's, record j's, cut or
+// continued to fill it.
+func logLine(dst []byte, j int, next func() uint64) {
+	levels := [...]string{"info", "info", "info", "warn", "error", "debug"}
+	services := [...]string{"api", "auth", "billing", "search", "worker"}
+	paths := [...]string{"/v1/orders", "/v1/users", "/v1/search", "/healthz", "/v1/invoices"}
+	b := dst[:0]
+	for k := 0; len(b) < len(dst); k++ {
+		r := next()
+		b = fmt.Appendf(b, "2026-12-03T%02d:%02d:%02d.%03dZ %s %s request method=%s path=%s/%d status=%d duration_ms=%d bytes=%d user=u%d trace=%016x\n",
+			(j/3600)%24, (j/60)%60, j%60, (j*7+k)%1000, levels[r%6], services[(r>>8)%5],
+			[...]string{"GET", "POST", "PUT"}[(r>>16)%3], paths[(r>>20)%5], (r>>24)%100000,
+			[...]int{200, 200, 200, 201, 404, 500}[(r>>40)%6], (r>>44)%900, (r>>50)%9000, (r>>32)%5000, next())
+	}
+	copy(dst, b)
 }
 
 // value returns record i's value.
@@ -207,7 +244,22 @@ func (r records) fill(dst []plugin.Record, lo, hi int) []plugin.Record {
 func checker(name string) func(in, out []byte) bool {
 	switch name {
 	case builtin.UpperName:
-		return func(in, out []byte) bool { return bytes.Equal(out, bytes.ToUpper(in)) }
+		// ASCII only, as the plugin: bytes.ToUpper would rewrite invalid
+		// UTF-8.
+		return func(in, out []byte) bool {
+			if len(in) != len(out) {
+				return false
+			}
+			for i, c := range in {
+				if 'a' <= c && c <= 'z' {
+					c -= 'a' - 'A'
+				}
+				if out[i] != c {
+					return false
+				}
+			}
+			return true
+		}
 	case builtin.IdentityName, builtin.DelayName:
 		return bytes.Equal
 	}
@@ -239,3 +291,16 @@ func readMem() memSnap {
 
 // defaultWindow is the client's default window (client.WithWindow).
 const defaultWindow = 32
+
+// wireBytes returns the bytes the embedded server has received from its
+// clients so far: what crossed NATS into it. 0 without an embedded server.
+func (e *env) wireBytes() uint64 {
+	if e.st == nil || e.st.Server == nil {
+		return 0
+	}
+	v, err := e.st.Server.Varz(nil)
+	if err != nil {
+		return 0
+	}
+	return uint64(v.InBytes)
+}

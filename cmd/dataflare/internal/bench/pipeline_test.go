@@ -89,7 +89,7 @@ func TestPipelineCheckSink(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	p := &pipeBench{env: &env{js: js, in: makeRecords(5, 16), check: checker(builtin.UpperName)}}
+	p := &pipeBench{env: &env{js: js, in: makeRecords(5, 16, DataLetters), check: checker(builtin.UpperName)}}
 	upper := func(i int) []byte { return bytes.ToUpper(p.in.value(i)) }
 	for i, tc := range []struct {
 		name string

@@ -35,6 +35,7 @@ type measured struct {
 	bytes  []float64
 	allocs []float64
 	cpu    []float64
+	wire   []float64
 	lat    []time.Duration
 }
 
@@ -98,6 +99,8 @@ func (e *env) reportHeader() *Report {
 		PluginConfig: cfg.PluginConfig,
 		Records:      cfg.Records,
 		RecordSize:   cfg.RecordSize,
+		Data:         cfg.Data,
+		Compression:  !cfg.NoCompression,
 		Rounds:       cfg.Rounds,
 		Workers:      cfg.Workers,
 		Parallel:     cfg.Parallel,
@@ -143,15 +146,20 @@ func (r *benchRun) startRounds() (stop func()) {
 func (r *benchRun) measure(ctx context.Context, t task, round int) error {
 	m := r.got[t]
 	runtime.GC()
+	wire0 := r.e.wireBytes()
 	before := readMem()
 	elapsed, lat, err := r.runTask(ctx, t, round, m.lat)
 	after := readMem()
+	wire1 := r.e.wireBytes()
 	if err != nil {
 		return err
 	}
 	m.lat = lat
 	n := float64(r.e.cfg.Records)
 	m.add(n, elapsed, before, after)
+	if t.mode != ModeDirect && t.mode != ModeDirectWASM {
+		m.wire = append(m.wire, float64(wire1-wire0)/n)
+	}
 	r.e.cfg.Log.Info("round", "n", round+1, "task", t.String(), "records_per_sec", int(n/elapsed.Seconds()),
 		"elapsed", elapsed.Round(time.Millisecond), "cpu_us_per_record", round3(m.cpu[len(m.cpu)-1]),
 		"gc", after.gc-before.gc, "bytes_per_record", int(m.bytes[len(m.bytes)-1]))
@@ -385,6 +393,7 @@ func (e *env) modeOf(m *measured, size int) *Mode {
 		CPUMicrosPerRecord:  round3(median(m.cpu)),
 		RoundsPerSec:        roundAll(m.perSec),
 		BatchSize:           size,
+		WireBytesPerRecord:  round2(median(m.wire)),
 	}
 }
 

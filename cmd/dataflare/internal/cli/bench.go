@@ -45,6 +45,7 @@ type benchFlags struct {
 	probeBudget     time.Duration
 	probeGap        time.Duration
 	pipeline        bool
+	compression     bool
 }
 
 func (e *env) benchCmd() *cobra.Command {
@@ -84,6 +85,8 @@ Their load is the delay plugin, ms=1 (--plugin, --config to change it), on embed
 	fl := cmd.Flags()
 	fl.IntVar(&f.cfg.Records, "records", 200_000, "records per mode and round")
 	fl.IntVar(&f.cfg.RecordSize, "record-size", 100, "bytes per record value")
+	fl.StringVar(&f.cfg.Data, "data", bench.DataLetters, "the records' content: letters (random letters and digits), logs (log lines, compressible) or random (random bytes, incompressible)")
+	fl.BoolVar(&f.compression, "compression", true, "let the fleet's client compress batches and results where a sample says it pays (--compression=false: plain messages only, for comparison)")
 	fl.StringVar(&f.cfg.Plugin, "plugin", "upper", "native plugin to run (identity, upper, delay, fail)")
 	fl.BoolVar(&f.json, "json", false, "print the report as one JSON object")
 	fl.StringArrayVarP(&f.config, "config", "c", nil, "plugin configuration KEY=VALUE (repeatable), e.g. ms=1 for delay")
@@ -148,6 +151,7 @@ func (e *env) runBench(cmd *cobra.Command, f benchFlags) error {
 		return err
 	}
 	cfg.Log = log
+	cfg.NoCompression = !f.compression
 	if f.cpuProfile != "" {
 		out, err := os.Create(f.cpuProfile)
 		if err != nil {
