@@ -37,6 +37,9 @@ type Coordinator struct {
 	jobs      *jobCache
 	view      *view
 	reqs      *requests
+	// chores is housekeeping a request leaves behind, done after its reply
+	// (later): one goroutine, while Run runs.
+	chores chan func(context.Context)
 	owners    owners
 	counts    queueCounts
 	kv        jetstream.KeyValue // DF_JOBS, set by Run
@@ -160,6 +163,17 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	defer c.ready.Store(false)
 	c.log.Info("coordinator started", "max_batch_bytes", c.cfg.MaxBatchBytes, "replicas", c.cfg.Topology.Replicas)
 
+	c.chores = make(chan func(context.Context), maxChores)
+	choresDone := make(chan struct{})
+	// Stops when chores is closed, after the last request was handled.
+	go func() {
+		defer close(choresDone)
+		for f := range c.chores {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), kvTimeout)
+			f(cctx)
+			cancel()
+		}
+	}()
 	g, gctx := errgroup.WithContext(context.WithoutCancel(ctx))
 	for range c.cfg.RequestWorkers {
 		// Stops when the requests are closed and drained.
@@ -176,7 +190,27 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	c.log.Info("coordinator stopping")
 	unsubscribe(subs)
 	c.reqs.close()
-	return g.Wait()
+	err = g.Wait()
+	close(c.chores)
+	<-choresDone
+	return err
+}
+
+// maxChores bounds the housekeeping waiting to be done; beyond it a
+// request does its own before replying.
+const maxChores = 1024
+
+// later does f after the current request's reply, on the chores
+// goroutine; now, under ctx, when too many wait or Run is not running.
+func (c *Coordinator) later(ctx context.Context, f func(context.Context)) {
+	if c.chores != nil {
+		select {
+		case c.chores <- f:
+			return
+		default:
+		}
+	}
+	f(ctx)
 }
 
 // subscribe queues the requests and observes the heartbeats. On an error

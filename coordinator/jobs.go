@@ -279,7 +279,10 @@ func (c *Coordinator) finishJob(ctx context.Context, id string, body []byte) (*p
 		return nil
 	})
 	if err == nil {
-		c.purge(ctx, proto.ResultStream(proto.JobOwner(id)), proto.ResultSubject(id))
+		// The reader has its results: their purge need not hold its reply.
+		c.later(ctx, func(ctx context.Context) {
+			c.purge(ctx, proto.ResultStream(proto.JobOwner(id)), proto.ResultSubject(id))
+		})
 	}
 	return job, err
 }
