@@ -34,12 +34,12 @@ type Coordinator struct {
 	metrics *metrics
 	started time.Time
 
-	jobs      *jobCache
-	view      *view
-	reqs      *requests
+	jobs *jobCache
+	view *view
+	reqs *requests
 	// chores is housekeeping a request leaves behind, done after its reply
 	// (later): one goroutine, while Run runs.
-	chores chan func(context.Context)
+	chores    chan func(context.Context)
 	owners    owners
 	counts    queueCounts
 	kv        jetstream.KeyValue // DF_JOBS, set by Run

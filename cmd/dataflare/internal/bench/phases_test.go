@@ -50,7 +50,9 @@ func BenchmarkOneRecordJob(b *testing.B) {
 	}
 	recs := []plugin.Record{{Value: []byte("x")}}
 	phases := map[string][]float64{}
-	add := func(name string, d time.Duration) { phases[name] = append(phases[name], float64(d.Microseconds())/1000) }
+	add := func(name string, d time.Duration) {
+		phases[name] = append(phases[name], float64(d.Microseconds())/1000)
+	}
 	run := func(measure bool) {
 		rec.Reset()
 		t0 := time.Now()
