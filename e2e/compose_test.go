@@ -446,6 +446,22 @@ func TestComposeFaults(t *testing.T) {
 		t.Fatalf("%d worker containers, want 3", len(workers))
 	}
 	waitProgress("kill a worker container", 0.10)
+	// The workers' containers have a memory limit (compose.yaml's
+	// DATAFLARE_WORKER_MEMORY, 1 GiB): --memory-budget auto found it in
+	// their cgroup and gave the buffer pool half of it.
+	out, err := s.dataflare(ctx, "report", "--json").Output()
+	if err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	var rep fleet.Report
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	for _, w := range rep.Workers {
+		if w.Pool.BudgetBytes != 512<<20 {
+			t.Errorf("worker %s: pool budget %d bytes, want 512 MiB from its container's 1 GiB limit", w.ID, w.Pool.BudgetBytes)
+		}
+	}
 	s.docker("kill", workers[0])
 
 	waitProgress("kill NATS node nats2", 0.25)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/dataflare/dataflare/coordinator"
+	"github.com/dataflare/dataflare/internal/memlimit"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/pool"
 	"github.com/dataflare/dataflare/wasmstore"
@@ -142,6 +144,7 @@ func (e *env) workerCmd() *cobra.Command {
 		httpAddr string
 		cacheDir string
 		trusted  []string
+		budget   string
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -161,19 +164,31 @@ a trusted key".`,
 			if err != nil {
 				return err
 			}
+			pcfg := pool.DefaultConfig()
+			auto, err := parseBudget(budget, &pcfg.Budget)
+			if err != nil {
+				return err
+			}
 			nc, err := e.connect("worker", true)
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
+			if auto {
+				pcfg.Budget = autoBudget(log)
+			}
 			reg := newRegistry()
 			cfg.Registerer, cfg.Logger = reg, log
-			// One pool for result encoding and guest output.
-			bufs, err := pool.New(pool.DefaultConfig())
+			// One pool for result encoding and guest output, warmed so
+			// that the first batches find their buffers.
+			bufs, err := pool.New(pcfg)
 			if err != nil {
 				return err
 			}
 			defer bufs.Close()
+			if n, err := bufs.Warmup(); err == nil {
+				log.Info("buffer pool warmed", "buffers", n, "budget_bytes", pcfg.Budget)
+			}
 			cfg.Pool = bufs
 			mods, closeMods, err := workerModules(cmd.Context(), nc, cacheDir, cfg.Parallel, bufs, reg, log, trusted...)
 			if err != nil {
@@ -198,6 +213,7 @@ a trusted key".`,
 	f.IntVar(&cfg.Parallel, "parallel", 0, "batches run at once (default: the number of CPUs)")
 	f.StringVar(&httpAddr, "http", "", "serve /metrics and /healthz on HOST:PORT")
 	f.StringVar(&cacheDir, "cache-dir", "", "directory for compiled WebAssembly modules (default: none, compile on every start)")
+	f.StringVar(&budget, "memory-budget", "auto", "the buffer pool's budget, `SIZE` such as 512MiB: past it buffers are plain allocations and the worker reports memory pressure, which shrinks the batches sent to it. auto: half the memory limit (GOMEMLIMIT, else the cgroup's, which then also sets the Go memory limit to 90% of it), none without one; none: no budget")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long a stopping worker waits for its running batches")
 	f.DurationVar(&cfg.BatchTimeout, "batch-timeout", worker.DefaultBatchTimeout, "how long one batch may run (a job may ask for less)")
 	f.DurationVar(&cfg.Heartbeat, "heartbeat", proto.DefaultHeartbeat, "the interval between heartbeats")
@@ -278,4 +294,41 @@ func checkTrustedKeys(keys []string) error {
 		}
 	}
 	return nil
+}
+
+// parseBudget reads --memory-budget into budget: a size, or none (0); auto
+// reports true and leaves it to autoBudget.
+func parseBudget(flag string, budget *int64) (auto bool, err error) {
+	switch flag {
+	case "none", "0":
+		*budget = 0
+		return false, nil
+	case "auto":
+		return true, nil
+	}
+	n, err := wasmstore.ParseSize(flag)
+	if err != nil || n < 1<<20 {
+		return false, usagef("--memory-budget %q: want a size of at least 1MiB such as 512MiB, auto or none", flag)
+	}
+	*budget = n
+	return false, nil
+}
+
+// autoBudget returns the buffer pool's budget of --memory-budget auto:
+// half the process's memory limit (GOMEMLIMIT, else its cgroup's), 0
+// without one. A cgroup's limit also becomes the Go memory limit (90% of
+// it) when none is set, so that the collector works harder before the
+// kernel kills the process, and the heap's share of it counts in the
+// worker's reported pressure.
+func autoBudget(log *slog.Logger) int64 {
+	limit, src := memlimit.Find()
+	if limit == 0 {
+		log.Info("no memory limit found (GOMEMLIMIT, cgroup): the buffer pool has no budget")
+		return 0
+	}
+	if src != memlimit.GoMemLimit {
+		debug.SetMemoryLimit(limit / 10 * 9)
+	}
+	log.Info("memory budget", "limit_bytes", limit, "source", string(src), "pool_budget_bytes", limit/2)
+	return limit / 2
 }

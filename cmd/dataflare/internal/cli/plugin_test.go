@@ -117,6 +117,8 @@ func TestPluginPolicyAndSigning(t *testing.T) {
 			`signed by: +nobody.*version: +1\.0\.0\n.*policy: +timeout 50ms, memory 1MiB, grants kv:users log\nsigned by: +` + pub, ""},
 		{"bad trusted key", []string{"worker", "--trusted-key", "UABC"}, ExitUsage, "", `--trusted-key "UABC"`},
 		{"bad trusted key for dev", []string{"dev", "--trusted-key", "UABC"}, ExitUsage, "", `--trusted-key "UABC"`},
+		{"bad memory budget", []string{"worker", "--memory-budget", "lots"}, ExitUsage, "", `--memory-budget "lots"`},
+		{"tiny memory budget", []string{"worker", "--memory-budget", "64KiB"}, ExitUsage, "", "at least 1MiB"},
 		{"grant of a fleet bucket", []string{"plugin", "push", "p", "x.wasm", "--grant", "kv:DF_JOBS"}, ExitUsage, "", "the fleet's own"},
 	}
 	runSteps(t, nats, steps)
