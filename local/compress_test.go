@@ -9,27 +9,10 @@ import (
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/local"
+	"github.com/dataflare/dataflare/local/localtest"
 	"github.com/dataflare/dataflare/plugin"
 	"github.com/dataflare/dataflare/plugin/builtin/twins"
 )
-
-// counter returns the sum of the series of counter name in reg.
-func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
-}
 
 // Log-like records travel compressed both ways, for native and WebAssembly
 // plugins (whose guests still get plain batches), and come back exactly;
@@ -75,12 +58,12 @@ func TestCompressionOnTheWire(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"upper", twins.UpperName} {
-		batches, results := counter(t, reg, "dataflare_compressed_batches_total"), counter(t, reg, "dataflare_compressed_results_total")
+		batches, results := localtest.Counter(t, reg, "dataflare_compressed_batches_total"), localtest.Counter(t, reg, "dataflare_compressed_results_total")
 		run(c, name)
-		if got := counter(t, reg, "dataflare_compressed_batches_total") - batches; got != 4 {
+		if got := localtest.Counter(t, reg, "dataflare_compressed_batches_total") - batches; got != 4 {
 			t.Errorf("%s: %v batches received compressed, want 4", name, got)
 		}
-		if got := counter(t, reg, "dataflare_compressed_results_total") - results; got != 4 {
+		if got := localtest.Counter(t, reg, "dataflare_compressed_results_total") - results; got != 4 {
 			t.Errorf("%s: %v result messages published compressed, want 4", name, got)
 		}
 	}
@@ -89,12 +72,12 @@ func TestCompressionOnTheWire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	batches, results := counter(t, reg, "dataflare_compressed_batches_total"), counter(t, reg, "dataflare_compressed_results_total")
+	batches, results := localtest.Counter(t, reg, "dataflare_compressed_batches_total"), localtest.Counter(t, reg, "dataflare_compressed_results_total")
 	run(plainClient, "upper")
-	if got := counter(t, reg, "dataflare_compressed_batches_total") - batches; got != 0 {
+	if got := localtest.Counter(t, reg, "dataflare_compressed_batches_total") - batches; got != 0 {
 		t.Errorf("without compression: %v batches received compressed", got)
 	}
-	if got := counter(t, reg, "dataflare_compressed_results_total") - results; got != 0 {
+	if got := localtest.Counter(t, reg, "dataflare_compressed_results_total") - results; got != 0 {
 		t.Errorf("without compression: %v result messages published compressed: a client that did not ask for them would refuse them", got)
 	}
 }

@@ -325,19 +325,7 @@ func TestFullResultsStreamIsNotPoison(t *testing.T) {
 // counter returns the sum of the counter name's series in reg.
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
+	return localtest.Counter(t, reg, name)
 }
 
 // Owners of weights 1 and 3 that both saturate a worker share its slots
