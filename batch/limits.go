@@ -30,10 +30,6 @@ type Limits struct {
 	// MaxErrorSize is the longest per-record error message, in bytes.
 	// Encoders shorten longer messages to it; decoders refuse them.
 	MaxErrorSize int
-	// MaxPlainSize is the largest message Plain makes of a compressed
-	// one, in bytes: what a few bytes on the wire may make a reader
-	// allocate.
-	MaxPlainSize int
 }
 
 // DefaultLimits are the limits of the package-level functions, as listed in
@@ -47,7 +43,6 @@ var DefaultLimits = Limits{
 	MaxStringSize:  4 << 10,
 	MaxConfigPairs: 256,
 	MaxErrorSize:   64 << 10,
-	MaxPlainSize:   64 << 20,
 }
 
 // orDefault returns l with its zero and negative fields replaced by
@@ -69,7 +64,6 @@ func (l Limits) orDefault() Limits {
 		MaxStringSize:  fix(l.MaxStringSize, d.MaxStringSize),
 		MaxConfigPairs: fix(l.MaxConfigPairs, d.MaxConfigPairs),
 		MaxErrorSize:   fix(l.MaxErrorSize, d.MaxErrorSize),
-		MaxPlainSize:   fix(l.MaxPlainSize, d.MaxPlainSize),
 	}
 }
 

@@ -24,6 +24,15 @@ const (
 	// Version is the wire format version this package reads and writes.
 	Version = 1
 
+	// FlagS2 is the bit of a message's flags that says its body — the
+	// records of a batch, the entries of a result message: everything
+	// from header_len to the end — is one S2 block, while the header
+	// before it stays as it is (docs/wire-format.md, "Compression";
+	// package batchz compresses and decompresses). This package's
+	// decoders read plain messages only, and say so of a compressed one;
+	// decoders that predate the flag refuse it, as they refuse any flag.
+	FlagS2 = 1
+
 	batchMagic  = "DFB"
 	resultMagic = "DFR"
 	batchFixed  = 32 // magic, header_len, record_count, flags, seq, base
@@ -113,7 +122,7 @@ func prelude(data []byte, magic string, fixed int, countField string, maxCount i
 		return 0, 0, &Error{Err: ErrVersion, Index: noIndex, Field: "magic", Detail: "version " + strconv.Itoa(int(data[3]))}
 	}
 	if f := le.Uint32(data[12:]); f == FlagS2 {
-		return 0, 0, malformed(noIndex, "flags", "the body is compressed (S2): decode what batch.Plain makes of it")
+		return 0, 0, malformed(noIndex, "flags", "the body is compressed (S2): decode what batchz.Plain makes of it")
 	} else if f != 0 {
 		return 0, 0, malformed(noIndex, "flags", "unknown bits %#x", f)
 	}

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/batch/batchz"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/internal/tracing"
 	"github.com/dataflare/dataflare/plugin"
@@ -224,7 +225,7 @@ func (j *Job) deliver(ctx context.Context, it jetstream.MessagesContext) {
 		rs := batch.ResultSet{Results: getResults()}
 		// A compressed message is decompressed into a buffer of its own:
 		// the results' values alias it, as they alias a plain message.
-		data, err := batch.Plain(nil, m.Data())
+		data, err := batchz.Plain(nil, m.Data())
 		if err == nil {
 			err = batch.DecodeResults(data, &rs)
 		}

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/batch/batchz"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/internal/tracing"
 	"github.com/dataflare/dataflare/plugin"
@@ -431,8 +432,8 @@ func (b *batcher) send(ctx context.Context, ob *outBatch) error {
 	defer span.End()
 	data := ob.data
 	if !j.c.opts.plain {
-		zbuf := encodeBuf(batch.MaxCompressedLen(len(data)))
-		if z, ok := batch.Compress(*zbuf, data); ok {
+		zbuf := encodeBuf(batchz.MaxCompressedLen(len(data)))
+		if z, ok := batchz.Compress(*zbuf, data); ok {
 			data, *zbuf = z, z
 		}
 		defer encodeBufs.Put(zbuf)

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/batch/batchz"
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/plugin"
@@ -221,7 +222,7 @@ func (c *Coordinator) storedResults(ctx context.Context, id string) (proto.Progr
 	err := c.scan(ctx, proto.ResultStream(proto.JobOwner(id)), proto.ResultSubject(id), 0, maxCountedResults, func(m *message) bool {
 		n++
 		var rs batch.ResultSet
-		data, err := batch.Plain(nil, m.Data)
+		data, err := batchz.Plain(nil, m.Data)
 		if err != nil || batch.DecodeResults(data, &rs) != nil || rs.Job != id {
 			return true
 		}

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/batch/batchz"
 	"github.com/dataflare/dataflare/fleet"
 	"github.com/dataflare/dataflare/internal/proto"
 	"github.com/dataflare/dataflare/internal/tracing"
@@ -562,9 +563,9 @@ func (w *Worker) publishPart(ctx context.Context, m jetstream.Msg, rs *batch.Res
 		return err
 	}
 	if w.jobs.compresses(rs.Job) {
-		zbuf := w.mgr.Pool().Get(batch.MaxCompressedLen(len(data)))
+		zbuf := w.mgr.Pool().Get(batchz.MaxCompressedLen(len(data)))
 		defer w.mgr.Pool().Put(zbuf)
-		if z, ok := batch.Compress(zbuf.Bytes()[:0], data); ok {
+		if z, ok := batchz.Compress(zbuf.Bytes()[:0], data); ok {
 			data = z
 			w.metrics.compressedResults.Inc()
 		}
@@ -596,15 +597,15 @@ type plainMsg struct {
 // plain returns msg decompressed when it is compressed (batch.FlagS2), into
 // a buffer of the worker's pool.
 func (w *Worker) plain(msg []byte) (plainMsg, error) {
-	if !batch.Compressed(msg) {
+	if !batchz.Compressed(msg) {
 		return plainMsg{msg: msg}, nil
 	}
-	n, err := batch.PlainSize(msg)
+	n, err := batchz.PlainSize(msg)
 	if err != nil {
 		return plainMsg{}, err
 	}
 	buf := w.mgr.Pool().Get(n)
-	out, err := batch.Plain(buf.Bytes()[:0], msg)
+	out, err := batchz.Plain(buf.Bytes()[:0], msg)
 	if err != nil {
 		w.mgr.Pool().Put(buf)
 		return plainMsg{}, err

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"github.com/dataflare/dataflare/batch"
+	"github.com/dataflare/dataflare/batch/batchz"
 	"math"
 	"testing"
 	"time"
@@ -219,7 +220,7 @@ func TestRecordsAndChecker(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		z, ok := batch.Compress(nil, msg)
+		z, ok := batchz.Compress(nil, msg)
 		if ok != tc.compress {
 			t.Errorf("%s: compressed %v, want %v", tc.data, ok, tc.compress)
 		}

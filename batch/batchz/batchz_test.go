@@ -1,16 +1,18 @@
-package batch
+package batchz
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"runtime"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/klauspost/compress/s2"
 
+	"github.com/dataflare/dataflare/batch"
 	"github.com/dataflare/dataflare/plugin"
 )
 
@@ -41,8 +43,8 @@ func randomValues(n, size int) []plugin.Record {
 // A compressible batch and result message come back as they were; the
 // header stays readable (Count) and the flag is set.
 func TestCompressRoundTrip(t *testing.T) {
-	b := &Batch{Job: "j1", Plugin: "upper", Seq: 3, Base: 300, Config: plugin.Config{"a": "b"}, Records: logLines(500)}
-	msg, err := AppendBatch(nil, b)
+	b := &batch.Batch{Job: "j1", Plugin: "upper", Seq: 3, Base: 300, Config: plugin.Config{"a": "b"}, Records: logLines(500)}
+	msg, err := batch.AppendBatch(nil, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,16 +54,16 @@ func TestCompressRoundTrip(t *testing.T) {
 		t.Fatalf("Compress of log lines: ok %v", ok)
 	}
 	z = z[len(prefix):]
-	if !Compressed(z) || Compressed(msg) || Count(z) != 500 {
-		t.Fatalf("Compressed = %v (plain %v), Count %d", Compressed(z), Compressed(msg), Count(z))
+	if !Compressed(z) || Compressed(msg) || batch.Count(z) != 500 {
+		t.Fatalf("Compressed = %v (plain %v), Count %d", Compressed(z), Compressed(msg), batch.Count(z))
 	}
 	t.Logf("batch of 500 log lines: %d bytes, compressed %d (%.2f)", len(msg), len(z), float64(len(z))/float64(len(msg)))
 	if 3*len(z) > len(msg) {
 		t.Errorf("compressed to %d of %d bytes: want a third or less for log lines", len(z), len(msg))
 	}
-	var got Batch
-	if err := DecodeBatch(z, &got); !errors.Is(err, ErrMalformed) || !bytes.Contains([]byte(err.Error()), []byte("compressed (S2)")) {
-		t.Fatalf("DecodeBatch of a compressed message: %v, want ErrMalformed saying it is compressed", err)
+	var got batch.Batch
+	if err := batch.DecodeBatch(z, &got); !errors.Is(err, batch.ErrMalformed) || !bytes.Contains([]byte(err.Error()), []byte("compressed (S2)")) {
+		t.Fatalf("batch.DecodeBatch of a compressed message: %v, want batch.ErrMalformed saying it is compressed", err)
 	}
 	if n, err := PlainSize(z); err != nil || n != len(msg) {
 		t.Errorf("PlainSize = %d, %v, want %d", n, err, len(msg))
@@ -70,21 +72,21 @@ func TestCompressRoundTrip(t *testing.T) {
 	if err != nil || !bytes.Equal(plain, msg) {
 		t.Fatalf("Plain: %v; equal to the original: %v", err, bytes.Equal(plain, msg))
 	}
-	if err := DecodeBatch(plain, &got); err != nil {
+	if err := batch.DecodeBatch(plain, &got); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(b, &got, cmpOpts...); diff != "" {
-		t.Errorf("round trip (-want +got):\n%s", diff)
+	if again, err := batch.AppendBatch(nil, &got); err != nil || !bytes.Equal(again, msg) {
+		t.Errorf("round trip: the decoded batch encodes differently (%v)", err)
 	}
 	if p, err := Plain(nil, msg); err != nil || &p[0] != &msg[0] {
 		t.Errorf("Plain of a plain message copied it or failed: %v", err)
 	}
 
-	rs := &ResultSet{Job: "j1", Seq: 3, Base: 300, Worker: "w1", Results: make([]plugin.Result, 500)}
+	rs := &batch.ResultSet{Job: "j1", Seq: 3, Base: 300, Worker: "w1", Results: make([]plugin.Result, 500)}
 	for i, r := range logLines(500) {
 		rs.Results[i] = plugin.Value(r.Value)
 	}
-	rmsg, err := AppendResults(nil, rs)
+	rmsg, err := batch.AppendResults(nil, rs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,12 +94,12 @@ func TestCompressRoundTrip(t *testing.T) {
 	if !ok {
 		t.Fatal("results of log lines not compressed")
 	}
-	var grs ResultSet
-	if err := DecodeResults(rz, &grs); !errors.Is(err, ErrMalformed) {
-		t.Fatalf("DecodeResults of a compressed message: %v", err)
+	var grs batch.ResultSet
+	if err := batch.DecodeResults(rz, &grs); !errors.Is(err, batch.ErrMalformed) {
+		t.Fatalf("batch.DecodeResults of a compressed message: %v", err)
 	}
 	rplain, err := Plain(nil, rz)
-	if err != nil || DecodeResults(rplain, &grs) != nil || !bytes.Equal(grs.Results[499].Value, rs.Results[499].Value) {
+	if err != nil || batch.DecodeResults(rplain, &grs) != nil || !bytes.Equal(grs.Results[499].Value, rs.Results[499].Value) {
 		t.Fatalf("results round trip: %v", err)
 	}
 }
@@ -109,7 +111,7 @@ func TestCompressOnlyWhenItPays(t *testing.T) {
 		"short":  logLines(3),
 		"random": randomValues(200, 100),
 	} {
-		msg, err := AppendBatch(nil, &Batch{Job: "j", Plugin: "p", Records: recs})
+		msg, err := batch.AppendBatch(nil, &batch.Batch{Job: "j", Plugin: "p", Records: recs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,7 +124,7 @@ func TestCompressOnlyWhenItPays(t *testing.T) {
 			t.Errorf("Compress(%.10q) compressed", msg)
 		}
 	}
-	msg, _ := AppendBatch(nil, &Batch{Job: "j", Plugin: "p", Records: logLines(200)})
+	msg, _ := batch.AppendBatch(nil, &batch.Batch{Job: "j", Plugin: "p", Records: logLines(200)})
 	z, _ := Compress(nil, msg)
 	if _, ok := Compress(nil, z); ok {
 		t.Error("a compressed message compressed again")
@@ -132,7 +134,7 @@ func TestCompressOnlyWhenItPays(t *testing.T) {
 // A few bytes declaring a huge body are refused before anything is
 // allocated; a corrupt block is malformed.
 func TestPlainRefusesBombs(t *testing.T) {
-	msg, _ := AppendBatch(nil, &Batch{Job: "j", Plugin: "p", Records: logLines(200)})
+	msg, _ := batch.AppendBatch(nil, &batch.Batch{Job: "j", Plugin: "p", Records: logLines(200)})
 	z, _ := Compress(nil, msg)
 	hlen := int(le.Uint32(z[4:]))
 
@@ -142,17 +144,17 @@ func TestPlainRefusesBombs(t *testing.T) {
 	bomb := append(append([]byte(nil), z[:hlen]...), big...)
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	if _, err := Plain(nil, bomb); !errors.Is(err, ErrLimit) {
-		t.Fatalf("bomb of %d bytes: %v, want ErrLimit", len(bomb), err)
+	if _, err := Plain(nil, bomb); !errors.Is(err, batch.ErrLimit) {
+		t.Fatalf("bomb of %d bytes: %v, want batch.ErrLimit", len(bomb), err)
 	}
 	runtime.ReadMemStats(&after)
 	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<10 {
 		t.Errorf("refusing the bomb allocated %d bytes", n)
 	}
-	if p, err := (Limits{MaxPlainSize: 128 << 20}).Plain(nil, bomb); err != nil || len(p) != hlen+64<<20+1 {
+	if p, err := PlainMax(nil, bomb, 128<<20); err != nil || len(p) != hlen+64<<20+1 {
 		t.Errorf("the same under a limit it fits: %d bytes, %v", len(p), err)
 	}
-	if _, err := PlainSize(bomb); !errors.Is(err, ErrLimit) {
+	if _, err := PlainSize(bomb); !errors.Is(err, batch.ErrLimit) {
 		t.Errorf("PlainSize of the bomb: %v", err)
 	}
 
@@ -160,26 +162,36 @@ func TestPlainRefusesBombs(t *testing.T) {
 	for i := hlen + 8; i < len(corrupt); i += 7 {
 		corrupt[i] ^= 0xff
 	}
-	if _, err := Plain(nil, corrupt); !errors.Is(err, ErrMalformed) {
-		t.Errorf("corrupt block: %v, want ErrMalformed", err)
+	if _, err := Plain(nil, corrupt); !errors.Is(err, batch.ErrMalformed) {
+		t.Errorf("corrupt block: %v, want batch.ErrMalformed", err)
 	}
 	short := bytes.Clone(z)
 	le.PutUint32(short[4:], uint32(len(z)+1))
-	if _, err := Plain(nil, short); !errors.Is(err, ErrMalformed) {
-		t.Errorf("header_len past the end: %v, want ErrMalformed", err)
+	if _, err := Plain(nil, short); !errors.Is(err, batch.ErrMalformed) {
+		t.Errorf("header_len past the end: %v, want batch.ErrMalformed", err)
+	}
+}
+
+// checkDecodeErr fails unless err is a *batch.Error wrapping one of the
+// package's sentinels.
+func checkDecodeErr(t *testing.T, err error) {
+	t.Helper()
+	var e *batch.Error
+	if !errors.As(err, &e) || !(errors.Is(err, batch.ErrMalformed) || errors.Is(err, batch.ErrLimit) || errors.Is(err, batch.ErrVersion)) {
+		t.Fatalf("error %v (%T) is not a *batch.Error wrapping a sentinel", err, err)
 	}
 }
 
 func FuzzPlain(f *testing.F) {
-	msg, _ := AppendBatch(nil, &Batch{Job: "j", Plugin: "p", Records: logLines(100)})
+	msg, _ := batch.AppendBatch(nil, &batch.Batch{Job: "j", Plugin: "p", Records: logLines(100)})
 	z, _ := Compress(nil, msg)
 	f.Add(z)
 	f.Add(z[:len(z)/2])
-	rmsg, _ := AppendResults(nil, &ResultSet{Job: "j", Results: []plugin.Result{plugin.Value(bytes.Repeat([]byte("ab"), 600))}})
+	rmsg, _ := batch.AppendResults(nil, &batch.ResultSet{Job: "j", Results: []plugin.Result{plugin.Value(bytes.Repeat([]byte("ab"), 600))}})
 	rz, _ := Compress(nil, rmsg)
 	f.Add(rz)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		plain, err := (Limits{MaxPlainSize: 1 << 20}).Plain(nil, data)
+		plain, err := PlainMax(nil, data, 1<<20)
 		if err != nil {
 			checkDecodeErr(t, err)
 			return
@@ -188,8 +200,8 @@ func FuzzPlain(f *testing.F) {
 			t.Fatal("Plain returned a compressed message")
 		}
 		// What decodes compresses and comes back the same.
-		var b Batch
-		if DecodeBatch(plain, &b) == nil {
+		var b batch.Batch
+		if batch.DecodeBatch(plain, &b) == nil {
 			if z, ok := Compress(nil, plain); ok {
 				again, err := Plain(nil, z)
 				if err != nil || !bytes.Equal(again, plain) {
@@ -198,4 +210,23 @@ func FuzzPlain(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The Go kit for WebAssembly plugins links package batch, not the codec:
+// a guest never sees a compressed batch, and S2's tables would add about
+// 180 KB to every module.
+func TestGuestsDoNotLinkTheCodec(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command")
+	}
+	cmd := exec.Command(goBin, "list", "-deps", "github.com/dataflare/dataflare/pdk")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	if bytes.Contains(out, []byte("klauspost/compress")) || bytes.Contains(out, []byte("batch/batchz")) {
+		t.Errorf("package pdk depends on the codec:\n%s", out)
+	}
 }

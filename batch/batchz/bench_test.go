@@ -1,10 +1,12 @@
-package batch
+package batchz
 
 import (
 	"testing"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/dataflare/dataflare/batch"
 )
 
 // BenchmarkCompression compresses and decompresses the body of a batch of
@@ -12,7 +14,7 @@ import (
 // at its fastest level, measured for comparison: ns per record, the ratio
 // (compressed / plain) and MB/s of plain bytes.
 func BenchmarkCompression(b *testing.B) {
-	msg, err := AppendBatch(nil, &Batch{Job: "j", Plugin: "p", Records: logLines(10_000)})
+	msg, err := batch.AppendBatch(nil, &batch.Batch{Job: "j", Plugin: "p", Records: logLines(10_000)})
 	if err != nil {
 		b.Fatal(err)
 	}
