@@ -449,7 +449,7 @@ func TestComposeFaults(t *testing.T) {
 	// The workers' containers have a memory limit (compose.yaml's
 	// DATAFLARE_WORKER_MEMORY, 1 GiB): --memory-budget auto found it in
 	// their cgroup and gave the buffer pool half of it.
-	out, err := s.dataflare(ctx, "report", "--json").Output()
+	out, err := s.dataflare(ctx, "report").Output()
 	if err != nil {
 		t.Fatalf("report: %v", err)
 	}
