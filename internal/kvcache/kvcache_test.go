@@ -256,6 +256,11 @@ func TestStaleAnswer(t *testing.T) {
 	e.put(t, "other", "x")
 	get(t, e.cache, "CONFIG", "other") // open the bucket
 	e.put(t, "a", "old")
+	// The watch's update of that put must be applied before the hook
+	// counts updates: else the hook could take it for the next one's.
+	poll.Wait(t, wait, "the watch to apply the first put", func() bool {
+		return e.cache.Stats().Updates >= 1
+	})
 	for _, b := range *e.cache.buckets.Load() {
 		e.cache.evictAll(b)
 	}
