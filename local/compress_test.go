@@ -11,6 +11,7 @@ import (
 	"github.com/dataflare/dataflare/local"
 	"github.com/dataflare/dataflare/local/localtest"
 	"github.com/dataflare/dataflare/plugin"
+	"github.com/dataflare/dataflare/plugin/builtin"
 	"github.com/dataflare/dataflare/plugin/builtin/twins"
 )
 
@@ -43,7 +44,7 @@ func TestCompressionOnTheWire(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := string(upper(recs[o.Index].Value)); o.Err != nil || string(o.Value) != want {
+			if want := string(builtin.AppendUpper(nil, recs[o.Index].Value)); o.Err != nil || string(o.Value) != want {
 				t.Fatalf("%s: record %d = %q, %v; want %q", name, o.Index, o.Value, o.Err, want)
 			}
 			n++
@@ -80,15 +81,4 @@ func TestCompressionOnTheWire(t *testing.T) {
 	if got := localtest.Counter(t, reg, "dataflare_compressed_results_total") - results; got != 0 {
 		t.Errorf("without compression: %v result messages published compressed: a client that did not ask for them would refuse them", got)
 	}
-}
-
-func upper(b []byte) []byte {
-	out := make([]byte, len(b))
-	for i, c := range b {
-		if 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		}
-		out[i] = c
-	}
-	return out
 }

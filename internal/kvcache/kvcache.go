@@ -265,9 +265,7 @@ func (b *bucket) entry(kve jetstream.KeyValueEntry) entry {
 // knows a newer one. removed is the count of entries evicted from b before
 // the look-up.
 func (c *Cache) store(b *bucket, key string, ans entry, removed uint64) {
-	if int64(len(key)+len(ans.value)) > c.maxBytes/8 {
-		ans = entry{rev: ans.rev, big: true}
-	}
+	ans = c.bounded(key, ans)
 	b.mu.Lock()
 	if b.dead {
 		b.mu.Unlock()
@@ -293,6 +291,15 @@ func (c *Cache) store(b *bucket, key string, ans entry, removed uint64) {
 	c.evictIfFull()
 }
 
+// bounded returns e, or for a key and value over an eighth of the bound a
+// marker that keeps only its revision: answered, not cached.
+func (c *Cache) bounded(key string, e entry) entry {
+	if int64(len(key)+len(e.value)) > c.maxBytes/8 {
+		return entry{rev: e.rev, big: true}
+	}
+	return e
+}
+
 // put sets the entry of key in b to e, replacing old if there was one. b.mu is held.
 func (c *Cache) put(b *bucket, key string, old entry, had bool, e entry) {
 	d := size(key, e)
@@ -312,10 +319,7 @@ func (c *Cache) apply(b *bucket, kve jetstream.KeyValueEntry) {
 		// Not a key Get would look up.
 		return
 	}
-	e := b.entry(kve)
-	if int64(len(key)+len(e.value)) > c.maxBytes/8 {
-		e = entry{rev: e.rev, big: true}
-	}
+	e := c.bounded(key, b.entry(kve))
 	b.mu.Lock()
 	if b.dead {
 		b.mu.Unlock()
