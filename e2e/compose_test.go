@@ -412,7 +412,7 @@ func TestComposeFaults(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	s := newComposeStack(t, ctx, 3)
-	ackWait := 5 * time.Second // compose.yaml's DATAFLARE_ACK_WAIT default
+	ackWait := time.Second // compose.yaml's DATAFLARE_ACK_WAIT default
 
 	// 3 workers run 2 batches each at 2 ms a record: about 3,000 records/s
 	// without faults, so the job lasts long enough for every fault.

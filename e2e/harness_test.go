@@ -120,7 +120,7 @@ type fleetProcs struct {
 
 const (
 	testHeartbeat = 200 * time.Millisecond
-	testAckWait   = 2 * time.Second
+	testAckWait   = time.Second
 )
 
 func newFleetProcs(t *testing.T) *fleetProcs {

@@ -23,6 +23,7 @@ type metrics struct {
 	fetchErrors      prometheus.Counter
 	storeRetries     prometheus.Counter
 	heartbeats       prometheus.Counter
+	leaseRenewals    prometheus.Counter
 	queueWait        *prometheus.HistogramVec
 	// compressedBatches and compressedResults count batches received and
 	// result messages published compressed (batch.FlagS2).
@@ -58,6 +59,8 @@ func newMetrics(reg prometheus.Registerer, id string, p *pool.Pool, inFlight fun
 			Name: "dataflare_result_store_retries_total", Help: "Publications of results JetStream could not store, retried with the batch's lease kept."}),
 		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dataflare_heartbeats_sent_total", Help: "Heartbeats sent."}),
+		leaseRenewals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dataflare_lease_renewals_total", Help: "In-progress acknowledgements sent to keep running batches from being redelivered."}),
 		compressedBatches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dataflare_compressed_batches_total", Help: "Batches received compressed (S2), decompressed into the worker's pool."}),
 		compressedResults: prometheus.NewCounter(prometheus.CounterOpts{
@@ -69,7 +72,7 @@ func newMetrics(reg prometheus.Registerer, id string, p *pool.Pool, inFlight fun
 	if reg != nil {
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"worker": id}, reg)
 		reg.MustRegister(m.records, m.batches, m.batchSeconds, m.batchRecords, m.redeliveries, m.naks,
-			m.deadLettered, m.splits, m.duplicateResults, m.fetchErrors, m.storeRetries, m.heartbeats, m.queueWait, newPoolCollector(p),
+			m.deadLettered, m.splits, m.duplicateResults, m.fetchErrors, m.storeRetries, m.heartbeats, m.leaseRenewals, m.queueWait, newPoolCollector(p),
 			m.compressedBatches, m.compressedResults,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "dataflare_batches_in_flight", Help: "Batches running now."}, inFlight))

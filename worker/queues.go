@@ -116,8 +116,8 @@ func (q *queues) maxDeliver(stream string) uint64 {
 	return proto.DefaultMaxDeliver
 }
 
-// minAckWait returns the shortest AckWait of the queues: a lease renewed
-// every third of it keeps every batch alive. proto.DefaultAckWait without
+// minAckWait returns the shortest AckWait of the queues: the lease
+// keeper renews by it. proto.DefaultAckWait without
 // queues.
 func (q *queues) minAckWait() time.Duration {
 	q.mu.Lock()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dataflare/dataflare/batch"
@@ -182,7 +183,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	g.Go(func() error { w.heartbeats(bg); return nil })
 	// Stops when bg is cancelled, after the drain.
 	g.Go(func() error {
-		w.lease.keep(bg, func() time.Duration { return max(w.queues.minAckWait()/3, 10*time.Millisecond) }, w.log)
+		w.lease.keep(bg, w.queues.minAckWait, w.metrics.leaseRenewals, w.log)
 		return nil
 	})
 	// Stops when bg is cancelled, after the drain.
@@ -639,20 +640,24 @@ func (p *puller) start(m jetstream.Msg, c candidate, slots chan struct{}, d deli
 	}()
 }
 
-// lease keeps the batches in flight alive: every third of AckWait it tells
-// JetStream they are still being worked on.
+// lease keeps the batches in flight alive. Every eighth of AckWait it
+// tells JetStream (InProgress) that the batches it last heard of a quarter
+// of AckWait ago or more are still being worked on: a batch goes at most
+// 3/8 of AckWait without a sign of life (its worker's stalls may take the
+// other 5/8), a long one costs about four lease messages per AckWait, and
+// one that settles within a quarter of AckWait — most batches — none.
 type lease struct {
 	mu   sync.Mutex
-	msgs map[jetstream.Msg]struct{}
+	msgs map[jetstream.Msg]time.Time // when JetStream last heard of each
 }
 
 func (l *lease) add(m jetstream.Msg) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.msgs == nil {
-		l.msgs = make(map[jetstream.Msg]struct{})
+		l.msgs = make(map[jetstream.Msg]time.Time)
 	}
-	l.msgs[m] = struct{}{}
+	l.msgs[m] = time.Now()
 }
 
 func (l *lease) remove(m jetstream.Msg) {
@@ -661,20 +666,34 @@ func (l *lease) remove(m jetstream.Msg) {
 	delete(l.msgs, m)
 }
 
-func (l *lease) keep(ctx context.Context, every func() time.Duration, log *slog.Logger) {
+// due returns the batches JetStream last heard of before since, and marks
+// them heard of at now.
+func (l *lease) due(since, now time.Time) []jetstream.Msg {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var msgs []jetstream.Msg
+	for m, at := range l.msgs {
+		if !at.After(since) {
+			msgs = append(msgs, m)
+			l.msgs[m] = now
+		}
+	}
+	return msgs
+}
+
+// keep renews the leases until ctx is cancelled, looking every eighth of
+// the AckWait ackWait returns, counting each renewal.
+func (l *lease) keep(ctx context.Context, ackWait func() time.Duration, renewals prometheus.Counter, log *slog.Logger) {
 	for {
+		every := max(ackWait()/8, 5*time.Millisecond)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(every()):
+		case <-time.After(every):
 		}
-		l.mu.Lock()
-		msgs := make([]jetstream.Msg, 0, len(l.msgs))
-		for m := range l.msgs {
-			msgs = append(msgs, m)
-		}
-		l.mu.Unlock()
-		for _, m := range msgs {
+		now := time.Now()
+		for _, m := range l.due(now.Add(-2*every), now) {
+			renewals.Inc()
 			if err := m.InProgress(); err != nil {
 				log.Debug("in-progress ack failed", "subject", m.Subject(), "err", err)
 			}

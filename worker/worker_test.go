@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/dataflare/dataflare/batch"
@@ -417,5 +419,67 @@ func TestBatchThatKillsItsWorkersIsSplit(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no dead letter for record 3 \"x\" after %d attempts", topo.MaxDeliver)
+	}
+}
+
+// TestLeaseKeepsLongBatches: a batch that runs three times AckWait is
+// kept alive by lease renewals and delivered once; batches that settle
+// within a quarter of AckWait cost no renewal at all.
+func TestLeaseKeepsLongBatches(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	// A spare slot takes a batch again as soon as JetStream redelivers it.
+	cfg := local.Config{Workers: 1, Worker: worker.Config{Parallel: 3}, Registerer: reg}
+	cfg.Coordinator.Topology.AckWait = 500 * time.Millisecond
+	f := localtest.Start(t, cfg)
+	c := f.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	run := func(records, ms int) {
+		t.Helper()
+		recs := make([]plugin.Record, records)
+		for i := range recs {
+			recs[i].Value = []byte{'a'}
+		}
+		job, err := c.Submit(ctx, "delay", client.Records(recs), client.WithBatchSize(10), client.WithConfig(plugin.Config{"ms": strconv.Itoa(ms)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, err := range job.Results() {
+			if err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+		if n != records {
+			t.Fatalf("got %d results, want %d", n, records)
+		}
+	}
+	counter := func(name string) float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := 0.0
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				for _, m := range mf.GetMetric() {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+		return sum
+	}
+	run(40, 2) // 4 batches of 20 ms
+	if n := counter("dataflare_lease_renewals_total"); n != 0 {
+		t.Errorf("%v renewals for batches of 20 ms with AckWait 500 ms, want none", n)
+	}
+	run(20, 150) // 2 batches of 1.5 s, side by side
+	if n := counter("dataflare_lease_renewals_total"); n < 4 {
+		t.Errorf("%v renewals for two batches of 1.5 s with AckWait 500 ms, want at least 4", n)
+	}
+	if n := counter("dataflare_redeliveries_total"); n != 0 {
+		t.Errorf("%v batches delivered again: their lease lapsed while they ran", n)
 	}
 }

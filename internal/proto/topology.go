@@ -21,8 +21,8 @@ type Topology struct {
 	// production. Default 1.
 	Replicas int
 	// AckWait is how long a worker may hold a batch without a sign of
-	// life; workers renew it with InProgress every AckWait/3. It bounds
-	// the time to redeliver the batch of a worker that died. Default 5 s.
+	// life; workers renew it with InProgress every AckWait/4 or so. It bounds
+	// the time to redeliver the batch of a worker that died. Default 1 s.
 	AckWait time.Duration
 	// MaxDeliver is how many times a batch is delivered and run: the
 	// worker that gets it once more splits it as poison instead of running
@@ -68,7 +68,7 @@ type Topology struct {
 
 // Defaults of Topology.
 const (
-	DefaultAckWait          = 5 * time.Second
+	DefaultAckWait          = time.Second
 	DefaultMaxDeliver       = 4
 	DefaultMaxAckPending    = 1024
 	DefaultDuplicates       = 10 * time.Minute

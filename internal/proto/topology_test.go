@@ -26,7 +26,7 @@ func TestTopologyDefaults(t *testing.T) {
 	// The values docs/operations.md promises.
 	want := proto.Topology{
 		Replicas:         1,
-		AckWait:          5 * time.Second,
+		AckWait:          time.Second, // failover within a heartbeat or so
 		MaxDeliver:       4,
 		MaxAckPending:    1024,
 		Duplicates:       10 * time.Minute,
@@ -131,7 +131,7 @@ func TestStreamConfigs(t *testing.T) {
 			Durable:       durable,
 			Description:   top.WorkerConsumer("", fleet.Normal).Description,
 			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       5 * time.Second,
+			AckWait:       time.Second,
 			MaxDeliver:    -1,
 			Metadata:      map[string]string{"dataflare_max_deliver": "4"},
 			MaxAckPending: 1024,
@@ -472,7 +472,7 @@ func TestEnsure(t *testing.T) {
 	for _, owner := range owners {
 		checkStream(ctx, t, js, top.BatchStream(owner))
 		checkStream(ctx, t, js, top.ResultStream(owner))
-		checkConsumers(ctx, t, js, owner, 5*time.Second, 4)
+		checkConsumers(ctx, t, js, owner, proto.DefaultAckWait, 4)
 		batchStreams = append(batchStreams, "DF_BATCHES_"+owner)
 		resultStreams = append(resultStreams, "DF_RESULTS_"+owner)
 	}
@@ -489,12 +489,12 @@ func TestEnsure(t *testing.T) {
 	if err := proto.Ensure(ctx, js, changed); err != nil {
 		t.Fatalf("Ensure with a new AckWait: %v", err)
 	}
-	checkConsumers(ctx, t, js, "acme", 5*time.Second, 4)
+	checkConsumers(ctx, t, js, "acme", proto.DefaultAckWait, 4)
 	if err := proto.EnsureOwner(ctx, js, changed, "acme"); err != nil {
 		t.Fatalf("EnsureOwner with a new AckWait: %v", err)
 	}
 	checkConsumers(ctx, t, js, "acme", 12*time.Second, 7)
-	checkConsumers(ctx, t, js, "bob", 5*time.Second, 4)
+	checkConsumers(ctx, t, js, "bob", proto.DefaultAckWait, 4)
 
 	// Settings the server cannot have are errors naming the object.
 	err = proto.Ensure(ctx, js, proto.Topology{Replicas: 3})
@@ -526,7 +526,7 @@ func TestEnsureFIFO(t *testing.T) {
 	}
 	checkStream(ctx, t, js, top.BatchStream(""))
 	checkStream(ctx, t, js, top.DeadStream())
-	checkConsumers(ctx, t, js, "", 5*time.Second, 4)
+	checkConsumers(ctx, t, js, "", proto.DefaultAckWait, 4)
 	for i := range 2 {
 		if err := proto.EnsureOwner(ctx, js, top, "acme"); err != nil {
 			t.Fatalf("EnsureOwner #%d: %v", i+1, err)

@@ -1,11 +1,16 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/dataflare/dataflare/client"
 	"github.com/dataflare/dataflare/internal/proto"
@@ -50,6 +55,12 @@ type FailoverReport struct {
 	// kill, during which the client got no new result: the dead worker's
 	// batches wait out their AckWait, then a survivor runs them.
 	StallMs float64 `json:"stall_ms"`
+	// LeasePerSec is the lease traffic of the jobs without a kill: the
+	// in-progress acknowledgements ("+WPI" on $JS.ACK.>) the workers sent
+	// per second, counted on the wire, median over rounds.
+	LeasePerSec float64 `json:"lease_msgs_per_s"`
+	// LeasePerBatch is the same per batch acknowledged.
+	LeasePerBatch float64 `json:"lease_msgs_per_batch"`
 	// ExtraMs is the median of how much longer the job took than the same
 	// job without a kill (which also loses half the workers' capacity
 	// for the rest of the job).
@@ -60,6 +71,10 @@ type FailoverReport struct {
 // FailoverRun is one kill.
 type FailoverRun struct {
 	BaselineMs float64 `json:"baseline_ms"`
+	// Leases and Acks are the in-progress and final acknowledgements of
+	// the batches of the job without a kill.
+	Leases     int     `json:"leases"`
+	Acks       int     `json:"acks"`
 	JobMs      float64 `json:"job_ms"`
 	KilledAtMs float64 `json:"killed_at_ms"`
 	StallMs    float64 `json:"stall_ms"`
@@ -140,9 +155,14 @@ func Failover(ctx context.Context, cfg FailoverConfig) (*FailoverReport, error) 
 	if _, _, err := e.fleetRound(ctx, builtin.DelayName, records/4, 0, nil); err != nil {
 		return nil, err
 	}
-	var stalls, extras []float64
+	var stalls, extras, perSec, perBatch []float64
 	for round := range cfg.Rounds {
+		acks, err := countAcks(e.nc)
+		if err != nil {
+			return nil, err
+		}
 		base, _, err := e.fleetRound(ctx, builtin.DelayName, records, 0, nil)
+		leases, done := acks.stop()
 		if err != nil {
 			return nil, err
 		}
@@ -152,6 +172,11 @@ func Failover(ctx context.Context, cfg FailoverConfig) (*FailoverReport, error) 
 		}
 		live = live[1:]
 		run.BaselineMs = ms(base)
+		run.Leases, run.Acks = leases, done
+		perSec = append(perSec, round3(float64(leases)/base.Seconds()))
+		if done > 0 {
+			perBatch = append(perBatch, round3(float64(leases)/float64(done)))
+		}
 		run.ExtraMs = round3(run.JobMs - run.BaselineMs)
 		rep.Runs = append(rep.Runs, run)
 		stalls, extras = append(stalls, run.StallMs), append(extras, run.ExtraMs)
@@ -165,6 +190,10 @@ func Failover(ctx context.Context, cfg FailoverConfig) (*FailoverReport, error) 
 		}
 	}
 	rep.StallMs, rep.ExtraMs = round3(median(stalls)), round3(median(extras))
+	rep.LeasePerSec = round3(median(perSec))
+	if len(perBatch) > 0 {
+		rep.LeasePerBatch = round3(median(perBatch))
+	}
 	return rep, nil
 }
 
@@ -231,3 +260,43 @@ func (e *env) killRun(ctx context.Context, n int, killAfter time.Duration, victi
 }
 
 func ms(d time.Duration) float64 { return round3(float64(d) / float64(time.Millisecond)) }
+
+// ackCounter counts the acknowledgements of batches on the wire: every
+// worker publishes them to the reply subjects JetStream gave ($JS.ACK.>),
+// where any subscriber sees them.
+type ackCounter struct {
+	sub            *nats.Subscription
+	leases, others atomic.Int64
+}
+
+// countAcks starts counting acknowledgements on nc.
+func countAcks(nc *nats.Conn) (*ackCounter, error) {
+	c := &ackCounter{}
+	sub, err := nc.Subscribe("$JS.ACK.>", func(m *nats.Msg) {
+		if !strings.Contains(m.Subject, "."+proto.StreamBatches) {
+			return // a result reader's, or another stream's
+		}
+		if bytes.HasPrefix(m.Data, []byte("+WPI")) {
+			c.leases.Add(1)
+		} else {
+			c.others.Add(1)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bench: counting acknowledgements: %w", err)
+	}
+	if err := nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("bench: counting acknowledgements: %w", err)
+	}
+	c.sub = sub
+	return c, nil
+}
+
+// stop ends the count and returns the in-progress acknowledgements and
+// the others. A job's last acknowledgement may follow its last result by
+// a moment: the count may miss it.
+func (c *ackCounter) stop() (leases, others int) {
+	_ = c.sub.Unsubscribe()
+	return int(c.leases.Load()), int(c.others.Load())
+}
