@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -511,6 +512,48 @@ func TestDev(t *testing.T) {
 			if want := fmt.Sprintf("REC %d", i); l.Value == nil || *l.Value != want {
 				t.Fatalf("line %d: %+v, want value %q", i, l, want)
 			}
+		}
+	})
+
+	t.Run("client build", func(t *testing.T) {
+		// The commands that use a fleet, without those that run one: the
+		// same submit, from a binary that links no server, runtime or
+		// exporter.
+		cbin := filepath.Join(t.TempDir(), "dataflare-client")
+		if out, err := exec.Command("go", "build", "-tags", "client", "-o", cbin, ".").CombinedOutput(); err != nil {
+			t.Fatalf("go build -tags client: %v\n%s", err, out)
+		}
+		deps, err := exec.Command("go", "list", "-tags", "client", "-deps", ".").Output()
+		if err != nil {
+			t.Fatalf("go list -deps: %v", err)
+		}
+		for _, heavy := range []string{"github.com/tetratelabs/wazero", "github.com/nats-io/nats-server/v2/server",
+			"github.com/prometheus/client_golang/prometheus", "go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp",
+			"github.com/dataflare/dataflare/worker", "github.com/dataflare/dataflare/coordinator"} {
+			if slices.Contains(strings.Fields(string(deps)), heavy) {
+				t.Errorf("the client build links %s", heavy)
+			}
+		}
+		in := "alpha\n\xffbeta\n\ngamma\n"
+		full := run(t, url, in, "submit", "-p", "upper")
+		saved := bin
+		bin = cbin
+		defer func() { bin = saved }()
+		slim := run(t, url, in, "submit", "-p", "upper")
+		if slim.code != 0 || slim.stdout != full.stdout || full.stdout == "" {
+			t.Errorf("client build: exit %d, stdout %q, stderr %q; want 0 and the full build's %q", slim.code, slim.stdout, slim.stderr, full.stdout)
+		}
+		help := run(t, url, "", "--help")
+		_, commands, _ := strings.Cut(help.stdout, "Available Commands:")
+		if !strings.Contains(commands, "\n  submit ") || strings.Contains(commands, "\n  coordinator ") {
+			t.Errorf("client build's help lists:\n%s\nwant submit, no coordinator", commands)
+		}
+		if r := run(t, url, "", "dev"); r.code != 2 || !strings.Contains(r.stderr, "unknown command") {
+			t.Errorf("client build's dev: exit %d, stderr %q; want 2 and unknown command", r.code, r.stderr)
+		}
+		traced := runEnv(t, append(environ(url), "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318"), "a\n", "submit", "-p", "upper")
+		if traced.code != 1 || !strings.Contains(traced.stderr, "OTEL_TRACES_EXPORTER=none") {
+			t.Errorf("client build asked for traces: exit %d, stderr %q; want 1 and how to go on", traced.code, traced.stderr)
 		}
 	})
 

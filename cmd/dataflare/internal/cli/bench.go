@@ -1,3 +1,5 @@
+//go:build !client
+
 package cli
 
 import (
@@ -105,7 +107,7 @@ Their load is the delay plugin, ms=1 (--plugin, --config to change it), on embed
 	fl.StringVar(&f.coldStartModule, "coldstart-module", "c", "the upper-wasm build --coldstart loads: c (16 KB, built in) or a FILE such as examples/plugins/upper-wasm/upper.wasm (3.4 MB, built with pdk)")
 	fl.BoolVar(&f.failover, "failover", false, "measure the stall of a job when one of its two workers is killed")
 	fl.StringVar(&f.workersAs, "workers-as", "process", "workers of --scaling, --coldstart and --failover: process or in-process")
-	fl.DurationVar(&f.ackWait, "ack-wait", 0, "--failover: the batches' AckWait (default 5s)")
+	fl.DurationVar(&f.ackWait, "ack-wait", 0, "--failover: the batches' AckWait (default 1s)")
 	fl.Float64Var(&f.seconds, "seconds", 0, "--scaling, --failover: about how long each job runs (default 4 and 6); --fairness: how long the weighted split is counted (default 10); --pipeline: how long the lag is measured (default 10)")
 	fl.IntVar(&f.window, "window", 0, "--scaling: the client's window in batches (default 4 per slot of the most workers)")
 	fl.BoolVar(&f.latency, "latency", false, "measure 1-record jobs on an idle fleet and beside another owner's saturating job")
@@ -333,6 +335,7 @@ func printFailover(w io.Writer, r *bench.FailoverReport) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nmedian stall %.0f ms, median extra time %.0f ms\n", r.StallMs, r.ExtraMs)
+	fmt.Fprintf(w, "lease traffic without a kill: %.1f in-progress acks/s, %.2f per batch\n", r.LeasePerSec, r.LeasePerBatch)
 }
 
 // runBenchSharing runs --latency or --fairness, on embedded workers.

@@ -140,7 +140,7 @@ stateless workers coordinated through NATS JetStream, and gives back exactly one
 record, in order.
 
 Start with 'dataflare demo' (everything embedded, nothing to install), then 'dataflare dev'
-for a local stack to submit to.`,
+for a local stack to submit to.` + buildNote,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -166,17 +166,14 @@ for a local stack to submit to.`,
 	pf.StringVar(&e.tlsCA, "tlsca", "", "TLS certificate authority file to verify the server with")
 	pf.StringVar(&e.inboxPrefix, "inbox-prefix", "", "prefix of this connection's reply subjects, e.g. _INBOX_<user> (see deploy/nats; default _INBOX)")
 	pf.StringVar(&e.logLevel, "log-level", "", "log level: debug, info, warn, error (default: info for daemons, warn otherwise)")
-	root.AddCommand(
-		e.demoCmd(),
-		e.devCmd(),
-		e.coordinatorCmd(),
-		e.workerCmd(),
-	)
 	for _, extra := range extraCommands {
 		root.AddCommand(extra(e))
 	}
 	return root
 }
+
+// buildNote ends the root command's help: what the build leaves out.
+var buildNote string
 
 // extraCommands are added by the files that define them.
 var extraCommands []func(*env) *cobra.Command
@@ -199,4 +196,14 @@ func noArgs(cmd *cobra.Command, args []string) error {
 		return usagef("%s takes no arguments, got %q", cmd.CommandPath(), args[0])
 	}
 	return nil
+}
+
+// exactArgs requires n positional arguments, as a usage error.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s takes %d argument(s), got %d: %s", cmd.CommandPath(), n, len(args), cmd.Use)
+		}
+		return nil
+	}
 }

@@ -1,3 +1,5 @@
+//go:build !client
+
 package cli
 
 import (
@@ -456,14 +458,4 @@ they pinned as long as workers have it loaded; new jobs can no longer use it.`,
 	}
 	cmd.Flags().StringVar(&version, "version", "", "the version to remove (default: every version)")
 	return cmd
-}
-
-// exactArgs requires n positional arguments, as a usage error.
-func exactArgs(n int) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if len(args) != n {
-			return usagef("%s takes %d argument(s), got %d: %s", cmd.CommandPath(), n, len(args), cmd.Use)
-		}
-		return nil
-	}
 }
