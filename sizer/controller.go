@@ -44,6 +44,11 @@ type Controller struct {
 	adjustments int
 	lastAdjust  time.Time
 	lastBytes   int
+	// hold is, after memory pressure, the smallest size it limited the
+	// batches to, at holdAt; Size returns at most hold grown back by
+	// ×MaxStep per Interval since (see held). 0: none.
+	hold   float64
+	holdAt time.Time
 
 	// The merged estimate, recomputed only when a report arrives or leaves,
 	// or when the oldest report expires.
@@ -120,12 +125,20 @@ func (c *Controller) Forget(src string) {
 // outside are clamped and NaN is ignored. Pass the highest pressure among
 // the workers the batches may go to. Above PressureKnee the size shrinks
 // linearly, reaching Config.Min at 1; the shrinking is applied at once,
-// without damping.
+// without damping. Once the pressure falls, the size grows back from the
+// smallest it shrank to at most ×MaxStep per Interval, as an adjustment
+// would: a worker whose pressure reads low between two large batches does
+// not get the unshrunk size at once.
 func (c *Controller) SetPressure(p float64) {
 	if math.IsNaN(p) {
 		return
 	}
+	now := c.cfg.Clock()
 	c.mu.Lock()
+	if c.hold > 0 {
+		// The hold grew (or not) under the pressure until now.
+		c.hold, c.holdAt = c.envelope(now), now
+	}
 	c.pressure = min(max(p, 0), 1)
 	c.mu.Unlock()
 }
@@ -160,8 +173,47 @@ func (c *Controller) Size(avgRecordBytes int) int {
 			c.lastAdjust = now
 		}
 	}
-	size, _ := c.limit(c.current, avgRecordBytes, merged)
+	size, bound := c.limit(c.current, avgRecordBytes, merged)
+	return c.held(size, bound, now)
+}
+
+// held applies the pressure's hold to size, the limited size Size is about
+// to return (bound: what limited it). The hold is the smallest size memory
+// pressure limited the batches to, growing back continuously by ×MaxStep
+// per Interval since, but not while the pressure is above half the knee:
+// a new pressure-limited size below it replaces it; it is forgotten once
+// it no longer limits the size (or has grown past Max) with the pressure
+// low.
+func (c *Controller) held(size int, bound string, now time.Time) int {
+	if c.hold > 0 {
+		env := c.envelope(now)
+		switch {
+		case bound == BoundPressure && float64(size) <= env:
+			c.hold, c.holdAt = float64(max(size, c.cfg.Min)), now
+			return size
+		case c.pressure >= PressureKnee/2:
+			return min(size, max(int(env), c.cfg.Min))
+		case env >= float64(c.cfg.Max) || float64(size) <= env:
+			c.hold = 0
+			return size
+		default:
+			return min(size, max(int(env), c.cfg.Min))
+		}
+	}
+	if bound == BoundPressure {
+		c.hold, c.holdAt = float64(max(size, c.cfg.Min)), now
+	}
 	return size
+}
+
+// envelope is the hold grown back to now (c.hold > 0): by ×MaxStep per
+// Interval since holdAt, unless the pressure is above half the knee.
+func (c *Controller) envelope(now time.Time) float64 {
+	if c.pressure >= PressureKnee/2 {
+		return c.hold
+	}
+	since := max(now.Sub(c.holdAt), 0)
+	return c.hold * math.Pow(c.cfg.MaxStep, float64(since)/float64(c.cfg.Interval))
 }
 
 // mergedEstimate returns the merged estimate at now, from the cache when nothing
@@ -315,6 +367,11 @@ func (c *Controller) Snapshot() Status {
 	defer c.mu.Unlock()
 	m, _ := c.mergedEstimate(now)
 	size, bound := c.limit(c.current, c.lastBytes, m)
+	if c.hold > 0 {
+		if env := c.envelope(now); env < float64(c.cfg.Max) && float64(size) > env {
+			size, bound = max(int(env), c.cfg.Min), BoundPressure
+		}
+	}
 	if bound == "" {
 		bound = c.bound
 	}

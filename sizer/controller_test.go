@@ -227,26 +227,46 @@ func TestPressureLimit(t *testing.T) {
 }
 
 func TestSetPressure(t *testing.T) {
-	c, _ := newTestController(t, Config{Initial: 1000, Min: 10})
+	c, clock := newTestController(t, Config{Initial: 1000, Min: 10})
 	tests := []struct {
-		p    float64
-		want int
+		p     float64
+		after time.Duration // the clock's advance before Size
+		want  int
 	}{
-		{0.5, 1000},
-		{0.9, 505},
-		{math.NaN(), 505}, // ignored
-		{2, 10},
-		{-1, 1000},
+		{0.5, 0, 1000},
+		{0.9, 0, 505},
+		{math.NaN(), 0, 505}, // ignored
+		{2, 0, 10},           // shrunk at once
+		// Released, the size grows back from 10 by ×2 per Interval (1 s),
+		// continuously, up to the unshrunk 1000 ...
+		{-1, 0, 10},
+		{0, 500 * time.Millisecond, 14},
+		{0, 500 * time.Millisecond, 20},
+		// ... but not while the pressure is above half the knee.
+		{0.5, 0, 20},
+		{0.5, 3 * time.Second, 20},
+		{0, 0, 20},
+		{0, 3 * time.Second, 160},
+		{0.85, 0, 160}, // 752 by pressure: above the hold
+		{0.95, 0, 160}, // 257 by pressure: the hold is lower
+		{0, 4 * time.Second, 160}, // those 4 s were at 0.95
+		{0, 4 * time.Second, 1000},
+		{0.9, 0, 505}, // the hold gone, pressure alone
 	}
-	for _, tt := range tests {
+	for i, tt := range tests {
+		clock.Advance(tt.after)
 		c.SetPressure(tt.p)
 		if got := c.Size(0); got != tt.want {
-			t.Errorf("SetPressure(%v): Size = %d; want %d", tt.p, got, tt.want)
+			t.Errorf("%d: SetPressure(%v) after %v: Size = %d; want %d", i, tt.p, tt.after, got, tt.want)
 		}
 	}
 	c.SetPressure(0.9)
 	if st := c.Snapshot(); st.Bound != BoundPressure || st.Pressure != 0.9 {
 		t.Errorf("Snapshot = %+v; want Bound %q, Pressure 0.9", st, BoundPressure)
+	}
+	c.SetPressure(0)
+	if st := c.Snapshot(); st.Bound != BoundPressure || st.Size != 505 {
+		t.Errorf("Snapshot while growing back = %+v; want Size 505, Bound %q", st, BoundPressure)
 	}
 }
 

@@ -305,6 +305,7 @@ func (w *Worker) store(ctx context.Context, m jetstream.Msg, b *batch.Batch, res
 		err := w.publish(sctx, m, b, res)
 		cancel()
 		if err == nil {
+			w.notePressure() // the batch's output still held
 			return nil
 		}
 		if ctx.Err() != nil || w.nc.IsClosed() {

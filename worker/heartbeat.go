@@ -64,7 +64,8 @@ func (w *Worker) heartbeat(leaving bool) *proto.Heartbeat {
 		Pool:     poolStats(&status.Pool),
 		Runtime:  status.Runtime,
 	}
-	hb.Pressure = pressure(status.Pool.Pressure, status.Runtime.HeapBytes)
+	peak := math.Float64frombits(w.peakPressure.Swap(0))
+	hb.Pressure = pressure(max(status.Pool.Pressure, peak), status.Runtime.HeapBytes)
 	hb.Plugins = w.pluginBeats()
 	return hb
 }
@@ -125,6 +126,26 @@ func (w *Worker) pluginBeats() []proto.PluginBeat {
 	slices.SortFunc(beats, func(a, b proto.PluginBeat) int { return strings.Compare(a.Name, b.Name) })
 	return beats
 }
+
+// notePressure remembers the buffer pool's pressure now if it is the
+// highest since the last heartbeat, which reports that peak: the pressure
+// of the heartbeat's own instant alone may fall between two large batches.
+// A worker calls it once a batch's results are stored, its output still
+// held.
+func (w *Worker) notePressure() {
+	p := w.mgr.Pool().Pressure()
+	for {
+		old := w.peakPressure.Load()
+		if p <= math.Float64frombits(old) || w.peakPressure.CompareAndSwap(old, math.Float64bits(p)) {
+			return
+		}
+	}
+}
+
+// overBudget reports whether the buffer pool holds more than its budget
+// (never without one): the batches running then take no company until
+// they free some, whatever size the next batches are cut at.
+func (w *Worker) overBudget() bool { return w.mgr.Pool().Pressure() >= 1 }
 
 // pressure is the worker's memory pressure, 0..1: the pool's use of its
 // budget, or the heap's share of the Go memory limit when one is set,

@@ -41,6 +41,9 @@ type Worker struct {
 	draining atomic.Bool
 	ready    atomic.Bool
 	hbSeq    atomic.Uint64
+	// peakPressure is the highest pool pressure a batch saw since the
+	// last heartbeat (math.Float64bits); see notePressure.
+	peakPressure atomic.Uint64
 	lease    lease
 	queues   *queues // set by Run before the first batch is fetched
 
@@ -386,12 +389,13 @@ func (p *puller) recheckDue() {
 
 // fetchRegular takes every free regular slot and fills what it can; it
 // returns how many batches it started. It takes none while a batch runs
-// alone, nor, in careful mode, while any runs; an idle worker takes one
-// batch first, so that a batch that must run alone (alone.go) has none
+// alone, nor, in careful mode, while any runs, nor while batches running
+// hold the buffer pool past its budget (overBudget); an idle worker takes
+// one batch first, so that a batch that must run alone (alone.go) has none
 // beside it.
 func (p *puller) fetchRegular(ctx context.Context) (int, error) {
 	running, solo, careful := p.state()
-	if solo || careful && running > 0 {
+	if solo || careful && running > 0 || running > 0 && p.w.overBudget() {
 		return 0, nil
 	}
 	limit := cap(p.slots)
@@ -427,7 +431,7 @@ func (p *puller) fetchRegular(ctx context.Context) (int, error) {
 // is always first, while an owner the spare served moves back behind the
 // others by its batch's cost, so the spare does not skew the weights.
 func (p *puller) fetchSpare(ctx context.Context) (int, error) {
-	if _, solo, careful := p.state(); solo || careful {
+	if running, solo, careful := p.state(); solo || careful || running > 0 && p.w.overBudget() {
 		return 0, nil
 	}
 	order, _ := p.fair.next()
