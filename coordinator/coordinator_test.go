@@ -18,7 +18,7 @@ import (
 	"github.com/dataflare/dataflare/sizer"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, natstest.LeakOptions()...) }
 
 func TestNewValidates(t *testing.T) {
 	s := natstest.RunServer(t)

@@ -183,6 +183,24 @@ func (f *view) batchSize(plugin string, avgRecordBytes int) int {
 	return n
 }
 
+// waitHeardAll waits, when the coordinator started (at started) less than
+// a heartbeat and a half ago, until it has been up that long — by then
+// every live worker has announced its plugins — and reports whether it
+// waited. It returns early when ctx ends.
+func (f *view) waitHeardAll(ctx context.Context, started time.Time) bool {
+	wait := started.Add(f.cfg.Heartbeat * 3 / 2).Sub(f.cfg.Clock())
+	if wait <= 0 {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return true
+}
+
 // waitForWorkers returns nil when a worker is healthy. Just after the
 // coordinator started it waits up to StartupGrace for a first heartbeat;
 // otherwise it answers at once.

@@ -140,21 +140,26 @@ const (
 // pinPlugin returns the module digest and version a new job runs: none for
 // a native plugin that a live worker has, when no version is asked;
 // otherwise the module Config.Modules resolves.
+//
+// A coordinator that started less than a heartbeat ago may not have heard
+// every worker yet: before it calls a plugin unknown, it waits until it has.
 func (c *Coordinator) pinPlugin(ctx context.Context, name, version string) (digest, resolved string, err error) {
-	switch {
-	case c.view.hasNative(name) && version == "":
+	if c.view.hasNative(name) && version == "" {
 		return "", "", nil
-	case c.cfg.Modules == nil:
-		return "", "", unknownPlugin(name, version)
 	}
-	digest, resolved, err = c.cfg.Modules(ctx, name, version)
-	if err != nil {
-		return "", "", proto.Errorf(plugin.CodeUnknown, "coordinator: resolve plugin %s: %v", name, err)
+	if c.cfg.Modules != nil {
+		digest, resolved, err = c.cfg.Modules(ctx, name, version)
+		if err != nil {
+			return "", "", proto.Errorf(plugin.CodeUnknown, "coordinator: resolve plugin %s: %v", name, err)
+		}
+		if digest != "" {
+			return digest, resolved, nil
+		}
 	}
-	if digest == "" {
-		return "", "", unknownPlugin(name, version)
+	if version == "" && c.view.waitHeardAll(ctx, c.started) && c.view.hasNative(name) {
+		return "", "", nil
 	}
-	return digest, resolved, nil
+	return "", "", unknownPlugin(name, version)
 }
 
 // pinSteps returns a chain's steps with each plugin resolved and pinned as
