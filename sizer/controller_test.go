@@ -247,8 +247,8 @@ func TestSetPressure(t *testing.T) {
 		{0.5, 3 * time.Second, 20},
 		{0, 0, 20},
 		{0, 3 * time.Second, 160},
-		{0.85, 0, 160}, // 752 by pressure: above the hold
-		{0.95, 0, 160}, // 257 by pressure: the hold is lower
+		{0.85, 0, 160},            // 752 by pressure: above the hold
+		{0.95, 0, 160},            // 257 by pressure: the hold is lower
 		{0, 4 * time.Second, 160}, // those 4 s were at 0.95
 		{0, 4 * time.Second, 1000},
 		{0.9, 0, 505}, // the hold gone, pressure alone

@@ -44,8 +44,8 @@ type Worker struct {
 	// peakPressure is the highest pool pressure a batch saw since the
 	// last heartbeat (math.Float64bits); see notePressure.
 	peakPressure atomic.Uint64
-	lease    lease
-	queues   *queues // set by Run before the first batch is fetched
+	lease        lease
+	queues       *queues // set by Run before the first batch is fetched
 
 	modMu   sync.Mutex
 	modules map[string]*module // by name in the Manager ("name@digest")
