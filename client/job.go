@@ -229,6 +229,7 @@ type Job struct {
 
 	submitted, results, succeeded, failed, dropped, batches, skipped atomic.Uint64
 	received                                                         atomic.Uint64 // result messages, skipped or not
+	readSeq                                                          atomic.Uint64 // the stream sequence of the last result message taken in
 	sent                                                             atomic.Uint64 // records in batches the fleet accepted
 	taken                                                            atomic.Bool
 	// attached: read by Attach, not submitted here; the watcher learns
@@ -404,6 +405,15 @@ func (j *Job) askState() {
 
 // ID returns the job's id, for Attach.
 func (j *Job) ID() string { return j.info.ID }
+
+// ReadSeq returns the stream sequence, in the job's result stream
+// (proto.ResultStream of its owner), of the last result message its reader
+// has taken in; 0 before the first. The reader never asks for a message
+// at or below it again: a process that keeps the results it reads (a
+// pipeline's runner, which starts a new job rather than read one again)
+// may purge the job's result subject up to it, so that a job that never
+// ends does not fill its owner's result stream.
+func (j *Job) ReadSeq() uint64 { return j.readSeq.Load() }
 
 // Digest returns the module digest the job pinned ("" for a native plugin).
 func (j *Job) Digest() string { return j.info.Digest }

@@ -222,6 +222,9 @@ func (j *Job) deliver(ctx context.Context, it jetstream.MessagesContext) {
 			return
 		}
 		j.received.Add(1)
+		if md, err := m.Metadata(); err == nil {
+			j.readSeq.Store(md.Sequence.Stream)
+		}
 		rs := batch.ResultSet{Results: getResults()}
 		// A compressed message is decompressed into a buffer of its own:
 		// the results' values alias it, as they alias a plain message.

@@ -227,6 +227,48 @@ func TestPipeline(t *testing.T) {
 	check(t, again[1170:], 1300, 1300)
 }
 
+// A pipeline's results do not stay in its owner's result stream once its
+// runner has read them: a pipeline runs for ever, and its results would
+// otherwise fill the stream (4 GiB by default, a day's retention), after
+// which no result of the owner is stored.
+func TestPipelineResultsPurged(t *testing.T) {
+	p := newPipelineFixture(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	spec := client.PipelineSpec{Source: "orders", Sink: "enriched.out", Steps: []client.Step{{Plugin: "upper"}}}
+	if _, err := p.c.CreatePipeline(ctx, "purged", spec); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	p.publish(t, 0, n)
+	if got := len(p.sink(t, n)); got != n {
+		t.Fatalf("the sink holds %d messages, want %d", got, n)
+	}
+	results, err := p.js.Stream(ctx, proto.ResultStream(proto.DefaultOwner))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held uint64
+	err = poll.Until(ctx, 30*time.Second, func() error {
+		info, err := results.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if held = info.State.Msgs; held != 0 {
+			return fmt.Errorf("the result stream still holds %d messages (%d bytes)", held, info.State.Bytes)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The pipeline goes on after a purge.
+	p.publish(t, n, n+500)
+	if got := len(p.sink(t, n+500)); got != n+500 {
+		t.Fatalf("the sink holds %d messages, want %d", got, n+500)
+	}
+}
+
 // TestPipelineTakenWhenDefined runs the coordinator's rounds an hour
 // apart: a pipeline created, updated, paused and resumed is taken, changed,
 // stopped and started again by the watch on its definition alone, at once.

@@ -368,7 +368,14 @@ func (r *runner) generation(ctx context.Context, p *proto.Pipeline, changed <-ch
 	// switch each.
 	results := make(chan result, 256)
 	stop := make(chan struct{})
+	purged := make(chan struct{})
+	defer func() { <-purged }() // after close(stop)
 	defer close(stop)
+	// Stops when the generation returns (stop) or ctx ends.
+	go func() {
+		defer close(purged)
+		r.purgeRead(ctx, job, stop)
+	}()
 	go func() {
 		defer close(results)
 		for out, err := range job.Results() {
@@ -420,6 +427,49 @@ func (r *runner) generation(ctx context.Context, p *proto.Pipeline, changed <-ch
 		}
 	}
 }
+
+// purgeRead removes, every resultPurgeEvery until stop closes or ctx
+// ends, the job's result messages its reader has taken in: the runner
+// holds what it read until the sink has it, and a new generation starts a
+// new job from the source rather than read these again. Without it a
+// pipeline's results stay in its owner's result stream for the stream's
+// retention (a day), and a pipeline that runs for long fills the stream
+// (4 GiB by default), after which no result of the owner is stored.
+func (r *runner) purgeRead(ctx context.Context, job *client.Job, stop <-chan struct{}) {
+	t := time.NewTicker(resultPurgeEvery)
+	defer t.Stop()
+	stream, subject := proto.ResultStream(proto.JobOwner(job.ID())), proto.ResultSubject(job.ID())
+	var done uint64
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		seq := job.ReadSeq()
+		if seq <= done {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, kvTimeout)
+		s, err := r.c.js.Stream(pctx, stream)
+		if err == nil {
+			// Up to but not including seq+1.
+			err = s.Purge(pctx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeSequence(seq+1))
+		}
+		cancel()
+		if err != nil {
+			r.c.log.Debug("pipeline results not purged; again later", "pipeline", r.owner+"/"+r.name, "err", err)
+			continue
+		}
+		done = seq
+	}
+}
+
+// resultPurgeEvery is how often a pipeline's runner purges the results it
+// has read.
+const resultPurgeEvery = time.Second
 
 // gapPause is how long a runner waits before it reads its source again
 // after a gap: not a backoff (a gap is no failure), only enough not to spin
