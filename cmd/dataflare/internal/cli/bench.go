@@ -47,6 +47,7 @@ type benchFlags struct {
 	probeBudget     time.Duration
 	probeGap        time.Duration
 	pipeline        bool
+	lagRate         float64
 	compression     bool
 }
 
@@ -116,6 +117,7 @@ Their load is the delay plugin, ms=1 (--plugin, --config to change it), on embed
 	fl.IntVar(&f.loadJobs, "load-jobs", 3, "--fairness: saturating jobs of owner A")
 	fl.DurationVar(&f.probeGap, "probe-gap", bench.DefaultProbeGap, "--latency, --fairness: each probe job starts after a random pause of up to this (0: back to back)")
 	fl.BoolVar(&f.pipeline, "pipeline", false, "measure a pipeline from a source stream to a sink stream against raw JetStream, and its end-to-end lag at half its rate")
+	fl.Float64Var(&f.lagRate, "lag-rate", 0, "--pipeline: publish the source at this many messages per second for the lag figure (default: half the measured rate)")
 	fl.DurationVar(&f.probeBudget, "probe-budget", 0, "--fairness: the most time one figure's probes may take, after 5 (default 60s: FIFO probes wait seconds each)")
 	return cmd
 }
@@ -467,8 +469,10 @@ func (e *env) runBenchPipeline(cmd *cobra.Command, f benchFlags, cfg bench.Confi
 		return usagef("--seconds %v is negative", f.seconds)
 	case cfg.Warmup < 0:
 		return usagef("--warmup %v is negative", cfg.Warmup)
+	case f.lagRate < 0:
+		return usagef("--lag-rate %v is negative", f.lagRate)
 	}
-	pc := bench.PipelineConfig{Records: flagInt(cmd, "records", cfg.Records), RecordSize: flagInt(cmd, "record-size", cfg.RecordSize),
+	pc := bench.PipelineConfig{LagRate: f.lagRate, Records: flagInt(cmd, "records", cfg.Records), RecordSize: flagInt(cmd, "record-size", cfg.RecordSize),
 		Plugin: cfg.Plugin, PluginConfig: cfg.PluginConfig, Rounds: flagInt(cmd, "rounds", cfg.Rounds),
 		Workers: flagInt(cmd, "workers", cfg.Workers), Parallel: cfg.Parallel, Warmup: cfg.Warmup,
 		LagTime: time.Duration(f.seconds * float64(time.Second)), StoreDir: cfg.StoreDir, Log: log}
