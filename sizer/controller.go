@@ -191,14 +191,11 @@ func (c *Controller) held(size int, bound string, now time.Time) int {
 		case bound == BoundPressure && float64(size) <= env:
 			c.hold, c.holdAt = float64(max(size, c.cfg.Min)), now
 			return size
-		case c.pressure >= PressureKnee/2:
-			return min(size, max(int(env), c.cfg.Min))
-		case env >= float64(c.cfg.Max) || float64(size) <= env:
-			c.hold = 0
+		case c.pressure < PressureKnee/2 && (env >= float64(c.cfg.Max) || float64(size) <= env):
+			c.hold = 0 // it no longer limits the size
 			return size
-		default:
-			return min(size, max(int(env), c.cfg.Min))
 		}
+		return min(size, max(int(env), c.cfg.Min))
 	}
 	if bound == BoundPressure {
 		c.hold, c.holdAt = float64(max(size, c.cfg.Min)), now
