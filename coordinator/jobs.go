@@ -354,16 +354,18 @@ func publishError(err error) *proto.Error {
 	return proto.Errorf(plugin.CodeBusy, "coordinator: publish: %v", err)
 }
 
-// purge removes subject's messages from stream, logging a failure: the
-// retention limit removes them later anyway.
-func (c *Coordinator) purge(ctx context.Context, stream, subject string) {
+// purge removes subject's messages from stream (those opts also select),
+// logging a failure, which it returns: the retention limit removes them
+// later anyway.
+func (c *Coordinator) purge(ctx context.Context, stream, subject string, opts ...jetstream.StreamPurgeOpt) error {
 	s, err := c.js.Stream(ctx, stream)
 	if err == nil {
-		err = s.Purge(ctx, jetstream.WithPurgeSubject(subject))
+		err = s.Purge(ctx, append([]jetstream.StreamPurgeOpt{jetstream.WithPurgeSubject(subject)}, opts...)...)
 	}
 	if err != nil {
 		c.log.Warn("purge failed", "stream", stream, "subject", subject, "err", err)
 	}
+	return err
 }
 
 // kvTimeout bounds one operation on the job bucket, so that a client hears

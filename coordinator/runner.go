@@ -453,17 +453,11 @@ func (r *runner) purgeRead(ctx context.Context, job *client.Job, stop <-chan str
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, kvTimeout)
-		s, err := r.c.js.Stream(pctx, stream)
-		if err == nil {
-			// Up to but not including seq+1.
-			err = s.Purge(pctx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeSequence(seq+1))
-		}
+		err := r.c.purge(pctx, stream, subject, jetstream.WithPurgeSequence(seq+1)) // below seq+1
 		cancel()
-		if err != nil {
-			r.c.log.Debug("pipeline results not purged; again later", "pipeline", r.owner+"/"+r.name, "err", err)
-			continue
+		if err == nil {
+			done = seq
 		}
-		done = seq
 	}
 }
 

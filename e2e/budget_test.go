@@ -3,14 +3,13 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,7 +35,7 @@ import (
 //     "pressure") and the batches stay smaller than without;
 //   - both jobs give every record its result, in order.
 //
-// The worker's peak RSS (VmHWM) is logged for each; BENCHMARKS.md ("The
+// The worker's peak RSS (its ru_maxrss) is logged for each; BENCHMARKS.md ("The
 // memory budget") records it. Memory is measured there, not asserted here.
 // The jobs move 1 GB of results each: the test runs with the long tests
 // (-tags chaos), not in go test ./... .
@@ -90,7 +89,7 @@ func TestMemoryBudget(t *testing.T) {
 
 // budgetRun is what runBudgetJob saw.
 type budgetRun struct {
-	peakRSS     int64   // the worker process's VmHWM, bytes
+	peakRSS     int64   // the worker process's peak RSS (ru_maxrss), bytes
 	maxBatch    int     // the largest batch size the coordinator named for expand
 	maxPressure float64 // the highest pressure the sizer reported for expand
 	bound       string  // sizer.BoundPressure when seen at least once, else the last bound
@@ -158,7 +157,17 @@ func runBudgetJob(t *testing.T, module []byte, budget string, n int) budgetRun {
 	stopWatch()
 	wg.Wait()
 	requireOracle(t, tl, n)
-	run.peakRSS = peakRSS(t, w.cmd.Process.Pid)
+	// The worker's peak RSS, as the kernel accounts it for a child that
+	// exited (ru_maxrss, VmHWM at its exit; KiB on Linux).
+	w.kill(syscall.SIGTERM)
+	if err := w.wait(t, 30*time.Second); err != nil {
+		t.Fatalf("worker: %v", err)
+	}
+	ru, ok := w.cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		t.Fatalf("no resource usage for the worker: %T", w.cmd.ProcessState.SysUsage())
+	}
+	run.peakRSS = ru.Maxrss << 10
 	return run
 }
 
@@ -202,26 +211,4 @@ func pushModule(ctx context.Context, t *testing.T, url, name string, module []by
 	if _, err := store.Push(ctx, name, "1.0.0", module); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// peakRSS returns a process's peak resident set size (VmHWM), in bytes.
-func peakRSS(t *testing.T, pid int) int64 {
-	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				t.Fatalf("VmHWM %q: %v", rest, err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatalf("no VmHWM in /proc/%d/status", pid)
-	return 0
 }
