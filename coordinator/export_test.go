@@ -10,3 +10,7 @@ func SetPipelineRounds(d time.Duration) (restore func()) {
 	pipelineRounds = d
 	return func() { pipelineRounds = old }
 }
+
+// PipelineConsumer is pipelineConsumer: the name of a pipeline's durable
+// consumer on its source stream.
+var PipelineConsumer = pipelineConsumer

@@ -269,6 +269,59 @@ func TestPipelineResultsPurged(t *testing.T) {
 	}
 }
 
+// TestPipelineAcksInRuns: a pipeline acknowledges its source messages a
+// run at a time (one acknowledgement for many: its consumer is AckAll), and
+// every one of them once nothing is on its way.
+func TestPipelineAcksInRuns(t *testing.T) {
+	p := newPipelineFixture(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	nc := p.f.Connect()
+	consumer := coordinator.PipelineConsumer(proto.DefaultOwner, "runs")
+	acks, err := nc.SubscribeSync("$JS.ACK.orders." + consumer + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5000
+	p.publish(t, 0, n)
+	// Failed messages (every tenth) are dead letters: settled as well.
+	spec := client.PipelineSpec{Source: "orders", Sink: "enriched.out", Steps: []client.Step{
+		{Plugin: "fail", Config: plugin.Config{"match": "bad"}}, {Plugin: "upper"},
+	}}
+	if _, err := p.c.CreatePipeline(ctx, "runs", spec); err != nil {
+		t.Fatal(err)
+	}
+	check(t, p.sink(t, n-n/10), n, n)
+	cons, err := p.js.Consumer(ctx, "orders", consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = poll.Until(ctx, 20*time.Second, func() error {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.AckFloor.Stream != n || info.NumAckPending != 0 {
+			return fmt.Errorf("source acknowledged up to %d with %d pending, want %d and 0", info.AckFloor.Stream, info.NumAckPending, n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent, _, err := acks.Pending()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sent == 0 || sent > n/16 {
+		t.Fatalf("%d acknowledgements for %d source messages, want between 1 and %d", sent, n, n/16)
+	}
+	t.Logf("%d acknowledgements for %d source messages", sent, n)
+}
+
 // TestPipelineTakenWhenDefined runs the coordinator's rounds an hour
 // apart: a pipeline created, updated, paused and resumed is taken, changed,
 // stopped and started again by the watch on its definition alone, at once.

@@ -491,8 +491,10 @@ func (r *runner) consumer(ctx context.Context, p *proto.Pipeline) (jetstream.Con
 		Durable:       name,
 		Description:   "DataFlare pipeline " + p.Owner + "/" + p.Name,
 		FilterSubject: p.Filter,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       5 * time.Minute, // the runner acknowledges every message it took, in order
+		// The runner settles the messages in order, and acknowledges the
+		// last of a run of them for all (sinkWriter.ack).
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       5 * time.Minute,
 		MaxAckPending: 100_000,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,

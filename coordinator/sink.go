@@ -47,8 +47,11 @@ const headerExpectedLastMsgID = "Nats-Expected-Last-Msg-Id"
 // refuses the chain: after chainMismatches the writer publishes one at a
 // time, each waiting for its acknowledgement.
 //
-// Source messages are acknowledged, and the counts kept, as their results
-// settle, in order.
+// Results settle in order, and the counts are kept as they do. Their
+// source messages are acknowledged together: the source's consumer
+// acknowledges all messages up to the one acknowledged (AckAll), and the
+// writer acknowledges the last settled one once sourceAckEvery have
+// settled since the last acknowledgement, or nothing is left on its way.
 type sinkWriter struct {
 	r   *runner
 	p   *proto.Pipeline
@@ -59,6 +62,12 @@ type sinkWriter struct {
 	chain      bool        // results carry the id of the one before
 	mismatches int
 	core       bool // no stream captures the sink: plain messages
+
+	// toAck is the last settled source message not acknowledged yet,
+	// nil when there is none; owed counts the settled messages it
+	// stands for.
+	toAck jetstream.Msg
+	owed  int
 
 	// The pipeline's dataflare_pipeline_messages_total, by outcome.
 	published, failed, dropped prometheus.Counter
@@ -181,6 +190,7 @@ func (w *sinkWriter) settle(ctx context.Context, wait bool) error {
 		w.q = w.q[1:]
 		wait = false
 	}
+	w.ack()
 	return nil
 }
 
@@ -276,6 +286,7 @@ func (w *sinkWriter) recover(ctx context.Context, cause error) error {
 		w.done(it)
 	}
 	w.q = w.q[:0]
+	w.ack()
 	return nil
 }
 
@@ -289,10 +300,14 @@ func (w *sinkWriter) drain(ctx context.Context) error {
 	return nil
 }
 
-// done acknowledges it's source message and counts it. The
-// acknowledgement is not waited for: one lost only brings the message
-// again to the next holder, whose result the sink then takes for the
-// duplicate it is.
+// sourceAckEvery is how many settled source messages one acknowledgement
+// stands for at most while results are on their way: a message per
+// source message each way, through the server, was a tenth of a
+// pipeline's cost (BENCHMARKS.md, "Pipelines").
+const sourceAckEvery = 64
+
+// done counts it as settled and owes its source message's
+// acknowledgement (ack pays it).
 func (w *sinkWriter) done(it *sinkItem) {
 	r := w.r
 	switch {
@@ -305,12 +320,25 @@ func (w *sinkWriter) done(it *sinkItem) {
 	default:
 		w.published.Inc()
 	}
-	if err := it.m.Ack(); err != nil {
-		r.c.log.Debug("pipeline source message not acknowledged", "pipeline", r.owner+"/"+r.name, "seq", it.seq, "err", err)
-	}
+	w.toAck, w.owed = it.m, w.owed+1
 	r.processed.Add(1)
 	r.lastSeq.Store(it.seq)
 	r.latMu.Lock()
 	r.lat.Record(time.Since(it.arrived))
 	r.latMu.Unlock()
+}
+
+// ack acknowledges the last settled source message, and with it every
+// one before (the consumer's AckAll), when nothing is on its way any more
+// or sourceAckEvery are owed. The acknowledgement is not waited for: one
+// lost only brings its messages again to the next holder, whose results
+// the sink then takes for the duplicates they are.
+func (w *sinkWriter) ack() {
+	if w.toAck == nil || (len(w.q) > 0 && w.owed < sourceAckEvery) {
+		return
+	}
+	if err := w.toAck.Ack(); err != nil {
+		w.r.c.log.Debug("pipeline source messages not acknowledged", "pipeline", w.r.owner+"/"+w.r.name, "err", err)
+	}
+	w.toAck, w.owed = nil, 0
 }
