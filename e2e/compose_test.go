@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -301,9 +302,43 @@ func processed(st *fleet.Status) uint64 {
 type submission struct {
 	cmd    *exec.Cmd
 	out    string
-	stderr bytes.Buffer
+	stderr syncBuffer
 	done   chan struct{}
 	err    error
+}
+
+// syncBuffer is a bytes.Buffer that a running command writes to while the
+// test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// dump ends a submission that stopped making progress with SIGQUIT, so
+// that its log shows its goroutines (the Go runtime prints them as it
+// exits), and logs what it wrote to stderr.
+func (sub *submission) dump(t *testing.T) {
+	t.Helper()
+	if !sub.exited() {
+		sub.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-sub.done:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	t.Logf("--- submit's stderr ---\n%s", sub.stderr.String())
 }
 
 // submit starts dataflare submit over the values of lines records, with
@@ -436,6 +471,11 @@ func TestComposeFaults(t *testing.T) {
 			return nil
 		})
 		if err != nil {
+			if st, serr := s.status(); serr == nil {
+				b, _ := json.MarshalIndent(st, "", "  ")
+				t.Logf("--- fleet status ---\n%s", b)
+			}
+			sub.dump(t)
 			t.Fatal(err)
 		}
 		t.Logf("%v: %s", time.Since(jobStart).Round(time.Millisecond), what)
@@ -486,6 +526,7 @@ func TestComposeFaults(t *testing.T) {
 	select {
 	case <-sub.done:
 	case <-ctx.Done():
+		sub.dump(t)
 		t.Fatal("submit did not end")
 	}
 	if sub.err != nil {
