@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime"
 	"strconv"
 	"sync"
@@ -172,11 +173,15 @@ type PipelineFigures struct {
 	RecordsPerSec float64 `json:"records_per_sec"`
 	MBPerSec      float64 `json:"mb_per_sec"`
 	// RawRecordsPerSec is raw's, over the time from creating its consumer
-	// until its sink holds Records messages.
+	// until its sink holds Records messages, median over its legs (one
+	// more than the rounds: one before each round and one after the
+	// last).
 	RawRecordsPerSec float64 `json:"raw_records_per_sec"`
 	// VsRaw is the pipeline's throughput over raw's, the median over
-	// rounds of the ratio within the round; VsRawCPU raw's CPU time per
-	// record over the pipeline's (steadier on a shared machine).
+	// rounds of the ratio of the round's pipeline leg to the geometric
+	// mean of the raw legs before and after it; VsRawCPU the same of raw's
+	// CPU time per record over the pipeline's (steadier on a shared
+	// machine).
 	VsRaw    float64 `json:"vs_raw"`
 	VsRawCPU float64 `json:"vs_raw_cpu"`
 	// CPUMicrosPerRecord and RawCPUMicrosPerRecord are the process's CPU
@@ -187,8 +192,9 @@ type PipelineFigures struct {
 	// FirstResultMs is the time from CreatePipeline to the first message
 	// in the sink, median over rounds.
 	FirstResultMs float64 `json:"first_result_ms"`
-	// RoundsPerSec and RawRoundsPerSec are every round's throughput, in
-	// round order.
+	// RoundsPerSec and RawRoundsPerSec are every pipeline and raw leg's
+	// throughput, in the order they ran (raw's first leg before the first
+	// round).
 	RoundsPerSec    []float64 `json:"rounds_records_per_sec"`
 	RawRoundsPerSec []float64 `json:"raw_rounds_records_per_sec"`
 	// BatchSize is the batch size the fleet's sizer chose for the plugin
@@ -364,8 +370,13 @@ type leg struct {
 
 func (l leg) perSec(n int) float64 { return float64(n) / l.elapsed.Seconds() }
 
-// rounds runs both sides Rounds times, the first side alternating, and
-// summarises them into f.
+// rounds runs Rounds pipeline legs, each between two raw legs (raw first
+// and last: Rounds+1 of them), and summarises them into f. Each pipeline
+// leg is held to the geometric mean of the raw legs on either side of it,
+// which cancels a drift of the machine's speed over the run: in runs of
+// sides taking turns, the side that ran first in a round was the faster
+// one, whichever it was, the rates falling from round to round
+// (BENCHMARKS.md, "Pipelines").
 func (p *pipeBench) rounds(ctx context.Context, f *PipelineFigures) error {
 	if p.cfg.OnRounds != nil {
 		if stop := p.cfg.OnRounds(); stop != nil {
@@ -374,49 +385,52 @@ func (p *pipeBench) rounds(ctx context.Context, f *PipelineFigures) error {
 	}
 	n := p.cfg.Records
 	var pipe, raw []leg
-	for r := range p.cfg.Rounds {
-		first, err := p.publishSources(ctx)
+	runRaw := func() error {
+		first, err := p.publishSource(ctx, 1)
+		if err == nil {
+			var l leg
+			l, err = p.rawLeg(ctx, len(raw), first)
+			raw = append(raw, l)
+		}
 		if err != nil {
+			return fmt.Errorf("raw leg %d: %w", len(raw), err)
+		}
+		f.Checked += n
+		return nil
+	}
+	if err := runRaw(); err != nil {
+		return err
+	}
+	for r := range p.cfg.Rounds {
+		first, err := p.publishSource(ctx, 0)
+		if err == nil {
+			var l leg
+			l, err = p.pipelineLeg(ctx, r, first)
+			pipe = append(pipe, l)
+		}
+		if err != nil {
+			return fmt.Errorf("round %d: %w", r+1, err)
+		}
+		f.Checked += n
+		if err := runRaw(); err != nil {
 			return err
 		}
-		sides := []func() error{
-			func() error {
-				l, err := p.pipelineLeg(ctx, r, first[0])
-				pipe = append(pipe, l)
-				return err
-			},
-			func() error {
-				l, err := p.rawLeg(ctx, r, first[1])
-				raw = append(raw, l)
-				return err
-			},
-		}
-		if r%2 == 0 {
-			sides[0], sides[1] = sides[1], sides[0]
-		}
-		for _, side := range sides {
-			if err := side(); err != nil {
-				return fmt.Errorf("round %d: %w", r+1, err)
-			}
-			f.Checked += n
-			// Lets the side's last work (a removed pipeline's runner
-			// stops within a second) end before the next side starts.
-			if err := sleep(ctx, pipeQuiet); err != nil {
-				return err
-			}
-		}
 		p.cfg.Log.Info("pipeline round", "round", r+1, "pipeline_records_per_sec", round2(pipe[r].perSec(n)),
-			"raw_records_per_sec", round2(raw[r].perSec(n)))
+			"raw_records_per_sec", round2(raw[r].perSec(n)), "raw_after_records_per_sec", round2(raw[r+1].perSec(n)))
 	}
 	var ratios, cpuRatios, firsts, cpus, rawCPUs []float64
 	for r := range pipe {
+		rawRate := math.Sqrt(raw[r].perSec(n) * raw[r+1].perSec(n))
+		rawCPU := math.Sqrt(float64(raw[r].cpu) * float64(raw[r+1].cpu))
 		f.RoundsPerSec = append(f.RoundsPerSec, pipe[r].perSec(n))
-		f.RawRoundsPerSec = append(f.RawRoundsPerSec, raw[r].perSec(n))
-		ratios = append(ratios, pipe[r].perSec(n)/raw[r].perSec(n))
-		cpuRatios = append(cpuRatios, float64(raw[r].cpu)/float64(pipe[r].cpu))
+		ratios = append(ratios, pipe[r].perSec(n)/rawRate)
+		cpuRatios = append(cpuRatios, rawCPU/float64(pipe[r].cpu))
 		firsts = append(firsts, ms(pipe[r].first))
 		cpus = append(cpus, float64(pipe[r].cpu)/float64(time.Microsecond)/float64(n))
-		rawCPUs = append(rawCPUs, float64(raw[r].cpu)/float64(time.Microsecond)/float64(n))
+	}
+	for _, l := range raw {
+		f.RawRoundsPerSec = append(f.RawRoundsPerSec, l.perSec(n))
+		rawCPUs = append(rawCPUs, float64(l.cpu)/float64(time.Microsecond)/float64(n))
 	}
 	f.RecordsPerSec = round2(median(f.RoundsPerSec))
 	f.MBPerSec = round2(f.RecordsPerSec * float64(p.cfg.RecordSize) / 1e6)
@@ -428,39 +442,49 @@ func (p *pipeBench) rounds(ctx context.Context, f *PipelineFigures) error {
 	return nil
 }
 
-// pipeQuiet is the pause after each side of a round.
+// pipeQuiet is the pause between publishing a side's source and timing
+// the side: the server's writes of the source settle first, and a removed
+// pipeline's runner (it stops within a second) has ended.
 const pipeQuiet = 1500 * time.Millisecond
 
-// publishSources empties the streams and publishes Records messages,
-// the same ones, to the pipeline's source and to raw's; it returns each
-// source's first sequence.
-func (p *pipeBench) publishSources(ctx context.Context) ([2]uint64, error) {
-	var first [2]uint64
-	for _, name := range []string{pipeSource, pipeRawSource, pipeSink, pipeRawSink} {
+// pipeSides are the two sides' source and sink streams and source
+// subject: the pipeline's (0) and raw's (1).
+var pipeSides = [2]struct{ source, sink, subject string }{
+	{pipeSource, pipeSink, pipeSourceSubject},
+	{pipeRawSource, pipeRawSink, pipeRawSubject},
+}
+
+// publishSource empties both sides' streams, publishes Records messages
+// (the same for both sides) to side's source, waits pipeQuiet, and
+// returns the source's first sequence. Each side publishes its own source
+// right before it runs, on a server that holds nothing of the other side,
+// so that neither finds its messages older, or the server's caches and
+// this process's heap fuller, than the other does (BENCHMARKS.md,
+// "Pipelines", says what publishing both at the start of a round did).
+func (p *pipeBench) publishSource(ctx context.Context, side int) (uint64, error) {
+	sd := pipeSides[side]
+	for _, name := range []string{pipeSource, pipeSink, pipeRawSource, pipeRawSink} {
 		if err := p.purge(ctx, name); err != nil {
-			return first, err
+			return 0, err
 		}
 	}
-	for i, subject := range []string{pipeSourceSubject, pipeRawSubject} {
-		for j := range p.cfg.Records {
-			if err := p.publish(ctx, &nats.Msg{Subject: subject, Data: p.in.value(j)}); err != nil {
-				return first, err
-			}
+	for j := range p.cfg.Records {
+		if err := p.publish(ctx, &nats.Msg{Subject: sd.subject, Data: p.in.value(j)}); err != nil {
+			return 0, err
 		}
-		if err := p.published(ctx); err != nil {
-			return first, err
-		}
-		s, err := p.js.Stream(ctx, []string{pipeSource, pipeRawSource}[i])
-		if err != nil {
-			return first, fmt.Errorf("bench: %w", err)
-		}
-		st := s.CachedInfo().State
-		if st.Msgs != uint64(p.cfg.Records) {
-			return first, fmt.Errorf("bench: source %s holds %d messages, want %d", s.CachedInfo().Config.Name, st.Msgs, p.cfg.Records)
-		}
-		first[i] = st.FirstSeq
 	}
-	return first, nil
+	if err := p.published(ctx); err != nil {
+		return 0, err
+	}
+	s, err := p.js.Stream(ctx, sd.source)
+	if err != nil {
+		return 0, fmt.Errorf("bench: %w", err)
+	}
+	st := s.CachedInfo().State
+	if st.Msgs != uint64(p.cfg.Records) {
+		return 0, fmt.Errorf("bench: source %s holds %d messages, want %d", sd.source, st.Msgs, p.cfg.Records)
+	}
+	return st.FirstSeq, sleep(ctx, pipeQuiet)
 }
 
 // publish publishes m asynchronously (pubWindow at most awaiting their

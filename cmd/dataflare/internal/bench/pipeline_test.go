@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -36,18 +37,29 @@ func TestPipeline(t *testing.T) {
 			t.Errorf("pipeline.%s = %v, want a positive number", k, pl[k])
 		}
 	}
-	for _, k := range []string{"rounds_records_per_sec", "raw_rounds_records_per_sec"} {
-		if got, ok := pl[k].([]any); !ok || len(got) != rounds {
-			t.Errorf("pipeline.%s = %v, want %d rounds", k, pl[k], rounds)
+	// A pipeline leg per round, each between two raw legs.
+	for k, legs := range map[string]int{"rounds_records_per_sec": rounds, "raw_rounds_records_per_sec": rounds + 1} {
+		if got, ok := pl[k].([]any); !ok || len(got) != legs {
+			t.Errorf("pipeline.%s = %v, want %d legs", k, pl[k], legs)
 		}
 	}
 	f := rep.Pipeline
+	if len(f.RoundsPerSec) == rounds && len(f.RawRoundsPerSec) == rounds+1 {
+		// vs_raw holds each pipeline leg to the raw legs around it.
+		var ratios []float64
+		for r, rate := range f.RoundsPerSec {
+			ratios = append(ratios, rate/math.Sqrt(f.RawRoundsPerSec[r]*f.RawRoundsPerSec[r+1]))
+		}
+		if want := median(ratios); math.Abs(f.VsRaw-want) > 0.002 {
+			t.Errorf("vs_raw %v, want %.3f from legs %v and raw's %v", f.VsRaw, want, f.RoundsPerSec, f.RawRoundsPerSec)
+		}
+	}
 	if f.Records != records || f.RecordSize != 256 || rep.Rounds != rounds {
 		t.Errorf("records %d of %d B, %d rounds: want %d of 256 B, %d rounds", f.Records, f.RecordSize, rep.Rounds, records, rounds)
 	}
 	// Every sink held exactly one message per source message, in order:
-	// both sides of every round, and every message of the lag figure.
-	if got, want := f.Checked, 2*rounds*records+f.LagSamples; got != want {
+	// every leg of both sides, and every message of the lag figure.
+	if got, want := f.Checked, (2*rounds+1)*records+f.LagSamples; got != want {
 		t.Errorf("checked %d sink messages, want %d", got, want)
 	}
 	if !(f.LagP50Ms <= f.LagP99Ms && f.LagP99Ms <= f.LagMaxMs) {

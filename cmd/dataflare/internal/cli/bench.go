@@ -79,7 +79,8 @@ or run in this process (--workers-as in-process).
 Their load is the delay plugin, ms=1 (--plugin, --config to change it), on embedded workers.
   --pipeline         a pipeline of one step (--plugin, default upper) from a source stream to a sink
                      stream, against raw JetStream moving the same messages (a durable pull consumer,
-                     async publishes to the sink, acks once the sink has them), --rounds times; then
+                     async publishes to the sink, acks once the sink has them): --rounds pipeline
+                     runs, each between two raw runs and held to their mean; then
                      its end-to-end lag while the source is published at half its measured rate
                      (--seconds, default 10). Defaults for it: --records 100000, --record-size 1024.`,
 		Args: noArgs,
