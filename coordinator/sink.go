@@ -301,9 +301,10 @@ func (w *sinkWriter) drain(ctx context.Context) error {
 }
 
 // sourceAckEvery is how many settled source messages one acknowledgement
-// stands for at most while results are on their way: a message per
-// source message each way, through the server, was a tenth of a
-// pipeline's cost (BENCHMARKS.md, "Pipelines").
+// stands for at most while results are on their way: one per message was
+// one more message through the server per record, beside its delivery and
+// its result's publication (BENCHMARKS.md, "Pipelines", "Acknowledged a
+// run at a time…").
 const sourceAckEvery = 64
 
 // done counts it as settled and owes its source message's
