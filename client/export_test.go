@@ -17,3 +17,7 @@ func SetLease(d time.Duration) (restore func()) {
 	leaseEvery = d
 	return func() { leaseEvery = old }
 }
+
+// Reopened returns how many times j read its results again through a new
+// ordered consumer.
+func Reopened(j *Job) uint64 { return j.reopened.Load() }

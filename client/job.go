@@ -231,6 +231,7 @@ type Job struct {
 	received                                                         atomic.Uint64 // result messages, skipped or not
 	readSeq                                                          atomic.Uint64 // the stream sequence of the last result message taken in
 	sent                                                             atomic.Uint64 // records in batches the fleet accepted
+	reopened                                                         atomic.Uint64 // times the results were read again through a new consumer
 	taken                                                            atomic.Bool
 	// attached: read by Attach, not submitted here; the watcher learns
 	// when the job is sealed, or abandoned by its submitter.

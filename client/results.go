@@ -187,39 +187,91 @@ func (j *Job) finish() {
 
 // receive starts reading the job's results from DF_RESULTS, until ctx, the
 // job's context, ends.
+//
+// The reader is an ordered consumer, which nats.go makes anew, under the
+// same name, when its deliveries stop (a server lost, a consumer deleted).
+// That name's assignment can outlive the problem: a consumer assigned to a
+// server of the cluster just killed, before the cluster saw it go, is made
+// again on that same server on every try, and the reader would wait for it
+// for as long as the server is away (TestComposeFaults stalled so for
+// minutes). So the ordered consumer gives up after resultResets tries, and
+// the job reads its results through a new one, under a new name, from the
+// message after the last one it took in.
 func (j *Job) receive(ctx context.Context) error {
-	cons, err := j.c.js.OrderedConsumer(ctx, proto.ResultStream(proto.JobOwner(j.info.ID)), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{proto.ResultSubject(j.info.ID)},
-	})
+	it, err := j.openResults(ctx)
 	if err != nil {
 		return fmt.Errorf("client: read results: %w", err)
 	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("client: read results: %w", err)
-	}
-	stop := context.AfterFunc(ctx, it.Stop)
 	j.wg.Add(1)
 	// Stops when the job's context ends (which stops the iterator), or at
-	// the first failure.
+	// the first failure that reading again does not mend.
 	go func() {
 		defer j.wg.Done()
-		defer stop()
-		j.deliver(ctx, it)
+		backoff := resultsBackoff
+		for {
+			stop := context.AfterFunc(ctx, it.Stop)
+			err := j.deliver(ctx, it)
+			stop()
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			it.Stop()
+			j.c.opts.log.Warn("job's results read again through a new consumer", "job", j.info.ID, "after_seq", j.readSeq.Load(), "err", err)
+			for {
+				if it, err = j.openResults(ctx); err == nil {
+					break
+				}
+				if errors.Is(err, jetstream.ErrStreamNotFound) {
+					j.fail(ctx, fmt.Errorf("client: read results: %w", err))
+					return
+				}
+				j.c.opts.log.Warn("job's results not read; trying again", "job", j.info.ID, "err", err, "in", backoff)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 5*time.Second)
+			}
+			j.reopened.Add(1)
+		}
 	}()
 	return nil
 }
 
+// resultResets is how many times a job's ordered consumer tries to make
+// its consumer anew before the job reads through a new one (receive).
+const resultResets = 2
+
+// resultsBackoff is the first pause between a job's tries to read its
+// results through a new consumer.
+const resultsBackoff = 100 * time.Millisecond
+
+// openResults returns an iterator over the job's result messages, through
+// a new ordered consumer, from the message after the last one it took in.
+func (j *Job) openResults(ctx context.Context) (jetstream.MessagesContext, error) {
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects:   []string{proto.ResultSubject(j.info.ID)},
+		MaxResetAttempts: resultResets,
+	}
+	if seq := j.readSeq.Load(); seq > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
+	}
+	cons, err := j.c.js.OrderedConsumer(ctx, proto.ResultStream(proto.JobOwner(j.info.ID)), cfg)
+	if err != nil {
+		return nil, err
+	}
+	return cons.Messages()
+}
+
 // deliver decodes the job's result messages from it and passes them to the
-// reader, until it stops or fails.
-func (j *Job) deliver(ctx context.Context, it jetstream.MessagesContext) {
+// reader, until it stops, the reader is gone (nil), or reading fails (the
+// error).
+func (j *Job) deliver(ctx context.Context, it jetstream.MessagesContext) error {
 	for {
 		m, err := it.Next()
 		if err != nil {
-			if ctx.Err() == nil {
-				j.fail(ctx, fmt.Errorf("client: read results: %w", err))
-			}
-			return
+			return err
 		}
 		j.received.Add(1)
 		if md, err := m.Metadata(); err == nil {
@@ -246,7 +298,7 @@ func (j *Job) deliver(ctx context.Context, it jetstream.MessagesContext) {
 			attribute.Int64("dataflare.seq", int64(rs.Seq)), attribute.Int("dataflare.records", len(rs.Results))))
 		span.End()
 		if !j.emit(ctx, event{seg: &segment{base: rs.Base, results: rs.Results}}) {
-			return
+			return nil
 		}
 	}
 }
