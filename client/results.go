@@ -190,13 +190,13 @@ func (j *Job) finish() {
 //
 // The reader is an ordered consumer, which nats.go makes anew, under the
 // same name, when its deliveries stop (a server lost, a consumer deleted).
-// That name's assignment can outlive the problem: a consumer assigned to a
-// server of the cluster just killed, before the cluster saw it go, is made
-// again on that same server on every try, and the reader would wait for it
-// for as long as the server is away (TestComposeFaults stalled so for
-// minutes). So the ordered consumer gives up after resultResets tries, and
-// the job reads its results through a new one, under a new name, from the
-// message after the last one it took in.
+// Making it again under that name can keep failing: in TestComposeFaults a
+// job's reader retried it for minutes after a NATS node was killed (most
+// likely the name's assignment to that node, made before the cluster saw it
+// go), and the job stalled with its results stored and unread. So the
+// ordered consumer gives up after resultResets tries, and the job reads its
+// results through a new one, under a new name, from the message after the
+// last one it took in.
 func (j *Job) receive(ctx context.Context) error {
 	it, err := j.openResults(ctx)
 	if err != nil {
