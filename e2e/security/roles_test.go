@@ -77,6 +77,30 @@ func TestRolesDoTheirJobs(t *testing.T) {
 				t.Errorf("report: %v", err)
 			}
 			t.Run("pipeline", func(t *testing.T) { runPipeline(t, f, c) })
+			// A coordinator's web console samples the fleet over the
+			// coordinator's own connection.
+			t.Run("coordinator console", func(t *testing.T) {
+				cc, cnc := f.clientConn(t, coordinatorRole)
+				ctx := context.Background()
+				if _, err := cc.SystemStatus(ctx); err != nil {
+					t.Errorf("status: %v", err)
+				}
+				if _, err := cc.Report(ctx); err != nil {
+					t.Errorf("report: %v", err)
+				}
+				if _, err := cc.AllPipelines(ctx); err != nil {
+					t.Errorf("every owner's pipelines: %v", err)
+				}
+				if _, err := cc.Jobs(ctx, true); err != nil {
+					t.Errorf("every owner's jobs: %v", err)
+				}
+				if _, err := cc.DeadLetters(ctx, client.DeadFilter{All: true}); err != nil {
+					t.Errorf("dead letters: %v", err)
+				}
+				for _, err := range cnc.permissionViolations() {
+					t.Errorf("the coordinator's console: %v", err)
+				}
+			})
 			for _, err := range nc.permissionViolations() {
 				t.Errorf("alice, running her jobs and her pipeline: %v", err)
 			}
