@@ -233,9 +233,15 @@ type runner struct {
 	job                      atomic.Value  // string: the job id now
 	state                    atomic.Value  // string: running, paused, or the last error
 	revision                 atomic.Uint64 // of the definition the runner acts on now
-	latMu                    sync.Mutex
-	lat                      hist.Histogram // end-to-end latency since latFrom
-	latFrom                  time.Time
+	// counted is the last source sequence counted before the running
+	// generation (by it or by the previous holder's report): a message up
+	// to it that comes again is not counted again. Only the run goroutine
+	// uses it.
+	counted uint64
+
+	latMu   sync.Mutex
+	lat     hist.Histogram // end-to-end latency since latFrom
+	latFrom time.Time
 }
 
 // startRunner starts running p.
@@ -245,8 +251,11 @@ func (c *Coordinator) startRunner(ctx context.Context, p *proto.Pipeline, leaseR
 		def: p, changed: make(chan struct{}), latFrom: time.Now()}
 	r.job.Store("")
 	if st := c.pipelineStatus(ctx, p.Owner, p.Name); st != nil {
-		// Counted on from where the last holder's report left them: what
-		// it did in the second after its last report is not counted.
+		// Counted on from where the last holder's report left them; the
+		// messages up to its LastSeq that come again (not acknowledged
+		// when it died) are not counted twice (generation), those after
+		// it are counted here, even if it had settled them after its
+		// report.
 		r.processed.Store(st.Processed)
 		r.errs.Store(st.Errors)
 		r.dropped.Store(st.Dropped)
@@ -334,6 +343,9 @@ func (r *runner) run(ctx context.Context) {
 // generation runs definition p as one job until it changes (changed
 // closes: its Source ends, its batches finish), ctx ends, or it fails.
 func (r *runner) generation(ctx context.Context, p *proto.Pipeline, changed <-chan struct{}) error {
+	// What a previous generation settled without acknowledging it comes
+	// again: counted already.
+	r.counted = r.lastSeq.Load()
 	if err := r.c.checkSource(ctx, p); err != nil {
 		return err
 	}

@@ -307,23 +307,31 @@ func (w *sinkWriter) drain(ctx context.Context) error {
 // run at a time…").
 const sourceAckEvery = 64
 
-// done counts it as settled and owes its source message's
+// done counts it as settled (in the pipeline's status unless the previous
+// holder's report counted it) and owes its source message's
 // acknowledgement (ack pays it).
 func (w *sinkWriter) done(it *sinkItem) {
 	r := w.r
+	again := it.seq <= r.counted // in the previous holder's counts already
 	switch {
 	case it.out.Err != nil:
-		r.errs.Add(1)
+		if !again {
+			r.errs.Add(1)
+		}
 		w.failed.Inc()
 	case it.out.Dropped:
-		r.dropped.Add(1)
+		if !again {
+			r.dropped.Add(1)
+		}
 		w.dropped.Inc()
 	default:
 		w.published.Inc()
 	}
 	w.toAck, w.owed = it.m, w.owed+1
-	r.processed.Add(1)
-	r.lastSeq.Store(it.seq)
+	if !again {
+		r.processed.Add(1)
+	}
+	r.lastSeq.Store(max(r.lastSeq.Load(), it.seq))
 	r.latMu.Lock()
 	r.lat.Record(time.Since(it.arrived))
 	r.latMu.Unlock()
