@@ -41,6 +41,11 @@ const (
 	pipeLagSubject    = "bench.pipe.lag.src"
 	pipeLagSink       = "BENCH_PIPE_LAG_SINK"
 	pipeLagSinkSubj   = "bench.pipe.lag.sink"
+	// Raw's lag figure moves a source of its own to a sink of its own.
+	pipeRawLagSource   = "BENCH_PIPE_RAW_LAG_SRC"
+	pipeRawLagSubject  = "bench.pipe.raw.lag.src"
+	pipeRawLagSink     = "BENCH_PIPE_RAW_LAG_SINK"
+	pipeRawLagSinkSubj = "bench.pipe.raw.lag.sink"
 	// pipeDuplicates is the sinks' de-duplication window.
 	pipeDuplicates = 2 * time.Minute
 	// headerSent carries a lag message's publish time: nanoseconds since
@@ -223,6 +228,16 @@ type PipelineFigures struct {
 	LagP99Ms   float64 `json:"lag_p99_ms"`
 	LagMaxMs   float64 `json:"lag_max_ms"`
 	LagSamples int     `json:"lag_samples"`
+	// RawLagRate, RawLagP50Ms, RawLagP99Ms and RawLagMaxMs are the same
+	// of raw moving a source of its own, published at the same asked
+	// rate right after the pipeline's (on emptied streams): the lag of
+	// the machine at that rate with none of the fleet's code.
+	RawLagRate  float64 `json:"raw_lag_rate"`
+	RawLagP50Ms float64 `json:"raw_lag_p50_ms"`
+	RawLagP99Ms float64 `json:"raw_lag_p99_ms"`
+	RawLagMaxMs float64 `json:"raw_lag_max_ms"`
+	// RawLagSamples is how many messages raw's lag is over.
+	RawLagSamples int `json:"raw_lag_samples"`
 	// Status is what the lag figure's pipeline reported of itself
 	// (PipelineInfo) once every message was in the sink.
 	Status PipelineStatusFigures `json:"status"`
@@ -342,6 +357,8 @@ func newPipeBench(ctx context.Context, e *env, cfg PipelineConfig) (*pipeBench, 
 		{Name: pipeRawSink, Subjects: []string{pipeRawSinkSubj}, Duplicates: pipeDuplicates},
 		{Name: pipeLagSource, Subjects: []string{pipeLagSubject}},
 		{Name: pipeLagSink, Subjects: []string{pipeLagSinkSubj}, Duplicates: pipeDuplicates},
+		{Name: pipeRawLagSource, Subjects: []string{pipeRawLagSubject}},
+		{Name: pipeRawLagSink, Subjects: []string{pipeRawLagSinkSubj}, Duplicates: pipeDuplicates},
 	} {
 		sc.Storage, sc.Description = jetstream.FileStorage, "bench: pipeline"
 		if err := e.js.DeleteStream(ctx, sc.Name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -609,7 +626,7 @@ func (p *pipeBench) rawLeg(ctx context.Context, round int, firstSeq uint64) (leg
 	// Stops once it has acknowledged every message, or rctx ends.
 	go func() {
 		defer close(done)
-		runErr = p.raw.run(rctx, consumer, round, p.cfg.Records)
+		runErr = p.raw.run(rctx, pipeRawSource, pipeRawSinkSubj, consumer, "raw."+strconv.Itoa(round+1)+".", p.cfg.Records)
 	}()
 	failed := func() error {
 		select {
@@ -775,10 +792,12 @@ type rawPending struct {
 	src jetstream.Msg
 }
 
-// run moves n messages from the copy of the source to raw's sink with a
-// new durable consumer, and returns once each was acknowledged.
-func (r *rawPipe) run(ctx context.Context, consumer string, round, n int) error {
-	cons, err := r.js.CreateConsumer(ctx, pipeRawSource, jetstream.ConsumerConfig{
+// run moves n messages from stream to the sink subject with a new
+// durable consumer, each under a message id of prefix and its source
+// sequence, and returns once each was acknowledged; with n below 0 it
+// moves messages until ctx ends, and returns ctx's error.
+func (r *rawPipe) run(ctx context.Context, stream, sink, consumer, prefix string, n int) error {
+	cons, err := r.js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable: consumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 5 * time.Minute,
 		MaxAckPending: rawPipeAckPending, MaxDeliver: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
@@ -815,8 +834,7 @@ func (r *rawPipe) run(ctx context.Context, consumer string, round, n int) error 
 		}
 	}()
 	stopIt := context.AfterFunc(ctx, it.Stop)
-	prefix := "raw." + strconv.Itoa(round+1) + "."
-	for fetched := 0; fetched < n; fetched++ {
+	for fetched := 0; n < 0 || fetched < n; fetched++ {
 		m, err := it.Next()
 		if err != nil {
 			if ctx.Err() == nil {
@@ -824,7 +842,7 @@ func (r *rawPipe) run(ctx context.Context, consumer string, round, n int) error 
 			}
 			break
 		}
-		if err := r.forward(ctx, m, prefix, pending); err != nil {
+		if err := r.forward(ctx, m, sink, prefix, pending); err != nil {
 			cancel(err)
 			break
 		}
@@ -836,20 +854,20 @@ func (r *rawPipe) run(ctx context.Context, consumer string, round, n int) error 
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
-	if acked != n {
+	if n >= 0 && acked != n {
 		return fmt.Errorf("bench: raw acknowledged %d messages of %d", acked, n)
 	}
 	return nil
 }
 
 // forward publishes m's output to the sink and queues it for its ack.
-func (r *rawPipe) forward(ctx context.Context, m jetstream.Msg, prefix string, pending chan<- rawPending) error {
+func (r *rawPipe) forward(ctx context.Context, m jetstream.Msg, sink, prefix string, pending chan<- rawPending) error {
 	meta, err := m.Metadata()
 	if err != nil {
 		return fmt.Errorf("bench: raw: %w", err)
 	}
 	seq := strconv.FormatUint(meta.Sequence.Stream, 10)
-	out := &nats.Msg{Subject: pipeRawSinkSubj, Data: r.transform(m.Data()), Header: nats.Header{}}
+	out := &nats.Msg{Subject: sink, Data: r.transform(m.Data()), Header: nats.Header{}}
 	for k, vs := range m.Headers() {
 		out.Header[k] = vs
 	}
@@ -874,31 +892,125 @@ const lagPrime = 10
 // lag measures the end-to-end lag of a new pipeline whose source is
 // published at rate messages per second for LagTime, in bursts every
 // lagTick: for each message, from its publish call to its arrival from
-// the sink stream.
+// the sink stream. Then, on emptied streams, the same of raw moving a
+// source of its own published at the same rate: what the machine does at
+// that rate with none of the fleet's code.
 func (p *pipeBench) lag(ctx context.Context, rate float64, f *PipelineFigures) error {
 	if rate <= 0 {
 		return fmt.Errorf("bench: lag rate %v: want a positive rate", rate)
 	}
 	f.LagTargetRate = round2(rate)
 	const name = "bench-lag"
-	if _, err := p.cl.CreatePipeline(ctx, name, client.PipelineSpec{Source: pipeLagSource, Steps: p.step, Sink: pipeLagSinkSubj}); err != nil {
-		return fmt.Errorf("bench: create pipeline: %w", err)
+	pipe := lagSide{what: "pipeline " + name, subject: pipeLagSubject, sink: pipeLagSink,
+		start: func(ctx context.Context) (*lagRun, error) {
+			if _, err := p.cl.CreatePipeline(ctx, name, client.PipelineSpec{Source: pipeLagSource, Steps: p.step, Sink: pipeLagSinkSubj}); err != nil {
+				return nil, fmt.Errorf("bench: create pipeline: %w", err)
+			}
+			return &lagRun{state: func() string { return p.pipelineState(ctx, name) }}, nil
+		}}
+	m, err := p.lagLeg(ctx, rate, pipe)
+	if err != nil {
+		return err
 	}
-	for i := range lagPrime {
-		if err := p.publish(ctx, &nats.Msg{Subject: pipeLagSubject, Data: p.in.value(i)}); err != nil {
+	f.Checked += m.sent
+	f.LagSeconds = round3(m.elapsed.Seconds())
+	f.LagRate = round2(float64(m.sent) / m.elapsed.Seconds())
+	l := latencies(m.lat)
+	f.LagP50Ms, f.LagP99Ms, f.LagMaxMs, f.LagSamples = l.P50Ms, l.P99Ms, l.MaxMs, l.Samples
+	st, err := p.status(ctx, name, uint64(lagPrime+m.sent))
+	if err != nil {
+		return fmt.Errorf("pipeline %s: %w", name, err)
+	}
+	f.Status = PipelineStatusFigures{State: st.State, Processed: st.Processed, Lag: st.Lag, Rate: round2(st.Rate),
+		LatencyP50Ms: ms(st.LatencyP50), LatencyP99Ms: ms(st.LatencyP99)}
+	p.cfg.Log.Info("pipeline lag", "rate", f.LagRate, "p50_ms", f.LagP50Ms, "p99_ms", f.LagP99Ms)
+
+	// Raw's turn, on a server holding nothing else of the bench's.
+	if err := p.cl.RemovePipeline(ctx, name); err != nil {
+		return fmt.Errorf("bench: remove pipeline %s: %w", name, err)
+	}
+	for _, s := range []string{pipeLagSource, pipeLagSink} {
+		if err := p.purge(ctx, s); err != nil {
 			return err
 		}
 	}
-	if err := p.published(ctx); err != nil {
+	if err := sleep(ctx, pipeQuiet); err != nil {
 		return err
 	}
-	if _, err := p.waitSink(ctx, pipeLagSink, lagPrime, time.Now(), func() error { return nil }); err != nil {
-		return fmt.Errorf("pipeline %s: %w (%s)", name, err, p.pipelineState(ctx, name))
+	raw := lagSide{what: "raw", subject: pipeRawLagSubject, sink: pipeRawLagSink, start: p.startRawLag}
+	if m, err = p.lagLeg(ctx, rate, raw); err != nil {
+		return err
+	}
+	f.Checked += m.sent
+	f.RawLagRate = round2(float64(m.sent) / m.elapsed.Seconds())
+	l = latencies(m.lat)
+	f.RawLagP50Ms, f.RawLagP99Ms, f.RawLagMaxMs, f.RawLagSamples = l.P50Ms, l.P99Ms, l.MaxMs, l.Samples
+	p.cfg.Log.Info("raw lag", "rate", f.RawLagRate, "p50_ms", f.RawLagP50Ms, "p99_ms", f.RawLagP99Ms)
+	return nil
+}
+
+// lagSide is one side of the lag figure: the subject its source is
+// published on, its sink stream, and how it starts moving the one to the
+// other.
+type lagSide struct {
+	what          string
+	subject, sink string
+	start         func(ctx context.Context) (*lagRun, error)
+}
+
+// lagRun is a side moving its source: failed returns its error once it
+// has stopped on one (nil: none, or still running), stop stops it (nil:
+// it stops by itself), state says how it goes, for an error.
+type lagRun struct {
+	failed func() error
+	stop   func() error
+	state  func() string
+}
+
+// lagMeasure is what one side's lag leg measured: the messages published
+// at the rate, over how long, and each one's lag.
+type lagMeasure struct {
+	sent    int
+	elapsed time.Duration
+	lat     []time.Duration
+}
+
+// lagLeg starts side, primes it with lagPrime messages, publishes its
+// source at rate for LagTime while reading its sink, and checks that the
+// sink then holds exactly one message per source message, in order.
+func (p *pipeBench) lagLeg(ctx context.Context, rate float64, side lagSide) (m lagMeasure, err error) {
+	run, err := side.start(ctx)
+	if err != nil {
+		return m, err
+	}
+	if run.failed == nil {
+		run.failed = func() error { return nil }
+	}
+	if run.state == nil {
+		run.state = func() string { return "running" }
+	}
+	if run.stop != nil {
+		defer func() {
+			if serr := run.stop(); serr != nil && err == nil {
+				err = fmt.Errorf("%s: %w", side.what, serr)
+			}
+		}()
+	}
+	for i := range lagPrime {
+		if err := p.publish(ctx, &nats.Msg{Subject: side.subject, Data: p.in.value(i)}); err != nil {
+			return m, err
+		}
+	}
+	if err := p.published(ctx); err != nil {
+		return m, err
+	}
+	if _, err := p.waitSink(ctx, side.sink, lagPrime, time.Now(), run.failed); err != nil {
+		return m, fmt.Errorf("%s: %w (%s)", side.what, err, run.state())
 	}
 
-	rd, err := p.startLagReader(ctx)
+	rd, err := p.startLagReader(ctx, side.sink)
 	if err != nil {
-		return err
+		return m, err
 	}
 	defer rd.stop()
 	t := time.NewTicker(lagTick)
@@ -910,27 +1022,30 @@ func (p *pipeBench) lag(ctx context.Context, rate float64, f *PipelineFigures) e
 			break
 		}
 		for due := int(rate * el.Seconds()); sent < due; sent++ {
-			m := &nats.Msg{Subject: pipeLagSubject, Data: p.in.value(sent), Header: nats.Header{}}
-			m.Header.Set(headerSent, strconv.FormatInt(int64(time.Since(p.start)), 10))
-			if err := p.publish(ctx, m); err != nil {
-				return err
+			msg := &nats.Msg{Subject: side.subject, Data: p.in.value(sent), Header: nats.Header{}}
+			msg.Header.Set(headerSent, strconv.FormatInt(int64(time.Since(p.start)), 10))
+			if err := p.publish(ctx, msg); err != nil {
+				return m, err
 			}
 		}
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			return ctx.Err()
+			return m, ctx.Err()
 		}
 	}
 	elapsed := time.Since(start)
 	if err := p.published(ctx); err != nil {
-		return err
+		return m, err
 	}
 	err = poll.Until(ctx, sinkWithin(sent), func() error {
 		select {
 		case <-rd.done: // a wrong message: stop below says which
 			return nil
 		default:
+		}
+		if err := run.failed(); err != nil {
+			return nil // said below
 		}
 		if got := rd.count.Load(); got < int64(sent) {
 			return fmt.Errorf("%d of %d messages read from the sink", got, sent)
@@ -940,26 +1055,49 @@ func (p *pipeBench) lag(ctx context.Context, rate float64, f *PipelineFigures) e
 	lat, rerr := rd.stop()
 	switch {
 	case rerr != nil:
-		return rerr
+		return m, rerr
+	case run.failed() != nil:
+		return m, fmt.Errorf("%s: %w", side.what, run.failed())
 	case err != nil:
-		return fmt.Errorf("%w (%s)", err, p.pipelineState(ctx, name))
+		return m, fmt.Errorf("%s: %w (%s)", side.what, err, run.state())
 	}
-	if err := checkSink(ctx, p.js, pipeLagSink, lagPrime+sent, func(int, jetstream.Msg) error { return nil }); err != nil {
-		return err
+	if err := checkSink(ctx, p.js, side.sink, lagPrime+sent, func(int, jetstream.Msg) error { return nil }); err != nil {
+		return m, err
 	}
-	f.Checked += sent
-	f.LagSeconds = round3(elapsed.Seconds())
-	f.LagRate = round2(float64(sent) / elapsed.Seconds())
-	l := latencies(lat)
-	f.LagP50Ms, f.LagP99Ms, f.LagMaxMs, f.LagSamples = l.P50Ms, l.P99Ms, l.MaxMs, l.Samples
-	st, err := p.status(ctx, name, uint64(lagPrime+sent))
-	if err != nil {
-		return fmt.Errorf("pipeline %s: %w", name, err)
+	return lagMeasure{sent: sent, elapsed: elapsed, lat: lat}, nil
+}
+
+// startRawLag starts raw moving its lag source to its lag sink until the
+// returned run is stopped.
+func (p *pipeBench) startRawLag(ctx context.Context) (*lagRun, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	var runErr error // set before done closes
+	// Stops when stop cancels rctx, or on a failure.
+	go func() {
+		defer close(done)
+		runErr = p.raw.run(rctx, pipeRawLagSource, pipeRawLagSinkSubj, "bench-raw-lag", "raw.lag.", -1)
+	}()
+	failed := func() error {
+		select {
+		case <-done:
+			if runErr == nil {
+				return errors.New("raw stopped")
+			}
+			return runErr
+		default:
+			return nil
+		}
 	}
-	f.Status = PipelineStatusFigures{State: st.State, Processed: st.Processed, Lag: st.Lag, Rate: round2(st.Rate),
-		LatencyP50Ms: ms(st.LatencyP50), LatencyP99Ms: ms(st.LatencyP99)}
-	p.cfg.Log.Info("pipeline lag", "rate", f.LagRate, "p50_ms", f.LagP50Ms, "p99_ms", f.LagP99Ms)
-	return nil
+	stop := func() error {
+		cancel()
+		<-done
+		if errors.Is(runErr, context.Canceled) && ctx.Err() == nil {
+			return nil // stopped here
+		}
+		return runErr
+	}
+	return &lagRun{failed: failed, stop: stop}, nil
 }
 
 // lagTick is how often the lag figure publishes a burst.
@@ -977,9 +1115,9 @@ type lagReader struct {
 	once  sync.Once
 }
 
-// startLagReader starts reading the lag sink after the primed messages.
-func (p *pipeBench) startLagReader(ctx context.Context) (*lagReader, error) {
-	oc, err := p.js.OrderedConsumer(ctx, pipeLagSink, jetstream.OrderedConsumerConfig{
+// startLagReader starts reading a lag sink after the primed messages.
+func (p *pipeBench) startLagReader(ctx context.Context, sink string) (*lagReader, error) {
+	oc, err := p.js.OrderedConsumer(ctx, sink, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: lagPrime + 1})
 	if err != nil {
 		return nil, fmt.Errorf("bench: read the lag sink: %w", err)

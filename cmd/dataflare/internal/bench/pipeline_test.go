@@ -32,7 +32,8 @@ func TestPipeline(t *testing.T) {
 	// The contract's keys, by their JSON names.
 	for _, k := range []string{"records_per_sec", "raw_records_per_sec", "vs_raw", "vs_raw_cpu", "lag_p50_ms", "lag_p99_ms",
 		"lag_max_ms", "lag_rate", "lag_target_rate", "lag_samples", "records", "record_size", "batch_size", "first_result_ms",
-		"cpu_us_per_record", "raw_cpu_us_per_record", "mb_per_sec", "checked_messages"} {
+		"cpu_us_per_record", "raw_cpu_us_per_record", "mb_per_sec", "checked_messages",
+		"raw_lag_rate", "raw_lag_p50_ms", "raw_lag_p99_ms", "raw_lag_max_ms", "raw_lag_samples"} {
 		if v, ok := pl[k].(float64); !ok || v <= 0 {
 			t.Errorf("pipeline.%s = %v, want a positive number", k, pl[k])
 		}
@@ -58,12 +59,20 @@ func TestPipeline(t *testing.T) {
 		t.Errorf("records %d of %d B, %d rounds: want %d of 256 B, %d rounds", f.Records, f.RecordSize, rep.Rounds, records, rounds)
 	}
 	// Every sink held exactly one message per source message, in order:
-	// every leg of both sides, and every message of the lag figure.
-	if got, want := f.Checked, (2*rounds+1)*records+f.LagSamples; got != want {
+	// every leg of both sides, and every message of both lag figures.
+	if got, want := f.Checked, (2*rounds+1)*records+f.LagSamples+f.RawLagSamples; got != want {
 		t.Errorf("checked %d sink messages, want %d", got, want)
 	}
 	if !(f.LagP50Ms <= f.LagP99Ms && f.LagP99Ms <= f.LagMaxMs) {
 		t.Errorf("lag p50 %v, p99 %v, max %v ms: want them in order", f.LagP50Ms, f.LagP99Ms, f.LagMaxMs)
+	}
+	if !(f.RawLagP50Ms <= f.RawLagP99Ms && f.RawLagP99Ms <= f.RawLagMaxMs) {
+		t.Errorf("raw lag p50 %v, p99 %v, max %v ms: want them in order", f.RawLagP50Ms, f.RawLagP99Ms, f.RawLagMaxMs)
+	}
+	// Raw's lag is measured at the rate asked of the pipeline's, for as
+	// long: about as many messages.
+	if lo, hi := f.LagSamples*2/3, f.LagSamples*3/2; f.RawLagSamples < lo || f.RawLagSamples > hi {
+		t.Errorf("raw lag over %d messages, the pipeline's over %d: want about as many", f.RawLagSamples, f.LagSamples)
 	}
 	if got, want := f.LagTargetRate, f.RecordsPerSec/2; got < want-0.01 || got > want+0.01 {
 		t.Errorf("lag target rate %v, want half the pipeline's %v", got, f.RecordsPerSec)

@@ -82,7 +82,8 @@ Their load is the delay plugin, ms=1 (--plugin, --config to change it), on embed
                      async publishes to the sink, acks once the sink has them): --rounds pipeline
                      runs, each between two raw runs and held to their mean; then
                      its end-to-end lag while the source is published at half its measured rate
-                     (--seconds, default 10). Defaults for it: --records 100000, --record-size 1024.`,
+                     (--seconds, default 10), and raw's at the same rate on a source of its own.
+                     Defaults for it: --records 100000, --record-size 1024.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return e.runBench(cmd, f) },
 	}
@@ -515,6 +516,8 @@ func printBenchPipeline(w io.Writer, r *bench.PipelineReport) {
 	fmt.Fprintf(w, "\nvs_raw: %.3f (by CPU %.3f); the pipeline's first result %.0f ms after its creation (median)\n", p.VsRaw, p.VsRawCPU, p.FirstResultMs)
 	fmt.Fprintf(w, "lag at %.0f messages/s (asked %.0f) for %.1f s, publish to sink: p50 %.2f ms, p99 %.2f ms, max %.2f ms over %d messages\n",
 		p.LagRate, p.LagTargetRate, p.LagSeconds, p.LagP50Ms, p.LagP99Ms, p.LagMaxMs, p.LagSamples)
+	fmt.Fprintf(w, "raw's lag at %.0f messages/s, the same way: p50 %.2f ms, p99 %.2f ms, max %.2f ms over %d messages\n",
+		p.RawLagRate, p.RawLagP50Ms, p.RawLagP99Ms, p.RawLagMaxMs, p.RawLagSamples)
 	st := p.Status
 	fmt.Fprintf(w, "pipeline info then: %s, processed %d, lag %d, latency p50 %.2f ms, p99 %.2f ms\n",
 		st.State, st.Processed, st.Lag, st.LatencyP50Ms, st.LatencyP99Ms)
