@@ -209,11 +209,17 @@ func (j *Job) receive(ctx context.Context) error {
 		defer j.wg.Done()
 		backoff := resultsBackoff
 		for {
+			from := j.readSeq.Load()
 			stop := context.AfterFunc(ctx, it.Stop)
 			err := j.deliver(ctx, it)
 			stop()
 			if err == nil || ctx.Err() != nil {
 				return
+			}
+			if j.readSeq.Load() > from {
+				// The reader opened last worked for a while: a failure
+				// now is a new one, not the last one going on.
+				backoff = resultsBackoff
 			}
 			it.Stop()
 			j.c.opts.log.Warn("job's results read again through a new consumer", "job", j.info.ID, "after_seq", j.readSeq.Load(), "err", err)
